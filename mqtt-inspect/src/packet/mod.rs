@@ -1,0 +1,326 @@
+//! Packets: [`Packet<'a>`], a borrowed view of one decoded frame, and [`decode`].
+//!
+//! One file per packet type, decoder and encoder side by side. A view borrows every string and
+//! payload from the frame; decoding a PUBLISH allocates nothing.
+
+mod auth;
+mod connack;
+mod connect;
+mod disconnect;
+mod ping;
+mod puback;
+mod publish;
+mod suback;
+mod subscribe;
+mod unsubscribe;
+
+use core::num::NonZeroU16;
+
+pub use auth::Auth;
+pub use connack::{Connack, ConnackCode};
+pub use connect::{Connect, Will};
+pub use disconnect::Disconnect;
+pub use puback::{Ack, AckKind};
+pub use publish::Publish;
+pub use suback::{Suback, Unsuback};
+pub use subscribe::{RetainHandling, Subscribe, SubscribeFilters, SubscriptionOptions};
+pub use unsubscribe::{Unsubscribe, UnsubscribeFilters};
+
+use crate::encode::Sink;
+use crate::error::{DecodeError, EncodeError};
+use crate::framing::{MAX_PACKET_SIZE, Peek, peek_frame};
+use crate::reader::Reader;
+use crate::version::ProtocolVersion;
+
+/// A Packet Identifier: never 0 ([MQTT-2.2.1-3]).
+pub type PacketId = NonZeroU16;
+
+/// The 15 MQTT control packet types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // the names are the specification's
+pub enum PacketType {
+    Connect,
+    Connack,
+    Publish,
+    Puback,
+    Pubrec,
+    Pubrel,
+    Pubcomp,
+    Subscribe,
+    Suback,
+    Unsubscribe,
+    Unsuback,
+    Pingreq,
+    Pingresp,
+    Disconnect,
+    Auth,
+}
+
+impl PacketType {
+    /// All types, in wire-number order (1 to 15).
+    pub const ALL: [Self; 15] = [
+        Self::Connect,
+        Self::Connack,
+        Self::Publish,
+        Self::Puback,
+        Self::Pubrec,
+        Self::Pubrel,
+        Self::Pubcomp,
+        Self::Subscribe,
+        Self::Suback,
+        Self::Unsubscribe,
+        Self::Unsuback,
+        Self::Pingreq,
+        Self::Pingresp,
+        Self::Disconnect,
+        Self::Auth,
+    ];
+
+    /// The type for the high nibble of the first byte.
+    #[must_use]
+    pub fn from_nibble(n: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(n.checked_sub(1)?)).copied()
+    }
+
+    /// The lower-case name, as used for metric labels ("connect", "publish", ...).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Connack => "connack",
+            Self::Publish => "publish",
+            Self::Puback => "puback",
+            Self::Pubrec => "pubrec",
+            Self::Pubrel => "pubrel",
+            Self::Pubcomp => "pubcomp",
+            Self::Subscribe => "subscribe",
+            Self::Suback => "suback",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Unsuback => "unsuback",
+            Self::Pingreq => "pingreq",
+            Self::Pingresp => "pingresp",
+            Self::Disconnect => "disconnect",
+            Self::Auth => "auth",
+        }
+    }
+}
+
+/// Quality of Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QoS {
+    /// 0: at most once.
+    AtMostOnce,
+    /// 1: at least once.
+    AtLeastOnce,
+    /// 2: exactly once.
+    ExactlyOnce,
+}
+
+impl QoS {
+    /// The QoS for two bits; 3 is malformed ([MQTT-3.3.1-4]).
+    pub(crate) fn from_bits(bits: u8, what: &'static str) -> Result<Self, DecodeError> {
+        match bits {
+            0 => Ok(Self::AtMostOnce),
+            1 => Ok(Self::AtLeastOnce),
+            2 => Ok(Self::ExactlyOnce),
+            _ => Err(DecodeError::InvalidQos(what)),
+        }
+    }
+
+    /// The two-bit value.
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        match self {
+            Self::AtMostOnce => 0,
+            Self::AtLeastOnce => 1,
+            Self::ExactlyOnce => 2,
+        }
+    }
+}
+
+/// One decoded packet, borrowing from its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Packet<'a> {
+    Connect(Connect<'a>),
+    Connack(Connack<'a>),
+    Publish(Publish<'a>),
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP ([`Ack::kind`] says which).
+    Ack(Ack<'a>),
+    Subscribe(Subscribe<'a>),
+    Suback(Suback<'a>),
+    Unsubscribe(Unsubscribe<'a>),
+    Unsuback(Unsuback<'a>),
+    Pingreq,
+    Pingresp,
+    Disconnect(Disconnect<'a>),
+    Auth(Auth<'a>),
+}
+
+impl Packet<'_> {
+    /// The packet type.
+    #[must_use]
+    pub const fn packet_type(&self) -> PacketType {
+        match self {
+            Self::Connect(_) => PacketType::Connect,
+            Self::Connack(_) => PacketType::Connack,
+            Self::Publish(_) => PacketType::Publish,
+            Self::Ack(a) => a.kind.packet_type(),
+            Self::Subscribe(_) => PacketType::Subscribe,
+            Self::Suback(_) => PacketType::Suback,
+            Self::Unsubscribe(_) => PacketType::Unsubscribe,
+            Self::Unsuback(_) => PacketType::Unsuback,
+            Self::Pingreq => PacketType::Pingreq,
+            Self::Pingresp => PacketType::Pingresp,
+            Self::Disconnect(_) => PacketType::Disconnect,
+            Self::Auth(_) => PacketType::Auth,
+        }
+    }
+
+    /// Encodes the packet for `version` (CONNECT carries its own version and ignores it).
+    ///
+    /// # Errors
+    /// A field too long for the wire format, or a value `version` cannot express.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut dyn Sink) -> Result<(), EncodeError> {
+        match self {
+            Self::Connect(p) => p.encode(out),
+            Self::Connack(p) => p.encode(version, out),
+            Self::Publish(p) => p.encode(version, out),
+            Self::Ack(p) => p.encode(version, out),
+            Self::Subscribe(p) => p.encode(version, out),
+            Self::Suback(p) => p.encode(version, out),
+            Self::Unsubscribe(p) => p.encode(version, out),
+            Self::Unsuback(p) => p.encode(version, out),
+            Self::Pingreq => ping::encode(PacketType::Pingreq, out),
+            Self::Pingresp => ping::encode(PacketType::Pingresp, out),
+            Self::Disconnect(p) => p.encode(version, out),
+            Self::Auth(p) => p.encode(version, out),
+        }
+    }
+}
+
+/// Decodes one complete frame (fixed header included) spoken in `version`.
+///
+/// A CONNECT is decoded whatever `version` says (it announces its own); [`decode_connect`] is the
+/// same for the first packet of a connection, when no version is known yet.
+///
+/// # Errors
+/// Any rule of the specification the frame breaks; the frame must be exactly one packet.
+pub fn decode(frame: &[u8], version: ProtocolVersion) -> Result<Packet<'_>, DecodeError> {
+    let (first_byte, body) = split_header(frame)?;
+    let flags = first_byte & 0x0f;
+    let Some(kind) = PacketType::from_nibble(first_byte >> 4) else {
+        return Err(DecodeError::InvalidPacketType(first_byte >> 4));
+    };
+    let fixed_flags = |expected: u8, what: &'static str| {
+        // [MQTT-2.2.2-2]: flags other than PUBLISH's are fixed.
+        if flags == expected {
+            Ok(())
+        } else {
+            Err(DecodeError::ReservedFlags(what))
+        }
+    };
+    let mut r = Reader::new(body);
+    let packet = match kind {
+        PacketType::Connect => {
+            fixed_flags(0, "CONNECT")?;
+            Packet::Connect(Connect::decode(&mut r)?)
+        }
+        PacketType::Connack => {
+            fixed_flags(0, "CONNACK")?;
+            Packet::Connack(Connack::decode(&mut r, version)?)
+        }
+        PacketType::Publish => Packet::Publish(Publish::decode(flags, &mut r, version)?),
+        PacketType::Puback | PacketType::Pubrec | PacketType::Pubrel | PacketType::Pubcomp => {
+            let ack_kind = AckKind::from_packet_type(kind)
+                .ok_or(DecodeError::InvalidPacketType(first_byte >> 4))?;
+            fixed_flags(ack_kind.flags(), ack_kind.name())?;
+            Packet::Ack(Ack::decode(ack_kind, &mut r, version)?)
+        }
+        PacketType::Subscribe => {
+            fixed_flags(0b0010, "SUBSCRIBE")?;
+            Packet::Subscribe(Subscribe::decode(&mut r, version)?)
+        }
+        PacketType::Suback => {
+            fixed_flags(0, "SUBACK")?;
+            Packet::Suback(Suback::decode(&mut r, version)?)
+        }
+        PacketType::Unsubscribe => {
+            fixed_flags(0b0010, "UNSUBSCRIBE")?;
+            Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?)
+        }
+        PacketType::Unsuback => {
+            fixed_flags(0, "UNSUBACK")?;
+            Packet::Unsuback(Unsuback::decode(&mut r, version)?)
+        }
+        PacketType::Pingreq => {
+            fixed_flags(0, "PINGREQ")?;
+            r.finish("PINGREQ")?;
+            Packet::Pingreq
+        }
+        PacketType::Pingresp => {
+            fixed_flags(0, "PINGRESP")?;
+            r.finish("PINGRESP")?;
+            Packet::Pingresp
+        }
+        PacketType::Disconnect => {
+            fixed_flags(0, "DISCONNECT")?;
+            Packet::Disconnect(Disconnect::decode(&mut r, version)?)
+        }
+        PacketType::Auth => {
+            if !version.is_v5() {
+                // Type 15 is reserved before MQTT 5.
+                return Err(DecodeError::InvalidPacketType(15));
+            }
+            fixed_flags(0, "AUTH")?;
+            Packet::Auth(Auth::decode(&mut r)?)
+        }
+    };
+    Ok(packet)
+}
+
+/// Decodes the first packet of a connection, which must be a CONNECT ([MQTT-3.1.0-1]).
+///
+/// # Errors
+/// [`DecodeError::ProtocolViolation`] for any other packet type, or a malformed CONNECT.
+pub fn decode_connect(frame: &[u8]) -> Result<Connect<'_>, DecodeError> {
+    match frame.first() {
+        Some(b) if b >> 4 == 1 => {}
+        _ => {
+            return Err(DecodeError::ProtocolViolation(
+                "the first packet must be CONNECT",
+            ));
+        }
+    }
+    match decode(frame, ProtocolVersion::V311)? {
+        Packet::Connect(c) => Ok(c),
+        _ => Err(DecodeError::ProtocolViolation(
+            "the first packet must be CONNECT",
+        )),
+    }
+}
+
+/// Splits a frame into its first byte and its body, checking that the Remaining Length covers
+/// exactly the rest of the frame.
+fn split_header(frame: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
+    match peek_frame(frame, MAX_PACKET_SIZE)? {
+        Peek::Complete(h) => {
+            if frame.len() != h.frame_len() {
+                return Err(DecodeError::TrailingBytes("frame"));
+            }
+            let body = frame
+                .get(usize::from(h.header_len)..)
+                .ok_or(DecodeError::UnexpectedEnd("fixed header"))?;
+            Ok((h.first_byte, body))
+        }
+        Peek::Incomplete { .. } => Err(DecodeError::UnexpectedEnd("frame")),
+    }
+}
+
+/// Reads a non-zero Packet Identifier.
+pub(crate) fn read_packet_id(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<PacketId, DecodeError> {
+    PacketId::new(r.u16(what)?).ok_or(DecodeError::ZeroPacketId(what))
+}
