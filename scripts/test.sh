@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# THE test command: `bash scripts/test.sh` (CI runs it through .ci/run).
+#
+# On a fresh Debian 12 machine (as root, or with sudo) it installs what the tests need, then runs,
+# stopping at the first failure:
+#   1. tools      mosquitto + mosquitto-clients (apt-get, only when missing), rustfmt + clippy
+#   2. fmt        cargo fmt --all -- --check
+#   3. clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
+#   4. test       cargo test --workspace --locked (unit, integration, e2e against real Mosquitto)
+#   5. fuzz       when mqtt-inspect/fuzz exists: every cargo-fuzz target for 20 s, seeded with
+#                 mqtt-inspect/tests/fixtures/*.bin
+# Budget: well under 20 minutes on 2 cores, most of it compiling.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+CARGO_FUZZ_VERSION=0.13.2
+
+step_no=0
+current=""
+step() {
+    step_no=$((step_no + 1))
+    current=$1
+    printf '\n==> [%d] %s\n' "$step_no" "$current"
+}
+on_exit() {
+    local rc=$?
+    if [[ $rc -ne 0 ]]; then
+        printf '\n==> FAILED (exit %d) in step [%d] %s\n' "$rc" "$step_no" "$current" >&2
+    fi
+}
+trap on_exit EXIT
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+
+step "tools: mosquitto, mosquitto-clients, rustfmt, clippy"
+if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+    echo "installing mosquitto and mosquitto-clients with apt-get"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto mosquitto-clients
+fi
+# The Debian package may start a system broker on 127.0.0.1:1883; the tests never use that port
+# (they start their own through upstream-broker/start.sh on free ports).
+for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf cargo; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
+mosquitto -h 2>/dev/null | head -n 1 || true
+cargo --version
+cargo fmt --version
+cargo clippy --version
+
+step "fmt: cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "clippy: cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "test: cargo test --workspace --locked"
+cargo test --workspace --locked
+
+if [[ -f mqtt-inspect/fuzz/Cargo.toml ]]; then
+    step "fuzz: every cargo-fuzz target for ${FUZZ_SECONDS}s"
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+    fi
+    cargo fuzz --version
+    cd "$root/mqtt-inspect"
+    targets=$(RUSTC_BOOTSTRAP=1 cargo fuzz list)
+    if [[ -z $targets ]]; then
+        echo "mqtt-inspect/fuzz has no targets" >&2
+        exit 1
+    fi
+    shopt -s nullglob
+    seeds=("$root"/mqtt-inspect/tests/fixtures/*.bin)
+    shopt -u nullglob
+    for target in $targets; do
+        corpus=fuzz/corpus/$target
+        mkdir -p "$corpus"
+        if ((${#seeds[@]} > 0)); then
+            cp -n -- "${seeds[@]}" "$corpus"/
+        fi
+        echo "--- fuzz target $target (corpus $corpus, ${#seeds[@]} fixture seeds)"
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- \
+            -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048
+    done
+    cd "$root"
+else
+    step "fuzz: skipped (no mqtt-inspect/fuzz/Cargo.toml)"
+fi
+
+printf '\n==> all steps passed\n'
