@@ -43,6 +43,24 @@ impl StreamState {
         }
     }
 
+    /// A connection whose CONNECT (of `version`) has been decoded, before its CONNACK.
+    #[must_use]
+    pub const fn after_connect(version: ProtocolVersion) -> Self {
+        Self {
+            version: Some(version),
+            connack_seen: false,
+        }
+    }
+
+    /// A connection whose CONNECT and CONNACK have both been seen.
+    #[must_use]
+    pub const fn after_connack(version: ProtocolVersion) -> Self {
+        Self {
+            version: Some(version),
+            connack_seen: true,
+        }
+    }
+
     /// The version of the connection, once its CONNECT has been decoded.
     #[must_use]
     pub const fn version(&self) -> Option<ProtocolVersion> {
