@@ -1,0 +1,147 @@
+//! The admin HTTP listener: `GET /metrics` (Prometheus text format), `/healthz` (the process
+//! serves), `/readyz` (every listener is bound and the upstream broker answered a connection
+//! within the last few seconds). A deliberately tiny HTTP/1.1 responder: GET only, request head
+//! capped at 8 KiB and 5 s, one request per connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use crate::shared::Gateway;
+
+const MAX_HEAD: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// `/readyz` wants an upstream connection at most this old (the prober makes one every 2 s).
+pub const READY_UPSTREAM_AGE_MS: u64 = 5_000;
+
+/// Serves the admin endpoints until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    metrics: Option<PrometheusHandle>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = gateway.shutdown.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let gw = Arc::clone(&gateway);
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _ = timeout(REQUEST_TIMEOUT, handle(stream, &gw, metrics.as_ref())).await;
+        });
+    }
+}
+
+/// Probes the upstream broker every 2 s so that `/readyz` knows it is reachable even when no
+/// client is connecting.
+pub async fn probe_upstream(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = gateway.shutdown.cancelled() => return,
+        }
+        let snap = gateway.current();
+        let up = &snap.config.upstream;
+        if let Ok(Ok(_)) = timeout(up.connect_timeout, TcpStream::connect(&up.address)).await {
+            gateway.upstream_ok();
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    gw: &Gateway,
+    metrics: Option<&PrometheusHandle>,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"too large\n",
+            )
+            .await;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    if method != b"GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n",
+        )
+        .await;
+    }
+    match path {
+        b"/metrics" => match metrics {
+            Some(h) => {
+                let body = h.render();
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    body.as_bytes(),
+                )
+                .await
+            }
+            None => {
+                respond(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"no metrics recorder\n",
+                )
+                .await
+            }
+        },
+        b"/healthz" => respond(&mut stream, "200 OK", "text/plain", b"ok\n").await,
+        b"/readyz" => {
+            if gw.upstream_age_ms() <= READY_UPSTREAM_AGE_MS {
+                respond(&mut stream, "200 OK", "text/plain", b"ready\n").await
+            } else {
+                respond(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"upstream broker not reachable\n",
+                )
+                .await
+            }
+        }
+        _ => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n").await,
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}

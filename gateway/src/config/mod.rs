@@ -1,0 +1,345 @@
+//! The gateway configuration file (`gateway.toml`): its serde types, loading,
+//! and the semantic checks that run once at the edge.
+//!
+//! Every section and key of the contract (`spec/gateway.example.toml`) is a
+//! typed field here. Unknown keys are refused (`deny_unknown_fields` on every
+//! struct, no `flatten`, no `untagged`), and every error names the file, the
+//! line and the dotted key (see [`ConfigError`]). After a successful
+//! [`Config::load`], relative paths have been resolved against the directory
+//! of the config file and every value has passed the semantic checks,
+//! so the rest of the gateway never re-checks them.
+
+mod error;
+mod locate;
+mod validate;
+
+pub mod units;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use error::ConfigError;
+pub use units::ByteSize;
+pub use validate::{MAX_PACKET_SIZE, MIN_PACKET_SIZE};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[admin]`: the HTTP listener for `/metrics`, `/healthz`, `/readyz`.
+    /// Absent: no admin listener is started.
+    pub admin: Option<AdminConfig>,
+    /// `[upstream]`: the broker behind the gateway. Required.
+    pub upstream: UpstreamConfig,
+    /// `[[listener]]`: where clients connect. At least one.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// `[auth]`: how clients authenticate. All keys have defaults.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[policy]`: topic ACLs and connect rules. At least one policy source is
+    /// required (fail closed: no policy, no start).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// `[limits]`: resource bounds; every key defaults to the contract's example value.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[log]`: where the audit log goes.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener. Keep it on loopback or a management network.
+    pub listen: SocketAddr,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The broker, as `host:port` (a name is resolved at dial time).
+    pub address: String,
+    /// Bound on dialling the broker. Default 5 s.
+    #[serde(
+        default = "defaults::upstream_connect_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub connect_timeout: Duration,
+    /// What the broker sees as credentials. Default `principal`, so the broker never sees secrets.
+    #[serde(default)]
+    pub credentials: Credentials,
+}
+
+/// `upstream.credentials`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credentials {
+    /// CONNECT is re-encoded: username = the authenticated principal, no password.
+    #[default]
+    Principal,
+    /// CONNECT is forwarded unchanged (the broker sees the client's password).
+    Passthrough,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique, non-empty name; the `listener` label of metrics and audit lines.
+    pub name: String,
+    /// Socket address to bind.
+    pub bind: SocketAddr,
+    /// `[listener.tls]`: present = TLS is terminated here; absent = plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM), leaf first, then intermediates.
+    pub cert: PathBuf,
+    /// Server private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Trust anchors for client certificates (PEM). Required unless `client_auth = "none"`.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is demanded. Default `required` (fail closed):
+    /// a TLS listener without client certificates must say `client_auth = "none"`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// CRL files, PEM or DER. Needs `client_ca`.
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    /// Which certificates of the client chain are checked against the CRLs. Default `leaf`.
+    #[serde(default)]
+    pub crl_scope: CrlScope,
+    /// Lowest TLS version accepted. Default `"1.2"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// `listener.tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A valid client certificate is mandatory.
+    #[default]
+    Required,
+    /// A client certificate is verified if presented; clients without one still connect.
+    Optional,
+    /// No client certificate is requested.
+    None,
+}
+
+/// `listener.tls.crl_scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlScope {
+    /// Only the client's own certificate is checked (as Mosquitto does).
+    #[default]
+    Leaf,
+    /// Every certificate up to (not including) the trust anchor (as nginx does).
+    Chain,
+}
+
+/// `listener.tls.min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether clients without any credential may connect. Default `false`.
+    pub allow_anonymous: bool,
+    /// Mosquitto (`$6$`/`$7$`) or argon2id password file. Default: none.
+    pub password_file: Option<PathBuf>,
+    /// How a principal is named. Default `cert_cn`.
+    pub principal_from: PrincipalFrom,
+    /// Whether a verified client certificate alone authenticates. Default `true`.
+    pub cert_is_credential: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: false,
+            password_file: None,
+            principal_from: PrincipalFrom::CertCn,
+            cert_is_credential: true,
+        }
+    }
+}
+
+/// `auth.principal_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalFrom {
+    /// The subject common name of the client certificate.
+    #[default]
+    CertCn,
+    /// The first DNS or URI subject alternative name.
+    CertSan,
+    /// The CONNECT username (the certificate is still verified if required).
+    Username,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The gateway's own policy file (see `policy.example.toml`).
+    pub file: Option<PathBuf>,
+    /// A Mosquitto `acl_file`, translated into the same engine.
+    pub mosquitto_acl_file: Option<PathBuf>,
+    /// What a denied PUBLISH does. Default `drop`.
+    pub on_publish_deny: OnPublishDeny,
+}
+
+/// `policy.on_publish_deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPublishDeny {
+    /// QoS 0 dropped; QoS 1/2 acknowledged by the gateway (MQTT 5: reason 0x87).
+    #[default]
+    Drop,
+    /// The connection is closed.
+    Disconnect,
+}
+
+/// `[limits]`. Every default is the contract example's value; each bound says what it stops.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// TCP accept → complete CONNECT, TLS handshake included (slowloris). Default 10 s.
+    #[serde(deserialize_with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// Largest MQTT packet, either direction (memory per connection). Default 256 KiB.
+    pub max_packet_size: ByteSize,
+    /// Keep-alives above this are capped (idle sockets held open). Default 1 h.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_keepalive: Duration,
+    /// Concurrent connections, whole gateway (fd and memory exhaustion). Default 100000.
+    pub max_connections: NonZeroU32,
+    /// Concurrent connections per source IP (one host hogging the gateway). Default 100.
+    pub max_connections_per_ip: NonZeroU32,
+    /// New connections per source IP per second, burst the same (reconnect storms,
+    /// handshake CPU). Default 20.
+    pub connections_per_ip_per_second: NonZeroU32,
+    /// PUBLISH-rate per client (broker flooding). Default 1000.
+    pub messages_per_client_per_second: NonZeroU32,
+    /// Bytes per client per second (bandwidth hogging). Default 1 MiB.
+    pub bytes_per_client_per_second: ByteSize,
+    /// Authentication failures per source IP within `ban_window` before a ban
+    /// (password guessing). Default 5.
+    pub auth_failures_before_ban: NonZeroU32,
+    /// Window in which authentication failures are counted. Default 1 min.
+    #[serde(deserialize_with = "units::duration")]
+    pub ban_window: Duration,
+    /// How long a banned IP is refused. Default 10 min.
+    #[serde(deserialize_with = "units::duration")]
+    pub ban_duration: Duration,
+}
+
+/// A `NonZeroU32` default, checked at compile time (the functions are only
+/// called in `const` items).
+const fn nonzero_const(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => panic!("a default limit is zero"),
+    }
+}
+
+/// Evaluates `nonzero_const` at compile time.
+macro_rules! nonzero {
+    ($n:expr) => {{
+        const N: NonZeroU32 = nonzero_const($n);
+        N
+    }};
+}
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            max_packet_size: ByteSize(256 * 1024),
+            max_keepalive: Duration::from_secs(3600),
+            max_connections: nonzero!(100_000),
+            max_connections_per_ip: nonzero!(100),
+            connections_per_ip_per_second: nonzero!(20),
+            messages_per_client_per_second: nonzero!(1000),
+            bytes_per_client_per_second: ByteSize(1 << 20),
+            auth_failures_before_ban: nonzero!(5),
+            ban_window: Duration::from_secs(60),
+            ban_duration: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// JSON-lines audit file. Absent: audit lines go to stderr.
+    pub audit_file: Option<PathBuf>,
+}
+
+/// Defaults that serde needs as functions.
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn upstream_connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+impl Config {
+    /// Reads, parses, resolves and validates the config file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read; otherwise as [`Config::from_str`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_str(&src, path)
+    }
+
+    /// Parses `src` as the content of the file `path` (used for error messages and
+    /// to resolve relative paths; the file itself is not read).
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for TOML syntax, unknown keys and bad values;
+    /// [`ConfigError::Invalid`] when the semantic checks fail;
+    /// [`ConfigError::Resolve`] if the config directory cannot be made absolute.
+    pub fn from_str(src: &str, path: &Path) -> Result<Self, ConfigError> {
+        let deserializer =
+            toml::Deserializer::parse(src).map_err(|e| ConfigError::parse(path, src, None, e))?;
+        let mut config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::parse(path, src, Some(key), e.into_inner())
+        })?;
+        validate::validate(&config, &locate::Source { path, src })?;
+        validate::resolve_paths(&mut config, path)?;
+        Ok(config)
+    }
+}

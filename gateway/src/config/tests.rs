@@ -1,0 +1,264 @@
+//! Tests of config parsing and validation: the contract example parses, and
+//! broken files are refused with the right line and key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// The contract example, copied from `shared/spec/gateway.example.toml`.
+const EXAMPLE: &str = include_str!("../../tests/data/gateway.example.toml");
+
+/// A minimal valid config of exactly 9 lines; cases append from line 10 on.
+const BASE: &str = r#"[upstream]
+address = "127.0.0.1:1883"
+
+[[listener]]
+name = "plain"
+bind = "127.0.0.1:1884"
+
+[policy]
+file = "policy.toml"
+"#;
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::from_str(src, Path::new("/etc/gw/gateway.toml"))
+}
+
+#[test]
+fn contract_example_parses_with_its_values() {
+    let config = Config::from_str(EXAMPLE, Path::new("/etc/gw/gateway.toml")).unwrap();
+    assert_eq!(
+        config.admin.unwrap().listen,
+        "127.0.0.1:9090".parse().unwrap()
+    );
+    assert_eq!(config.upstream.address, "127.0.0.1:1883");
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.upstream.credentials, Credentials::Principal);
+    assert_eq!(config.listeners.len(), 2);
+    let mqtts = &config.listeners[0];
+    assert_eq!(mqtts.name, "mqtts");
+    assert_eq!(mqtts.bind, "0.0.0.0:8883".parse().unwrap());
+    let tls = mqtts.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, PathBuf::from("/etc/gw/pki/server-chain.pem"));
+    assert_eq!(tls.key, PathBuf::from("/etc/gw/pki/server.key"));
+    assert_eq!(tls.client_ca, Some(PathBuf::from("/etc/gw/pki/ca.pem")));
+    assert_eq!(tls.client_auth, ClientAuth::Required);
+    assert_eq!(tls.crl, vec![PathBuf::from("/etc/gw/pki/ca.crl")]);
+    assert_eq!(tls.crl_scope, CrlScope::Leaf);
+    assert_eq!(tls.min_version, TlsVersion::Tls12);
+    assert_eq!(config.listeners[1].name, "internal");
+    assert!(config.listeners[1].tls.is_none());
+    assert!(!config.auth.allow_anonymous);
+    assert_eq!(
+        config.auth.password_file,
+        Some(PathBuf::from("/etc/gw/policies/passwords"))
+    );
+    assert_eq!(config.auth.principal_from, PrincipalFrom::CertCn);
+    assert!(config.auth.cert_is_credential);
+    assert_eq!(
+        config.policy.file,
+        Some(PathBuf::from("/etc/gw/policies/policy.toml"))
+    );
+    assert_eq!(config.policy.mosquitto_acl_file, None);
+    assert_eq!(config.policy.on_publish_deny, OnPublishDeny::Drop);
+    assert_eq!(
+        config.log.audit_file,
+        Some(PathBuf::from("/var/log/mqtt-gateway/audit.jsonl"))
+    );
+    // The documented defaults are the example's values.
+    assert_eq!(config.limits, LimitsConfig::default());
+    assert_eq!(config.limits.max_packet_size, ByteSize(262_144));
+    assert_eq!(config.limits.max_connections.get(), 100_000);
+}
+
+#[test]
+fn defaults_fill_a_minimal_file() {
+    let config = parse(BASE).unwrap();
+    assert_eq!(config.admin, None);
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.limits, LimitsConfig::default());
+    assert_eq!(config.auth, AuthConfig::default());
+    assert_eq!(config.log.audit_file, None);
+}
+
+#[test]
+fn every_enum_value_of_the_contract_is_accepted() {
+    let src = r#"
+[upstream]
+address = "mosquitto:1883"
+credentials = "passthrough"
+[[listener]]
+name = "a"
+bind = "[::1]:8883"
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+client_ca = "ca.pem"
+client_auth = "optional"
+crl = ["a.crl", "/abs/b.der"]
+crl_scope = "chain"
+min_version = "1.3"
+[[listener]]
+name = "b"
+bind = "127.0.0.1:8884"
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+client_auth = "none"
+[auth]
+principal_from = "cert_san"
+[policy]
+mosquitto_acl_file = "acl"
+on_publish_deny = "disconnect"
+"#;
+    let config = Config::from_str(src, Path::new("/srv/gw/gateway.toml")).unwrap();
+    assert_eq!(config.upstream.credentials, Credentials::Passthrough);
+    let tls = config.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.client_auth, ClientAuth::Optional);
+    assert_eq!(tls.crl_scope, CrlScope::Chain);
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(
+        tls.crl,
+        vec![PathBuf::from("/srv/gw/a.crl"), PathBuf::from("/abs/b.der")]
+    );
+    assert_eq!(
+        config.listeners[1].tls.as_ref().unwrap().client_auth,
+        ClientAuth::None
+    );
+    assert_eq!(config.auth.principal_from, PrincipalFrom::CertSan);
+    assert_eq!(config.policy.on_publish_deny, OnPublishDeny::Disconnect);
+    assert_eq!(
+        config.policy.mosquitto_acl_file,
+        Some(PathBuf::from("/srv/gw/acl"))
+    );
+    let username = parse(&format!("{BASE}[auth]\nprincipal_from = \"username\"\n")).unwrap();
+    assert_eq!(username.auth.principal_from, PrincipalFrom::Username);
+}
+
+#[test]
+fn relative_config_path_still_gives_absolute_paths() {
+    let config = Config::from_str(BASE, Path::new("gateway.toml")).unwrap();
+    let policy = config.policy.file.unwrap();
+    assert!(policy.is_absolute(), "{}", policy.display());
+    assert!(policy.ends_with("policy.toml"));
+}
+
+/// (file text, expected line, expected key, a fragment of the message)
+type Case = (String, Option<usize>, Option<&'static str>, &'static str);
+
+fn appended(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+#[rustfmt::skip]
+fn broken_cases() -> Vec<Case> {
+    const TLS_LISTENER: &str = "[[listener]]\nname = \"t\"\nbind = \"127.0.0.1:8883\"\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n";
+    vec![
+        (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nlisne = 1\n"), Some(12), Some("admin.lisne"), "unknown field `lisne`, expected `listen`"),
+        (appended("[limits]\nmax_packet_size = \"12 apples\"\n"), Some(11), Some("limits.max_packet_size"), r#"invalid size "12 apples": expected"#),
+        (appended("[limits]\nmax_packet_size = -1\n"), Some(11), Some("limits.max_packet_size"), "invalid size -1"),
+        (appended("[limits]\nconnect_timeout = 10\n"), Some(11), Some("limits.connect_timeout"), "expected a duration string"),
+        (appended("[limits]\nban_window = \"1 m\"\n"), Some(11), Some("limits.ban_window"), r#"invalid duration "1 m""#),
+        (appended("[limits]\nmax_connections = 0\n"), Some(11), Some("limits.max_connections"), "nonzero"),
+        (appended("[limits]\nmax_packet_size = 8\n"), Some(11), Some("limits.max_packet_size"), "between 16 and 268435460"),
+        (appended("[limits]\n\nmax_packet_size = \"1GiB\"\n"), Some(12), Some("limits.max_packet_size"), "out of range"),
+        (appended("[limits]\nconnect_timeout = \"0s\"\n"), Some(11), Some("limits.connect_timeout"), "greater than zero"),
+        (appended("[limits]\nmax_keepalive = \"100000s\"\n"), Some(11), Some("limits.max_keepalive"), "65535s"),
+        (appended("[limits]\nbytes_per_client_per_second = 0\n"), Some(11), Some("limits.bytes_per_client_per_second"), "out of range"),
+        (appended("[[listener]]\nname = \"b\"\nbind = \"localhost:1\"\n"), Some(12), Some("listener[1].bind"), "invalid socket address"),
+        (appended("[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "duplicate listener name \"plain\""),
+        (appended("[[listener]]\nname = \" \"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "must not be empty"),
+        (appended("[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:1884\"\n"), Some(12), Some("listener[1].bind"), "already bound by listener[0]"),
+        (appended("[[listener]]\nname = \"b\"\n"), Some(10), Some("listener[1]"), "missing field `bind`"),
+        // client_auth defaults to "required": the error points at the [listener.tls] table.
+        (appended(TLS_LISTENER), Some(13), Some("listener[1].tls.client_auth"), "needs client_ca"),
+        (appended(&format!("{TLS_LISTENER}client_auth = \"optional\"\n")), Some(16), Some("listener[1].tls.client_auth"), "\"optional\" needs client_ca"),
+        (appended(&format!( "{TLS_LISTENER}client_auth = \"none\"\nclient_ca = \"ca\"\n" )), Some(17), Some("listener[1].tls.client_ca"), "client_auth = \"none\""),
+        (appended(&format!( "{TLS_LISTENER}client_auth = \"none\"\ncrl = [\"x.crl\"]\n" )), Some(17), Some("listener[1].tls.crl"), "crl needs client_ca"),
+        (appended(&format!("{TLS_LISTENER}client_auth = \"maybe\"\n")), Some(16), Some("listener[1].tls.client_auth"), "unknown variant `maybe`"),
+        (appended(&format!( "{TLS_LISTENER}client_ca = \"ca\"\nmin_version = \"1.1\"\n" )), Some(17), Some("listener[1].tls.min_version"), "unknown variant `1.1`"),
+        (appended(&format!( "{TLS_LISTENER}client_ca = \"ca\"\ncrl_scope = \"all\"\n" )), Some(17), Some("listener[1].tls.crl_scope"), "unknown variant `all`"),
+        (appended(&format!( "{TLS_LISTENER}client_ca = \"ca\"\ncert_file = \"x\"\n" )), Some(17), Some("listener[1].tls.cert_file"), "unknown field `cert_file`"),
+        (appended("[auth]\nprincipal_from = \"cn\"\n"), Some(11), Some("auth.principal_from"), "unknown variant `cn`"),
+        (appended("[auth]\ncert_is_credential = false\n"), Some(10), Some("auth"), "no client can authenticate"),
+        (appended("on_publish_deny = \"reject\"\n"), Some(10), Some("policy.on_publish_deny"), "unknown variant `reject`"),
+        (appended("[log]\naudit = \"x\"\n"), Some(11), Some("log.audit"), "unknown field `audit`"),
+        (appended("[limits\n"), Some(10), None, ""),
+        (appended("[upstream2]\n"), Some(10), Some("upstream2"), "unknown field `upstream2`"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"nohost\""), Some(2), Some("upstream.address"), "host:port"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"[::1]:0\""), Some(2), Some("upstream.address"), "host:port"),
+        (BASE.replace("[upstream]\n", "[upstream]\nconnect_timeout = \"0ms\"\n"), Some(2), Some("upstream.connect_timeout"), "greater than zero"),
+        (BASE.replace("[upstream]\n", "[upstream]\ncredentials = \"secret\"\n"), Some(2), Some("upstream.credentials"), "unknown variant `secret`"),
+        (BASE.replace("file = \"policy.toml\"\n", "on_publish_deny = \"drop\"\n"), Some(8), Some("policy.file"), "a policy is required"),
+        (BASE.replace("[policy]\nfile = \"policy.toml\"\n", ""), None, Some("policy.file"), "a policy is required"),
+        (BASE.replace( "[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:1884\"\n", ""),
+            None,
+            Some("listener"),
+            "at least one [[listener]]",
+        ),
+        (BASE.replace("[upstream]\naddress = \"127.0.0.1:1883\"\n", ""), Some(1), None, "missing field `upstream`"),
+    ]
+}
+
+#[test]
+fn broken_configs_name_line_and_key() {
+    let mut wrong = Vec::new();
+    for (src, line, key, fragment) in broken_cases() {
+        let err = match parse(&src) {
+            Ok(_) => panic!("accepted:\n{src}"),
+            Err(e) => e,
+        };
+        let shown = err.to_string();
+        if err.line() != line || err.key() != key || !shown.contains(fragment) {
+            wrong.push(format!("want {line:?} {key:?} {fragment:?}, got {shown:?}"));
+            continue;
+        }
+        let mut prefix = "/etc/gw/gateway.toml".to_owned();
+        if let Some(line) = line {
+            prefix.push_str(&format!(":{line}"));
+        }
+        if let Some(key) = key {
+            prefix.push_str(&format!(": {key}"));
+        }
+        assert!(shown.starts_with(&format!("{prefix}: ")), "{shown:?}");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn message_shape_matches_the_contract() {
+    let src = appended("[limits]\nmax_packet_size = \"12 apples\"\n");
+    let err = Config::from_str(&src, Path::new("gateway.toml")).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            r#"gateway.toml:11: limits.max_packet_size: invalid size "12 apples": expected an integer"#
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_file_keeps_the_io_error() {
+    let missing = std::env::temp_dir().join("mqtt-gateway-no-such-dir/gateway.toml");
+    let err = Config::load(&missing).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("mqtt-gateway-no-such-dir/gateway.toml"),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .unwrap();
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn load_reads_the_copied_example() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gateway.example.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.policy.file,
+        Some(path.parent().unwrap().join("policies/policy.toml"))
+    );
+}

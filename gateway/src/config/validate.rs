@@ -1,0 +1,221 @@
+//! Semantic checks on a parsed [`Config`] (values and combinations of values
+//! that serde alone cannot refuse), and resolution of relative paths against
+//! the config file's directory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::locate::{KeyPath, Source};
+use super::{ClientAuth, Config, ConfigError, ListenerConfig, TlsConfig};
+
+/// Smallest accepted `limits.max_packet_size`: below this even a CONNECT does not fit.
+pub const MIN_PACKET_SIZE: u64 = 16;
+/// Largest MQTT packet: 268,435,455 bytes of Remaining Length + 5 bytes of fixed header.
+pub const MAX_PACKET_SIZE: u64 = 268_435_460;
+/// MQTT keep-alive is a 16-bit number of seconds.
+const MAX_KEEPALIVE: Duration = Duration::from_secs(65_535);
+
+/// Runs every semantic check; the first failure is returned, located in `src`.
+pub(super) fn validate(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    check_upstream(config, src)?;
+    check_listeners(&config.listeners, src)?;
+    check_auth_and_policy(config, src)?;
+    check_limits(config, src)
+}
+
+/// A `Duration` that must be strictly positive.
+fn positive(src: &Source<'_>, key: KeyPath, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(src.invalid(&key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn check_upstream(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    let upstream = KeyPath::new("upstream");
+    let address = &config.upstream.address;
+    let valid = match address.parse::<SocketAddr>() {
+        Ok(addr) => addr.port() != 0,
+        Err(_) => is_host_port(address),
+    };
+    if !valid {
+        return Err(src.invalid(
+            &upstream.key("address"),
+            format!(
+                "invalid broker address {address:?}: expected host:port (e.g. \"127.0.0.1:1883\", \"[::1]:1883\", \"mosquitto:1883\")"
+            ),
+        ));
+    }
+    positive(
+        src,
+        upstream.key("connect_timeout"),
+        config.upstream.connect_timeout,
+    )
+}
+
+/// `name:port` with a non-empty host name without `:` and a non-zero port.
+fn is_host_port(address: &str) -> bool {
+    address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(':')
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
+    })
+}
+
+fn check_listeners(listeners: &[ListenerConfig], src: &Source<'_>) -> Result<(), ConfigError> {
+    let root = KeyPath::new("listener");
+    if listeners.is_empty() {
+        return Err(src.invalid(&root, "at least one [[listener]] is required"));
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, listener) in listeners.iter().enumerate() {
+        let at = root.index(i);
+        let name = listener.name.as_str();
+        if name.trim().is_empty() {
+            return Err(src.invalid(&at.key("name"), "must not be empty"));
+        }
+        if let Some(first) = names.insert(name, i) {
+            return Err(src.invalid(
+                &at.key("name"),
+                format!("duplicate listener name {name:?} (also used by listener[{first}])"),
+            ));
+        }
+        if listener.bind.port() != 0
+            && let Some(first) = binds.insert(listener.bind, i)
+        {
+            return Err(src.invalid(
+                &at.key("bind"),
+                format!("{} is already bound by listener[{first}]", listener.bind),
+            ));
+        }
+        if let Some(tls) = &listener.tls {
+            check_tls(tls, &at.key("tls"), src)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_tls(tls: &TlsConfig, at: &KeyPath, src: &Source<'_>) -> Result<(), ConfigError> {
+    for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+        if path.as_os_str().is_empty() {
+            return Err(src.invalid(&at.key(key), "must not be empty"));
+        }
+    }
+    match (tls.client_auth, &tls.client_ca) {
+        (ClientAuth::Required | ClientAuth::Optional, None) => {
+            let mode = if tls.client_auth == ClientAuth::Required {
+                "required"
+            } else {
+                "optional"
+            };
+            return Err(src.invalid(
+                &at.key("client_auth"),
+                format!(
+                    "client_auth = \"{mode}\" needs client_ca (the CA certificates that sign client certificates); client_auth defaults to \"required\", set client_auth = \"none\" for a TLS listener without client certificates"
+                ),
+            ));
+        }
+        (ClientAuth::None, Some(_)) => {
+            return Err(src.invalid(
+                &at.key("client_ca"),
+                "client_ca is set but client_auth = \"none\" never asks for a client certificate; remove one of them",
+            ));
+        }
+        _ => {}
+    }
+    if !tls.crl.is_empty() && tls.client_ca.is_none() {
+        return Err(src.invalid(
+            &at.key("crl"),
+            "crl needs client_ca: CRLs only apply to verified client certificates",
+        ));
+    }
+    Ok(())
+}
+
+fn check_auth_and_policy(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    let auth = &config.auth;
+    if !auth.allow_anonymous && auth.password_file.is_none() && !auth.cert_is_credential {
+        return Err(src.invalid(
+            &KeyPath::new("auth"),
+            "no client can authenticate: set password_file, cert_is_credential = true, or allow_anonymous = true",
+        ));
+    }
+    let policy = &config.policy;
+    if policy.file.is_none() && policy.mosquitto_acl_file.is_none() {
+        return Err(src.invalid(
+            &KeyPath::new("policy").key("file"),
+            "a policy is required: set policy.file and/or policy.mosquitto_acl_file",
+        ));
+    }
+    Ok(())
+}
+
+fn check_limits(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    let limits = &config.limits;
+    let at = KeyPath::new("limits");
+    positive(src, at.key("connect_timeout"), limits.connect_timeout)?;
+    positive(src, at.key("ban_window"), limits.ban_window)?;
+    positive(src, at.key("ban_duration"), limits.ban_duration)?;
+    if limits.max_keepalive < Duration::from_secs(1) || limits.max_keepalive > MAX_KEEPALIVE {
+        return Err(src.invalid(
+            &at.key("max_keepalive"),
+            "must be between 1s and 65535s (MQTT keep-alive is a 16-bit number of seconds)",
+        ));
+    }
+    let size = limits.max_packet_size.bytes();
+    if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&size) {
+        return Err(src.invalid(
+            &at.key("max_packet_size"),
+            format!(
+                "{size} bytes is out of range: must be between {MIN_PACKET_SIZE} and {MAX_PACKET_SIZE} bytes (the MQTT maximum)"
+            ),
+        ));
+    }
+    let rate = limits.bytes_per_client_per_second.bytes();
+    if rate == 0 || rate > u64::from(u32::MAX) {
+        return Err(src.invalid(
+            &at.key("bytes_per_client_per_second"),
+            format!(
+                "{rate} bytes is out of range: must be between 1 and {}",
+                u32::MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes every relative path of the file absolute, relative to the directory
+/// of the config file `path` (itself made absolute against the current directory).
+pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+    let absolute = std::path::absolute(path).map_err(|source| ConfigError::Resolve {
+        file: path.to_owned(),
+        source,
+    })?;
+    let base = absolute.parent().unwrap_or(Path::new("/")).to_owned();
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for listener in &mut config.listeners {
+        if let Some(tls) = &mut listener.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            tls.client_ca.iter_mut().for_each(resolve);
+            tls.crl.iter_mut().for_each(resolve);
+        }
+    }
+    config.auth.password_file.iter_mut().for_each(resolve);
+    config.policy.file.iter_mut().for_each(resolve);
+    config
+        .policy
+        .mosquitto_acl_file
+        .iter_mut()
+        .for_each(resolve);
+    config.log.audit_file.iter_mut().for_each(resolve);
+    Ok(())
+}

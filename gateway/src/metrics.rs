@@ -1,0 +1,209 @@
+//! Every metric family of the contract (`../shared/spec/README.md`, "Metrics"), as constants, with
+//! their closed label sets, described and set to zero at start-up so that dashboards and alerts work
+//! before the first event. Label values are `&'static str`; no label ever holds a per-client value.
+
+use metrics::{Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use mqtt_inspect::{Direction, PacketType};
+
+/// `mqtt_gateway_connections_active{listener}`.
+pub const CONNECTIONS_ACTIVE: &str = "mqtt_gateway_connections_active";
+/// `mqtt_gateway_connections_total{listener,outcome}`.
+pub const CONNECTIONS_TOTAL: &str = "mqtt_gateway_connections_total";
+/// `mqtt_gateway_tls_handshake_failures_total{listener,reason}`.
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "mqtt_gateway_tls_handshake_failures_total";
+/// `mqtt_gateway_auth_failures_total{listener,reason}`.
+pub const AUTH_FAILURES_TOTAL: &str = "mqtt_gateway_auth_failures_total";
+/// `mqtt_gateway_acl_denied_total{action}`.
+pub const ACL_DENIED_TOTAL: &str = "mqtt_gateway_acl_denied_total";
+/// `mqtt_gateway_rate_limited_total{limit}`.
+pub const RATE_LIMITED_TOTAL: &str = "mqtt_gateway_rate_limited_total";
+/// `mqtt_gateway_packets_total{direction,type}`.
+pub const PACKETS_TOTAL: &str = "mqtt_gateway_packets_total";
+/// `mqtt_gateway_bytes_total{direction}`.
+pub const BYTES_TOTAL: &str = "mqtt_gateway_bytes_total";
+/// `mqtt_gateway_malformed_packets_total{direction}`.
+pub const MALFORMED_PACKETS_TOTAL: &str = "mqtt_gateway_malformed_packets_total";
+/// `mqtt_gateway_upstream_errors_total{reason}`.
+pub const UPSTREAM_ERRORS_TOTAL: &str = "mqtt_gateway_upstream_errors_total";
+/// `mqtt_gateway_reloads_total{source,result}`.
+pub const RELOADS_TOTAL: &str = "mqtt_gateway_reloads_total";
+/// `mqtt_gateway_sessions_revoked_total{reason}`.
+pub const SESSIONS_REVOKED_TOTAL: &str = "mqtt_gateway_sessions_revoked_total";
+/// `mqtt_gateway_tls_handshake_duration_seconds{listener}` (histogram).
+pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "mqtt_gateway_tls_handshake_duration_seconds";
+
+/// Buckets of the handshake duration histogram, in seconds.
+pub const HANDSHAKE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// `connections_total` outcomes.
+pub const OUTCOMES: [&str; 9] = [
+    "accepted",
+    "tls_failed",
+    "auth_failed",
+    "denied",
+    "rate_limited",
+    "banned",
+    "upstream_failed",
+    "timeout",
+    "malformed",
+];
+/// `tls_handshake_failures_total` reasons.
+pub const TLS_REASONS: [&str; 8] = [
+    "no_certificate",
+    "unknown_ca",
+    "expired",
+    "not_yet_valid",
+    "revoked",
+    "bad_usage",
+    "protocol",
+    "other",
+];
+/// `auth_failures_total` reasons.
+pub const AUTH_REASONS: [&str; 5] = [
+    "bad_credentials",
+    "unknown_user",
+    "anonymous",
+    "client_id",
+    "banned",
+];
+/// `acl_denied_total` actions.
+pub const ACL_ACTIONS: [&str; 5] = ["connect", "publish", "subscribe", "receive", "will"];
+/// `rate_limited_total` limits.
+pub const LIMITS: [&str; 3] = ["connections", "messages", "bytes"];
+/// `upstream_errors_total` reasons.
+pub const UPSTREAM_REASONS: [&str; 3] = ["refused", "timeout", "closed"];
+/// `reloads_total` sources.
+pub const RELOAD_SOURCES: [&str; 5] = ["config", "policy", "passwords", "crl", "certs"];
+/// `sessions_revoked_total` reasons.
+pub const REVOKE_REASONS: [&str; 3] = ["crl", "policy", "password"];
+/// Both directions.
+pub const DIRECTIONS: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
+
+/// Describes every family and sets every known label combination to zero. Call once after the
+/// recorder is installed, with the configured listener names.
+pub fn init(listeners: &[&str]) {
+    describe_gauge!(
+        CONNECTIONS_ACTIVE,
+        "Client connections open now, per listener."
+    );
+    describe_counter!(
+        CONNECTIONS_TOTAL,
+        "Client connections by how their connect phase ended."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "Failed TLS handshakes by reason."
+    );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        "Refused CONNECTs by authentication failure reason."
+    );
+    describe_counter!(ACL_DENIED_TOTAL, "Policy denials by action.");
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Rate limit refusals and slow-downs by limit."
+    );
+    describe_counter!(
+        PACKETS_TOTAL,
+        "MQTT packets inspected, by direction and type."
+    );
+    describe_counter!(BYTES_TOTAL, "MQTT bytes inspected, by direction.");
+    describe_counter!(
+        MALFORMED_PACKETS_TOTAL,
+        "Malformed packets refused, by direction."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS_TOTAL,
+        "Failures to reach or keep the upstream broker."
+    );
+    describe_counter!(RELOADS_TOTAL, "Reloads by source and result.");
+    describe_counter!(
+        SESSIONS_REVOKED_TOTAL,
+        "Live sessions closed because their credentials were revoked."
+    );
+    describe_histogram!(
+        TLS_HANDSHAKE_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "TLS handshake duration."
+    );
+
+    for &listener in listeners {
+        gauge!(CONNECTIONS_ACTIVE, "listener" => listener.to_owned()).set(0.0);
+        for outcome in OUTCOMES {
+            counter!(CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "outcome" => outcome)
+                .absolute(0);
+        }
+        for reason in TLS_REASONS {
+            counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason).absolute(0);
+        }
+        for reason in AUTH_REASONS {
+            counter!(AUTH_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+                .absolute(0);
+        }
+    }
+    for action in ACL_ACTIONS {
+        counter!(ACL_DENIED_TOTAL, "action" => action).absolute(0);
+    }
+    for limit in LIMITS {
+        counter!(RATE_LIMITED_TOTAL, "limit" => limit).absolute(0);
+    }
+    for d in DIRECTIONS {
+        counter!(BYTES_TOTAL, "direction" => d.as_str()).absolute(0);
+        counter!(MALFORMED_PACKETS_TOTAL, "direction" => d.as_str()).absolute(0);
+        for t in PacketType::ALL {
+            counter!(PACKETS_TOTAL, "direction" => d.as_str(), "type" => t.as_str()).absolute(0);
+        }
+    }
+    for reason in UPSTREAM_REASONS {
+        counter!(UPSTREAM_ERRORS_TOTAL, "reason" => reason).absolute(0);
+    }
+    for source in RELOAD_SOURCES {
+        for result in ["ok", "rejected"] {
+            counter!(RELOADS_TOTAL, "source" => source, "result" => result).absolute(0);
+        }
+    }
+    for reason in REVOKE_REASONS {
+        counter!(SESSIONS_REVOKED_TOTAL, "reason" => reason).absolute(0);
+    }
+}
+
+/// Counter handles for the per-packet path, resolved once so that counting a packet is one atomic
+/// add, not a registry look-up.
+#[derive(Debug, Clone)]
+pub struct PacketCounters {
+    packets: Vec<Counter>,
+    bytes: Counter,
+    malformed: Counter,
+}
+
+impl PacketCounters {
+    /// Handles for one direction.
+    #[must_use]
+    pub fn new(direction: Direction) -> Self {
+        let d = direction.as_str();
+        Self {
+            packets: PacketType::ALL
+                .iter()
+                .map(|t| counter!(PACKETS_TOTAL, "direction" => d, "type" => t.as_str()))
+                .collect(),
+            bytes: counter!(BYTES_TOTAL, "direction" => d),
+            malformed: counter!(MALFORMED_PACKETS_TOTAL, "direction" => d),
+        }
+    }
+
+    /// Counts one packet of `packet_type` and `len` bytes.
+    pub fn packet(&self, packet_type: PacketType, len: usize) {
+        let index = PacketType::ALL.iter().position(|t| *t == packet_type);
+        if let Some(c) = index.and_then(|i| self.packets.get(i)) {
+            c.increment(1);
+        }
+        self.bytes.increment(u64::try_from(len).unwrap_or(u64::MAX));
+    }
+
+    /// Counts one malformed packet.
+    pub fn malformed(&self) {
+        self.malformed.increment(1);
+    }
+}

@@ -1,0 +1,249 @@
+//! Deciding with a compiled [`Trie`]: three walks, for a topic matched by rule filters (publish,
+//! receive), a filter contained in rule filters (subscribe allows) and a filter overlapping rule
+//! filters (subscribe denies), given the client's `%u`/`%c` values.
+//!
+//! The semantics are those of `mqtt_inspect::topic::{matches, contains}`, including "a filter
+//! starting with a wildcard never matches a `$` topic"; a property test (`acl_tests.rs`) checks
+//! the walks against those functions. Every walk visits each node at most once and recurses at
+//! most [`super::template::MAX_LEVELS`] deep; none allocates.
+
+use std::str::Split;
+
+use super::template::Var;
+use super::trie::{Hits, Node, Trie, min};
+use super::who::var_value_usable;
+
+/// A client's values for `%u` and `%c`; `None` when absent (no principal).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vars<'a> {
+    /// `%u`.
+    pub(crate) principal: Option<&'a str>,
+    /// `%c`.
+    pub(crate) client_id: Option<&'a str>,
+}
+
+enum VarState<'a> {
+    /// No value (an anonymous client's `%u`): the level matches nothing.
+    Absent,
+    /// A value that cannot be one literal level: allow rules do not match; deny rules deny
+    /// everything below the variable's parent (fail closed).
+    Bad,
+    /// A value that is exactly one literal level.
+    Good(&'a str),
+}
+
+impl<'a> Vars<'a> {
+    fn state(&self, var: Var, root: bool) -> VarState<'a> {
+        let value = match var {
+            Var::Principal => self.principal,
+            Var::ClientId => self.client_id,
+        };
+        match value {
+            None => VarState::Absent,
+            // As a first level, a value starting with '$' would move the rule into the broker's
+            // '$' namespace, which wildcard rules deliberately never reach.
+            Some(v) if var_value_usable(v) && !(root && v.starts_with('$')) => VarState::Good(v),
+            Some(_) => VarState::Bad,
+        }
+    }
+}
+
+impl Node {
+    fn lit(&self, level: &str) -> Option<u32> {
+        self.lits
+            .binary_search_by(|(k, _)| (**k).cmp(level))
+            .ok()
+            .and_then(|i| self.lits.get(i))
+            .map(|(_, c)| *c)
+    }
+
+    fn vars(&self) -> [(Option<u32>, Var); 2] {
+        [(self.var_u, Var::Principal), (self.var_c, Var::ClientId)]
+    }
+}
+
+impl Trie {
+    fn node(&self, id: u32) -> Option<&Node> {
+        self.nodes.get(usize::try_from(id).ok()?)
+    }
+
+    fn below(&self, id: u32, vars: &Vars<'_>) -> Hits {
+        match self.node(id) {
+            Some(n) if vars.principal.is_some() => n.below,
+            Some(n) => n.below_no_u,
+            None => Hits::default(),
+        }
+    }
+
+    /// Fail closed: a deny rule whose variable has an unusable value covers everything at and
+    /// below the variable's parent (as if the variable level were `#`, `$` topics included).
+    fn widen(&self, node: &Node, root: bool, vars: &Vars<'_>, acc: &mut Hits) {
+        for (child, var) in node.vars() {
+            if let Some(child) = child
+                && let VarState::Bad = vars.state(var, root)
+            {
+                let below = self.below(child, vars);
+                acc.deny = min(acc.deny, below.deny);
+                acc.deny_contained = min(acc.deny_contained, below.deny_contained);
+            }
+        }
+    }
+
+    /// Rules whose filter matches the topic name (publish, receive).
+    pub(crate) fn match_topic(&self, topic: &str, vars: &Vars<'_>, acc: &mut Hits) {
+        self.walk_match(0, topic.split('/'), true, topic.starts_with('$'), vars, acc);
+    }
+
+    fn walk_match(
+        &self,
+        id: u32,
+        mut levels: Split<'_, char>,
+        root: bool,
+        dollar: bool,
+        vars: &Vars<'_>,
+        acc: &mut Hits,
+    ) {
+        let Some(node) = self.node(id) else { return };
+        self.widen(node, root, vars, acc);
+        let Some(level) = levels.next() else {
+            acc.add(&node.end);
+            acc.add(&node.hash);
+            return;
+        };
+        if !(root && dollar) {
+            acc.add(&node.hash);
+            if let Some(p) = node.plus {
+                self.walk_match(p, levels.clone(), false, dollar, vars, acc);
+            }
+        }
+        if let Some(c) = node.lit(level) {
+            self.walk_match(c, levels.clone(), false, dollar, vars, acc);
+        }
+        for (child, var) in node.vars() {
+            if let Some(child) = child
+                && let VarState::Good(v) = vars.state(var, root)
+                && v == level
+            {
+                self.walk_match(child, levels.clone(), false, dollar, vars, acc);
+            }
+        }
+    }
+
+    /// Rules whose filter contains the whole (valid) filter: `allow` and `deny_contained`.
+    pub(crate) fn contain_filter(&self, filter: &str, vars: &Vars<'_>, acc: &mut Hits) {
+        self.walk_contain(
+            0,
+            filter.split('/'),
+            true,
+            filter.starts_with('$'),
+            vars,
+            acc,
+        );
+    }
+
+    fn walk_contain(
+        &self,
+        id: u32,
+        mut levels: Split<'_, char>,
+        root: bool,
+        dollar: bool,
+        vars: &Vars<'_>,
+        acc: &mut Hits,
+    ) {
+        let Some(node) = self.node(id) else { return };
+        self.widen(node, root, vars, acc);
+        let Some(level) = levels.next() else {
+            acc.add(&node.end);
+            acc.add(&node.hash);
+            return;
+        };
+        if !(root && dollar) {
+            acc.add(&node.hash);
+            if level != "#"
+                && let Some(p) = node.plus
+            {
+                self.walk_contain(p, levels.clone(), false, dollar, vars, acc);
+            }
+        }
+        if level == "#" || level == "+" {
+            return;
+        }
+        if let Some(c) = node.lit(level) {
+            self.walk_contain(c, levels.clone(), false, dollar, vars, acc);
+        }
+        for (child, var) in node.vars() {
+            if let Some(child) = child
+                && let VarState::Good(v) = vars.state(var, root)
+                && v == level
+            {
+                self.walk_contain(child, levels.clone(), false, dollar, vars, acc);
+            }
+        }
+    }
+
+    /// Rules whose filter overlaps the (valid) filter: some topic matches both.
+    pub(crate) fn overlap_filter(&self, filter: &str, vars: &Vars<'_>, acc: &mut Hits) {
+        self.walk_overlap(0, filter.split('/'), true, vars, acc);
+    }
+
+    fn walk_overlap(
+        &self,
+        id: u32,
+        mut levels: Split<'_, char>,
+        root: bool,
+        vars: &Vars<'_>,
+        acc: &mut Hits,
+    ) {
+        let Some(node) = self.node(id) else { return };
+        self.widen(node, root, vars, acc);
+        let Some(level) = levels.next() else {
+            acc.add(&node.end);
+            acc.add(&node.hash);
+            return;
+        };
+        if level == "#" && !root {
+            acc.add(&self.below(id, vars));
+            return;
+        }
+        let wild = level == "#" || level == "+";
+        if wild || !(root && level.starts_with('$')) {
+            acc.add(&node.hash);
+            if let Some(p) = node.plus {
+                self.overlap_child(p, level, &levels, vars, acc);
+            }
+        }
+        if wild {
+            for (name, c) in &node.lits {
+                if !(root && name.starts_with('$')) {
+                    self.overlap_child(*c, level, &levels, vars, acc);
+                }
+            }
+        } else if let Some(c) = node.lit(level) {
+            self.walk_overlap(c, levels.clone(), false, vars, acc);
+        }
+        for (child, var) in node.vars() {
+            if let Some(child) = child
+                && let VarState::Good(v) = vars.state(var, root)
+                && (wild || v == level)
+            {
+                self.overlap_child(child, level, &levels, vars, acc);
+            }
+        }
+    }
+
+    /// A child reached through `level` of the filter: `#` overlaps its whole subtree.
+    fn overlap_child(
+        &self,
+        child: u32,
+        level: &str,
+        levels: &Split<'_, char>,
+        vars: &Vars<'_>,
+        acc: &mut Hits,
+    ) {
+        if level == "#" {
+            acc.add(&self.below(child, vars));
+        } else {
+            self.walk_overlap(child, levels.clone(), false, vars, acc);
+        }
+    }
+}

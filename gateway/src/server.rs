@@ -1,0 +1,224 @@
+//! Starting the gateway: load and validate everything (fail closed: no policy, an unreadable
+//! password file, CRL or certificate → no start), bind every listener and the admin listener,
+//! then serve until the shutdown token is cancelled and drain the connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::task::JoinHandle;
+
+use crate::audit::Audit;
+use crate::auth::PasswordFile;
+use crate::config::Config;
+use crate::metrics as m;
+use crate::policy::Policy;
+use crate::session::ListenerCtx;
+use crate::shared::{Gateway, Snapshot};
+use crate::{admin, listener, tls};
+
+/// Time the connections get to close after shutdown before the gateway exits anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy is missing or invalid.
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The password file is unreadable or invalid.
+    #[error("password file: {0}")]
+    Passwords(#[from] crate::auth::PasswordFileError),
+    /// A certificate, key, CA or CRL could not be loaded.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// The listener.
+        listener: String,
+        /// What failed.
+        #[source]
+        source: tls::TlsError,
+    },
+    /// A listener could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The audit log could not be opened.
+    #[error("audit log {}: {source}", path.as_ref().map_or("stderr".into(), |p| p.display().to_string()))]
+    Audit {
+        /// The file.
+        path: Option<PathBuf>,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loads the policy and the password file named by `config` into a snapshot.
+///
+/// # Errors
+/// Either file is missing or invalid.
+pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, StartError> {
+    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    let policy = Policy::load(
+        config.policy.file.as_deref(),
+        config.policy.mosquitto_acl_file.as_deref(),
+        &names,
+    )?;
+    let passwords = match &config.auth.password_file {
+        Some(p) => Some(Arc::new(PasswordFile::load(p)?)),
+        None => None,
+    };
+    Ok(Snapshot {
+        config,
+        policy: Arc::new(policy),
+        passwords,
+        generation,
+    })
+}
+
+/// The process-wide Prometheus recorder (installed once; tests may start several gateways).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(m::TLS_HANDSHAKE_DURATION_SECONDS.into()),
+                    m::HANDSHAKE_BUCKETS,
+                )
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// A started gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// Shared state (shutdown token, current snapshot).
+    pub gateway: Arc<Gateway>,
+    /// Bound address of each listener, by name.
+    pub listeners: HashMap<String, SocketAddr>,
+    /// Bound address of the admin listener.
+    pub admin: Option<SocketAddr>,
+    /// TLS configuration of each TLS listener, by name (swapped on reload).
+    pub tls: HashMap<String, Arc<ArcSwap<rustls::ServerConfig>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address of a listener.
+    #[must_use]
+    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.listeners.get(listener).copied()
+    }
+
+    /// Stops accepting, tells every client (DISCONNECT where the protocol allows), and waits up to
+    /// [`DRAIN_TIMEOUT`] for the connections to close.
+    pub async fn shutdown(self) {
+        self.gateway.shutdown.cancel();
+        self.gateway.tracker.close();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.gateway.tracker.wait()).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Loads everything, binds every listener, and starts serving.
+///
+/// # Errors
+/// Any file that cannot be loaded or address that cannot be bound: the gateway does not start.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let metrics = metrics_handle();
+    let snapshot = load_snapshot(Arc::clone(&config), 1)?;
+    let audit =
+        Audit::start(config.log.audit_file.as_deref()).map_err(|source| StartError::Audit {
+            path: config.log.audit_file.clone(),
+            source,
+        })?;
+    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    m::init(&names);
+    let gateway = Arc::new(Gateway::new(snapshot, audit));
+
+    let mut bound = Vec::new();
+    let mut tls_configs = HashMap::new();
+    let mut addrs = HashMap::new();
+    for l in &config.listeners {
+        let tls = match &l.tls {
+            Some(t) => {
+                let server = tls::build_server_config(t).map_err(|source| StartError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?;
+                let swap = Arc::new(ArcSwap::new(server));
+                tls_configs.insert(l.name.clone(), Arc::clone(&swap));
+                Some(swap)
+            }
+            None => None,
+        };
+        let socket = listener::bind(l.bind).map_err(|source| StartError::Bind {
+            what: format!("listener {}", l.name),
+            addr: l.bind,
+            source,
+        })?;
+        let local = socket.local_addr().unwrap_or(l.bind);
+        addrs.insert(l.name.clone(), local);
+        let ctx = Arc::new(ListenerCtx {
+            name: Arc::from(l.name.as_str()),
+            tls,
+            gateway: Arc::clone(&gateway),
+        });
+        bound.push((socket, ctx));
+    }
+    let mut tasks = Vec::new();
+    let mut admin_addr = None;
+    if let Some(a) = &config.admin {
+        let socket = listener::bind(a.listen).map_err(|source| StartError::Bind {
+            what: "admin".into(),
+            addr: a.listen,
+            source,
+        })?;
+        admin_addr = Some(socket.local_addr().unwrap_or(a.listen));
+        tasks.push(tokio::spawn(admin::serve(
+            socket,
+            Arc::clone(&gateway),
+            metrics,
+        )));
+    }
+    tasks.push(tokio::spawn(admin::probe_upstream(Arc::clone(&gateway))));
+    for (socket, ctx) in bound {
+        tracing::info!(listener = %ctx.name, addr = ?socket.local_addr().ok(), tls = ctx.tls.is_some(), "listening");
+        tasks.push(tokio::spawn(listener::serve(socket, ctx)));
+    }
+    Ok(Running {
+        gateway,
+        listeners: addrs,
+        admin: admin_addr,
+        tls: tls_configs,
+        tasks,
+    })
+}

@@ -1,0 +1,301 @@
+//! The connect phase: read the first packet (it must be a CONNECT, within the one deadline that
+//! also covered the TLS handshake), authenticate the client, apply the connect rules and judge the
+//! Will, before anything reaches the broker.
+//!
+//! Who the client is, when it presents a certificate and `principal_from` names the certificate:
+//! the certificate wins. A CONNECT username is allowed only when it equals that principal (a
+//! device cannot present its own certificate and claim another account); the password is needed
+//! only when `cert_is_credential = false`. With `principal_from = "username"` the username names
+//! the client and its password is always verified, certificate or not: a certificate alone must
+//! not let its holder pick any account.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use mqtt_inspect::{Connect, DecodeError, Peek, ReasonCode, peek_frame};
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{Instant, timeout_at};
+
+use crate::auth::VerifyOutcome;
+use crate::config::PrincipalFrom;
+use crate::identity::ClientIdentity;
+use crate::policy::{ClientFacts, ClientPolicy, RuleRef};
+use crate::shared::{Gateway, Snapshot};
+
+/// Why the first packet could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The deadline passed.
+    Timeout,
+    /// The client closed the connection.
+    Closed,
+    /// Bytes that are not an acceptable first frame.
+    Malformed(DecodeError),
+}
+
+/// Reads exactly one frame from `stream` within `deadline`: the frame, and any bytes that came
+/// after it (a client may send packets right behind its CONNECT).
+///
+/// # Errors
+/// See [`ReadError`].
+pub async fn read_first_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    deadline: Instant,
+    max_packet_size: u32,
+) -> Result<(BytesMut, BytesMut), ReadError> {
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        match peek_frame(&buf, max_packet_size) {
+            Ok(Peek::Complete(h)) => {
+                let frame = buf.split_to(h.frame_len());
+                return Ok((frame, buf));
+            }
+            Ok(Peek::Incomplete { needed, .. }) => buf.reserve(needed),
+            Err(e) => return Err(ReadError::Malformed(e)),
+        }
+        match timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(Ok(0) | Err(_)) => return Err(ReadError::Closed),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The client's certificate, as the session keeps it.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// The verified chain, leaf first (re-verified when CRLs change).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Names and fields read from the leaf.
+    pub identity: ClientIdentity,
+}
+
+/// Who the client is, established at CONNECT and kept for the life of the session.
+#[derive(Debug, Clone)]
+pub struct SessionIdentity {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// The authenticated principal (`None` for an anonymous client).
+    pub principal: Option<String>,
+    /// The MQTT client id.
+    pub client_id: String,
+    /// Let in by `allow_anonymous`.
+    pub anonymous: bool,
+    /// The client certificate, when one was presented.
+    pub cert: Option<CertInfo>,
+    /// The user whose password was verified, when one was.
+    pub password_user: Option<String>,
+}
+
+impl SessionIdentity {
+    /// The facts the policy is resolved with.
+    #[must_use]
+    pub fn facts(&self) -> ClientFacts<'_> {
+        ClientFacts {
+            principal: self.principal.as_deref(),
+            client_id: &self.client_id,
+            cert_ous: self
+                .cert
+                .as_ref()
+                .map_or(&[][..], |c| c.identity.ous.as_slice()),
+            listener: &self.listener,
+            source: self.peer.ip().to_canonical(),
+            anonymous: self.anonymous,
+        }
+    }
+
+    /// Certificate fingerprint, for audit lines.
+    #[must_use]
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.cert
+            .as_ref()
+            .map(|c| c.identity.fingerprint_sha256_hex.as_str())
+    }
+
+    /// Certificate serial, for audit lines.
+    #[must_use]
+    pub fn serial(&self) -> Option<&str> {
+        self.cert.as_ref().map(|c| c.identity.serial_hex.as_str())
+    }
+}
+
+/// A refused CONNECT: what the client is told and what is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// MQTT 5 reason (mapped down for 3.x clients).
+    pub reason: ReasonCode,
+    /// `connections_total` outcome.
+    pub outcome: &'static str,
+    /// `auth_failures_total` reason, when authentication failed.
+    pub auth_reason: Option<&'static str>,
+    /// `acl_denied_total` action, when the policy refused.
+    pub acl_action: Option<&'static str>,
+    /// The topic of a refused Will.
+    pub topic: Option<String>,
+    /// The rule that decided.
+    pub rule: Option<RuleRef>,
+}
+
+impl Refusal {
+    fn auth(reason: ReasonCode, auth_reason: &'static str) -> Self {
+        Self {
+            reason,
+            outcome: "auth_failed",
+            auth_reason: Some(auth_reason),
+            acl_action: None,
+            topic: None,
+            rule: None,
+        }
+    }
+
+    fn policy(action: &'static str, rule: Option<RuleRef>, topic: Option<String>) -> Self {
+        Self {
+            reason: ReasonCode::NotAuthorized,
+            outcome: "denied",
+            auth_reason: if action == "connect" {
+                Some("client_id")
+            } else {
+                None
+            },
+            acl_action: Some(action),
+            topic,
+            rule,
+        }
+    }
+}
+
+/// A CONNECT that passed authentication and the connect policy.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Who the client is.
+    pub identity: SessionIdentity,
+    /// Its policy, resolved once.
+    pub policy: ClientPolicy,
+}
+
+/// Authenticates `connect` and applies the connect rules and the Will check.
+///
+/// # Errors
+/// A [`Refusal`] saying what the client is told and what is counted.
+pub async fn admit(
+    connect: &Connect<'_>,
+    listener: &Arc<str>,
+    peer: SocketAddr,
+    cert: Option<CertInfo>,
+    snap: &Snapshot,
+    gateway: &Gateway,
+) -> Result<Admitted, Refusal> {
+    if connect.properties.authentication_method().is_some() {
+        // MQTT 5 enhanced authentication: no method is implemented, so none may be started
+        // (and none can later change the identity bound here).
+        return Err(Refusal::auth(
+            ReasonCode::BadAuthenticationMethod,
+            "bad_credentials",
+        ));
+    }
+    let auth = &snap.config.auth;
+    let cert_name = cert
+        .as_ref()
+        .and_then(|c| c.identity.principal(auth.principal_from).map(str::to_owned));
+    let (principal, anonymous, password_user) = match (auth.principal_from, &cert, cert_name) {
+        (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(_), None) => {
+            // A certificate without the configured name cannot be anyone.
+            return Err(Refusal::auth(
+                ReasonCode::BadUserNameOrPassword,
+                "bad_credentials",
+            ));
+        }
+        (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(_), Some(name)) => {
+            if connect.username.is_some_and(|u| u != name) {
+                return Err(Refusal::auth(ReasonCode::NotAuthorized, "bad_credentials"));
+            }
+            if auth.cert_is_credential {
+                (Some(name), false, None)
+            } else {
+                verify_password(&name, connect.password, snap, gateway).await?;
+                (Some(name.clone()), false, Some(name))
+            }
+        }
+        _ => match connect.username {
+            Some(user) => {
+                verify_password(user, connect.password, snap, gateway).await?;
+                (Some(user.to_owned()), false, Some(user.to_owned()))
+            }
+            None if auth.allow_anonymous => (None, true, None),
+            None => return Err(Refusal::auth(ReasonCode::NotAuthorized, "anonymous")),
+        },
+    };
+    let identity = SessionIdentity {
+        listener: Arc::clone(listener),
+        peer,
+        principal,
+        client_id: connect.client_id.to_owned(),
+        anonymous,
+        cert,
+        password_user,
+    };
+    let policy = snap.policy.resolve(&identity.facts());
+    let d = policy.connect();
+    if !d.allowed {
+        return Err(Refusal::policy("connect", d.rule, None));
+    }
+    if let Some(will) = &connect.will {
+        let d = policy.publish(will.topic);
+        if !d.allowed {
+            return Err(Refusal::policy("will", d.rule, Some(will.topic.to_owned())));
+        }
+        if let Some(response) = will.properties.response_topic() {
+            let d = policy.receive(response);
+            if !d.allowed {
+                return Err(Refusal::policy("will", d.rule, Some(response.to_owned())));
+            }
+        }
+    }
+    Ok(Admitted { identity, policy })
+}
+
+/// Verifies a password off the async workers, behind the concurrency cap.
+async fn verify_password(
+    user: &str,
+    password: Option<&[u8]>,
+    snap: &Snapshot,
+    gateway: &Gateway,
+) -> Result<(), Refusal> {
+    let Some(file) = snap.passwords.clone() else {
+        // No password file: nobody can be verified (fail closed).
+        return Err(Refusal::auth(
+            ReasonCode::BadUserNameOrPassword,
+            "unknown_user",
+        ));
+    };
+    let Some(password) = password else {
+        return Err(Refusal::auth(
+            ReasonCode::BadUserNameOrPassword,
+            "bad_credentials",
+        ));
+    };
+    let Ok(_permit) = Arc::clone(&gateway.auth_permits).acquire_owned().await else {
+        return Err(Refusal::auth(
+            ReasonCode::ServerUnavailable,
+            "bad_credentials",
+        ));
+    };
+    let user = user.to_owned();
+    let password = password.to_vec();
+    let outcome = tokio::task::spawn_blocking(move || file.verify(&user, &password)).await;
+    match outcome {
+        Ok(VerifyOutcome::Ok) => Ok(()),
+        Ok(VerifyOutcome::UnknownUser) => Err(Refusal::auth(
+            ReasonCode::BadUserNameOrPassword,
+            "unknown_user",
+        )),
+        Ok(VerifyOutcome::BadPassword) | Err(_) => Err(Refusal::auth(
+            ReasonCode::BadUserNameOrPassword,
+            "bad_credentials",
+        )),
+    }
+}

@@ -1,0 +1,419 @@
+//! PURE per-packet inspection: one frame in, one [`Verdict`] out. No I/O, no clock, no await:
+//! the relay (`relay.rs`) owns the sockets and carries out the verdict.
+//!
+//! Client to broker: topic aliases are resolved before the publish decision; a denied PUBLISH is
+//! dropped (QoS 0) or answered by the gateway (QoS 1 PUBACK, QoS 2 PUBREC then PUBCOMP; MQTT 5 with
+//! reason 0x87), or closes the connection when `on_publish_deny = "disconnect"`; an MQTT 5 Response
+//! Topic must be a topic the requester may receive; each SUBSCRIBE filter is judged by containment
+//! (`$share/<group>/<filter>` by `<filter>`), denied filters are removed and answered in position.
+//! Broker to client: every PUBLISH (retained ones too) is judged as receive; a denied one is not
+//! delivered and, at QoS 1/2, acknowledged to the broker by the gateway.
+
+use mqtt_inspect::{
+    Ack, AckKind, DecodeError, Direction, Packet, PacketType, ProtocolVersion, Publish, QoS,
+    ReasonCode, StreamState, Suback, Subscribe,
+};
+
+use super::state::{AliasState, GatewayQos2, PendingSuback, SessionShared};
+use crate::close::CloseReason;
+use crate::config::OnPublishDeny;
+use crate::policy::{ClientPolicy, Decision, RuleRef};
+
+/// What the relay does with one frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the original bytes.
+    Forward,
+    /// Forward these bytes instead.
+    Replace(Vec<u8>),
+    /// Forward nothing.
+    Drop,
+    /// Forward nothing; send these bytes back to the sender.
+    Reply(Vec<u8>),
+    /// Close the connection.
+    Close(CloseReason),
+}
+
+/// A policy refusal, for the audit log and `acl_denied_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// `publish`, `subscribe`, `receive`.
+    pub action: &'static str,
+    /// The topic or filter that was judged.
+    pub topic: String,
+    /// The rule that decided, if one did.
+    pub rule: Option<RuleRef>,
+}
+
+/// The result of inspecting one frame.
+#[derive(Debug)]
+pub struct Inspected {
+    /// The packet type, when the frame decoded.
+    pub packet_type: Option<PacketType>,
+    /// What to do.
+    pub verdict: Verdict,
+}
+
+fn malformed(direction: Direction, error: DecodeError) -> Inspected {
+    Inspected {
+        packet_type: None,
+        verdict: Verdict::Close(CloseReason::Malformed { direction, error }),
+    }
+}
+
+fn encode_or_close(
+    direction: Direction,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
+) -> Result<Vec<u8>, Verdict> {
+    let mut out = Vec::new();
+    f(&mut out).map(|()| out).map_err(|_| {
+        Verdict::Close(CloseReason::Malformed {
+            direction,
+            error: DecodeError::ProtocolViolation("packet cannot be re-encoded"),
+        })
+    })
+}
+
+fn deny(action: &'static str, topic: &str, d: &Decision, denials: &mut Vec<Denial>) {
+    denials.push(Denial {
+        action,
+        topic: topic.to_owned(),
+        rule: d.rule.clone(),
+    });
+}
+
+/// Rewrites a PUBLISH with its topic written out (its alias kept, so the binding is renewed).
+fn publish_with_topic(
+    p: &Publish<'_>,
+    topic: &str,
+    version: ProtocolVersion,
+    direction: Direction,
+) -> Verdict {
+    let mut full = *p;
+    full.topic = topic;
+    match encode_or_close(direction, |out| full.encode(version, out)) {
+        Ok(bytes) => Verdict::Replace(bytes),
+        Err(v) => v,
+    }
+}
+
+// === impl ClientInspector ===
+
+/// Inspection of the client-to-broker direction.
+#[derive(Debug)]
+pub struct ClientInspector {
+    stream: StreamState,
+    version: ProtocolVersion,
+    aliases: AliasState,
+    qos2: GatewayQos2,
+    on_publish_deny: OnPublishDeny,
+}
+
+impl ClientInspector {
+    /// For a connection whose CONNECT (of `version`) has been accepted.
+    #[must_use]
+    pub fn new(version: ProtocolVersion, on_publish_deny: OnPublishDeny) -> Self {
+        Self {
+            stream: StreamState::after_connect(version),
+            version,
+            aliases: AliasState::default(),
+            qos2: GatewayQos2::default(),
+            on_publish_deny,
+        }
+    }
+
+    /// Inspects one complete frame from the client.
+    pub fn inspect(
+        &mut self,
+        frame: &[u8],
+        policy: &ClientPolicy,
+        shared: &SessionShared,
+        denials: &mut Vec<Denial>,
+    ) -> Inspected {
+        const DIR: Direction = Direction::ClientToServer;
+        let packet = match self.stream.decode_client(frame) {
+            Ok(p) => p,
+            Err(e) => return malformed(DIR, e),
+        };
+        let packet_type = Some(packet.packet_type());
+        let verdict = match packet {
+            Packet::Publish(p) => self.publish(&p, policy, shared, denials),
+            Packet::Subscribe(s) => self.subscribe(&s, policy, shared, denials),
+            Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
+                match encode_or_close(DIR, |out| {
+                    Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
+                        .encode(self.version, out)
+                }) {
+                    Ok(b) => Verdict::Reply(b),
+                    Err(v) => v,
+                }
+            }
+            // No enhanced authentication method was accepted at CONNECT, so there is nothing to
+            // re-authenticate with; an AUTH can never change the identity bound to this session.
+            Packet::Auth(_) => Verdict::Close(CloseReason::AuthNotSupported),
+            _ => Verdict::Forward,
+        };
+        Inspected {
+            packet_type,
+            verdict,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        p: &Publish<'_>,
+        policy: &ClientPolicy,
+        shared: &SessionShared,
+        denials: &mut Vec<Denial>,
+    ) -> Verdict {
+        const DIR: Direction = Direction::ClientToServer;
+        let alias = p.properties.topic_alias();
+        let had_topic = !p.topic.is_empty();
+        let version = self.version;
+        let needs_topic = self.aliases.needs_topic(alias, had_topic);
+        let topic = match self
+            .aliases
+            .resolve(p.topic, alias, shared.client_alias_max())
+        {
+            Ok(t) => t,
+            Err(e) => {
+                return Verdict::Close(CloseReason::Malformed {
+                    direction: DIR,
+                    error: e,
+                });
+            }
+        };
+        let mut decision = policy.publish(topic);
+        let mut judged: &str = topic;
+        if decision.allowed
+            && let Some(response) = p.properties.response_topic()
+        {
+            // The requester must be allowed to receive the answer it asks for.
+            let r = policy.receive(response);
+            if !r.allowed {
+                decision = r;
+                judged = response;
+            }
+        }
+        if decision.allowed {
+            // The broker does not know this binding (its PUBLISH was dropped): write the topic out.
+            let verdict = if needs_topic {
+                publish_with_topic(p, topic, version, DIR)
+            } else {
+                Verdict::Forward
+            };
+            self.aliases.forwarded(alias);
+            return verdict;
+        }
+        deny("publish", judged, &decision, denials);
+        self.aliases.dropped(alias, had_topic);
+        if self.on_publish_deny == OnPublishDeny::Disconnect {
+            return Verdict::Close(CloseReason::PublishDenied);
+        }
+        let reason = if version.is_v5() {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        let ack = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => return Verdict::Drop,
+            (QoS::AtLeastOnce, Some(id)) => Ack::new(AckKind::Puback, id, reason),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !self.qos2.insert(id.get()) {
+                    return Verdict::Close(CloseReason::QuotaExceeded);
+                }
+                Ack::new(AckKind::Pubrec, id, reason)
+            }
+        };
+        match encode_or_close(DIR, |out| ack.encode(version, out)) {
+            Ok(b) => Verdict::Reply(b),
+            Err(v) => v,
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        s: &Subscribe<'_>,
+        policy: &ClientPolicy,
+        shared: &SessionShared,
+        denials: &mut Vec<Denial>,
+    ) -> Verdict {
+        const DIR: Direction = Direction::ClientToServer;
+        let denied_code = if self.version.is_v5() { 0x87 } else { 0x80 };
+        let mut codes: Vec<Option<u8>> = Vec::with_capacity(s.len());
+        for (filter, _) in s.filters() {
+            let d = policy.subscribe(filter.effective().as_str());
+            if d.allowed {
+                codes.push(None);
+            } else {
+                deny("subscribe", filter.as_str(), &d, denials);
+                codes.push(Some(denied_code));
+            }
+        }
+        if codes.iter().all(Option::is_none) {
+            return Verdict::Forward;
+        }
+        let version = self.version;
+        if codes.iter().all(Option::is_some) {
+            // Nothing left to subscribe: the gateway answers itself.
+            let all: Vec<u8> = codes.iter().map(|c| c.unwrap_or(denied_code)).collect();
+            let suback = Suback {
+                packet_id: s.packet_id,
+                properties: mqtt_inspect::Properties::EMPTY,
+                codes: &all,
+            };
+            return match encode_or_close(DIR, |out| suback.encode(version, out)) {
+                Ok(b) => Verdict::Reply(b),
+                Err(v) => v,
+            };
+        }
+        let rewritten = encode_or_close(DIR, |out| {
+            s.encode_filtered(version, |i| matches!(codes.get(i), Some(None)), out)
+        });
+        let bytes = match rewritten {
+            Ok(b) => b,
+            Err(v) => return v,
+        };
+        if !shared.push_pending(PendingSuback {
+            packet_id: s.packet_id.get(),
+            codes,
+        }) {
+            return Verdict::Close(CloseReason::QuotaExceeded);
+        }
+        Verdict::Replace(bytes)
+    }
+}
+
+// === impl BrokerInspector ===
+
+/// Inspection of the broker-to-client direction.
+#[derive(Debug)]
+pub struct BrokerInspector {
+    stream: StreamState,
+    version: ProtocolVersion,
+    aliases: AliasState,
+    qos2: GatewayQos2,
+    /// The Topic Alias Maximum the client announced in CONNECT.
+    alias_max: u16,
+}
+
+impl BrokerInspector {
+    /// For a connection whose CONNECT (of `version`, announcing `alias_max`) was forwarded.
+    #[must_use]
+    pub fn new(version: ProtocolVersion, alias_max: u16) -> Self {
+        Self {
+            stream: StreamState::after_connect(version),
+            version,
+            aliases: AliasState::default(),
+            qos2: GatewayQos2::default(),
+            alias_max,
+        }
+    }
+
+    /// Inspects one complete frame from the broker.
+    pub fn inspect(
+        &mut self,
+        frame: &[u8],
+        policy: &ClientPolicy,
+        shared: &SessionShared,
+        denials: &mut Vec<Denial>,
+    ) -> Inspected {
+        const DIR: Direction = Direction::ServerToClient;
+        let packet = match self.stream.decode_server(frame) {
+            Ok(p) => p,
+            Err(e) => return malformed(DIR, e),
+        };
+        let packet_type = Some(packet.packet_type());
+        let version = self.version;
+        let verdict = match packet {
+            Packet::Connack(c) => {
+                shared.set_client_alias_max(c.properties.topic_alias_maximum());
+                Verdict::Forward
+            }
+            Packet::Publish(p) => self.publish(&p, policy, denials),
+            Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
+                match encode_or_close(DIR, |out| {
+                    Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
+                        .encode(version, out)
+                }) {
+                    Ok(b) => Verdict::Reply(b),
+                    Err(v) => v,
+                }
+            }
+            Packet::Suback(s) => match shared.take_pending(s.packet_id.get()) {
+                None => Verdict::Forward,
+                Some(pending) => {
+                    let mut broker_codes = s.codes.iter().copied();
+                    let merged: Vec<u8> = pending
+                        .codes
+                        .iter()
+                        .map(|c| c.unwrap_or_else(|| broker_codes.next().unwrap_or(0x80)))
+                        .collect();
+                    let suback = Suback {
+                        packet_id: s.packet_id,
+                        properties: s.properties,
+                        codes: &merged,
+                    };
+                    match encode_or_close(DIR, |out| suback.encode(version, out)) {
+                        Ok(b) => Verdict::Replace(b),
+                        Err(v) => v,
+                    }
+                }
+            },
+            _ => Verdict::Forward,
+        };
+        Inspected {
+            packet_type,
+            verdict,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        p: &Publish<'_>,
+        policy: &ClientPolicy,
+        denials: &mut Vec<Denial>,
+    ) -> Verdict {
+        const DIR: Direction = Direction::ServerToClient;
+        let alias = p.properties.topic_alias();
+        let had_topic = !p.topic.is_empty();
+        let version = self.version;
+        let needs_topic = self.aliases.needs_topic(alias, had_topic);
+        let topic = match self.aliases.resolve(p.topic, alias, self.alias_max) {
+            Ok(t) => t,
+            Err(e) => {
+                return Verdict::Close(CloseReason::Malformed {
+                    direction: DIR,
+                    error: e,
+                });
+            }
+        };
+        let decision = policy.receive(topic);
+        if decision.allowed {
+            let verdict = if needs_topic {
+                publish_with_topic(p, topic, version, DIR)
+            } else {
+                Verdict::Forward
+            };
+            self.aliases.forwarded(alias);
+            return verdict;
+        }
+        deny("receive", topic, &decision, denials);
+        self.aliases.dropped(alias, had_topic);
+        // Acknowledged to the broker as delivered, so its inflight window does not fill.
+        let ack = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => return Verdict::Drop,
+            (QoS::AtLeastOnce, Some(id)) => Ack::new(AckKind::Puback, id, ReasonCode::Success),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !self.qos2.insert(id.get()) {
+                    return Verdict::Close(CloseReason::QuotaExceeded);
+                }
+                Ack::new(AckKind::Pubrec, id, ReasonCode::Success)
+            }
+        };
+        match encode_or_close(DIR, |out| ack.encode(version, out)) {
+            Ok(b) => Verdict::Reply(b),
+            Err(v) => v,
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! One client connection from accept to close: the TLS handshake and the CONNECT under one
+//! deadline, authentication and the connect policy, the upstream connection, then the inspected
+//! relay in both directions until one side ends it. Exactly one outcome is counted for the connect
+//! phase and exactly one [`CloseReason`] ends the session.
+
+pub mod connect;
+pub mod inspect;
+pub mod relay;
+pub mod state;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use metrics::{counter, gauge, histogram};
+use mqtt_inspect::{
+    Connack, ConnackCode, DecodeError, Direction, Disconnect, ProtocolVersion, ReasonCode,
+    decode_connect,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+
+use self::connect::{
+    Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
+};
+use self::inspect::{BrokerInspector, ClientInspector, Denial};
+use self::relay::{Out, PumpSettings, pump, send};
+use self::state::SessionShared;
+use crate::audit::AuditEvent;
+use crate::close::CloseReason;
+use crate::identity::ClientIdentity;
+use crate::io::ClientStream;
+use crate::metrics as m;
+use crate::policy::ClientPolicy;
+use crate::shared::{Gateway, Snapshot};
+use crate::tls::failure::classify;
+
+/// Time allowed for one write to a peer. A peer that takes longer is cut off: at the default
+/// `max_packet_size` of 256 KiB that is a floor of about 9 KiB/s.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for the last words (CONNACK refusal, DISCONNECT, TLS close) before closing.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a connection knows of its listener.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    /// The listener's name (metrics and audit label).
+    pub name: Arc<str>,
+    /// The TLS configuration, swapped whole on reload; `None` for a plain listener.
+    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    /// Shared gateway state.
+    pub gateway: Arc<Gateway>,
+}
+
+/// Keeps `connections_active` right however the task ends.
+struct ActiveGuard(Arc<str>);
+
+impl ActiveGuard {
+    fn new(listener: &Arc<str>) -> Self {
+        gauge!(m::CONNECTIONS_ACTIVE, "listener" => listener.to_string()).increment(1.0);
+        Self(Arc::clone(listener))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        gauge!(m::CONNECTIONS_ACTIVE, "listener" => self.0.to_string()).decrement(1.0);
+    }
+}
+
+fn outcome(listener: &str, outcome: &'static str) {
+    counter!(m::CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Serves one accepted TCP connection until it closes.
+pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
+    let gw = &ctx.gateway;
+    let snap = gw.current();
+    let limits = &snap.config.limits;
+    let deadline = Instant::now() + limits.connect_timeout;
+    let max_packet =
+        u32::try_from(limits.max_packet_size.0).unwrap_or(mqtt_inspect::MAX_PACKET_SIZE);
+    let _active = ActiveGuard::new(&ctx.name);
+    let _ = tcp.set_nodelay(true);
+
+    let (mut client, cert) = match handshake(tcp, peer, &ctx, deadline).await {
+        Some(c) => c,
+        None => return,
+    };
+
+    let (frame, rest) = match read_first_frame(&mut client, deadline, max_packet).await {
+        Ok(f) => f,
+        Err(ReadError::Timeout) => {
+            outcome(&ctx.name, "timeout");
+            audit_simple(gw, &ctx.name, peer, "timeout", "connect_timeout");
+            return;
+        }
+        Err(ReadError::Closed) => {
+            outcome(&ctx.name, "timeout");
+            return;
+        }
+        Err(ReadError::Malformed(e)) => {
+            refuse_malformed(&mut client, &ctx, peer, None, e).await;
+            return;
+        }
+    };
+    let connect = match decode_connect(&frame) {
+        Ok(c) => c,
+        Err(e) => {
+            refuse_malformed(&mut client, &ctx, peer, frame.get(6).copied(), e).await;
+            return;
+        }
+    };
+    let version = connect.version;
+    let admitted = match admit(&connect, &ctx.name, peer, cert, &snap, gw).await {
+        Ok(a) => a,
+        Err(refusal) => {
+            refuse(
+                &mut client,
+                &ctx,
+                peer,
+                version,
+                connect.client_id,
+                &refusal,
+            )
+            .await;
+            return;
+        }
+    };
+
+    let upstream_cfg = &snap.config.upstream;
+    let broker = match upstream::dial(&upstream_cfg.address, upstream_cfg.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => e.as_str()).increment(1);
+            let refusal = Refusal {
+                reason: ReasonCode::ServerUnavailable,
+                outcome: "upstream_failed",
+                auth_reason: None,
+                acl_action: None,
+                topic: None,
+                rule: None,
+            };
+            tracing::warn!(%peer, error = e.as_str(), "upstream broker unreachable");
+            refuse(
+                &mut client,
+                &ctx,
+                peer,
+                version,
+                connect.client_id,
+                &refusal,
+            )
+            .await;
+            return;
+        }
+    };
+    gw.upstream_ok();
+    let upstream_connect = match upstream::upstream_connect(
+        &connect,
+        upstream_cfg.credentials,
+        admitted.identity.principal.as_deref(),
+    ) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => frame.to_vec(),
+        Err(_) => {
+            refuse_malformed(
+                &mut client,
+                &ctx,
+                peer,
+                Some(version.level()),
+                DecodeError::ProtocolViolation("CONNECT cannot be re-encoded"),
+            )
+            .await;
+            return;
+        }
+    };
+    let alias_max = connect.properties.topic_alias_maximum();
+    let keep_alive = connect.keep_alive;
+    outcome(&ctx.name, "accepted");
+    tracing::debug!(%peer, client_id = %admitted.identity.client_id, principal = ?admitted.identity.principal, "connected");
+
+    let session = Session {
+        ctx: &ctx,
+        snap: &snap,
+        version,
+        alias_max,
+        keep_alive,
+        max_packet,
+    };
+    session
+        .relay(client, broker, rest, admitted, upstream_connect)
+        .await;
+}
+
+/// The TLS handshake (for a TLS listener), within the connect deadline.
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    deadline: Instant,
+) -> Option<(ClientStream, Option<CertInfo>)> {
+    let Some(tls) = &ctx.tls else {
+        return Some((ClientStream::Plain(tcp), None));
+    };
+    let started = std::time::Instant::now();
+    let acceptor = TlsAcceptor::from(tls.load_full());
+    match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Err(_) => {
+            outcome(&ctx.name, "timeout");
+            audit_simple(
+                &ctx.gateway,
+                &ctx.name,
+                peer,
+                "timeout",
+                "tls_handshake_timeout",
+            );
+            None
+        }
+        Ok(Err(e)) => {
+            let reason = classify(&e).as_str();
+            outcome(&ctx.name, "tls_failed");
+            counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
+                .increment(1);
+            tracing::info!(%peer, listener = %ctx.name, reason, error = %e, "TLS handshake failed");
+            ctx.gateway.audit.record(&AuditEvent {
+                event: "tls_failed",
+                listener: Some(&ctx.name),
+                peer: Some(peer),
+                reason,
+                detail: Some(&e.to_string()),
+                ..AuditEvent::default()
+            });
+            None
+        }
+        Ok(Ok(stream)) => {
+            histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
+                .record(started.elapsed().as_secs_f64());
+            let chain: Option<Vec<_>> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+            let cert = chain.and_then(|chain| {
+                ClientIdentity::from_chain(&chain)
+                    .ok()
+                    .map(|identity| CertInfo { chain, identity })
+            });
+            Some((ClientStream::Tls(Box::new(stream)), cert))
+        }
+    }
+}
+
+fn audit_simple(gw: &Gateway, listener: &str, peer: SocketAddr, event: &'static str, reason: &str) {
+    gw.audit.record(&AuditEvent {
+        event,
+        listener: Some(listener),
+        peer: Some(peer),
+        reason,
+        ..AuditEvent::default()
+    });
+}
+
+/// Answers a refused CONNECT with a CONNACK in the client's version, counts and audits it.
+async fn refuse(
+    client: &mut ClientStream,
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    client_id: &str,
+    refusal: &Refusal,
+) {
+    outcome(&ctx.name, refusal.outcome);
+    if let Some(r) = refusal.auth_reason {
+        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r)
+            .increment(1);
+    }
+    if let Some(a) = refusal.acl_action {
+        counter!(m::ACL_DENIED_TOTAL, "action" => a).increment(1);
+    }
+    let rule = refusal.rule.as_ref().map(ToString::to_string);
+    ctx.gateway.audit.record(&AuditEvent {
+        event: match refusal.outcome {
+            "auth_failed" => "auth_failed",
+            "denied" => "acl_denied",
+            other => other,
+        },
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        client_id: Some(client_id),
+        reason: refusal
+            .auth_reason
+            .or(refusal.acl_action)
+            .unwrap_or(refusal.outcome),
+        rule,
+        action: refusal.acl_action,
+        topic: refusal.topic.as_deref(),
+        ..AuditEvent::default()
+    });
+    let connack = Connack {
+        session_present: false,
+        code: ConnackCode::for_version(version, refusal.reason),
+        properties: mqtt_inspect::Properties::EMPTY,
+    };
+    let mut bytes = Vec::new();
+    if connack.encode(version, &mut bytes).is_ok() {
+        let _ = timeout(GOODBYE_TIMEOUT, async {
+            client.write_all(&bytes).await?;
+            client.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Closes a connection whose first frame is not an acceptable CONNECT. An unsupported protocol
+/// version gets the 3.1.1 CONNACK return code 1 ([MQTT-3.1.2-2]); an MQTT 5 CONNECT that is
+/// malformed gets a CONNACK with the reason; anything else is just closed.
+async fn refuse_malformed(
+    client: &mut ClientStream,
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    level: Option<u8>,
+    e: DecodeError,
+) {
+    outcome(&ctx.name, "malformed");
+    ctx.gateway.c2b.malformed();
+    ctx.gateway.audit.record(&AuditEvent {
+        event: "malformed",
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        reason: "malformed",
+        detail: Some(&e.to_string()),
+        ..AuditEvent::default()
+    });
+    let reply: Option<&[u8]> = match (e, level) {
+        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
+            Some(&[0x20, 2, 0, 1])
+        }
+        (_, Some(5)) => None,
+        _ => return shutdown_quietly(client).await,
+    };
+    let bytes = match reply {
+        Some(b) => b.to_vec(),
+        None => {
+            let connack = Connack {
+                session_present: false,
+                code: ConnackCode::V5(e.reason_code()),
+                properties: mqtt_inspect::Properties::EMPTY,
+            };
+            let mut out = Vec::new();
+            if connack.encode(ProtocolVersion::V5, &mut out).is_err() {
+                return shutdown_quietly(client).await;
+            }
+            out
+        }
+    };
+    let _ = timeout(GOODBYE_TIMEOUT, client.write_all(&bytes)).await;
+    shutdown_quietly(client).await;
+}
+
+async fn shutdown_quietly(client: &mut ClientStream) {
+    let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+}
+
+/// The relay phase of an admitted client.
+struct Session<'a> {
+    ctx: &'a ListenerCtx,
+    snap: &'a Snapshot,
+    version: ProtocolVersion,
+    alias_max: u16,
+    keep_alive: u16,
+    max_packet: u32,
+}
+
+impl Session<'_> {
+    async fn relay(
+        self,
+        client: ClientStream,
+        broker: TcpStream,
+        rest: BytesMut,
+        admitted: Admitted,
+        connect: Vec<u8>,
+    ) {
+        let gw = &*self.ctx.gateway;
+        let Admitted { identity, policy } = admitted;
+        let (mut client_rd, client_wr) = tokio::io::split(client);
+        let (mut broker_rd, broker_wr) = broker.into_split();
+        let client_out = Mutex::new(Out::new(client_wr));
+        let broker_out = Mutex::new(Out::new(broker_wr));
+        if send(&broker_out, &connect, WRITE_TIMEOUT).await.is_err() {
+            counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
+            return;
+        }
+        let shared = SessionShared::default();
+        let policy = Arc::new(policy);
+        let on_deny = self.snap.config.policy.on_publish_deny;
+        let mut c_insp = ClientInspector::new(self.version, on_deny);
+        let mut b_insp = BrokerInspector::new(self.version, self.alias_max);
+        let mut c_pol = (self.snap.generation, Arc::clone(&policy));
+        let mut b_pol = (self.snap.generation, policy);
+        let idle_limit =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+
+        let mut client_reader = Prefixed::new(rest, &mut client_rd);
+        let c2b = pump(
+            PumpSettings {
+                direction: Direction::ClientToServer,
+                max_packet_size: self.max_packet,
+                idle_limit,
+                write_limit: WRITE_TIMEOUT,
+                counters: &gw.c2b,
+            },
+            &mut client_reader,
+            &broker_out,
+            &client_out,
+            |frame, denials| {
+                refresh(gw, &identity, &mut c_pol);
+                c_insp.inspect(frame, &c_pol.1, &shared, denials)
+            },
+            |denials| self.record_denials(&identity, denials),
+        );
+        let b2c = pump(
+            PumpSettings {
+                direction: Direction::ServerToClient,
+                max_packet_size: self.max_packet,
+                idle_limit: None,
+                write_limit: WRITE_TIMEOUT,
+                counters: &gw.b2c,
+            },
+            &mut broker_rd,
+            &client_out,
+            &broker_out,
+            |frame, denials| {
+                refresh(gw, &identity, &mut b_pol);
+                b_insp.inspect(frame, &b_pol.1, &shared, denials)
+            },
+            |denials| self.record_denials(&identity, denials),
+        );
+        let reason = tokio::select! {
+            r = c2b => r,
+            r = b2c => r,
+            () = gw.shutdown.cancelled() => CloseReason::Shutdown,
+        };
+        self.finish(&identity, &reason, client_out, broker_out)
+            .await;
+    }
+
+    fn record_denials(&self, identity: &SessionIdentity, denials: &mut Vec<Denial>) {
+        let gw = &self.ctx.gateway;
+        for d in denials.drain(..) {
+            counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
+            gw.audit.record(&AuditEvent {
+                event: "acl_denied",
+                listener: Some(&self.ctx.name),
+                peer: Some(identity.peer),
+                principal: identity.principal.as_deref(),
+                client_id: Some(&identity.client_id),
+                reason: d.action,
+                rule: d.rule.as_ref().map(ToString::to_string),
+                action: Some(d.action),
+                topic: Some(&d.topic),
+                cert_fingerprint: identity.fingerprint(),
+                cert_serial: identity.serial(),
+                ..AuditEvent::default()
+            });
+        }
+    }
+
+    async fn finish<C, B>(
+        &self,
+        identity: &SessionIdentity,
+        reason: &CloseReason,
+        client_out: Mutex<Out<C>>,
+        broker_out: Mutex<Out<B>>,
+    ) where
+        C: tokio::io::AsyncWrite + Unpin,
+        B: tokio::io::AsyncWrite + Unpin,
+    {
+        let gw = &self.ctx.gateway;
+        tracing::debug!(peer = %identity.peer, client_id = %identity.client_id, reason = reason.as_str(), "session closed");
+        match reason {
+            CloseReason::Malformed { direction, error } => gw.audit.record(&AuditEvent {
+                event: "malformed",
+                listener: Some(&self.ctx.name),
+                peer: Some(identity.peer),
+                principal: identity.principal.as_deref(),
+                client_id: Some(&identity.client_id),
+                reason: direction.as_str(),
+                detail: Some(&error.to_string()),
+                ..AuditEvent::default()
+            }),
+            CloseReason::BrokerClosed => {}
+            CloseReason::Io(Direction::ServerToClient) => {
+                counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
+            }
+            _ => {}
+        }
+        let mut client = client_out.into_inner();
+        if !client.is_dirty() {
+            if let Some(code) = reason.disconnect_reason().filter(|_| self.version.is_v5()) {
+                let mut bytes = Vec::new();
+                if Disconnect::new(code)
+                    .encode(self.version, &mut bytes)
+                    .is_ok()
+                {
+                    let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().write_all(&bytes)).await;
+                }
+            }
+            let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
+        }
+        let mut broker = broker_out.into_inner();
+        let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().shutdown()).await;
+    }
+}
+
+/// Re-resolves the client's policy when a new generation was published (checked per packet; a
+/// lock-free read), so that decisions use the new policy from the next packet on.
+fn refresh(gw: &Gateway, identity: &SessionIdentity, current: &mut (u64, Arc<ClientPolicy>)) {
+    let generation = gw.generation();
+    if generation != current.0 {
+        let snap = gw.current();
+        *current = (
+            snap.generation,
+            Arc::new(snap.policy.resolve(&identity.facts())),
+        );
+    }
+}
+
+/// A reader that first yields bytes already read (those that followed the CONNECT).
+struct Prefixed<'a, R> {
+    prefix: BytesMut,
+    inner: &'a mut R,
+}
+
+impl<'a, R> Prefixed<'a, R> {
+    fn new(prefix: BytesMut, inner: &'a mut R) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<'_, R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            let head = this.prefix.split_to(n);
+            buf.put_slice(&head);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf)
+    }
+}

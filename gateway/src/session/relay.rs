@@ -1,0 +1,271 @@
+//! The frame pump of one direction: read, frame (within `max_packet_size`), inspect, and forward
+//! the original bytes, a rewrite, or a reply to the sender.
+//!
+//! Forwarded frames are written straight from the read buffer, in runs: all the consecutive frames
+//! of one read that are forwarded unchanged go out in one write (so one TLS record and one syscall
+//! carry many small PUBLISH). A frame that is not forwarded unchanged ends the run. Nothing is
+//! written before the frame has been decoded and judged; an oversized frame is refused from its
+//! fixed header, before its body is buffered.
+//!
+//! Each side's writer is shared by the two pumps behind a per-connection async mutex (the pump
+//! that forwards to it and the pump that replies through it); a pump never holds two writers.
+//! The read buffer starts empty and shrinks back when the connection goes idle, so an idle
+//! connection holds no read buffer of its own.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use mqtt_inspect::{DecodeError, Direction, Peek, peek_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::inspect::{Denial, Inspected, Verdict};
+use crate::close::CloseReason;
+use crate::metrics::PacketCounters;
+
+/// Read buffers larger than this are released when the connection goes idle.
+const KEEP_BUFFER: usize = 16 * 1024;
+/// Grow reads up to this size while a peer keeps the buffer full.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// One side's writer, shared by both pumps.
+#[derive(Debug)]
+pub struct Out<W> {
+    io: W,
+    /// True while a write is under way: if the pump is cancelled then, the stream holds a
+    /// partial frame and nothing more may be written to it.
+    dirty: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Out<W> {
+    /// Wraps a writer.
+    pub const fn new(io: W) -> Self {
+        Self { io, dirty: false }
+    }
+
+    /// Whether a write was cut off half-way.
+    pub const fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The writer itself.
+    pub fn io_mut(&mut self) -> &mut W {
+        &mut self.io
+    }
+}
+
+/// Writes `bytes` and flushes, within `limit`.
+///
+/// # Errors
+/// The write failed or did not finish in time.
+pub async fn send<W: AsyncWrite + Unpin>(
+    out: &Mutex<Out<W>>,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let mut g = out.lock().await;
+    g.dirty = true;
+    let r = timeout(limit, async {
+        g.io.write_all(bytes).await?;
+        g.io.flush().await
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {
+            g.dirty = false;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// What a pump needs besides its streams.
+pub struct PumpSettings<'a> {
+    /// Which direction this pump carries.
+    pub direction: Direction,
+    /// Largest frame accepted.
+    pub max_packet_size: u32,
+    /// Time allowed between two complete packets (client side: 1.5 × keep-alive); `None`: no limit.
+    pub idle_limit: Option<Duration>,
+    /// Time allowed for one write.
+    pub write_limit: Duration,
+    /// Per-packet counters of this direction.
+    pub counters: &'a PacketCounters,
+}
+
+/// Runs one direction until the connection must close, and says why.
+///
+/// `inspect` judges one complete frame; `on_denials` is called with the policy refusals of each
+/// frame (for metrics and the audit log).
+pub async fn pump<R, F, B, I, D>(
+    settings: PumpSettings<'_>,
+    reader: &mut R,
+    forward: &Mutex<Out<F>>,
+    back: &Mutex<Out<B>>,
+    mut inspect: I,
+    mut on_denials: D,
+) -> CloseReason
+where
+    R: AsyncRead + Unpin,
+    F: AsyncWrite + Unpin,
+    B: AsyncWrite + Unpin,
+    I: FnMut(&[u8], &mut Vec<Denial>) -> Inspected,
+    D: FnMut(&mut Vec<Denial>),
+{
+    let dir = settings.direction;
+    let (fwd_err, back_err) = match dir {
+        Direction::ClientToServer => (Direction::ServerToClient, Direction::ClientToServer),
+        Direction::ServerToClient => (Direction::ClientToServer, Direction::ServerToClient),
+    };
+    let mut buf = BytesMut::new();
+    let mut chunk = 0usize;
+    let mut denials = Vec::new();
+    let mut deadline = settings.idle_limit.map(|d| Instant::now() + d);
+    loop {
+        // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
+        let want = match peek_frame(&buf, settings.max_packet_size) {
+            Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(64),
+            Ok(Peek::Complete(_)) => chunk.max(64),
+            Err(error) => {
+                settings.counters.malformed();
+                return CloseReason::Malformed {
+                    direction: dir,
+                    error,
+                };
+            }
+        };
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        let spare = buf.capacity() - buf.len();
+        let read = reader.read_buf(&mut buf);
+        let n = match deadline {
+            Some(d) => match timeout_at(d, read).await {
+                Ok(r) => r,
+                Err(_) => return CloseReason::KeepAliveTimeout,
+            },
+            None => read.await,
+        };
+        let n = match n {
+            Ok(0) => {
+                return if buf.is_empty() {
+                    eof_reason(dir)
+                } else {
+                    // EOF inside a frame: the peer sent a truncated packet.
+                    settings.counters.malformed();
+                    CloseReason::Malformed {
+                        direction: dir,
+                        error: DecodeError::UnexpectedEnd("connection closed inside a packet"),
+                    }
+                };
+            }
+            Ok(n) => n,
+            Err(_) => return CloseReason::Io(dir),
+        };
+        chunk = if n >= spare {
+            (chunk.max(2048) * 2).min(MAX_READ_CHUNK)
+        } else {
+            chunk / 2
+        };
+
+        // Judge every complete frame; forward runs of unchanged frames in one write.
+        let mut run_start = 0usize;
+        let mut pos = 0usize;
+        let mut saw_packet = false;
+        loop {
+            let rest = buf.get(pos..).unwrap_or_default();
+            let header = match peek_frame(rest, settings.max_packet_size) {
+                Ok(Peek::Complete(h)) => h,
+                Ok(Peek::Incomplete { .. }) => break,
+                Err(error) => {
+                    settings.counters.malformed();
+                    // Forward what was judged before the bad frame, then close.
+                    let _ = flush(forward, &buf, run_start, pos, settings.write_limit).await;
+                    return CloseReason::Malformed {
+                        direction: dir,
+                        error,
+                    };
+                }
+            };
+            let end = pos + header.frame_len();
+            let frame = buf.get(pos..end).unwrap_or_default();
+            let inspected = inspect(frame, &mut denials);
+            if !denials.is_empty() {
+                on_denials(&mut denials);
+                denials.clear();
+            }
+            match inspected.packet_type {
+                Some(t) => settings.counters.packet(t, frame.len()),
+                None => settings.counters.malformed(),
+            }
+            saw_packet = true;
+            match inspected.verdict {
+                Verdict::Forward => {}
+                other => {
+                    if flush(forward, &buf, run_start, pos, settings.write_limit)
+                        .await
+                        .is_err()
+                    {
+                        return CloseReason::Io(fwd_err);
+                    }
+                    run_start = end;
+                    match other {
+                        Verdict::Replace(bytes) => {
+                            if send(forward, &bytes, settings.write_limit).await.is_err() {
+                                return CloseReason::Io(fwd_err);
+                            }
+                        }
+                        Verdict::Reply(bytes) => {
+                            if send(back, &bytes, settings.write_limit).await.is_err() {
+                                return CloseReason::Io(back_err);
+                            }
+                        }
+                        Verdict::Close(reason) => return reason,
+                        Verdict::Drop | Verdict::Forward => {}
+                    }
+                }
+            }
+            pos = end;
+        }
+        if flush(forward, &buf, run_start, pos, settings.write_limit)
+            .await
+            .is_err()
+        {
+            return CloseReason::Io(fwd_err);
+        }
+        buf.advance(pos);
+        if saw_packet && let Some(limit) = settings.idle_limit {
+            deadline = Some(Instant::now() + limit);
+        }
+        if buf.is_empty() && (n < spare || buf.capacity() > KEEP_BUFFER) {
+            // Idle (the read did not fill the buffer) or oversized: let it go.
+            buf = BytesMut::new();
+            if n < spare {
+                chunk = 0;
+            }
+        }
+    }
+}
+
+async fn flush<W: AsyncWrite + Unpin>(
+    out: &Mutex<Out<W>>,
+    buf: &BytesMut,
+    start: usize,
+    end: usize,
+    limit: Duration,
+) -> io::Result<()> {
+    match buf.get(start..end) {
+        Some(run) if !run.is_empty() => send(out, run, limit).await,
+        _ => Ok(()),
+    }
+}
+
+const fn eof_reason(dir: Direction) -> CloseReason {
+    match dir {
+        Direction::ClientToServer => CloseReason::ClientClosed,
+        Direction::ServerToClient => CloseReason::BrokerClosed,
+    }
+}

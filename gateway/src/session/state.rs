@@ -1,0 +1,217 @@
+//! Per-session state that the inspection of one packet needs, all of it bounded: topic aliases
+//! with what the other side has been told, SUBSCRIBEs waiting for their SUBACK to be merged, and
+//! the QoS 2 packet identifiers the gateway acknowledged itself.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use mqtt_inspect::{DecodeError, TopicAliases};
+
+/// SUBSCRIBEs with denied filters waiting for the broker's SUBACK, at most this many at once.
+pub const MAX_PENDING_SUBACKS: usize = 32;
+/// QoS 2 packet identifiers acknowledged by the gateway and waiting for their PUBREL.
+pub const MAX_GATEWAY_QOS2: usize = 1024;
+/// The gateway tracks at most this many topic aliases per direction, whatever was negotiated.
+pub const MAX_TOPIC_ALIASES: u16 = 1024;
+
+/// A SUBSCRIBE forwarded without some of its filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSuback {
+    /// Its packet identifier.
+    pub packet_id: u16,
+    /// One entry per original filter: `None` forwarded (the broker's code goes here), `Some(code)`
+    /// denied by the gateway.
+    pub codes: Vec<Option<u8>>,
+}
+
+/// State both directions of a session touch. Short critical sections, never held across an await.
+#[derive(Debug, Default)]
+pub struct SessionShared {
+    pending: Mutex<Vec<PendingSuback>>,
+    /// The Topic Alias Maximum the broker granted the client (from CONNACK).
+    client_alias_max: AtomicU16,
+}
+
+impl SessionShared {
+    /// Records a partly denied SUBSCRIBE. `false` when too many are pending already.
+    pub fn push_pending(&self, p: PendingSuback) -> bool {
+        let Ok(mut v) = self.pending.lock() else {
+            return false;
+        };
+        if v.len() >= MAX_PENDING_SUBACKS {
+            return false;
+        }
+        v.retain(|e| e.packet_id != p.packet_id);
+        v.push(p);
+        true
+    }
+
+    /// Takes the pending SUBSCRIBE with this packet identifier, if any.
+    pub fn take_pending(&self, packet_id: u16) -> Option<PendingSuback> {
+        let mut v = self.pending.lock().ok()?;
+        let i = v.iter().position(|e| e.packet_id == packet_id)?;
+        Some(v.swap_remove(i))
+    }
+
+    /// Sets the alias maximum the broker's CONNACK granted (capped).
+    pub fn set_client_alias_max(&self, max: u16) {
+        self.client_alias_max
+            .store(max.min(MAX_TOPIC_ALIASES), Ordering::Relaxed);
+    }
+
+    /// The alias maximum for PUBLISH from the client.
+    pub fn client_alias_max(&self) -> u16 {
+        self.client_alias_max.load(Ordering::Relaxed)
+    }
+}
+
+/// The topic aliases of one direction, and for each bound alias whether the receiving side has
+/// been told the binding (the PUBLISH that set it was forwarded). When a binding PUBLISH is
+/// dropped by the policy, a later PUBLISH that uses the alias alone is forwarded with its topic
+/// written out, so the receiver can never attribute a message to a stale binding.
+#[derive(Debug, Default)]
+pub struct AliasState {
+    table: TopicAliases,
+    delivered: Vec<bool>,
+}
+
+impl AliasState {
+    /// Resolves the topic of a PUBLISH (see [`TopicAliases::resolve`]), with `maximum` as the
+    /// negotiated Topic Alias Maximum of this direction.
+    ///
+    /// # Errors
+    /// [`DecodeError::TopicAliasInvalid`] and friends, as `TopicAliases::resolve`.
+    pub fn resolve<'t>(
+        &'t mut self,
+        topic: &'t str,
+        alias: Option<u16>,
+        maximum: u16,
+    ) -> Result<&'t str, DecodeError> {
+        if self.table.maximum() != maximum {
+            // Negotiated once per connection; a changed value starts a fresh table.
+            self.table = TopicAliases::new(maximum.min(MAX_TOPIC_ALIASES));
+            self.delivered.clear();
+        }
+        self.table.resolve(topic, alias)
+    }
+
+    /// Whether a PUBLISH with `alias` and no topic must be forwarded with its topic written out,
+    /// because the receiver was never told the binding.
+    #[must_use]
+    pub fn needs_topic(&self, alias: Option<u16>, had_topic: bool) -> bool {
+        if had_topic {
+            return false;
+        }
+        match alias.and_then(|a| usize::from(a).checked_sub(1)) {
+            Some(index) => !self.delivered.get(index).copied().unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Records that a PUBLISH with `alias` was forwarded (with its topic, or written out).
+    pub fn forwarded(&mut self, alias: Option<u16>) {
+        let Some(index) = alias.and_then(|a| usize::from(a).checked_sub(1)) else {
+            return;
+        };
+        if self.delivered.len() <= index {
+            self.delivered.resize(index + 1, false);
+        }
+        if let Some(slot) = self.delivered.get_mut(index) {
+            *slot = true;
+        }
+    }
+
+    /// Records that a PUBLISH with `alias` was not forwarded; if it carried a topic, the receiver
+    /// does not know the new binding.
+    pub fn dropped(&mut self, alias: Option<u16>, had_topic: bool) {
+        if !had_topic {
+            return;
+        }
+        if let Some(slot) = alias
+            .and_then(|a| usize::from(a).checked_sub(1))
+            .and_then(|i| self.delivered.get_mut(i))
+        {
+            *slot = false;
+        }
+    }
+}
+
+/// QoS 2 packet identifiers the gateway answered itself (PUBREC), so that their PUBREL is answered
+/// with PUBCOMP and not forwarded.
+#[derive(Debug, Default)]
+pub struct GatewayQos2 {
+    ids: Vec<u16>,
+}
+
+impl GatewayQos2 {
+    /// Remembers an id. `false` when the set is full.
+    pub fn insert(&mut self, id: u16) -> bool {
+        if self.ids.contains(&id) {
+            return true;
+        }
+        if self.ids.len() >= MAX_GATEWAY_QOS2 {
+            return false;
+        }
+        self.ids.push(id);
+        true
+    }
+
+    /// Forgets an id; `true` when it was there.
+    pub fn remove(&mut self, id: u16) -> bool {
+        match self.ids.iter().position(|&x| x == id) {
+            Some(i) => {
+                self.ids.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_binding_is_written_out_later() {
+        let mut a = AliasState::default();
+        // Alias 1 bound to an allowed topic and forwarded.
+        assert!(!a.needs_topic(Some(1), true));
+        assert_eq!(a.resolve("ok/t", Some(1), 10).unwrap(), "ok/t");
+        a.forwarded(Some(1));
+        assert!(!a.needs_topic(Some(1), false));
+        // Rebound to a topic whose PUBLISH is dropped: the receiver still has ok/t.
+        assert_eq!(a.resolve("other/t", Some(1), 10).unwrap(), "other/t");
+        a.dropped(Some(1), true);
+        // Alias alone now means other/t; if forwarded, the topic must be written out.
+        assert!(a.needs_topic(Some(1), false));
+        assert_eq!(a.resolve("", Some(1), 10).unwrap(), "other/t");
+        a.forwarded(Some(1));
+        assert!(!a.needs_topic(Some(1), false));
+    }
+
+    #[test]
+    fn bounded_sets() {
+        let s = SessionShared::default();
+        for i in 0..MAX_PENDING_SUBACKS {
+            assert!(s.push_pending(PendingSuback {
+                packet_id: u16::try_from(i).unwrap(),
+                codes: vec![None]
+            }));
+        }
+        assert!(!s.push_pending(PendingSuback {
+            packet_id: 999,
+            codes: vec![None]
+        }));
+        assert!(s.take_pending(3).is_some());
+        assert!(s.take_pending(3).is_none());
+        let mut q = GatewayQos2::default();
+        for i in 0..MAX_GATEWAY_QOS2 {
+            assert!(q.insert(u16::try_from(i).unwrap()));
+        }
+        assert!(!q.insert(60_000));
+        assert!(q.remove(5) && !q.remove(5));
+        s.set_client_alias_max(u16::MAX);
+        assert_eq!(s.client_alias_max(), MAX_TOPIC_ALIASES);
+    }
+}

@@ -1,0 +1,259 @@
+//! Builds the rustls server side of one TLS listener from its `[listener.tls]`
+//! table: server certificate and key, client-certificate verifier (trust
+//! anchors, CRLs, revocation scope), protocol versions and a fresh session
+//! cache. Also the pieces live revocation needs: the verifier on its own and
+//! [`reverify`] for the stored chains of live sessions.
+//!
+//! Security decisions made here (DEPENDENCIES.md §1.3–1.5):
+//! - The crypto provider is always passed explicitly (aws-lc-rs); nothing relies
+//!   on the process-default provider, which panics when two are compiled in.
+//! - Unknown revocation status is refused (rustls' default, kept): a certificate
+//!   that must be checked but whose issuer has no CRL here is refused.
+//! - An expired CRL (past `nextUpdate`) refuses **every** client certificate it
+//!   would be consulted for (`enforce_revocation_expiration`): fail closed rather
+//!   than trust stale revocation data. Watch the CRL dates ([`crl_metadata`]) and
+//!   publish a new CRL before `nextUpdate`.
+//! - Every build gets a new, empty session cache. A resumed TLS session skips the
+//!   client-certificate and CRL checks (rustls copies the stored chain without
+//!   re-verifying it), so a cache carried over a CA/CRL reload would let a just-revoked
+//!   client back in by resumption.
+
+pub mod failure;
+mod load;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ServerSessionMemoryCache, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::{ServerConfig, SupportedProtocolVersion};
+
+use crate::config::{ClientAuth, CrlScope, TlsConfig, TlsVersion};
+
+pub use failure::{HandshakeFailure, classify, classify_rustls};
+pub use load::{CrlInfo, crl_metadata, load_certs, load_crls, load_private_key, load_roots};
+
+/// Sessions kept for resumption per `ServerConfig` (rustls' own default size).
+const SESSION_CACHE_SIZE: usize = 256;
+
+/// Why the TLS material of a listener could not be turned into a server config.
+///
+/// The larger sources are boxed to keep this (and the errors that wrap it) small.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("{}: cannot read", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is not valid PEM.
+    #[error("{}: invalid PEM", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader found.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A file holds no item of the expected kind.
+    #[error("{}: no {what} found", .path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+        /// `"certificate"`, `"private key"` or `"CRL"`.
+        what: &'static str,
+    },
+    /// A CA certificate is not usable as a trust anchor.
+    #[error("{}: certificate #{index} is not a usable trust anchor", .path.display())]
+    Anchor {
+        /// The `client_ca` file.
+        path: PathBuf,
+        /// 0-based position of the certificate in the file.
+        index: usize,
+        /// Why rustls refused it.
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// A CRL does not parse (or uses an unsupported feature, e.g. delta CRLs).
+    #[error("{}: CRL #{index} is invalid", .path.display())]
+    Crl {
+        /// The CRL file.
+        path: PathBuf,
+        /// 0-based position of the CRL in the file.
+        index: usize,
+        /// Why rustls-webpki refused it.
+        #[source]
+        source: Box<webpki::Error>,
+    },
+    /// The dates of a CRL could not be read.
+    #[error("{}: CRL #{index}: cannot read thisUpdate/nextUpdate", .path.display())]
+    CrlDates {
+        /// The CRL file.
+        path: PathBuf,
+        /// 0-based position of the CRL in the file.
+        index: usize,
+        /// Why x509-parser refused it.
+        #[source]
+        source: x509_parser::error::X509Error,
+    },
+    /// The client-certificate verifier could not be built.
+    #[error("{}: client certificate verifier refused its trust anchors or CRLs", .client_ca.display())]
+    Verifier {
+        /// The `client_ca` file.
+        client_ca: PathBuf,
+        /// Why rustls refused.
+        #[source]
+        source: Box<VerifierBuilderError>,
+    },
+    /// `client_auth` asks for client certificates but no `client_ca` was given.
+    #[error("client_auth requires client_ca")]
+    MissingClientCa,
+    /// The server certificate chain and key do not form a usable pair.
+    #[error("{} / {}: server certificate chain and private key refused", .cert.display(), .key.display())]
+    CertKey {
+        /// The `cert` file.
+        cert: PathBuf,
+        /// The `key` file.
+        key: PathBuf,
+        /// Why rustls refused (e.g. the key does not match the leaf certificate).
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// The crypto provider does not support the configured protocol versions.
+    #[error("TLS protocol versions refused by the crypto provider")]
+    Versions {
+        /// Why rustls refused.
+        #[source]
+        source: Box<rustls::Error>,
+    },
+}
+
+/// The crypto provider of the gateway, always passed explicitly.
+#[must_use]
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// `min_version = "1.2"`.
+static TLS12_AND_UP: [&SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS13, &rustls::version::TLS12];
+/// `min_version = "1.3"`.
+static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
+/// Protocol versions from `min_version`.
+fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {
+    match min {
+        TlsVersion::Tls12 => &TLS12_AND_UP,
+        TlsVersion::Tls13 => &TLS13_ONLY,
+    }
+}
+
+/// Builds a complete, new `ServerConfig` for one listener: reads every file
+/// again, builds a new verifier and a new, empty session cache (see the module doc
+/// for why the cache must never be carried over).
+///
+/// # Errors
+/// Any [`TlsError`]; each names the file that failed.
+pub fn build_server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let chain = load_certs(&tls.cert)?;
+    let key = load_private_key(&tls.key)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions(tls.min_version))
+        .map_err(|e| TlsError::Versions {
+            source: Box::new(e),
+        })?;
+    let builder = match client_verifier_with(tls, provider)? {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::CertKey {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            source: Box::new(e),
+        })?;
+    // rustls' builder already makes a new cache; set it explicitly so that the
+    // "never share the cache across builds" rule does not depend on a default.
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    Ok(Arc::new(config))
+}
+
+/// Builds the client-certificate verifier of a listener from its `client_ca`,
+/// `crl`, `crl_scope` and `client_auth`. `None` when `client_auth = "none"`
+/// (no certificate is requested, so there is nothing to verify).
+///
+/// # Errors
+/// Unreadable or invalid CA/CRL files, or `client_auth` without `client_ca`.
+pub fn client_verifier(tls: &TlsConfig) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    client_verifier_with(tls, provider())
+}
+
+fn client_verifier_with(
+    tls: &TlsConfig,
+    provider: Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    if tls.client_auth == ClientAuth::None {
+        return Ok(None);
+    }
+    let client_ca = tls.client_ca.as_ref().ok_or(TlsError::MissingClientCa)?;
+    let roots = load_roots(client_ca)?;
+    let mut crls = Vec::new();
+    for path in &tls.crl {
+        crls.extend(load_crls(path)?);
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .with_crls(crls)
+        .enforce_revocation_expiration();
+    if tls.crl_scope == CrlScope::Leaf {
+        builder = builder.only_check_end_entity_revocation();
+    }
+    if tls.client_auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map(Some).map_err(|e| TlsError::Verifier {
+        client_ca: client_ca.clone(),
+        source: Box::new(e),
+    })
+}
+
+/// Would `chain` (leaf first, as stored from a live session's
+/// `peer_certificates()`) pass `verifier` in a new handshake at `now`?
+/// Used after a CA/CRL reload to close live sessions whose certificate is no
+/// longer acceptable.
+///
+/// An empty chain passes only if the verifier lets clients without a
+/// certificate in (`client_auth = "optional"`); a verifier that never asks for
+/// certificates passes every chain, as its handshakes would.
+///
+/// # Errors
+/// The rustls error the handshake would have failed with, e.g.
+/// `InvalidCertificate(Revoked)`; classify it with [`classify_rustls`].
+pub fn reverify(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    if !verifier.offer_client_auth() {
+        // rustls' NoClientAuth verifier panics if asked to verify; nothing to check.
+        return Ok(());
+    }
+    match chain.split_first() {
+        Some((leaf, intermediates)) => verifier
+            .verify_client_cert(leaf, intermediates, now)
+            .map(|_| ()),
+        None if verifier.client_auth_mandatory() => Err(rustls::Error::NoCertificatesPresented),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,279 @@
+//! Tests of loading TLS material from files: the three private-key formats,
+//! CRLs in PEM and DER, CRL dates, and errors that name the failing file.
+//! Handshakes are tested in `tests/tls_handshake.rs`.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize,
+    SerialNumber, date_time_ymd,
+};
+
+use rustls::pki_types::PrivateKeyDer;
+
+use super::*;
+
+/// Unix time of 1 January of `year` (UTC), for the years these tests use.
+fn jan1(year: i32) -> i64 {
+    date_time_ymd(year, 1, 1).unix_timestamp()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
+/// Reads one DER TLV at the start of `der`: (tag, content, rest).
+fn tlv(der: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = der[0];
+    let (len, header) = match der[1] {
+        n if n < 0x80 => (usize::from(n), 2),
+        0x81 => (usize::from(der[2]), 3),
+        0x82 => (usize::from(u16::from_be_bytes([der[2], der[3]])), 4),
+        n => panic!("unsupported DER length form {n:#x}"),
+    };
+    (tag, &der[header..header + len], &der[header + len..])
+}
+
+/// The inner private key of a PKCS#8 PrivateKeyInfo: SEC1 for EC, PKCS#1 for RSA.
+fn pkcs8_inner(pkcs8: &[u8]) -> Vec<u8> {
+    let (tag, info, _) = tlv(pkcs8);
+    assert_eq!(tag, 0x30);
+    let (_, _version, rest) = tlv(info);
+    let (_, _algorithm, rest) = tlv(rest);
+    let (tag, key, _) = tlv(rest);
+    assert_eq!(tag, 0x04, "privateKey OCTET STRING");
+    key.to_vec()
+}
+
+/// A self-signed server certificate for `key`, as PEM.
+fn self_signed(key: &KeyPair) -> String {
+    CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(key)
+        .unwrap()
+        .pem()
+}
+
+fn tls_for(cert: PathBuf, key: PathBuf) -> TlsConfig {
+    TlsConfig {
+        cert,
+        key,
+        client_ca: None,
+        client_auth: ClientAuth::None,
+        crl: Vec::new(),
+        crl_scope: CrlScope::Leaf,
+        min_version: TlsVersion::Tls12,
+    }
+}
+
+#[test]
+fn private_keys_in_pkcs8_sec1_and_pkcs1() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let ec_cert = write(dir.path(), "ec.pem", self_signed(&ec).as_bytes());
+    let pkcs8 = write(dir.path(), "ec-pkcs8.key", ec.serialize_pem().as_bytes());
+    let sec1_der = pkcs8_inner(&ec.serialize_der());
+    let sec1 = write(dir.path(), "ec-sec1.key", &pem("EC PRIVATE KEY", &sec1_der));
+    let rsa = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
+    let rsa_cert = write(dir.path(), "rsa.pem", self_signed(&rsa).as_bytes());
+    let pkcs1_der = pkcs8_inner(&rsa.serialize_der());
+    let pkcs1 = write(
+        dir.path(),
+        "rsa-pkcs1.key",
+        &pem("RSA PRIVATE KEY", &pkcs1_der),
+    );
+
+    assert!(matches!(
+        load_private_key(&pkcs8).unwrap(),
+        PrivateKeyDer::Pkcs8(_)
+    ));
+    assert!(matches!(
+        load_private_key(&sec1).unwrap(),
+        PrivateKeyDer::Sec1(_)
+    ));
+    assert!(matches!(
+        load_private_key(&pkcs1).unwrap(),
+        PrivateKeyDer::Pkcs1(_)
+    ));
+    // with_single_cert checks that each key matches its certificate.
+    build_server_config(&tls_for(ec_cert.clone(), pkcs8)).unwrap();
+    build_server_config(&tls_for(ec_cert.clone(), sec1)).unwrap();
+    build_server_config(&tls_for(rsa_cert.clone(), pkcs1.clone())).unwrap();
+
+    // A key that does not belong to the certificate is refused, naming both files.
+    let err = build_server_config(&tls_for(ec_cert.clone(), pkcs1.clone())).unwrap_err();
+    assert!(matches!(err, TlsError::CertKey { .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("ec.pem") && shown.contains("rsa-pkcs1.key"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn file_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = write(dir.path(), "server.pem", self_signed(&key).as_bytes());
+    let key_file = write(dir.path(), "server.key", key.serialize_pem().as_bytes());
+
+    let missing = dir.path().join("missing.pem");
+    let err = build_server_config(&tls_for(missing.clone(), key_file.clone())).unwrap_err();
+    match &err {
+        TlsError::Read { path, source } => {
+            assert_eq!(path, &missing);
+            assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("missing.pem"));
+
+    // A key file holding only a certificate.
+    let err = build_server_config(&tls_for(cert.clone(), cert.clone())).unwrap_err();
+    assert!(
+        matches!(&err, TlsError::Empty { path, what: "private key" } if path == &cert),
+        "{err:?}"
+    );
+    // A certificate file holding only a key.
+    let err = build_server_config(&tls_for(key_file.clone(), key_file.clone())).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TlsError::Empty {
+                what: "certificate",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Broken base64 inside PEM markers.
+    let bad_pem = write(
+        dir.path(),
+        "bad.pem",
+        b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    let err = load_certs(&bad_pem).unwrap_err();
+    assert!(
+        matches!(&err, TlsError::Pem { path, .. } if path == &bad_pem),
+        "{err:?}"
+    );
+
+    // client_ca with garbage, then a CRL that is not a CRL.
+    let mut tls = tls_for(cert.clone(), key_file.clone());
+    tls.client_auth = ClientAuth::Required;
+    tls.client_ca = Some(bad_pem.clone());
+    assert!(matches!(
+        build_server_config(&tls),
+        Err(TlsError::Pem { .. })
+    ));
+    tls.client_ca = Some(cert.clone());
+    let garbage_crl = write(dir.path(), "garbage.crl", &[0x30, 0x03, 0x02, 0x01, 0x01]);
+    tls.crl = vec![garbage_crl.clone()];
+    let err = build_server_config(&tls).unwrap_err();
+    assert!(
+        matches!(&err, TlsError::Crl { path, index: 0, .. } if path == &garbage_crl),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("garbage.crl"));
+    let cert_as_crl = write(dir.path(), "cert-as.crl", self_signed(&key).as_bytes());
+    tls.crl = vec![cert_as_crl];
+    assert!(matches!(
+        build_server_config(&tls),
+        Err(TlsError::Empty { what: "CRL", .. })
+    ));
+
+    // The same listener with the CA and no CRL builds.
+    tls.crl.clear();
+    build_server_config(&tls).unwrap();
+    assert!(client_verifier(&tls).unwrap().is_some());
+    tls.client_auth = ClientAuth::None;
+    assert!(client_verifier(&tls).unwrap().is_none());
+    tls.client_auth = ClientAuth::Optional;
+    tls.client_ca = None;
+    assert!(matches!(
+        client_verifier(&tls),
+        Err(TlsError::MissingClientCa)
+    ));
+}
+
+/// A CA able to sign CRLs.
+fn crl_issuer() -> Issuer<'static, KeyPair> {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Issuer::new(
+        params,
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+    )
+}
+
+fn crl(
+    issuer: &Issuer<'_, KeyPair>,
+    this_year: i32,
+    next_year: i32,
+) -> rcgen::CertificateRevocationList {
+    CertificateRevocationListParams {
+        this_update: date_time_ymd(this_year, 1, 1),
+        next_update: date_time_ymd(next_year, 1, 1),
+        crl_number: SerialNumber::from(7),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .unwrap()
+}
+
+#[test]
+fn crl_dates_from_pem_and_der_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = crl_issuer();
+    let der = write(dir.path(), "a.der", crl(&issuer, 2020, 2090).der());
+    let mut two = crl(&issuer, 2021, 2031).pem().unwrap();
+    two.push_str(&crl(&issuer, 2022, 2032).pem().unwrap());
+    let pem_file = write(dir.path(), "b.pem", two.as_bytes());
+
+    let infos = crl_metadata(&[der.clone(), pem_file.clone()]).unwrap();
+    let got: Vec<_> = infos
+        .iter()
+        .map(|i| {
+            (
+                i.path.clone(),
+                i.index,
+                i.this_update_unix,
+                i.next_update_unix,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (der.clone(), 0, jan1(2020), Some(jan1(2090))),
+            (pem_file.clone(), 0, jan1(2021), Some(jan1(2031))),
+            (pem_file.clone(), 1, jan1(2022), Some(jan1(2032))),
+        ]
+    );
+    assert_eq!(load_crls(&pem_file).unwrap().len(), 2);
+
+    let missing = dir.path().join("none.crl");
+    assert!(matches!(
+        crl_metadata(&[missing]),
+        Err(TlsError::Read { .. })
+    ));
+}

@@ -1,0 +1,219 @@
+//! The relay end to end: real Mosquitto behind the gateway, real TLS with certificates made here,
+//! `mosquitto_pub`/`mosquitto_sub` as clients (MQTT 3.1.1 and 5), and raw frames for what a
+//! well-behaved client never sends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use e2e::{LiveSubscriber, MqttVersion};
+use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
+use support::{Flaw, Pki, Raw, Setup, client_tls, connect_frame, tls_args, tls_pub};
+
+fn sub_args<'a>(tls: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = tls.iter().map(String::as_str).collect();
+    v.extend_from_slice(extra);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_certificate_publishes_and_subscribes_all_qos_both_versions() {
+    let pki = Pki::new();
+    let gw = Setup::new(&pki).start().await;
+    let sub_cert = pki.client("subscriber-1", Some("ops"), Flaw::None);
+    let pub_cert = pki.client("sensor-1", Some("sensors"), Flaw::None);
+    for version in [MqttVersion::V311, MqttVersion::V5] {
+        let tls = tls_args(&pki, Some(&sub_cert));
+        let topic = format!("e2e/{version}/x");
+        let addr = gw.tls_addr();
+        let args = sub_args(&tls, &["-t", "e2e/#", "-C", "3", "-v", "-q", "2"]);
+        let owned: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let sub = tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = owned.iter().map(String::as_str).collect();
+            LiveSubscriber::spawn(addr, version, 10, &a)
+        })
+        .await
+        .unwrap()
+        .expect("subscriber connects through the gateway");
+        for qos in ["0", "1", "2"] {
+            let out = tls_pub(
+                &gw,
+                &pki,
+                Some(&pub_cert),
+                version,
+                &["-t", &topic, "-m", &format!("qos{qos}"), "-q", qos],
+            );
+            assert!(
+                out.success(),
+                "publish qos {qos} via gateway ({version}): {out:?}"
+            );
+        }
+        let out = tokio::task::spawn_blocking(move || sub.finish())
+            .await
+            .unwrap()
+            .unwrap();
+        let msgs = out.messages();
+        assert_eq!(
+            msgs,
+            [
+                format!("{topic} qos0"),
+                format!("{topic} qos1"),
+                format!("{topic} qos2")
+            ],
+            "{out:?}"
+        );
+    }
+    // Retained, and a large payload just under the limit (256 KiB packet).
+    // (A single command-line argument is capped at 128 KiB: the payload goes through a file.)
+    let big = "x".repeat(200 * 1024);
+    let payload = pki.path("big.txt");
+    std::fs::write(&payload, &big).unwrap();
+    let payload = payload.display().to_string();
+    let out = tls_pub(
+        &gw,
+        &pki,
+        Some(&pub_cert),
+        MqttVersion::V5,
+        &["-t", "e2e/retained", "-f", &payload, "-r", "-q", "1"],
+    );
+    assert!(out.success(), "{out:?}");
+    let tls = tls_args(&pki, Some(&sub_cert));
+    let addr = gw.tls_addr();
+    let out = tokio::task::spawn_blocking(move || {
+        let a = sub_args(&tls, &["-t", "e2e/retained", "-C", "1"]);
+        e2e::mosquitto_sub(addr, MqttVersion::V311, 5, &a)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        out.messages(),
+        [big.as_str()],
+        "retained message delivered through the gateway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
+    let pki = Pki::new();
+    let gw = Setup::new(&pki).start().await;
+    let cert = pki.client("raw-1", None, Flaw::None);
+    let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+
+    // The good case first: CONNECT, CONNACK, PUBLISH QoS 1, PUBACK.
+    let mut good = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
+    good.send(&connect_frame(ProtocolVersion::V5, "raw-1", None, None))
+        .await
+        .unwrap();
+    let connack = good.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(c)) if c.code.is_success())
+    );
+    good.send(&[0x32, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x01, 0x00])
+        .await
+        .unwrap();
+    let puback = good.recv().await.expect("PUBACK");
+    assert_eq!(puback[0], 0x40);
+
+    // Watch everything the broker gets, directly on the broker.
+    let broker_addr = gw.broker.addr();
+    let spy = tokio::task::spawn_blocking(move || {
+        LiveSubscriber::spawn(
+            broker_addr,
+            MqttVersion::V311,
+            10,
+            &["-t", "#", "-v", "-C", "1"],
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    // A control character in a topic name: Mosquitto would accept it, the gateway refuses it as
+    // malformed ([MQTT-1.5.4]), answers DISCONNECT 0x81 first and closes; the broker never sees it.
+    let mut bad = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
+    bad.send(&connect_frame(ProtocolVersion::V5, "raw-2", None, None))
+        .await
+        .unwrap();
+    assert!(bad.recv().await.is_some());
+    bad.send(&[
+        0x30, 0x09, 0x00, 0x03, b'l', b'/', 0x01, 0x00, b'b', b'a', b'd',
+    ])
+    .await
+    .unwrap();
+    let disconnect = bad.recv().await.expect("DISCONNECT before close");
+    let Ok(Packet::Disconnect(d)) = decode(&disconnect, ProtocolVersion::V5) else {
+        panic!("{disconnect:?}")
+    };
+    assert_eq!(d.reason, ReasonCode::MalformedPacket);
+    assert!(bad.recv().await.is_none(), "connection closed");
+
+    // [MQTT-3.3.2-2]: a wildcard in a topic name is refused with 0x90 Topic Name invalid.
+    let mut bad = Raw::connect(gw.tls_addr(), tls).await.unwrap();
+    bad.send(&connect_frame(ProtocolVersion::V5, "raw-3", None, None))
+        .await
+        .unwrap();
+    assert!(bad.recv().await.is_some());
+    bad.send(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00])
+        .await
+        .unwrap();
+    let disconnect = bad.recv().await.expect("DISCONNECT before close");
+    let Ok(Packet::Disconnect(d)) = decode(&disconnect, ProtocolVersion::V5) else {
+        panic!("{disconnect:?}")
+    };
+    assert_eq!(d.reason, ReasonCode::TopicNameInvalid);
+    assert!(bad.recv().await.is_none(), "connection closed");
+
+    // The good client publishes a marker: it is the only thing the broker received.
+    good.send(&[
+        0x30, 0x0d, 0x00, 0x04, b'l', b'/', b'o', b'k', 0x00, b'm', b'a', b'r', b'k', b'e', b'r',
+    ])
+    .await
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || spy.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.messages(), ["l/ok marker"], "{out:?}");
+    assert!(
+        gw.metric("mqtt_gateway_malformed_packets_total{direction=\"client_to_broker\"}")
+            .await
+            >= 2.0
+    );
+
+    // The good client is still served.
+    good.send(&[0xc0, 0x00]).await.unwrap();
+    assert_eq!(good.recv().await.expect("PINGRESP"), [0xd0, 0x00]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_gives_connack_server_unavailable() {
+    let pki = Pki::new();
+    let mut gw = Setup::new(&pki).start().await;
+    let cert = pki.client("dev-1", None, Flaw::None);
+    let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+    gw.broker.stop().unwrap();
+    for (version, want) in [
+        (ProtocolVersion::V311, vec![0x20, 2, 0, 3]),
+        (ProtocolVersion::V5, vec![0x20, 3, 0, 0x88, 0]),
+    ] {
+        let mut c = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
+        c.send(&connect_frame(version, "dev-1", None, None))
+            .await
+            .unwrap();
+        assert_eq!(c.recv().await.expect("CONNACK"), want, "{version:?}");
+        assert!(c.recv().await.is_none());
+    }
+    assert!(
+        gw.metric("mqtt_gateway_upstream_errors_total{reason=\"refused\"}")
+            .await
+            >= 2.0
+    );
+    // Broker back: served again.
+    gw.broker.restart().unwrap();
+    let mut c = Raw::connect(gw.tls_addr(), tls).await.unwrap();
+    c.send(&connect_frame(ProtocolVersion::V311, "dev-1", None, None))
+        .await
+        .unwrap();
+    assert_eq!(c.recv().await.expect("CONNACK"), [0x20, 2, 0, 0]);
+}
