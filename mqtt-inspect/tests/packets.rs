@@ -2,6 +2,8 @@
 //! frames written out byte by byte (not produced by our own encoder), and the accepted case beside
 //! each refusal.
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test helpers build frames from constants
+
 use mqtt_inspect::{
     Ack, AckKind, Connack, ConnackCode, ConnectReturnCode, DecodeError, Disconnect, Packet,
     PacketId, ProtocolVersion, QoS, ReasonCode, StreamState, Suback, decode, decode_connect,
