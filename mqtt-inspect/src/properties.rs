@@ -171,7 +171,7 @@ impl<'a> Properties<'a> {
                 return Err(DecodeError::DuplicateProperty(id));
             }
             seen |= bit;
-            let prop = read_value(&mut r, id)?;
+            let prop = read_value(&mut r, id, false)?;
             check_value(prop)?;
             match prop {
                 Property::TopicAlias(a) => out.topic_alias = Some(a),
@@ -275,38 +275,52 @@ impl<'a> Iterator for PropertyIter<'a> {
             return None;
         }
         let id = self.r.varint("property identifier").ok()?;
-        read_value(&mut self.r, u8::try_from(id).ok()?).ok()
+        read_value(&mut self.r, u8::try_from(id).ok()?, true).ok()
     }
 }
 
-fn read_value<'a>(r: &mut Reader<'a>, id: u8) -> Result<Property<'a>, DecodeError> {
+/// A string property: fully checked while validating, well-formedness only when iterating an
+/// already validated list.
+fn string<'a>(
+    r: &mut Reader<'a>,
+    trusted: bool,
+    what: &'static str,
+) -> Result<&'a str, DecodeError> {
+    if trusted {
+        r.utf8_trusted(what)
+    } else {
+        r.utf8(what)
+    }
+}
+
+fn read_value<'a>(r: &mut Reader<'a>, id: u8, trusted: bool) -> Result<Property<'a>, DecodeError> {
     use Property as P;
     Ok(match id {
         0x01 => P::PayloadFormatIndicator(r.u8("payload format indicator")?),
         0x02 => P::MessageExpiryInterval(r.u32("message expiry interval")?),
-        0x03 => P::ContentType(r.utf8("content type")?),
-        0x08 => P::ResponseTopic(r.utf8("response topic")?),
+        0x03 => P::ContentType(string(r, trusted, "content type")?),
+        0x08 => P::ResponseTopic(string(r, trusted, "response topic")?),
         0x09 => P::CorrelationData(r.binary("correlation data")?),
         0x0b => P::SubscriptionIdentifier(r.varint("subscription identifier")?),
         0x11 => P::SessionExpiryInterval(r.u32("session expiry interval")?),
-        0x12 => P::AssignedClientIdentifier(r.utf8("assigned client identifier")?),
+        0x12 => P::AssignedClientIdentifier(string(r, trusted, "assigned client identifier")?),
         0x13 => P::ServerKeepAlive(r.u16("server keep alive")?),
-        0x15 => P::AuthenticationMethod(r.utf8("authentication method")?),
+        0x15 => P::AuthenticationMethod(string(r, trusted, "authentication method")?),
         0x16 => P::AuthenticationData(r.binary("authentication data")?),
         0x17 => P::RequestProblemInformation(r.u8("request problem information")?),
         0x18 => P::WillDelayInterval(r.u32("will delay interval")?),
         0x19 => P::RequestResponseInformation(r.u8("request response information")?),
-        0x1a => P::ResponseInformation(r.utf8("response information")?),
-        0x1c => P::ServerReference(r.utf8("server reference")?),
-        0x1f => P::ReasonString(r.utf8("reason string")?),
+        0x1a => P::ResponseInformation(string(r, trusted, "response information")?),
+        0x1c => P::ServerReference(string(r, trusted, "server reference")?),
+        0x1f => P::ReasonString(string(r, trusted, "reason string")?),
         0x21 => P::ReceiveMaximum(r.u16("receive maximum")?),
         0x22 => P::TopicAliasMaximum(r.u16("topic alias maximum")?),
         0x23 => P::TopicAlias(r.u16("topic alias")?),
         0x24 => P::MaximumQos(r.u8("maximum qos")?),
         0x25 => P::RetainAvailable(r.u8("retain available")?),
         0x26 => P::UserProperty(
-            r.utf8("user property name")?,
-            r.utf8("user property value")?,
+            string(r, trusted, "user property name")?,
+            string(r, trusted, "user property value")?,
         ),
         0x27 => P::MaximumPacketSize(r.u32("maximum packet size")?),
         0x28 => P::WildcardSubscriptionAvailable(r.u8("wildcard subscription available")?),

@@ -88,6 +88,22 @@ impl<'a> Reader<'a> {
         check_utf8(bytes, what)
     }
 
+    /// A UTF-8 Encoded String and the [`scan`] flags of its bytes (for topic checks).
+    pub(crate) fn utf8_scanned(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(&'a str, u8), DecodeError> {
+        let bytes = self.binary(what)?;
+        let flags = scan(bytes);
+        check_utf8_scanned(bytes, flags, what).map(|s| (s, flags))
+    }
+
+    /// A string that an earlier pass has already validated: well-formedness only.
+    pub(crate) fn utf8_trusted(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+        let bytes = self.binary(what)?;
+        core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8(what))
+    }
+
     /// Errors unless every byte has been read.
     pub(crate) fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
         if self.rest.is_empty() {
@@ -107,6 +123,12 @@ pub(crate) fn decode_varint(
     bytes: &[u8],
     what: &'static str,
 ) -> Result<Option<(u32, usize)>, DecodeError> {
+    // The common case: one byte.
+    if let Some(&b) = bytes.first()
+        && b & 0x80 == 0
+    {
+        return Ok(Some((u32::from(b), 1)));
+    }
     let mut value: u32 = 0;
     for (i, &byte) in bytes.iter().enumerate().take(4) {
         let shift = 7 * u32::try_from(i).map_err(|_| DecodeError::MalformedVarInt(what))?;
@@ -126,17 +148,69 @@ pub(crate) fn decode_varint(
     }
 }
 
+/// What one pass over a string's bytes found (see [`scan`]).
+pub(crate) const HIGH: u8 = 1;
+/// A C0 control character (U+0000 included) or DEL.
+pub(crate) const CONTROL: u8 = 2;
+/// A `+` or `#`.
+pub(crate) const WILDCARD: u8 = 4;
+
+/// One pass over `bytes`, eight at a time (SWAR on `u64` words): which of [`HIGH`], [`CONTROL`]
+/// and [`WILDCARD`] occur. Topic checks and the UTF-8 rules share it, so a topic is read once.
+#[inline]
+pub(crate) fn scan(bytes: &[u8]) -> u8 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `x` is zero (exact as a yes/no answer).
+    const fn has_zero(x: u64) -> u64 {
+        x.wrapping_sub(LO) & !x & HI
+    }
+    let mut high = 0u64;
+    let mut control = 0u64;
+    let mut wildcard = 0u64;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(le);
+        high |= w & HI;
+        // A byte below 0x20: with its top bit forced on, subtracting 0x20 leaves the top bit
+        // clear only for low 7 bits below 0x20 (and never borrows across bytes); `& !w` keeps
+        // only the bytes that were ASCII to begin with.
+        control |= !((w | HI).wrapping_sub(0x20 * LO)) & !w & HI;
+        control |= has_zero(w ^ (0x7f * LO));
+        wildcard |= has_zero(w ^ (u64::from(b'+') * LO)) | has_zero(w ^ (u64::from(b'#') * LO));
+    }
+    let mut flags =
+        u8::from(high != 0) | (u8::from(control != 0) << 1) | (u8::from(wildcard != 0) << 2);
+    for &b in words.remainder() {
+        flags |= (b >> 7)
+            | (u8::from(b < 0x20 || b == 0x7f) << 1)
+            | (u8::from(b == b'+' || b == b'#') << 2);
+    }
+    flags
+}
+
 /// Checks a UTF-8 Encoded String as [MQTT-1.5.4-1] and [MQTT-1.5.4-2] require, and refuses the code
 /// points that [MQTT-1.5.4] allows a receiver to treat as malformed: U+0001..U+001F, U+007F..U+009F
 /// and the Unicode non-characters. A security gateway takes that option: such names break log lines
 /// and terminal output and no legitimate topic or client id needs them.
 pub fn check_utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, DecodeError> {
+    check_utf8_scanned(bytes, scan(bytes), what)
+}
+
+/// [`check_utf8`] with the result of [`scan`] already at hand.
+#[inline]
+pub(crate) fn check_utf8_scanned<'a>(
+    bytes: &'a [u8],
+    flags: u8,
+    what: &'static str,
+) -> Result<&'a str, DecodeError> {
     let s = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8(what))?;
-    if s.is_ascii() {
-        if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
-            return Err(DecodeError::DisallowedCodePoint(what));
-        }
-    } else if s.chars().any(is_disallowed) {
+    if flags & CONTROL != 0 {
+        return Err(DecodeError::DisallowedCodePoint(what));
+    }
+    if flags & HIGH != 0 && s.chars().any(is_disallowed) {
         return Err(DecodeError::DisallowedCodePoint(what));
     }
     Ok(s)
@@ -237,6 +311,30 @@ mod tests {
             check_utf8("\u{a0}\u{fffd}".as_bytes(), "t"),
             Ok("\u{a0}\u{fffd}")
         );
+    }
+
+    #[test]
+    fn scan_flags() {
+        assert_eq!(scan(b"a/b"), 0);
+        assert_eq!(scan(b"a/+"), WILDCARD);
+        assert_eq!(scan(b"#"), WILDCARD);
+        assert_eq!(scan(b"a\0"), CONTROL);
+        assert_eq!(scan(b"a\x7f"), CONTROL);
+        assert_eq!(scan("é".as_bytes()), HIGH);
+        assert_eq!(scan("é\n+".as_bytes()), HIGH | CONTROL | WILDCARD);
+        // Every byte value, at every position of a word and in the remainder.
+        for len in [1usize, 7, 8, 9, 16, 17] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = b;
+                    let want = (b >> 7)
+                        | (u8::from(b < 0x20 || b == 0x7f) << 1)
+                        | (u8::from(b == b'+' || b == b'#') << 2);
+                    assert_eq!(scan(&v), want, "byte {b:#x} at {pos} of {len}");
+                }
+            }
+        }
     }
 
     #[test]

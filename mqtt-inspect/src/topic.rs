@@ -31,6 +31,20 @@ impl<'a> TopicName<'a> {
         Ok(Self(s))
     }
 
+    /// A topic name from a string whose [`scan`](crate::reader::scan) flags are known: the
+    /// wildcard check without a second pass. The string is already valid UTF-8 without NUL.
+    pub(crate) fn from_scanned(s: &'a str, flags: u8) -> Result<Self, DecodeError> {
+        if s.is_empty() {
+            return Err(DecodeError::InvalidTopicName("empty"));
+        }
+        if flags & crate::reader::WILDCARD != 0 {
+            return Err(DecodeError::InvalidTopicName(
+                "wildcard or NUL in a topic name",
+            ));
+        }
+        Ok(Self(s))
+    }
+
     /// The topic as a string.
     #[must_use]
     pub const fn as_str(&self) -> &'a str {
@@ -66,6 +80,11 @@ impl<'a> TopicFilter<'a> {
         }
         check_filter(s)?;
         Ok(Self(s))
+    }
+
+    /// A filter already validated (by the decoder of the packet that holds it).
+    pub(crate) const fn trusted(s: &'a str) -> Self {
+        Self(s)
     }
 
     /// The filter as sent, `$share/...` prefix included.
@@ -114,22 +133,32 @@ fn check_filter(s: &str) -> Result<(), DecodeError> {
     if s.len() > usize::from(u16::MAX) {
         return Err(DecodeError::InvalidTopicFilter("longer than 65535 bytes"));
     }
-    if s.as_bytes().contains(&0) {
+    let flags = crate::reader::scan(s.as_bytes());
+    if flags & crate::reader::CONTROL != 0 && s.as_bytes().contains(&0) {
         return Err(DecodeError::InvalidTopicFilter("NUL in a topic filter"));
     }
-    let mut levels = s.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') {
+    if flags & crate::reader::WILDCARD == 0 {
+        return Ok(());
+    }
+    // One pass: each wildcard must fill its level; '#' must also be the last character.
+    let bytes = s.as_bytes();
+    let mut prev = b'/';
+    for (i, &b) in bytes.iter().enumerate() {
+        let next = bytes.get(i + 1).copied().unwrap_or(b'/');
+        match b {
             // [MQTT-4.7.1-1]: '#' alone in its level and the last level.
-            if level != "#" || levels.peek().is_some() {
+            b'#' if prev != b'/' || i + 1 != bytes.len() => {
                 return Err(DecodeError::InvalidTopicFilter(
                     "'#' must be the whole last level",
                 ));
             }
-        } else if level.contains('+') && level != "+" {
             // [MQTT-4.7.1-2]: '+' occupies an entire level.
-            return Err(DecodeError::InvalidTopicFilter("'+' must be a whole level"));
+            b'+' if prev != b'/' || next != b'/' => {
+                return Err(DecodeError::InvalidTopicFilter("'+' must be a whole level"));
+            }
+            _ => {}
         }
+        prev = b;
     }
     Ok(())
 }

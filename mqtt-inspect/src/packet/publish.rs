@@ -42,7 +42,7 @@ impl<'a> Publish<'a> {
             // [MQTT-3.3.1-2]: DUP is 0 for QoS 0.
             return Err(DecodeError::ReservedFlags("DUP set on a QoS 0 PUBLISH"));
         }
-        let topic = r.utf8("topic name")?;
+        let (topic, flags) = r.utf8_scanned("topic name")?;
         let packet_id = if qos == QoS::AtMostOnce {
             None
         } else {
@@ -55,7 +55,7 @@ impl<'a> Publish<'a> {
         };
         // [MQTT-3.3.2-2]: no wildcards; an empty topic only with a Topic Alias (MQTT 5.0 §3.3.2.1).
         if !(topic.is_empty() && properties.topic_alias().is_some()) {
-            TopicName::new(topic)?;
+            TopicName::from_scanned(topic, flags)?;
         }
         let payload = r.rest();
         Ok(Self {

@@ -217,7 +217,7 @@ impl<'a> Iterator for SubscribeFilters<'a> {
             return None;
         }
         // Validated at decode: these cannot fail.
-        let filter = TopicFilter::new(self.r.utf8("topic filter").ok()?).ok()?;
+        let filter = TopicFilter::trusted(self.r.utf8_trusted("topic filter").ok()?);
         let options =
             SubscriptionOptions::decode(self.r.u8("subscription options").ok()?, self.version)
                 .ok()?;

@@ -105,6 +105,8 @@ impl<'a> Iterator for UnsubscribeFilters<'a> {
         if self.r.is_empty() {
             return None;
         }
-        TopicFilter::new(self.r.utf8("topic filter").ok()?).ok()
+        Some(TopicFilter::trusted(
+            self.r.utf8_trusted("topic filter").ok()?,
+        ))
     }
 }
