@@ -16,6 +16,7 @@ pub mod identity;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod pki;
 pub mod policy;
 pub mod server;
 pub mod session;

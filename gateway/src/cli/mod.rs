@@ -2,6 +2,8 @@
 //! subcommand, each thin, calling library modules.
 
 mod check;
+mod explain;
+mod pki;
 mod run;
 
 use std::path::PathBuf;
@@ -31,6 +33,22 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// A small certificate authority: CA, device and server certificates, CRL.
+    Pki {
+        #[command(subcommand)]
+        command: pki::PkiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print allow/deny for one action and the rule (file:line) that decided; exit 0 allow, 3 deny.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -38,5 +56,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => Ok(check::check(&config)),
+        Command::Policy {
+            command: PolicyCommand::Explain(args),
+        } => explain::explain(&args),
+        Command::Pki { command } => pki::run(command).map(|()| ExitCode::SUCCESS),
     }
 }

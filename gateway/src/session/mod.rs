@@ -11,14 +11,15 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use metrics::{counter, gauge, histogram};
 use mqtt_inspect::{
-    Connack, ConnackCode, DecodeError, Direction, Disconnect, ProtocolVersion, ReasonCode,
-    decode_connect,
+    Connack, ConnackCode, DecodeError, Direction, Disconnect, PacketType, ProtocolVersion,
+    ReasonCode, decode_connect,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -29,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
 };
-use self::inspect::{BrokerInspector, ClientInspector, Denial};
+use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
 use self::relay::{Out, PumpSettings, pump, send};
 use self::state::SessionShared;
 use crate::audit::AuditEvent;
@@ -406,6 +407,9 @@ impl Session<'_> {
         let mut b_pol = (self.snap.generation, policy);
         let idle_limit =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        // A DISCONNECT relayed in either direction ends the conversation: the client sent its
+        // own, or has the broker's; the gateway then closes without adding one ([MQTT-3.14.4-1]).
+        let said_goodbye = AtomicBool::new(false);
 
         let mut client_reader = Prefixed::new(rest, &mut client_rd);
         let c2b = pump(
@@ -421,7 +425,7 @@ impl Session<'_> {
             &client_out,
             |frame, denials| {
                 refresh(gw, &identity, &mut c_pol);
-                c_insp.inspect(frame, &c_pol.1, &shared, denials)
+                note_goodbye(c_insp.inspect(frame, &c_pol.1, &shared, denials), &said_goodbye)
             },
             |denials| self.record_denials(&identity, denials),
         );
@@ -438,7 +442,7 @@ impl Session<'_> {
             &broker_out,
             |frame, denials| {
                 refresh(gw, &identity, &mut b_pol);
-                b_insp.inspect(frame, &b_pol.1, &shared, denials)
+                note_goodbye(b_insp.inspect(frame, &b_pol.1, &shared, denials), &said_goodbye)
             },
             |denials| self.record_denials(&identity, denials),
         );
@@ -447,7 +451,8 @@ impl Session<'_> {
             r = b2c => r,
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
-        self.finish(&identity, &reason, client_out, broker_out)
+        let said_goodbye = said_goodbye.load(Ordering::Relaxed);
+        self.finish(&identity, &reason, said_goodbye, client_out, broker_out)
             .await;
     }
 
@@ -476,6 +481,7 @@ impl Session<'_> {
         &self,
         identity: &SessionIdentity,
         reason: &CloseReason,
+        said_goodbye: bool,
         client_out: Mutex<Out<C>>,
         broker_out: Mutex<Out<B>>,
     ) where
@@ -503,7 +509,10 @@ impl Session<'_> {
         }
         let mut client = client_out.into_inner();
         if !client.is_dirty() {
-            if let Some(code) = reason.disconnect_reason().filter(|_| self.version.is_v5()) {
+            let ours = reason
+                .disconnect_reason()
+                .filter(|_| self.version.is_v5() && !said_goodbye);
+            if let Some(code) = ours {
                 let mut bytes = Vec::new();
                 if Disconnect::new(code)
                     .encode(self.version, &mut bytes)
@@ -517,6 +526,15 @@ impl Session<'_> {
         let mut broker = broker_out.into_inner();
         let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().shutdown()).await;
     }
+}
+
+/// Notes a DISCONNECT forwarded as it came (see `said_goodbye` in [`Session::relay`]).
+fn note_goodbye(inspected: Inspected, said_goodbye: &AtomicBool) -> Inspected {
+    if inspected.packet_type == Some(PacketType::Disconnect) && inspected.verdict == Verdict::Forward
+    {
+        said_goodbye.store(true, Ordering::Relaxed);
+    }
+    inspected
 }
 
 /// Re-resolves the client's policy when a new generation was published (checked per packet; a

@@ -10,6 +10,9 @@
     clippy::indexing_slicing
 )]
 
+pub mod shim;
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -275,6 +278,8 @@ pub struct Setup<'a> {
     pub limits: String,
     /// `upstream.credentials`.
     pub credentials: &'static str,
+    /// Extra keys of the `[policy]` table (e.g. `on_publish_deny = "disconnect"`).
+    pub policy_extra: String,
 }
 
 /// A policy that lets every authenticated client connect with any client id and do anything
@@ -300,6 +305,7 @@ impl<'a> Setup<'a> {
             passwords: String::new(),
             limits: String::new(),
             credentials: "principal",
+            policy_extra: String::new(),
         }
     }
 
@@ -351,6 +357,7 @@ bind = "127.0.0.1:0"
 
 [policy]
 file = "policy.toml"
+{policy_extra}
 
 [limits]
 connect_timeout = "3s"
@@ -367,6 +374,7 @@ audit_file = "{audit}"
             tls_extra = self.tls_extra,
             auth = auth,
             limits = self.limits,
+            policy_extra = self.policy_extra,
             audit = audit_path.display(),
         );
         let cfg_path = d.join("gateway.toml");

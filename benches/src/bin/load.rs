@@ -1,0 +1,181 @@
+//! `load`: QoS 0 message rates in one run, through the same client code: Mosquitto directly (the
+//! physical limit) and the gateway's mTLS listener in front of the same Mosquitto, with the CPU
+//! time of the proxy process per delivered message.
+//!
+//! Run through `bash scripts/bench.sh` (it builds the release gateway first), or
+//! `cargo run --release -p bench --bin load -- [MESSAGES] [PAYLOAD_BYTES]`.
+
+#![allow(clippy::as_conversions, clippy::cast_precision_loss)] // report arithmetic on counts, not input
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bench::{connect, count_publishes, cpu_time, publish_batch, subscribe};
+use e2e::{Mosquitto, free_port, scratch_dir, sigterm, workspace_root};
+use mqtt_gateway::pki::Ca;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::AsyncWriteExt;
+
+const BATCH: usize = 256;
+
+struct Result {
+    name: &'static str,
+    delivered: u64,
+    elapsed: Duration,
+    proxy_cpu: Option<Duration>,
+}
+
+fn client_tls(dir: &Path, name: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(dir.join("ca.pem"))?)?;
+    let chain = vec![CertificateDer::from_pem_file(dir.join(format!("{name}.pem")))?];
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key")))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?,
+    ))
+}
+
+async fn run_one(
+    name: &'static str,
+    addr: SocketAddr,
+    tls: Option<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>)>,
+    messages: u64,
+    payload: usize,
+    proxy_pid: Option<u32>,
+) -> anyhow::Result<Result> {
+    let (sub_tls, pub_tls) = match tls {
+        Some((s, p)) => (Some(s), Some(p)),
+        None => (None, None),
+    };
+    let mut sub = connect(addr, sub_tls, "bench-sub").await?;
+    subscribe(&mut sub, "bench/#").await?;
+    let mut publ = connect(addr, pub_tls, "bench-pub").await?;
+    let counter = tokio::spawn(async move { count_publishes(&mut sub, messages, Duration::from_secs(3)).await });
+    let batch = publish_batch("bench/load/topic", payload, BATCH)?;
+    let cpu_before = proxy_pid.map(cpu_time).transpose()?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < messages {
+        publ.write_all(&batch).await?;
+        sent += u64::try_from(BATCH)?;
+    }
+    publ.flush().await?;
+    let (delivered, _) = counter.await??;
+    let elapsed = started.elapsed();
+    let proxy_cpu = match (proxy_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_time(pid)?.saturating_sub(before)),
+        _ => None,
+    };
+    Ok(Result {
+        name,
+        delivered,
+        elapsed: elapsed.saturating_sub(Duration::from_secs(0)),
+        proxy_cpu,
+    })
+}
+
+fn start_gateway(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
+    let bin = workspace_root().join("target/release/mqtt-gateway");
+    if !bin.exists() {
+        bail!("{} not found: run `cargo build --release -p mqtt-gateway` (scripts/bench.sh does)", bin.display());
+    }
+    let port = free_port();
+    let policy = r##"version = 1
+[[connect]]
+who = { any = true }
+client_ids = ["*"]
+[[rule]]
+who = { any = true }
+allow = ["publish", "subscribe", "receive"]
+topics = ["bench/#"]
+"##;
+    std::fs::write(dir.join("policy.toml"), policy)?;
+    let config = format!(
+        r#"[upstream]
+address = "{broker}"
+[[listener]]
+name = "mqtts"
+bind = "127.0.0.1:{port}"
+[listener.tls]
+cert = "pki/gateway.pem"
+key = "pki/gateway.key"
+client_ca = "pki/ca.pem"
+crl = ["pki/ca.crl"]
+[auth]
+principal_from = "cert_cn"
+cert_is_credential = true
+[policy]
+file = "policy.toml"
+[log]
+audit_file = "audit.jsonl"
+"#
+    );
+    std::fs::write(dir.join("gateway.toml"), config)?;
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok((child, addr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the gateway did not start listening on {addr}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let messages: u64 = args.next().map_or(Ok(200_000), |s| s.parse()).context("MESSAGES")?;
+    let payload: usize = args.next().map_or(Ok(64), |s| s.parse()).context("PAYLOAD_BYTES")?;
+    let dir = scratch_dir("bench")?;
+    let pki = dir.join("pki");
+    let ca = Ca::init(&pki, "bench CA", 30)?;
+    ca.issue("gateway", None, 30, true, &["localhost".into(), "127.0.0.1".into()])?;
+    ca.issue("bench-pub", None, 30, false, &[])?;
+    ca.issue("bench-sub", None, 30, false, &[])?;
+
+    let broker = Mosquitto::start()?;
+    let (mut gateway, gw_addr) = start_gateway(&dir, broker.addr())?;
+    let tls = (client_tls(&pki, "bench-sub")?, client_tls(&pki, "bench-pub")?);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = runtime.block_on(async {
+        let direct = run_one("mosquitto direct (plain)", broker.addr(), None, messages, payload, None).await?;
+        let gw = run_one("gateway (mTLS + policy)", gw_addr, Some(tls), messages, payload, Some(gateway.id())).await?;
+        anyhow::Ok(vec![direct, gw])
+    })?;
+    sigterm(gateway.id())?;
+    let status = gateway.wait()?;
+
+    println!("QoS 0, 1 publisher -> 1 subscriber, {messages} messages of {payload} B (one run; client on the same 2 cores)");
+    println!("{:<28} {:>10} {:>12} {:>14} {:>16}", "target", "delivered", "seconds", "msgs/s", "proxy CPU µs/msg");
+    let mut rates = Vec::new();
+    for r in &results {
+        let secs = r.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { r.delivered as f64 / secs } else { 0.0 };
+        rates.push(rate);
+        let cpu = r.proxy_cpu.map_or("-".to_owned(), |c| {
+            format!("{:.2}", c.as_secs_f64() * 1e6 / r.delivered.max(1) as f64)
+        });
+        println!("{:<28} {:>10} {:>12.3} {:>14.0} {:>16}", r.name, r.delivered, secs, rate, cpu);
+    }
+    if let [direct, gw] = rates[..] {
+        println!("gateway / direct = {:.2}", gw / direct.max(1.0));
+    }
+    println!("gateway exit status after SIGTERM: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

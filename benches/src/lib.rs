@@ -1,0 +1,159 @@
+//! Load benchmarks (see BENCHMARKS.md): a minimal MQTT load client over plain TCP or mTLS, built on
+//! `mqtt-inspect`'s encoder, so the same client measures Mosquitto directly and through the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mqtt_inspect::{Connect, Packet, PacketId, ProtocolVersion, Properties, Publish, QoS, decode, split_frame};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A client connection: plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects, sends CONNECT (MQTT 3.1.1) and waits for a successful CONNACK.
+///
+/// # Errors
+/// The connection or the CONNECT failed.
+pub async fn connect(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, client_id: &str) -> anyhow::Result<Box<dyn Io>> {
+    let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let mut io: Box<dyn Io> = match tls {
+        Some(cfg) => Box::new(
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(ServerName::try_from("localhost")?, tcp)
+                .await?,
+        ),
+        None => Box::new(tcp),
+    };
+    let c = Connect {
+        version: ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties::EMPTY,
+        client_id,
+        will: None,
+        username: None,
+        password: None,
+    };
+    let mut out = Vec::new();
+    c.encode(&mut out)?;
+    io.write_all(&out).await?;
+    let mut buf = Vec::new();
+    let frame = read_frame(&mut io, &mut buf).await?;
+    match decode(&frame, ProtocolVersion::V311) {
+        Ok(Packet::Connack(a)) if a.code.is_success() => Ok(io),
+        other => bail!("CONNECT refused: {other:?}"),
+    }
+}
+
+async fn read_frame(io: &mut Box<dyn Io>, buf: &mut Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    loop {
+        if let Some((frame, _)) = split_frame(buf, mqtt_inspect::MAX_PACKET_SIZE)? {
+            let f = frame.to_vec();
+            buf.drain(..f.len());
+            return Ok(f);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+}
+
+/// Subscribes to `filter` at QoS 0 and returns once the SUBACK arrived.
+///
+/// # Errors
+/// The SUBSCRIBE failed.
+pub async fn subscribe(io: &mut Box<dyn Io>, filter: &str) -> anyhow::Result<()> {
+    let mut body = vec![0x00, 0x01];
+    body.extend_from_slice(&u16::try_from(filter.len())?.to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(0);
+    let mut frame = vec![0x82, u8::try_from(body.len())?];
+    frame.extend_from_slice(&body);
+    io.write_all(&frame).await?;
+    let mut buf = Vec::new();
+    let f = read_frame(io, &mut buf).await?;
+    if f.first() != Some(&0x90) {
+        bail!("expected SUBACK, got {f:?}");
+    }
+    Ok(())
+}
+
+/// `count` QoS 0 PUBLISH frames on `topic` with `payload_len` bytes each, in one buffer.
+///
+/// # Errors
+/// Encoding failed.
+pub fn publish_batch(topic: &str, payload_len: usize, count: usize) -> anyhow::Result<Vec<u8>> {
+    let payload = vec![b'x'; payload_len];
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic,
+        packet_id: None::<PacketId>,
+        properties: Properties::EMPTY,
+        payload: &payload,
+    };
+    let mut out = Vec::new();
+    for _ in 0..count {
+        p.encode(ProtocolVersion::V311, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Counts PUBLISH frames arriving on `io` until `want` arrived or nothing came for `idle`.
+/// Returns (count, time from the first to the last).
+///
+/// # Errors
+/// The connection failed.
+pub async fn count_publishes(io: &mut Box<dyn Io>, want: u64, idle: Duration) -> anyhow::Result<(u64, Duration)> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    let mut first = None;
+    let mut last = Instant::now();
+    while n < want {
+        let r = tokio::time::timeout(idle, io.read(&mut buf)).await;
+        let read = match r {
+            Err(_) => break,
+            Ok(Ok(0)) => break,
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => return Err(e.into()),
+        };
+        first.get_or_insert_with(Instant::now);
+        last = Instant::now();
+        pending.extend_from_slice(buf.get(..read).unwrap_or_default());
+        let mut rest: &[u8] = &pending;
+        while let Some((frame, tail)) = split_frame(rest, mqtt_inspect::MAX_PACKET_SIZE)? {
+            if frame.first().is_some_and(|b| b >> 4 == 3) {
+                n += 1;
+            }
+            rest = tail;
+        }
+        let consumed = pending.len() - rest.len();
+        pending.drain(..consumed);
+    }
+    Ok((n, first.map_or(Duration::ZERO, |f| last - f)))
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
+///
+/// # Errors
+/// The file cannot be read or parsed.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|(_, r)| r).context("stat format")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("stime")?.parse()?;
+    // Clock ticks are 100 per second on Linux (USER_HZ).
+    Ok(Duration::from_millis((utime + stime) * 10))
+}

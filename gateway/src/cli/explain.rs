@@ -1,0 +1,97 @@
+//! `mqtt-gateway policy explain --config FILE --principal P --client-id C (--publish T |
+//! --subscribe F | --receive T | --connect)`: the decision and the rule (file:line) that made it,
+//! computed by the same code that enforces it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use mqtt_gateway::config::Config;
+use mqtt_gateway::policy::{Action, ClientFacts};
+use mqtt_gateway::server;
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["publish", "subscribe", "receive", "connect"])))]
+pub struct ExplainArgs {
+    /// The gateway configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The authenticated principal (omit with --anonymous).
+    #[arg(long)]
+    principal: Option<String>,
+    /// The MQTT client id.
+    #[arg(long = "client-id", default_value = "")]
+    client_id: String,
+    /// Organizational units of the client certificate.
+    #[arg(long = "cert-ou")]
+    cert_ou: Vec<String>,
+    /// The listener the client came in on (default: the first one).
+    #[arg(long)]
+    listener: Option<String>,
+    /// The client address.
+    #[arg(long, default_value = "127.0.0.1")]
+    source: IpAddr,
+    /// A client let in by allow_anonymous.
+    #[arg(long)]
+    anonymous: bool,
+    /// Judge a PUBLISH to this topic.
+    #[arg(long)]
+    publish: Option<String>,
+    /// Judge a SUBSCRIBE to this filter ($share/<group>/<filter> is judged by <filter>).
+    #[arg(long)]
+    subscribe: Option<String>,
+    /// Judge the delivery of a message on this topic.
+    #[arg(long)]
+    receive: Option<String>,
+    /// Judge the CONNECT (the client id against the connect rules).
+    #[arg(long)]
+    connect: bool,
+}
+
+pub fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(Config::load(&a.config)?);
+    let snap = server::load_snapshot(Arc::clone(&config), 0)?;
+    let listener = a
+        .listener
+        .clone()
+        .or_else(|| config.listeners.first().map(|l| l.name.clone()))
+        .unwrap_or_default();
+    let facts = ClientFacts {
+        principal: a.principal.as_deref(),
+        client_id: &a.client_id,
+        cert_ous: &a.cert_ou,
+        listener: &listener,
+        source: a.source.to_canonical(),
+        anonymous: a.anonymous,
+    };
+    let (action, topic): (Action, String) = if let Some(t) = &a.publish {
+        (Action::Publish, t.clone())
+    } else if let Some(f) = &a.subscribe {
+        let filter =
+            mqtt_inspect::TopicFilter::new(f).map_err(|e| anyhow::anyhow!("{f:?}: {e}"))?;
+        (Action::Subscribe, filter.effective().as_str().to_owned())
+    } else if let Some(t) = &a.receive {
+        (Action::Receive, t.clone())
+    } else {
+        (Action::Connect, a.client_id.clone())
+    };
+    let decision = snap.policy.explain(&facts, action, &topic);
+    let verdict = if decision.allowed { "allow" } else { "deny" };
+    match &decision.rule {
+        Some(rule) => println!(
+            "{verdict}: {} {topic:?} by the rule at {rule}",
+            action.as_str()
+        ),
+        None => println!(
+            "{verdict}: {} {topic:?}: no rule matches (default deny)",
+            action.as_str()
+        ),
+    }
+    Ok(if decision.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
