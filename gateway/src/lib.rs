@@ -18,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shared;

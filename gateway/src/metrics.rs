@@ -207,3 +207,29 @@ impl PacketCounters {
         self.malformed.increment(1);
     }
 }
+
+/// `mqtt_gateway_policy_generation`: the generation of the snapshot in force.
+pub const POLICY_GENERATION: &str = "mqtt_gateway_policy_generation";
+/// `mqtt_gateway_reload_last_success_timestamp_seconds`.
+pub const RELOAD_LAST_SUCCESS: &str = "mqtt_gateway_reload_last_success_timestamp_seconds";
+/// `mqtt_gateway_reload_last_rejected_timestamp_seconds`.
+pub const RELOAD_LAST_REJECTED: &str = "mqtt_gateway_reload_last_rejected_timestamp_seconds";
+
+/// Counts one reload of `source` (`reloads_total{source,result}`) and sets the last success or
+/// rejection time and the generation in force.
+pub fn reload_result(source: &'static str, ok: bool, generation: u64) {
+    let result = if ok { "ok" } else { "rejected" };
+    counter!(RELOADS_TOTAL, "source" => source, "result" => result).increment(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!(if ok {
+        RELOAD_LAST_SUCCESS
+    } else {
+        RELOAD_LAST_REJECTED
+    })
+    .set(now);
+    // Generations stay far below 2^53: exact as f64.
+    #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
+    gauge!(POLICY_GENERATION).set(generation as f64);
+}

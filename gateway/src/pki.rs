@@ -396,6 +396,8 @@ impl Ca {
 mod tests {
     use super::*;
 
+    use x509_parser::prelude::FromDer;
+
     #[test]
     fn init_issue_revoke_list() {
         let dir = tempfile::tempdir().unwrap();

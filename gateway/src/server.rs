@@ -79,10 +79,23 @@ pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, S
         Some(p) => Some(Arc::new(PasswordFile::load(p)?)),
         None => None,
     };
+    let mut verifiers = HashMap::new();
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            let v = tls::client_verifier(t).map_err(|source| StartError::Tls {
+                listener: l.name.clone(),
+                source,
+            })?;
+            if let Some(v) = v {
+                verifiers.insert(l.name.clone(), v);
+            }
+        }
+    }
     Ok(Snapshot {
         config,
         policy: Arc::new(policy),
         passwords,
+        verifiers,
         generation,
     })
 }

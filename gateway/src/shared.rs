@@ -2,13 +2,15 @@
 //! password file (read lock-free per packet through `ArcSwap`), the audit log, the shutdown token,
 //! the task tracker and the cap on concurrent password verifications.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use mqtt_inspect::Direction;
-use tokio::sync::Semaphore;
+use rustls::server::danger::ClientCertVerifier;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +32,10 @@ pub struct Snapshot {
     pub policy: Arc<Policy>,
     /// The password file, when one is configured.
     pub passwords: Option<Arc<PasswordFile>>,
+    /// The client-certificate verifier of each TLS listener that asks for certificates (by name),
+    /// built from the same CA and CRL files as its `ServerConfig`: live sessions' chains are
+    /// re-verified against it after a reload.
+    pub verifiers: HashMap<String, Arc<dyn ClientCertVerifier>>,
     /// Bumped on every successful reload.
     pub generation: u64,
 }
@@ -52,13 +58,17 @@ pub struct Gateway {
     pub b2c: PacketCounters,
     /// Unix milliseconds of the last successful connection to the upstream broker.
     upstream_ok_ms: AtomicU64,
+    /// The generation of the current snapshot, for live sessions to wake on.
+    generation_tx: watch::Sender<u64>,
 }
 
 impl Gateway {
     /// State for a first snapshot.
     #[must_use]
     pub fn new(snapshot: Snapshot, audit: Audit) -> Self {
+        let (generation_tx, _) = watch::channel(snapshot.generation);
         Self {
+            generation_tx,
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
             shutdown: CancellationToken::new(),
@@ -82,9 +92,17 @@ impl Gateway {
         self.snapshot.load().generation
     }
 
-    /// Publishes a new snapshot.
+    /// Publishes a new snapshot and wakes every live session to re-check itself against it.
     pub fn store(&self, snapshot: Snapshot) {
+        let generation = snapshot.generation;
         self.snapshot.store(Arc::new(snapshot));
+        self.generation_tx.send_replace(generation);
+    }
+
+    /// A receiver that wakes on each new snapshot.
+    #[must_use]
+    pub fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.generation_tx.subscribe()
     }
 
     /// Notes a successful upstream connection.

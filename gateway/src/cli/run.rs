@@ -1,6 +1,6 @@
 //! `mqtt-gateway run --config FILE`: start, serve, and on SIGTERM/SIGINT stop accepting, close
 //! clients (DISCONNECT where the protocol allows) and exit 0 within 10 s. SIGHUP reopens the audit
-//! log.
+//! log and reloads everything reloadable (as a file change does).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,14 +27,16 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let reload = mqtt_gateway::reload::spawn(path, &running);
         tracing::info!("mqtt-gateway running");
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reopening the audit log");
+                    tracing::info!("SIGHUP: reopening the audit log and reloading");
                     running.gateway.audit.reopen();
+                    let _ = reload.try_send(());
                 }
             }
         }

@@ -89,6 +89,9 @@ pub struct SessionIdentity {
     pub cert: Option<CertInfo>,
     /// The user whose password was verified, when one was.
     pub password_user: Option<String>,
+    /// Fingerprint of that user's password-file entry at CONNECT: a reload that changes or
+    /// removes it ends the session.
+    pub password_fingerprint: Option<[u8; 32]>,
 }
 
 impl SessionIdentity {
@@ -106,6 +109,34 @@ impl SessionIdentity {
             source: self.peer.ip().to_canonical(),
             anonymous: self.anonymous,
         }
+    }
+
+    /// Re-checks this session against a new snapshot: its certificate chain against the listener's
+    /// new verifier (a new CRL or CA), its password entry, its connect rule. `Some(reason)` (a
+    /// `sessions_revoked_total` label) when it may no longer stay.
+    #[must_use]
+    pub fn recheck(&self, snap: &Snapshot) -> Option<&'static str> {
+        if let Some(cert) = &self.cert
+            && let Some(verifier) = snap.verifiers.get(&*self.listener)
+            && crate::tls::reverify(
+                verifier.as_ref(),
+                &cert.chain,
+                rustls_pki_types::UnixTime::now(),
+            )
+            .is_err()
+        {
+            return Some("crl");
+        }
+        if let Some(user) = &self.password_user {
+            let now = snap.passwords.as_ref().and_then(|p| p.fingerprint(user));
+            if now.is_none() || now != self.password_fingerprint {
+                return Some("password");
+            }
+        }
+        if !snap.policy.resolve(&self.facts()).connect().allowed {
+            return Some("policy");
+        }
+        None
     }
 
     /// Certificate fingerprint, for audit lines.
@@ -229,6 +260,9 @@ pub async fn admit(
             None => return Err(Refusal::auth(ReasonCode::NotAuthorized, "anonymous")),
         },
     };
+    let password_fingerprint = password_user
+        .as_deref()
+        .and_then(|u| snap.passwords.as_ref().and_then(|p| p.fingerprint(u)));
     let identity = SessionIdentity {
         listener: Arc::clone(listener),
         peer,
@@ -237,6 +271,7 @@ pub async fn admit(
         anonymous,
         cert,
         password_user,
+        password_fingerprint,
     };
     let policy = snap.policy.resolve(&identity.facts());
     let d = policy.connect();

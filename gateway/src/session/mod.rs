@@ -115,7 +115,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     let connect = match decode_connect(&frame) {
         Ok(c) => c,
         Err(e) => {
-            refuse_malformed(&mut client, &ctx, peer, frame.get(6).copied(), e).await;
+            refuse_malformed(&mut client, &ctx, peer, connect_level(&frame), e).await;
             return;
         }
     };
@@ -319,6 +319,21 @@ async fn refuse(
     }
 }
 
+/// The protocol level of a first frame that did not decode, when it is a CONNECT whose level can
+/// be read: after the fixed header, the protocol name (two length bytes and the name), then the
+/// level. `None` for any other packet type: its sender's protocol version is unknown.
+fn connect_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    let Ok(mqtt_inspect::Peek::Complete(header)) = mqtt_inspect::peek_frame(frame, u32::MAX) else {
+        return None;
+    };
+    let at = usize::from(header.header_len);
+    let name_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    frame.get(at + 2 + usize::from(name_len)).copied()
+}
+
 /// Closes a connection whose first frame is not an acceptable CONNECT. An unsupported protocol
 /// version gets the 3.1.1 CONNACK return code 1 ([MQTT-3.1.2-2]); an MQTT 5 CONNECT that is
 /// malformed gets a CONNACK with the reason; anything else is just closed.
@@ -425,7 +440,10 @@ impl Session<'_> {
             &client_out,
             |frame, denials| {
                 refresh(gw, &identity, &mut c_pol);
-                note_goodbye(c_insp.inspect(frame, &c_pol.1, &shared, denials), &said_goodbye)
+                note_goodbye(
+                    c_insp.inspect(frame, &c_pol.1, &shared, denials),
+                    &said_goodbye,
+                )
             },
             |denials| self.record_denials(&identity, denials),
         );
@@ -442,13 +460,17 @@ impl Session<'_> {
             &broker_out,
             |frame, denials| {
                 refresh(gw, &identity, &mut b_pol);
-                note_goodbye(b_insp.inspect(frame, &b_pol.1, &shared, denials), &said_goodbye)
+                note_goodbye(
+                    b_insp.inspect(frame, &b_pol.1, &shared, denials),
+                    &said_goodbye,
+                )
             },
             |denials| self.record_denials(&identity, denials),
         );
         let reason = tokio::select! {
             r = c2b => r,
             r = b2c => r,
+            r = watch_revocation(gw, &identity) => r,
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
         let said_goodbye = said_goodbye.load(Ordering::Relaxed);
@@ -501,6 +523,21 @@ impl Session<'_> {
                 detail: Some(&error.to_string()),
                 ..AuditEvent::default()
             }),
+            CloseReason::Revoked(why) => {
+                counter!(m::SESSIONS_REVOKED_TOTAL, "reason" => *why).increment(1);
+                tracing::info!(peer = %identity.peer, client_id = %identity.client_id, reason = why, "live session revoked");
+                gw.audit.record(&AuditEvent {
+                    event: "session_revoked",
+                    listener: Some(&self.ctx.name),
+                    peer: Some(identity.peer),
+                    principal: identity.principal.as_deref(),
+                    client_id: Some(&identity.client_id),
+                    reason: why,
+                    cert_fingerprint: identity.fingerprint(),
+                    cert_serial: identity.serial(),
+                    ..AuditEvent::default()
+                });
+            }
             CloseReason::BrokerClosed => {}
             CloseReason::Io(Direction::ServerToClient) => {
                 counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
@@ -530,11 +567,27 @@ impl Session<'_> {
 
 /// Notes a DISCONNECT forwarded as it came (see `said_goodbye` in [`Session::relay`]).
 fn note_goodbye(inspected: Inspected, said_goodbye: &AtomicBool) -> Inspected {
-    if inspected.packet_type == Some(PacketType::Disconnect) && inspected.verdict == Verdict::Forward
+    if inspected.packet_type == Some(PacketType::Disconnect)
+        && inspected.verdict == Verdict::Forward
     {
         said_goodbye.store(true, Ordering::Relaxed);
     }
     inspected
+}
+
+/// Waits for new snapshots and re-checks the session against each; returns when it must end.
+async fn watch_revocation(gw: &Gateway, identity: &SessionIdentity) -> CloseReason {
+    let mut rx = gw.watch_generation();
+    loop {
+        if rx.changed().await.is_err() {
+            // The gateway is going away; shutdown ends the session.
+            std::future::pending::<()>().await;
+        }
+        let snap = gw.current();
+        if let Some(reason) = identity.recheck(&snap) {
+            return CloseReason::Revoked(reason);
+        }
+    }
 }
 
 /// Re-resolves the client's policy when a new generation was published (checked per packet; a

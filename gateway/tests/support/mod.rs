@@ -261,6 +261,8 @@ pub struct TestGateway {
     pub broker: Mosquitto,
     pub dir: tempfile::TempDir,
     pub audit_path: PathBuf,
+    /// The config file the gateway was started from.
+    pub config_path: PathBuf,
 }
 
 /// A gateway configuration, written by the test.
@@ -382,6 +384,7 @@ audit_file = "{audit}"
         let config = Config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         let running = mqtt_gateway::start(config).await.unwrap();
         TestGateway {
+            config_path: cfg_path,
             running,
             broker,
             dir,

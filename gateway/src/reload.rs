@@ -1,0 +1,374 @@
+//! Hot reload: one path for SIGHUP, file changes and a slow safety poll.
+//!
+//! Every reloadable source (the config file, the policy and acl file, the password file, each TLS
+//! listener's certificate, key, CA and CRLs) is re-read and compared by content hash with what was
+//! last tried; a changed source is parsed and validated whole, off the async workers. A source that
+//! fails is refused whole: its last good version stays, `reloads_total{source,result="rejected"}`
+//! and an audit line say what and where. Sources are independent, so a broken policy file does not
+//! hold back a new CRL. A CA or CRL change builds a fresh `ServerConfig` (no session cache carried
+//! over: a resumed TLS session would skip the new checks); a change of the server certificate only
+//! affects new handshakes. Each applied change publishes a new snapshot generation, which wakes
+//! every live session to re-check its certificate, password and connect rule.
+//!
+//! The watcher watches the parent directories (never the files: an editor's rename-on-save or a
+//! Kubernetes ConfigMap `..data` symlink swap replaces the inode), debounced, and reacts to any event
+//! in them; the content hashes make spurious events free.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::audit::AuditEvent;
+use crate::auth::PasswordFile;
+use crate::config::{Config, TlsConfig};
+use crate::policy::Policy;
+use crate::shared::{Gateway, Snapshot};
+use crate::tls;
+
+/// Events closer together than this are one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The safety net for file systems without inotify (NFS, some overlays) and lost watches.
+pub const POLL: Duration = Duration::from_secs(30);
+
+type Hash = [u8; 32];
+
+/// What one reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Sources applied (`config`, `policy`, `passwords`, `crl`, `certs`).
+    pub applied: Vec<&'static str>,
+    /// Sources refused, with the error (file:line where known).
+    pub rejected: Vec<(&'static str, String)>,
+    /// Changes that need a restart (listener addresses).
+    pub needs_restart: Vec<String>,
+}
+
+/// The reloader: last tried content of every source, and where to publish.
+pub struct Reloader {
+    config_path: PathBuf,
+    gateway: Arc<Gateway>,
+    tls: HashMap<String, Arc<ArcSwap<rustls::ServerConfig>>>,
+    tried: Mutex<HashMap<String, Hash>>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash_files<'a>(label: &str, paths: impl IntoIterator<Item = &'a Path>) -> Hash {
+    let mut h = Sha256::new();
+    h.update(label.as_bytes());
+    for p in paths {
+        h.update(p.as_os_str().as_encoded_bytes());
+        match std::fs::read(p) {
+            Ok(bytes) => {
+                h.update(b"\x01");
+                h.update(&bytes);
+            }
+            Err(e) => h.update(format!("\x02{e}").as_bytes()),
+        }
+    }
+    h.finalize().into()
+}
+
+fn tls_files(t: &TlsConfig) -> Vec<&Path> {
+    let mut v: Vec<&Path> = vec![&t.cert, &t.key];
+    v.extend(t.client_ca.as_deref());
+    v.extend(t.crl.iter().map(PathBuf::as_path));
+    v
+}
+
+fn tls_hash(t: &TlsConfig) -> Hash {
+    hash_files(&format!("{t:?}"), tls_files(t))
+}
+
+fn policy_hash(c: &Config) -> Hash {
+    hash_files(
+        "policy",
+        c.policy
+            .file
+            .as_deref()
+            .into_iter()
+            .chain(c.policy.mosquitto_acl_file.as_deref()),
+    )
+}
+
+fn passwords_hash(c: &Config) -> Hash {
+    hash_files("passwords", c.auth.password_file.as_deref())
+}
+
+/// Every directory whose files the gateway loads.
+#[must_use]
+pub fn watched_dirs(config_path: &Path, c: &Config) -> Vec<PathBuf> {
+    let mut files: Vec<&Path> = vec![config_path];
+    files.extend(c.policy.file.as_deref());
+    files.extend(c.policy.mosquitto_acl_file.as_deref());
+    files.extend(c.auth.password_file.as_deref());
+    for l in &c.listeners {
+        if let Some(t) = &l.tls {
+            files.extend(tls_files(t));
+        }
+    }
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| {
+            f.parent().map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_owned()
+                }
+            })
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+impl Reloader {
+    /// A reloader for a gateway started from `config_path`, with the TLS configurations it serves.
+    #[must_use]
+    pub fn new(
+        config_path: &Path,
+        gateway: Arc<Gateway>,
+        tls: HashMap<String, Arc<ArcSwap<rustls::ServerConfig>>>,
+    ) -> Self {
+        let snap = gateway.current();
+        let c = &snap.config;
+        let mut tried = HashMap::new();
+        tried.insert("config".to_owned(), hash_files("config", [config_path]));
+        tried.insert("policy".to_owned(), policy_hash(c));
+        tried.insert("passwords".to_owned(), passwords_hash(c));
+        for l in &c.listeners {
+            if let Some(t) = &l.tls {
+                tried.insert(format!("tls:{}", l.name), tls_hash(t));
+            }
+        }
+        Self {
+            config_path: config_path.to_owned(),
+            gateway,
+            tls,
+            tried: Mutex::new(tried),
+        }
+    }
+
+    /// True when `key`'s content differs from what was last tried (and records it).
+    fn changed(&self, key: &str, hash: Hash) -> bool {
+        let Ok(mut tried) = self.tried.lock() else {
+            return true;
+        };
+        tried.insert(key.to_owned(), hash) != Some(hash)
+    }
+
+    fn reject(&self, report: &mut ReloadReport, source: &'static str, error: String) {
+        tracing::error!(source, %error, "reload rejected; the previous version stays in force");
+        self.gateway.audit.record(&AuditEvent {
+            event: "reload_rejected",
+            reason: source,
+            detail: Some(&error),
+            ..AuditEvent::default()
+        });
+        crate::metrics::reload_result(source, false, self.gateway.generation());
+        report.rejected.push((source, error));
+    }
+
+    /// Re-reads every source and applies what changed and validates. Blocking (file reads,
+    /// parsing, certificate checks): run it off the async workers.
+    pub fn reload(&self) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let old = self.gateway.current();
+        let mut config = Arc::clone(&old.config);
+        if self.changed("config", hash_files("config", [self.config_path.as_path()])) {
+            match Config::load(&self.config_path) {
+                Ok(c) => {
+                    for (new, cur) in c.listeners.iter().zip(&old.config.listeners) {
+                        if new.name != cur.name
+                            || new.bind != cur.bind
+                            || new.tls.is_some() != cur.tls.is_some()
+                        {
+                            report.needs_restart.push(format!("listener {}", new.name));
+                        }
+                    }
+                    if c.listeners.len() != old.config.listeners.len()
+                        || c.admin != old.config.admin
+                    {
+                        report
+                            .needs_restart
+                            .push("listeners or admin address".to_owned());
+                    }
+                    for what in &report.needs_restart {
+                        tracing::warn!(%what, "changed in the config file: takes effect only after a restart");
+                    }
+                    config = Arc::new(c);
+                    report.applied.push("config");
+                }
+                Err(e) => self.reject(&mut report, "config", e.to_string()),
+            }
+        }
+        let config_changed = report.applied.contains(&"config");
+
+        let mut policy = Arc::clone(&old.policy);
+        if self.changed("policy", policy_hash(&config)) || config_changed {
+            let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+            match Policy::load(
+                config.policy.file.as_deref(),
+                config.policy.mosquitto_acl_file.as_deref(),
+                &names,
+            ) {
+                Ok(p) => {
+                    policy = Arc::new(p);
+                    report.applied.push("policy");
+                }
+                Err(e) => self.reject(&mut report, "policy", e.to_string()),
+            }
+        }
+
+        let mut passwords = old.passwords.clone();
+        if self.changed("passwords", passwords_hash(&config)) || config_changed {
+            match config
+                .auth
+                .password_file
+                .as_deref()
+                .map(PasswordFile::load)
+                .transpose()
+            {
+                Ok(p) => {
+                    passwords = p.map(Arc::new);
+                    report.applied.push("passwords");
+                }
+                Err(e) => self.reject(&mut report, "passwords", e.to_string()),
+            }
+        }
+
+        let mut verifiers = old.verifiers.clone();
+        for l in &config.listeners {
+            let (Some(t), Some(swap)) = (&l.tls, self.tls.get(&l.name)) else {
+                continue;
+            };
+            let key = format!("tls:{}", l.name);
+            let old_crl = old
+                .config
+                .listeners
+                .iter()
+                .find(|o| o.name == l.name)
+                .and_then(|o| o.tls.as_ref())
+                .map(|o| hash_files("crl", o.crl.iter().map(PathBuf::as_path)));
+            if !self.changed(&key, tls_hash(t)) && !config_changed {
+                continue;
+            }
+            let source = if old_crl == Some(hash_files("crl", t.crl.iter().map(PathBuf::as_path))) {
+                "certs"
+            } else {
+                "crl"
+            };
+            let built = tls::build_server_config(t)
+                .and_then(|server| Ok((server, tls::client_verifier(t)?)));
+            match built {
+                Ok((server, verifier)) => {
+                    swap.store(server);
+                    match verifier {
+                        Some(v) => verifiers.insert(l.name.clone(), v),
+                        None => verifiers.remove(&l.name),
+                    };
+                    report.applied.push(source);
+                }
+                Err(e) => self.reject(&mut report, source, format!("listener {}: {e}", l.name)),
+            }
+        }
+
+        if !report.applied.is_empty() {
+            let generation = old.generation + 1;
+            self.gateway.store(Snapshot {
+                config,
+                policy,
+                passwords,
+                verifiers,
+                generation,
+            });
+            report.applied.dedup();
+            for source in &report.applied {
+                crate::metrics::reload_result(source, true, generation);
+            }
+            tracing::info!(generation, applied = ?report.applied, "reloaded");
+        }
+        report
+    }
+}
+
+/// Runs reloads for SIGHUP (`hup`), file changes under the watched directories, and every
+/// [`POLL`], until shutdown.
+pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
+    let gateway = Arc::clone(&reloader.gateway);
+    let (tx, mut events) = mpsc::channel::<()>(1);
+    let dirs = watched_dirs(&reloader.config_path, &gateway.current().config);
+    let watcher = new_debouncer(
+        DEBOUNCE,
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            if result.is_ok() {
+                // A reload is already queued if this fails: that one will read the files anew.
+                let _ = tx.try_send(());
+            }
+        },
+    );
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            for d in &dirs {
+                if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch; relying on SIGHUP and the poll");
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no file watcher; relying on SIGHUP and the poll");
+            None
+        }
+    };
+    let mut poll = tokio::time::interval(POLL);
+    poll.tick().await;
+    loop {
+        tokio::select! {
+            Some(()) = hup.recv() => {}
+            Some(()) = events.recv() => {}
+            _ = poll.tick() => {}
+            () = gateway.shutdown.cancelled() => return,
+        }
+        let r = Arc::clone(&reloader);
+        match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(report) if !report.applied.is_empty() || !report.rejected.is_empty() => {
+                tracing::debug!(?report, "reload finished");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed; the previous version stays in force")
+            }
+        }
+    }
+}
+
+/// Starts the reloader of a running gateway started from `config_path`. The returned sender
+/// triggers a reload (what SIGHUP does).
+#[must_use]
+pub fn spawn(config_path: &Path, running: &crate::Running) -> mpsc::Sender<()> {
+    let (tx, rx) = mpsc::channel(1);
+    let reloader = Arc::new(Reloader::new(
+        config_path,
+        Arc::clone(&running.gateway),
+        running.tls.clone(),
+    ));
+    tokio::spawn(run(reloader, rx));
+    tx
+}

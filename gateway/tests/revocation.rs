@@ -1,0 +1,211 @@
+//! Hot reload and live revocation, end to end: a real Mosquitto, real TLS, the gateway's own file
+//! watcher (no reload is called by hand), and files replaced the way operators and Kubernetes do
+//! it (write a temporary file, rename it over the old one).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::Path;
+
+use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
+use support::{Flaw, Pki, Raw, Setup, TestGateway, client_tls, connect_frame};
+
+/// Replaces `path` atomically, as editors, `openssl ca -gencrl > tmp && mv` and kubelet do.
+fn replace(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn connected(gw: &TestGateway, pki: &Pki, cert: &support::Issued, id: &str) -> Raw {
+    let mut c = Raw::connect(
+        gw.tls_addr(),
+        client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
+    c.send(&connect_frame(ProtocolVersion::V5, id, None, None))
+        .await
+        .unwrap();
+    let connack = c.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(a)) if a.code.is_success()),
+        "{connack:?}"
+    );
+    c
+}
+
+async fn still_served(c: &mut Raw) {
+    c.send(&[0xc0, 0x00]).await.unwrap();
+    assert_eq!(
+        c.recv().await.expect("PINGRESP: still connected"),
+        [0xd0, 0x00]
+    );
+}
+
+/// The next packet is a DISCONNECT with `reason`, then the connection closes.
+async fn disconnected_with(c: &mut Raw, reason: ReasonCode) {
+    let frame = c.recv().await.expect("a DISCONNECT from the gateway");
+    let Ok(Packet::Disconnect(d)) = decode(&frame, ProtocolVersion::V5) else {
+        panic!("not a DISCONNECT: {frame:?}")
+    };
+    assert_eq!(d.reason, reason);
+    assert!(c.recv().await.is_none(), "closed after the DISCONNECT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
+    let pki = Pki::new();
+    let crl = pki.write_leaf_crl(&[]);
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+
+    let victim_cert = pki.client("victim", None, Flaw::None);
+    let other_cert = pki.client("bystander", None, Flaw::None);
+    let mut victim = connected(&gw, &pki, &victim_cert, "victim").await;
+    let mut other = connected(&gw, &pki, &other_cert, "bystander").await;
+    let before = gw
+        .metric("mqtt_gateway_sessions_revoked_total{reason=\"crl\"}")
+        .await;
+
+    // The CA publishes a new CRL revoking the victim: replaced atomically in the watched directory.
+    let new_crl = std::fs::read_to_string(pki.write_leaf_crl(&[&victim_cert.serial])).unwrap();
+    replace(&crl, &new_crl);
+
+    // The live session is closed with DISCONNECT 0x98 (Administrative action)...
+    disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
+    // ... everyone else stays connected ...
+    still_served(&mut other).await;
+    assert!(
+        gw.metric("mqtt_gateway_sessions_revoked_total{reason=\"crl\"}")
+            .await
+            >= before + 1.0
+    );
+    let line = gw
+        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "victim")
+        .await
+        .expect("audit line for the revoked session");
+    assert_eq!(line["reason"], "crl");
+    // ... and a new connection with the revoked certificate is refused at the handshake.
+    let refused = Raw::connect(
+        gw.tls_addr(),
+        client_tls(&pki, Some(&victim_cert), &[&rustls::version::TLS13]),
+    )
+    .await;
+    if let Ok(mut c) = refused {
+        // TLS 1.3: the refusal shows on the first read.
+        let _ = c
+            .send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
+            .await;
+        assert!(
+            c.recv().await.is_none(),
+            "a revoked certificate was let in again"
+        );
+    }
+    let _ = connected(&gw, &pki, &other_cert, "bystander-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_edits_apply_from_the_next_packet_and_broken_ones_are_rejected() {
+    let pki = Pki::new();
+    let policy_v1 = r##"version = 1
+[[connect]]
+who = { any = true }
+client_ids = ["*"]
+[[rule]]
+who = { any = true }
+allow = ["publish", "subscribe", "receive"]
+topics = ["open/#"]
+"##;
+    let mut setup = Setup::new(&pki);
+    setup.policy = policy_v1.to_owned();
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let policy_path = gw.dir.path().join("policy.toml");
+    let cert = pki.client("dev-1", None, Flaw::None);
+    let mut c = connected(&gw, &pki, &cert, "dev-1").await;
+
+    // QoS 1 to a topic the policy does not grant: PUBACK 0x87.
+    let publish = |id: u8| {
+        [
+            0x32, 0x0c, 0x00, 0x07, b'g', b'r', b'a', b'n', b't', b'/', b'x', 0x00, id, 0x00,
+        ]
+    };
+    c.send(&publish(1)).await.unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x40, 3, 0, 1, 0x87]);
+
+    // Grant it: the same connection's next PUBLISH is accepted (PUBACK from the broker).
+    replace(
+        &policy_path,
+        &format!(
+            "{policy_v1}\n[[rule]]\nwho = {{ any = true }}\nallow = [\"publish\"]\ntopics = [\"grant/#\"]\n"
+        ),
+    );
+    let mut granted = false;
+    for id in 2..60u8 {
+        c.send(&publish(id)).await.unwrap();
+        let ack = c.recv().await.unwrap();
+        assert_eq!(
+            &ack[..4],
+            &[0x40, if ack.len() == 4 { 2 } else { 3 }, 0, id]
+        );
+        if ack.len() == 4 || ack[4] != 0x87 {
+            granted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        granted,
+        "the granted topic was never accepted without reconnecting"
+    );
+
+    // A broken policy is rejected whole: counted, audited, and the previous one stays in force.
+    let before = gw
+        .metric("mqtt_gateway_reloads_total{source=\"policy\",result=\"rejected\"}")
+        .await;
+    replace(
+        &policy_path,
+        "version = 1\n[[rule]]\nwho = { any = true }\nalow = [\"publish\"]\ntopics = [\"#\"]\n",
+    );
+    let line = gw
+        .audit_line(|v| v["event"] == "reload_rejected" && v["reason"] == "policy")
+        .await
+        .expect("audit line");
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("policy.toml:4") && detail.contains("alow"),
+        "{line}"
+    );
+    assert!(
+        gw.metric("mqtt_gateway_reloads_total{source=\"policy\",result=\"rejected\"}")
+            .await
+            >= before + 1.0
+    );
+    c.send(&publish(100)).await.unwrap();
+    let ack = c.recv().await.unwrap();
+    assert!(
+        ack.len() == 4 || ack[4] != 0x87,
+        "the last good policy (granting grant/#) must still decide: {ack:?}"
+    );
+    c.send(&[
+        0x32, 0x0a, 0x00, 0x05, b'o', b't', b'h', b'e', b'r', 0x00, 101, 0x00,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        c.recv().await.unwrap(),
+        [0x40, 3, 0, 101, 0x87],
+        "and nothing more: no fail-open"
+    );
+
+    // A policy that no longer lets this client connect ends its session (0x98).
+    replace(
+        &policy_path,
+        &policy_v1.replace("client_ids = [\"*\"]", "client_ids = [\"someone-else\"]"),
+    );
+    disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
+}
