@@ -148,5 +148,8 @@ Publish (as device sensor-1, allowed under demo/sensor-1/):
 Refused (another device's topic; MQTT 5 shows the gateway's "not authorized"):
   mosquitto_pub -V mqttv5 -q 1 -h localhost -p $GATEWAY_PORT --cafile $pki/ca.pem --cert $pki/sensor-1.pem --key $pki/sensor-1.key -i sensor-1 -t demo/sensor-2/temp -m 99
 
+Revoke the device: its live session is closed within a second, and it cannot come back:
+  $bin pki revoke $pki sensor-1
+
 Stop everything: bash scripts/demo.sh stop
 EOF
