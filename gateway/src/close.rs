@@ -43,6 +43,8 @@ pub enum CloseReason {
     QuotaExceeded,
     /// A live session whose credentials were revoked (`crl`, `policy`, `password`).
     Revoked(&'static str),
+    /// Over its message or byte rate for too long.
+    RateLimited(crate::limits::ClientLimit),
     /// The gateway is shutting down.
     Shutdown,
 }
@@ -71,6 +73,7 @@ impl CloseReason {
             | Self::AuthNotSupported
             | Self::QuotaExceeded
             | Self::Revoked(_)
+            | Self::RateLimited(_)
             | Self::Shutdown => Initiator::Gateway,
         }
     }
@@ -93,6 +96,10 @@ impl CloseReason {
             Self::AuthNotSupported => Some(ReasonCode::BadAuthenticationMethod),
             Self::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
             Self::Revoked(_) => Some(ReasonCode::AdministrativeAction),
+            Self::RateLimited(crate::limits::ClientLimit::Messages) => {
+                Some(ReasonCode::MessageRateTooHigh)
+            }
+            Self::RateLimited(crate::limits::ClientLimit::Bytes) => Some(ReasonCode::QuotaExceeded),
             Self::Shutdown => Some(ReasonCode::ServerShuttingDown),
         }
     }
@@ -111,6 +118,7 @@ impl CloseReason {
             Self::AuthNotSupported => "auth_not_supported",
             Self::QuotaExceeded => "quota_exceeded",
             Self::Revoked(_) => "revoked",
+            Self::RateLimited(_) => "rate_limited",
             Self::Shutdown => "shutdown",
         }
     }

@@ -40,15 +40,59 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let Some(permit) = admit(&ctx, peer) else {
+                    // Refused before TLS: dropping the socket closes it, costing us nothing more.
+                    drop(tcp);
+                    continue;
+                };
                 let span = tracing::info_span!("conn", listener = %ctx.name, %peer);
                 gw.tracker
-                    .spawn(session::run(tcp, peer, Arc::clone(&ctx)).instrument(span));
+                    .spawn(session::run(tcp, peer, Arc::clone(&ctx), permit).instrument(span));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(listener = %ctx.name, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// The checks made before the TLS handshake: a banned address, the global and per-address
+/// connection caps, the per-address connection rate. Counts and audits a refusal.
+fn admit(ctx: &ListenerCtx, peer: SocketAddr) -> Option<crate::limits::ConnPermit> {
+    use crate::metrics as m;
+    let gw = &ctx.gateway;
+    let ip = peer.ip();
+    let refused = |outcome: &'static str, event: &'static str, reason: &'static str| {
+        metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome).increment(1);
+        gw.audit.record(&crate::audit::AuditEvent {
+            event,
+            listener: Some(&ctx.name),
+            peer: Some(peer),
+            reason,
+            ..crate::audit::AuditEvent::default()
+        });
+    };
+    if gw.bans.address_banned(ip, std::time::Instant::now()) {
+        metrics::counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => "banned").increment(1);
+        refused("banned", "banned", "address");
+        return None;
+    }
+    match gw.conn_limits.admit(ip) {
+        Ok(permit) => Some(permit),
+        Err(why) => {
+            metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "connections").increment(1);
+            refused(
+                "rate_limited",
+                "rate_limited",
+                match why {
+                    crate::limits::ConnRefusal::Global => "max_connections",
+                    crate::limits::ConnRefusal::PerIp => "max_connections_per_ip",
+                    crate::limits::ConnRefusal::Rate => "connections_per_ip_per_second",
+                },
+            );
+            None
         }
     }
 }

@@ -2,7 +2,9 @@
 //! their closed label sets, described and set to zero at start-up so that dashboards and alerts work
 //! before the first event. Label values are `&'static str`; no label ever holds a per-client value.
 
-use metrics::{Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use mqtt_inspect::{Direction, PacketType};
 
 /// `mqtt_gateway_connections_active{listener}`.
@@ -36,6 +38,31 @@ pub const TLS_HANDSHAKE_DURATION_SECONDS: &str = "mqtt_gateway_tls_handshake_dur
 pub const HANDSHAKE_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+// === Beyond the contract (README.md, "Metrics beyond the contract") ===
+
+/// `mqtt_gateway_crl_this_update_timestamp_seconds{listener,crl}`: `thisUpdate` of a configured
+/// CRL file (the oldest, when the file holds several), unix seconds. `crl` is the file name.
+pub const CRL_THIS_UPDATE: &str = "mqtt_gateway_crl_this_update_timestamp_seconds";
+/// `mqtt_gateway_crl_next_update_timestamp_seconds{listener,crl}`: `nextUpdate` of a configured
+/// CRL file (the earliest, when the file holds several), unix seconds. Past it the gateway refuses
+/// every certificate that CRL is consulted for. Absent for a file whose CRLs have no `nextUpdate`.
+pub const CRL_NEXT_UPDATE: &str = "mqtt_gateway_crl_next_update_timestamp_seconds";
+/// `mqtt_gateway_server_certificate_expiry_timestamp_seconds{listener}`: `notAfter` of the
+/// listener's server certificate, unix seconds.
+pub const SERVER_CERT_EXPIRY: &str = "mqtt_gateway_server_certificate_expiry_timestamp_seconds";
+/// `mqtt_gateway_client_certificate_remaining_days` (histogram): days until the client
+/// certificate's `notAfter`, observed at each successful handshake that presented one.
+pub const CLIENT_CERT_REMAINING_DAYS: &str = "mqtt_gateway_client_certificate_remaining_days";
+/// `mqtt_gateway_tls_resumptions_total{listener}`: handshakes that resumed a TLS session.
+pub const TLS_RESUMPTIONS_TOTAL: &str = "mqtt_gateway_tls_resumptions_total";
+/// `mqtt_gateway_policy_deny_hits_total{rule}`: denials per deciding deny rule (`file:line`; the
+/// rules are finite, so the label is bounded). A default deny (no rule matched) is not counted here.
+pub const POLICY_DENY_HITS_TOTAL: &str = "mqtt_gateway_policy_deny_hits_total";
+
+/// Buckets of the client certificate remaining-days histogram.
+pub const CLIENT_CERT_DAYS_BUCKETS: &[f64] =
+    &[1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0];
 
 /// `connections_total` outcomes.
 pub const OUTCOMES: [&str; 9] = [
@@ -128,6 +155,46 @@ pub fn init(listeners: &[&str]) {
         metrics::Unit::Seconds,
         "TLS handshake duration."
     );
+    describe_gauge!(
+        CRL_THIS_UPDATE,
+        "thisUpdate of each configured CRL file, unix seconds."
+    );
+    describe_gauge!(
+        CRL_NEXT_UPDATE,
+        "nextUpdate of each configured CRL file, unix seconds; past it the gateway refuses the certificates that CRL covers."
+    );
+    describe_gauge!(
+        SERVER_CERT_EXPIRY,
+        "notAfter of each TLS listener's server certificate, unix seconds."
+    );
+    describe_histogram!(
+        CLIENT_CERT_REMAINING_DAYS,
+        "Days left on client certificates, observed at each successful handshake with one."
+    );
+    describe_counter!(
+        TLS_RESUMPTIONS_TOTAL,
+        "TLS handshakes that resumed an earlier session."
+    );
+    describe_gauge!(
+        POLICY_GENERATION,
+        "Generation of the configuration and policy in force (1 at start, +1 per applied reload)."
+    );
+    describe_gauge!(
+        RELOAD_LAST_SUCCESS,
+        "Time of the last applied reload, unix seconds (0: none yet)."
+    );
+    describe_gauge!(
+        RELOAD_LAST_REJECTED,
+        "Time of the last rejected reload, unix seconds (0: none yet)."
+    );
+    describe_counter!(
+        POLICY_DENY_HITS_TOTAL,
+        "Denials by the deny rule (file:line) that decided them."
+    );
+    describe_counter!(
+        crate::audit::AUDIT_DROPPED_TOTAL,
+        "Audit lines lost because the audit writer's queue was full."
+    );
 
     for &listener in listeners {
         gauge!(CONNECTIONS_ACTIVE, "listener" => listener.to_owned()).set(0.0);
@@ -167,6 +234,31 @@ pub fn init(listeners: &[&str]) {
     for reason in REVOKE_REASONS {
         counter!(SESSIONS_REVOKED_TOTAL, "reason" => reason).absolute(0);
     }
+    // Registering a histogram exports it (empty buckets) before its first observation.
+    let _ = histogram!(CLIENT_CERT_REMAINING_DAYS);
+    // `increment(0.0)`: present at 0 on a fresh start, unchanged when a second gateway of the same
+    // process (tests) starts.
+    gauge!(RELOAD_LAST_SUCCESS).increment(0.0);
+    gauge!(RELOAD_LAST_REJECTED).increment(0.0);
+    counter!(crate::audit::AUDIT_DROPPED_TOTAL).absolute(0);
+}
+
+/// Sets `policy_generation` (at start; reloads set it through [`reload_result`]).
+pub fn policy_generation(generation: u64) {
+    gauge!(POLICY_GENERATION).set(exact_f64(generation));
+}
+
+/// Counts one denial in `policy_deny_hits_total{rule}`; nothing for a default deny (no rule).
+pub fn deny_hit(rule: Option<&crate::policy::RuleRef>) {
+    if let Some(rule) = rule {
+        counter!(POLICY_DENY_HITS_TOTAL, "rule" => rule.to_string()).increment(1);
+    }
+}
+
+/// `n` as f64; exact below 2^53, which generations and unix seconds stay far below.
+#[allow(clippy::cast_precision_loss, clippy::as_conversions)]
+pub(crate) fn exact_f64(n: u64) -> f64 {
+    n as f64
 }
 
 /// Counter handles for the per-packet path, resolved once so that counting a packet is one atomic

@@ -110,6 +110,11 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                     Matcher::Full(m::TLS_HANDSHAKE_DURATION_SECONDS.into()),
                     m::HANDSHAKE_BUCKETS,
                 )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(m::CLIENT_CERT_REMAINING_DAYS.into()),
+                    m::CLIENT_CERT_DAYS_BUCKETS,
+                )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             let upkeep = handle.clone();
@@ -175,6 +180,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?;
     let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
     m::init(&names);
+    crate::metrics_tls::init(&config);
+    m::policy_generation(snapshot.generation);
     let gateway = Arc::new(Gateway::new(snapshot, audit));
 
     let mut bound = Vec::new();

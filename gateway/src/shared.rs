@@ -60,6 +60,11 @@ pub struct Gateway {
     upstream_ok_ms: AtomicU64,
     /// The generation of the current snapshot, for live sessions to wake on.
     generation_tx: watch::Sender<u64>,
+    /// Connection limits checked before the TLS handshake. Built at start: a change of these
+    /// `[limits]` keys needs a restart (per-client limits apply to new connections on reload).
+    pub conn_limits: crate::limits::ConnLimits,
+    /// Bans earned by authentication failures.
+    pub bans: crate::auth::ban::Bans,
 }
 
 impl Gateway {
@@ -67,7 +72,16 @@ impl Gateway {
     #[must_use]
     pub fn new(snapshot: Snapshot, audit: Audit) -> Self {
         let (generation_tx, _) = watch::channel(snapshot.generation);
+        let l = &snapshot.config.limits;
+        let conn_limits = crate::limits::ConnLimits::new(l);
+        let bans = crate::auth::ban::Bans::new(
+            l.auth_failures_before_ban.get(),
+            l.ban_window,
+            l.ban_duration,
+        );
         Self {
+            conn_limits,
+            bans,
             generation_tx,
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,

@@ -1,6 +1,8 @@
-//! Authentication: who a client is. For now, the password file (Mosquitto `$6$`/`$7$` and
-//! argon2id hashes); verification is blocking and belongs on a blocking thread.
+//! Authentication: who a client is. The password file (Mosquitto `$6$`/`$7$` and
+//! argon2id hashes; verification is blocking and belongs on a blocking thread) and the bans that
+//! repeated failures earn.
 
+pub mod ban;
 mod hash;
 pub mod passwords;
 

@@ -10,11 +10,16 @@
 //! delivered and, at QoS 1/2, acknowledged to the broker by the gateway.
 
 use mqtt_inspect::{
-    Ack, AckKind, DecodeError, Direction, Packet, PacketType, ProtocolVersion, Publish, QoS,
-    ReasonCode, StreamState, Suback, Subscribe,
+    Ack, AckKind, DecodeError, Direction, Packet, PacketType, Property, ProtocolVersion, Publish,
+    QoS, ReasonCode, StreamState, Suback, Subscribe,
 };
 
-use super::state::{AliasState, GatewayQos2, PendingSuback, SessionShared};
+use super::state::{AliasState, GatewayQos2, MAX_TOPIC_ALIASES, PendingSuback, SessionShared};
+
+/// User Properties one packet may carry (each costs the broker memory per queued message).
+pub const MAX_USER_PROPERTIES: u16 = 64;
+/// Filters one SUBSCRIBE may carry.
+pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
 use crate::close::CloseReason;
 use crate::config::OnPublishDeny;
 use crate::policy::{ClientPolicy, Decision, RuleRef};
@@ -137,6 +142,12 @@ impl ClientInspector {
         };
         let packet_type = Some(packet.packet_type());
         let verdict = match packet {
+            Packet::Publish(p) if p.properties.user_property_count() > MAX_USER_PROPERTIES => {
+                Verdict::Close(CloseReason::QuotaExceeded)
+            }
+            Packet::Subscribe(s) if s.len() > MAX_FILTERS_PER_SUBSCRIBE => {
+                Verdict::Close(CloseReason::QuotaExceeded)
+            }
             Packet::Publish(p) => self.publish(&p, policy, shared, denials),
             Packet::Subscribe(s) => self.subscribe(&s, policy, shared, denials),
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
@@ -295,18 +306,21 @@ pub struct BrokerInspector {
     qos2: GatewayQos2,
     /// The Topic Alias Maximum the client announced in CONNECT.
     alias_max: u16,
+    /// The keep-alive to announce in CONNACK (MQTT 5), when the gateway capped the client's.
+    server_keep_alive: Option<u16>,
 }
 
 impl BrokerInspector {
     /// For a connection whose CONNECT (of `version`, announcing `alias_max`) was forwarded.
     #[must_use]
-    pub fn new(version: ProtocolVersion, alias_max: u16) -> Self {
+    pub fn new(version: ProtocolVersion, alias_max: u16, server_keep_alive: Option<u16>) -> Self {
         Self {
             stream: StreamState::after_connect(version),
             version,
             aliases: AliasState::default(),
             qos2: GatewayQos2::default(),
             alias_max,
+            server_keep_alive,
         }
     }
 
@@ -328,7 +342,7 @@ impl BrokerInspector {
         let verdict = match packet {
             Packet::Connack(c) => {
                 shared.set_client_alias_max(c.properties.topic_alias_maximum());
-                Verdict::Forward
+                self.connack(&c)
             }
             Packet::Publish(p) => self.publish(&p, policy, denials),
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
@@ -365,6 +379,61 @@ impl BrokerInspector {
         Inspected {
             packet_type,
             verdict,
+        }
+    }
+
+    /// Forwards the broker's CONNACK, rewritten (MQTT 5) when the client must learn the capped
+    /// keep-alive (Server Keep Alive) or a Topic Alias Maximum lower than the broker's (the gateway
+    /// tracks at most [`MAX_TOPIC_ALIASES`] aliases).
+    fn connack(&self, c: &mqtt_inspect::Connack<'_>) -> Verdict {
+        if !self.version.is_v5() {
+            return Verdict::Forward;
+        }
+        let alias_max = c.properties.topic_alias_maximum();
+        let broker_ka = c.properties.iter().find_map(|p| match p {
+            Property::ServerKeepAlive(k) => Some(k),
+            _ => None,
+        });
+        let keep_alive = match (self.server_keep_alive, broker_ka) {
+            (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
+            (ours, theirs) => ours.or(theirs),
+        };
+        if keep_alive == broker_ka && alias_max <= MAX_TOPIC_ALIASES {
+            return Verdict::Forward;
+        }
+        let mut props: Vec<Property<'_>> = c
+            .properties
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p,
+                    Property::ServerKeepAlive(_) | Property::TopicAliasMaximum(_)
+                )
+            })
+            .collect();
+        if let Some(k) = keep_alive {
+            props.push(Property::ServerKeepAlive(k));
+        }
+        if alias_max > 0 {
+            props.push(Property::TopicAliasMaximum(
+                alias_max.min(MAX_TOPIC_ALIASES),
+            ));
+        }
+        let mut raw = Vec::new();
+        if mqtt_inspect::encode_properties(&props, &mut raw).is_err() {
+            return Verdict::Forward;
+        }
+        let Ok(properties) =
+            mqtt_inspect::Properties::parse(&raw, mqtt_inspect::PropertyContext::Connack)
+        else {
+            return Verdict::Forward;
+        };
+        let rewritten = mqtt_inspect::Connack { properties, ..*c };
+        match encode_or_close(Direction::ServerToClient, |out| {
+            rewritten.encode(self.version, out)
+        }) {
+            Ok(b) => Verdict::Replace(b),
+            Err(v) => v,
         }
     }
 

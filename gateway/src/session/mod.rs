@@ -81,7 +81,12 @@ fn outcome(listener: &str, outcome: &'static str) {
 }
 
 /// Serves one accepted TCP connection until it closes.
-pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
+pub async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    _permit: crate::limits::ConnPermit,
+) {
     let gw = &ctx.gateway;
     let snap = gw.current();
     let limits = &snap.config.limits;
@@ -120,9 +125,46 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
         }
     };
     let version = connect.version;
+    let fingerprint = cert
+        .as_ref()
+        .map(|c| c.identity.fingerprint_sha256_hex.clone());
+    let now = std::time::Instant::now();
+    if gw
+        .bans
+        .identity_banned(connect.username, fingerprint.as_deref(), now)
+        .is_some()
+    {
+        let refusal = Refusal {
+            reason: ReasonCode::Banned,
+            outcome: "banned",
+            auth_reason: Some("banned"),
+            acl_action: None,
+            topic: None,
+            rule: None,
+        };
+        refuse(
+            &mut client,
+            &ctx,
+            peer,
+            version,
+            connect.client_id,
+            &refusal,
+        )
+        .await;
+        return;
+    }
     let admitted = match admit(&connect, &ctx.name, peer, cert, &snap, gw).await {
         Ok(a) => a,
         Err(refusal) => {
+            if matches!(
+                refusal.auth_reason,
+                Some("bad_credentials" | "unknown_user")
+            ) && let Some(what) =
+                gw.bans
+                    .failure(peer.ip(), connect.username, fingerprint.as_deref(), now)
+            {
+                tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
+            }
             refuse(
                 &mut client,
                 &ctx,
@@ -183,7 +225,18 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
         }
     };
     let alias_max = connect.properties.topic_alias_maximum();
-    let keep_alive = connect.keep_alive;
+    // Keep-alive capped by `max_keepalive` (0, "never", is capped too): an idle socket is held at
+    // most 1.5 × that. MQTT 5 clients are told through CONNACK's Server Keep Alive.
+    let max_ka = u16::try_from(limits.max_keepalive.as_secs())
+        .unwrap_or(u16::MAX)
+        .max(1);
+    let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_ka {
+        max_ka
+    } else {
+        connect.keep_alive
+    };
+    let server_keep_alive =
+        (version.is_v5() && keep_alive != connect.keep_alive).then_some(keep_alive);
     outcome(&ctx.name, "accepted");
     tracing::debug!(%peer, client_id = %admitted.identity.client_id, principal = ?admitted.identity.principal, "connected");
 
@@ -193,6 +246,7 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
         version,
         alias_max,
         keep_alive,
+        server_keep_alive,
         max_packet,
     };
     session
@@ -243,6 +297,7 @@ async fn handshake(
         Ok(Ok(stream)) => {
             histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
                 .record(started.elapsed().as_secs_f64());
+            crate::metrics_tls::count_resumption(&ctx.name, stream.get_ref().1);
             let chain: Option<Vec<_>> = stream
                 .get_ref()
                 .1
@@ -253,6 +308,9 @@ async fn handshake(
                     .ok()
                     .map(|identity| CertInfo { chain, identity })
             });
+            if let Some(c) = &cert {
+                crate::metrics_tls::observe_client_certificate(c.identity.not_after_unix);
+            }
             Some((ClientStream::Tls(Box::new(stream)), cert))
         }
     }
@@ -284,6 +342,7 @@ async fn refuse(
     }
     if let Some(a) = refusal.acl_action {
         counter!(m::ACL_DENIED_TOTAL, "action" => a).increment(1);
+        m::deny_hit(refusal.rule.as_ref());
     }
     let rule = refusal.rule.as_ref().map(ToString::to_string);
     ctx.gateway.audit.record(&AuditEvent {
@@ -391,6 +450,7 @@ struct Session<'a> {
     version: ProtocolVersion,
     alias_max: u16,
     keep_alive: u16,
+    server_keep_alive: Option<u16>,
     max_packet: u32,
 }
 
@@ -417,7 +477,8 @@ impl Session<'_> {
         let policy = Arc::new(policy);
         let on_deny = self.snap.config.policy.on_publish_deny;
         let mut c_insp = ClientInspector::new(self.version, on_deny);
-        let mut b_insp = BrokerInspector::new(self.version, self.alias_max);
+        let mut b_insp = BrokerInspector::new(self.version, self.alias_max, self.server_keep_alive);
+        let mut throttle = crate::limits::ClientThrottle::new(&self.snap.config.limits);
         let mut c_pol = (self.snap.generation, Arc::clone(&policy));
         let mut b_pol = (self.snap.generation, policy);
         let idle_limit =
@@ -434,6 +495,7 @@ impl Session<'_> {
                 idle_limit,
                 write_limit: WRITE_TIMEOUT,
                 counters: &gw.c2b,
+                throttle: Some(&mut throttle),
             },
             &mut client_reader,
             &broker_out,
@@ -454,6 +516,7 @@ impl Session<'_> {
                 idle_limit: None,
                 write_limit: WRITE_TIMEOUT,
                 counters: &gw.b2c,
+                throttle: None,
             },
             &mut broker_rd,
             &client_out,
@@ -482,6 +545,7 @@ impl Session<'_> {
         let gw = &self.ctx.gateway;
         for d in denials.drain(..) {
             counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
+            m::deny_hit(d.rule.as_ref());
             gw.audit.record(&AuditEvent {
                 event: "acl_denied",
                 listener: Some(&self.ctx.name),
@@ -538,6 +602,15 @@ impl Session<'_> {
                     ..AuditEvent::default()
                 });
             }
+            CloseReason::RateLimited(limit) => gw.audit.record(&AuditEvent {
+                event: "rate_limited",
+                listener: Some(&self.ctx.name),
+                peer: Some(identity.peer),
+                principal: identity.principal.as_deref(),
+                client_id: Some(&identity.client_id),
+                reason: limit.as_str(),
+                ..AuditEvent::default()
+            }),
             CloseReason::BrokerClosed => {}
             CloseReason::Io(Direction::ServerToClient) => {
                 counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);

@@ -94,6 +94,8 @@ pub struct PumpSettings<'a> {
     pub write_limit: Duration,
     /// Per-packet counters of this direction.
     pub counters: &'a PacketCounters,
+    /// The per-client message and byte limits (client to broker only).
+    pub throttle: Option<&'a mut crate::limits::ClientThrottle>,
 }
 
 /// Runs one direction until the connection must close, and says why.
@@ -116,6 +118,7 @@ where
     D: FnMut(&mut Vec<Denial>),
 {
     let dir = settings.direction;
+    let mut settings = settings;
     let (fwd_err, back_err) = match dir {
         Direction::ClientToServer => (Direction::ServerToClient, Direction::ClientToServer),
         Direction::ServerToClient => (Direction::ClientToServer, Direction::ServerToClient),
@@ -175,6 +178,7 @@ where
         let mut run_start = 0usize;
         let mut pos = 0usize;
         let mut saw_packet = false;
+        let mut publishes = 0u32;
         loop {
             let rest = buf.get(pos..).unwrap_or_default();
             let header = match peek_frame(rest, settings.max_packet_size) {
@@ -198,7 +202,12 @@ where
                 denials.clear();
             }
             match inspected.packet_type {
-                Some(t) => settings.counters.packet(t, frame.len()),
+                Some(t) => {
+                    if t == mqtt_inspect::PacketType::Publish {
+                        publishes = publishes.saturating_add(1);
+                    }
+                    settings.counters.packet(t, frame.len());
+                }
                 None => settings.counters.malformed(),
             }
             saw_packet = true;
@@ -237,6 +246,29 @@ where
             return CloseReason::Io(fwd_err);
         }
         buf.advance(pos);
+        // Over the client's rate: stop reading (TCP pushes back) until it conforms, or close if
+        // it stays over for too long.
+        if let Some(t) = settings.throttle.as_deref_mut() {
+            let (mut m, mut b) = (publishes, pos);
+            loop {
+                match t.account(m, b) {
+                    crate::limits::Throttle::Go => break,
+                    crate::limits::Throttle::Wait(d, limit, first) => {
+                        if first {
+                            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                        }
+                        tokio::time::sleep(d).await;
+                        (m, b) = (0, 0);
+                    }
+                    crate::limits::Throttle::Close(reason) => {
+                        if let CloseReason::RateLimited(limit) = &reason {
+                            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                        }
+                        return reason;
+                    }
+                }
+            }
+        }
         if saw_packet && let Some(limit) = settings.idle_limit {
             deadline = Some(Instant::now() + limit);
         }

@@ -1,0 +1,253 @@
+//! Bans: `auth_failures_before_ban` authentication failures within `ban_window` ban the source
+//! address for `ban_duration`. Failures are also counted per username and per certificate
+//! fingerprint (with twice the threshold), so a botnet spread over many addresses against one
+//! account or one stolen certificate is stopped too — at the price that such an attack also locks
+//! the attacked account out for `ban_duration` (a client certificate is unaffected).
+//!
+//! Pure and clock-injected (`now` is a parameter); each map is capped ([`MAX_ENTRIES`]) and swept
+//! of expired entries, so memory stays bounded whatever the number of distinct attackers. When a
+//! map is full of live entries, new keys are not tracked (documented degradation: the per-address
+//! connection rate limit still applies).
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+/// Entries per map at most.
+pub const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    window_start: Instant,
+    failures: u32,
+    banned_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Counter<K: Eq + Hash> {
+    map: DashMap<K, Entry>,
+    threshold: u32,
+}
+
+impl<K: Eq + Hash + Clone> Counter<K> {
+    fn new(threshold: u32) -> Self {
+        Self {
+            map: DashMap::new(),
+            threshold,
+        }
+    }
+
+    fn is_banned(&self, key: &K, now: Instant) -> bool {
+        self.map
+            .get(key)
+            .and_then(|e| e.banned_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Counts a failure; true when it (newly or already) bans the key.
+    fn fail(&self, key: K, now: Instant, window: Duration, duration: Duration) -> bool {
+        if self.map.len() >= MAX_ENTRIES && !self.map.contains_key(&key) {
+            return false;
+        }
+        let mut e = self.map.entry(key).or_insert(Entry {
+            window_start: now,
+            failures: 0,
+            banned_until: None,
+        });
+        if now.duration_since(e.window_start) > window {
+            e.window_start = now;
+            e.failures = 0;
+        }
+        e.failures = e.failures.saturating_add(1);
+        if e.failures >= self.threshold {
+            e.banned_until = Some(now + duration);
+        }
+        e.banned_until.is_some_and(|until| now < until)
+    }
+
+    fn sweep(&self, now: Instant, window: Duration) {
+        self.map.retain(|_, e| {
+            e.banned_until.is_some_and(|until| now < until)
+                || now.duration_since(e.window_start) <= window
+        });
+    }
+}
+
+/// What is banned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Banned {
+    /// The source address.
+    Address,
+    /// The username.
+    User,
+    /// The certificate.
+    Certificate,
+}
+
+/// The ban book of the gateway.
+#[derive(Debug)]
+pub struct Bans {
+    addresses: Counter<IpAddr>,
+    users: Counter<String>,
+    certs: Counter<String>,
+    window: Duration,
+    duration: Duration,
+}
+
+impl Bans {
+    /// Bans after `threshold` failures within `window`, for `duration`.
+    #[must_use]
+    pub fn new(threshold: u32, window: Duration, duration: Duration) -> Self {
+        let per_identity = threshold.saturating_mul(2);
+        Self {
+            addresses: Counter::new(threshold),
+            users: Counter::new(per_identity),
+            certs: Counter::new(per_identity),
+            window,
+            duration,
+        }
+    }
+
+    /// Whether the address (keyed like the connection limits: IPv6 by /64) is banned.
+    #[must_use]
+    pub fn address_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        self.addresses
+            .is_banned(&crate::limits::address_key(ip), now)
+    }
+
+    /// Whether a CONNECT with this username or certificate fingerprint is banned.
+    #[must_use]
+    pub fn identity_banned(
+        &self,
+        user: Option<&str>,
+        fingerprint: Option<&str>,
+        now: Instant,
+    ) -> Option<Banned> {
+        if user.is_some_and(|u| self.users.is_banned(&u.to_owned(), now)) {
+            return Some(Banned::User);
+        }
+        if fingerprint.is_some_and(|f| self.certs.is_banned(&f.to_owned(), now)) {
+            return Some(Banned::Certificate);
+        }
+        None
+    }
+
+    /// Records an authentication failure; returns what it banned, if anything.
+    pub fn failure(
+        &self,
+        ip: IpAddr,
+        user: Option<&str>,
+        fingerprint: Option<&str>,
+        now: Instant,
+    ) -> Option<Banned> {
+        let mut banned = None;
+        if self.addresses.fail(
+            crate::limits::address_key(ip),
+            now,
+            self.window,
+            self.duration,
+        ) {
+            banned = Some(Banned::Address);
+        }
+        if let Some(u) = user
+            && self
+                .users
+                .fail(u.to_owned(), now, self.window, self.duration)
+        {
+            banned = banned.or(Some(Banned::User));
+        }
+        if let Some(f) = fingerprint
+            && self
+                .certs
+                .fail(f.to_owned(), now, self.window, self.duration)
+        {
+            banned = banned.or(Some(Banned::Certificate));
+        }
+        banned
+    }
+
+    /// Drops expired entries (call periodically).
+    pub fn sweep(&self, now: Instant) {
+        self.addresses.sweep(now, self.window);
+        self.users.sweep(now, self.window);
+        self.certs.sweep(now, self.window);
+    }
+
+    /// Entries held now, all maps together.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.addresses.map.len() + self.users.map.len() + self.certs.map.len()
+    }
+
+    /// True when nothing is tracked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_banned_after_threshold_within_window_then_expires() {
+        let b = Bans::new(3, Duration::from_secs(60), Duration::from_secs(600));
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(b.failure(ip, None, None, t0), None);
+        assert_eq!(b.failure(ip, None, None, t0), None);
+        assert!(!b.address_banned(ip, t0));
+        assert_eq!(b.failure(ip, None, None, t0), Some(Banned::Address));
+        assert!(b.address_banned(ip, t0 + Duration::from_secs(599)));
+        assert!(
+            !b.address_banned(ip, t0 + Duration::from_secs(601)),
+            "the ban expires"
+        );
+        assert!(
+            !b.address_banned("198.51.100.10".parse().unwrap(), t0),
+            "others unaffected"
+        );
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let b = Bans::new(2, Duration::from_secs(60), Duration::from_secs(600));
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let t0 = Instant::now();
+        b.failure(ip, None, None, t0);
+        assert_eq!(
+            b.failure(ip, None, None, t0 + Duration::from_secs(61)),
+            None
+        );
+    }
+
+    #[test]
+    fn one_account_from_many_addresses() {
+        let b = Bans::new(3, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        for i in 0..6u8 {
+            let ip = IpAddr::from([203, 0, 113, i]);
+            b.failure(ip, Some("alice"), None, t0);
+        }
+        assert_eq!(
+            b.identity_banned(Some("alice"), None, t0),
+            Some(Banned::User)
+        );
+        assert_eq!(b.identity_banned(Some("bob"), None, t0), None);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_swept() {
+        let b = Bans::new(5, Duration::from_secs(1), Duration::from_secs(1));
+        let t0 = Instant::now();
+        for i in 0..(u32::try_from(MAX_ENTRIES).unwrap() + 1000) {
+            b.failure(IpAddr::from(i.to_be_bytes()), None, None, t0);
+        }
+        assert_eq!(b.len(), MAX_ENTRIES);
+        b.sweep(t0 + Duration::from_secs(5));
+        assert!(b.is_empty());
+    }
+}

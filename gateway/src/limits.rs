@@ -1,0 +1,386 @@
+//! Abuse limits that are not about credentials (those are in `auth::ban`).
+//!
+//! Before the TLS handshake, so that an abusive address costs almost nothing: the global
+//! connection cap, concurrent connections per address, and new connections per address per second
+//! (governor's keyed GCRA, burst = rate). IPv6 addresses are keyed by their /64, so one host cannot
+//! mint 2^64 keys; every map keyed by address has a cap and is swept of idle entries.
+//!
+//! Per client, after CONNECT: PUBLISH messages and bytes per second (governor direct limiters owned
+//! by the connection, no shared state). Over the rate the gateway stops reading (TCP pushes back on
+//! the client); a client that stays over it for [`SUSTAINED_OVER_RATE`] is disconnected (MQTT 5:
+//! 0x96 Message rate too high, 0x97 Quota exceeded for bytes).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::close::CloseReason;
+use crate::config::LimitsConfig;
+
+/// Addresses whose connection rate is tracked at once; beyond it, idle entries are swept first and
+/// new addresses then share one overflow limiter.
+pub const MAX_TRACKED_ADDRESSES: usize = 200_000;
+/// A client over its message or byte rate for this long, continuously, is disconnected.
+pub const SUSTAINED_OVER_RATE: Duration = Duration::from_secs(5);
+
+/// The address a limit is keyed by: the IPv4 address, or the /64 of an IPv6 address.
+#[must_use]
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            for b in o.iter_mut().skip(8) {
+                *b = 0;
+            }
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
+/// Why a connection was refused before its TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// `max_connections` reached.
+    Global,
+    /// `max_connections_per_ip` reached for this address.
+    PerIp,
+    /// `connections_per_ip_per_second` exceeded.
+    Rate,
+}
+
+/// Connection-level limits shared by all listeners.
+#[derive(Debug)]
+pub struct ConnLimits {
+    global: Arc<Semaphore>,
+    per_ip_max: u32,
+    per_ip: Arc<DashMap<IpAddr, AtomicU32>>,
+    rate: DefaultKeyedRateLimiter<IpAddr>,
+    overflow: RateLimiter<
+        NotKeyed,
+        InMemoryState,
+        governor::clock::DefaultClock,
+        NoOpMiddleware<governor::clock::QuantaInstant>,
+    >,
+}
+
+/// Held for the life of a connection: releases its global and per-address slots when dropped.
+#[derive(Debug)]
+pub struct ConnPermit {
+    _global: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<DashMap<IpAddr, AtomicU32>>,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        // Remove the entry when the last connection of the address goes, so the map holds only
+        // addresses with live connections.
+        self.per_ip
+            .remove_if(&self.ip, |_, n| n.fetch_sub(1, Ordering::AcqRel) <= 1);
+    }
+}
+
+impl ConnLimits {
+    /// Limits from `[limits]`.
+    #[must_use]
+    pub fn new(l: &LimitsConfig) -> Self {
+        let rate = l.connections_per_ip_per_second;
+        let overflow_rate = rate.saturating_mul(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+        Self {
+            global: Arc::new(Semaphore::new(
+                usize::try_from(l.max_connections.get()).unwrap_or(usize::MAX),
+            )),
+            per_ip_max: l.max_connections_per_ip.get(),
+            per_ip: Arc::new(DashMap::new()),
+            rate: RateLimiter::keyed(Quota::per_second(rate)),
+            overflow: RateLimiter::direct(Quota::per_second(overflow_rate)),
+        }
+    }
+
+    /// Admits a new connection from `ip`, or says why not.
+    ///
+    /// # Errors
+    /// The limit that refused it.
+    pub fn admit(&self, ip: IpAddr) -> Result<ConnPermit, ConnRefusal> {
+        let key = address_key(ip);
+        let rate_ok = if self.rate.len() < MAX_TRACKED_ADDRESSES {
+            self.rate.check_key(&key).is_ok()
+        } else {
+            self.overflow.check().is_ok()
+        };
+        if !rate_ok {
+            return Err(ConnRefusal::Rate);
+        }
+        let global = Arc::clone(&self.global)
+            .try_acquire_owned()
+            .map_err(|_| ConnRefusal::Global)?;
+        let entry = self.per_ip.entry(key).or_insert_with(|| AtomicU32::new(0));
+        let n = entry.fetch_add(1, Ordering::AcqRel);
+        drop(entry);
+        let permit = ConnPermit {
+            _global: global,
+            ip: key,
+            per_ip: Arc::clone(&self.per_ip),
+        };
+        if n >= self.per_ip_max {
+            return Err(ConnRefusal::PerIp);
+        }
+        Ok(permit)
+    }
+
+    /// Forgets addresses whose rate state is indistinguishable from fresh (call periodically).
+    pub fn sweep(&self) {
+        self.rate.retain_recent();
+        self.rate.shrink_to_fit();
+    }
+
+    /// Addresses tracked by the rate limiter now.
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.rate.len()
+    }
+}
+
+type Direct =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
+/// Which per-client limit was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    /// `messages_per_client_per_second`.
+    Messages,
+    /// `bytes_per_client_per_second`.
+    Bytes,
+}
+
+impl ClientLimit {
+    /// The `rate_limited_total` label.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Messages => "messages",
+            Self::Bytes => "bytes",
+        }
+    }
+}
+
+/// The per-client message and byte limiters of one connection.
+#[derive(Debug)]
+pub struct ClientThrottle {
+    messages: Direct,
+    bytes: Direct,
+    messages_burst: u32,
+    bytes_burst: u32,
+    messages_rate: u32,
+    bytes_rate: u32,
+    clock: MonotonicClock,
+    over_since: Option<std::time::Instant>,
+    /// Messages and bytes read but not yet charged (their batch is waiting).
+    pending: (u32, u32),
+}
+
+/// What the relay does after a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Throttle {
+    /// Go on reading.
+    Go,
+    /// Stop reading for this long (the first time: count `rate_limited_total{limit}`).
+    Wait(Duration, ClientLimit, bool),
+    /// Over the rate for too long: close.
+    Close(CloseReason),
+}
+
+impl ClientThrottle {
+    /// Limiters from `[limits]`, with bursts of one second's worth (bytes: at least one maximum
+    /// packet, so that any legal packet can pass).
+    #[must_use]
+    pub fn new(l: &LimitsConfig) -> Self {
+        let messages_burst = l.messages_per_client_per_second;
+        let byte_rate =
+            NonZeroU32::new(u32::try_from(l.bytes_per_client_per_second.0).unwrap_or(u32::MAX))
+                .unwrap_or(NonZeroU32::MIN);
+        let packet = NonZeroU32::new(u32::try_from(l.max_packet_size.0).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        let bytes_burst = byte_rate.max(packet);
+        let clock = MonotonicClock;
+        Self {
+            messages: RateLimiter::direct_with_clock(
+                Quota::per_second(messages_burst),
+                MonotonicClock,
+            ),
+            bytes: RateLimiter::direct_with_clock(
+                Quota::per_second(byte_rate).allow_burst(bytes_burst),
+                MonotonicClock,
+            ),
+            messages_burst: messages_burst.get(),
+            bytes_burst: bytes_burst.get(),
+            messages_rate: messages_burst.get(),
+            bytes_rate: byte_rate.get(),
+            clock,
+            over_since: None,
+            pending: (0, 0),
+        }
+    }
+
+    /// Accounts for a batch of `messages` PUBLISH and `bytes` bytes just read, and says whether
+    /// to read on, pause, or close. After a pause, call it again with `(0, 0)`: what could not be
+    /// charged before is charged then.
+    pub fn account(&mut self, messages: u32, bytes: usize) -> Throttle {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.pending.0 = self.pending.0.saturating_add(messages);
+        self.pending.1 = self.pending.1.saturating_add(bytes);
+        let (wait_m, left_m) = take(
+            &self.messages,
+            self.pending.0,
+            self.messages_burst,
+            &self.clock,
+        );
+        let (wait_b, left_b) = take(&self.bytes, self.pending.1, self.bytes_burst, &self.clock);
+        self.pending = (left_m, left_b);
+        // The backlog beyond the first waiting chunk needs this much more time at the rate.
+        let backlog = backlog(left_m, self.messages_burst, self.messages_rate).max(backlog(
+            left_b,
+            self.bytes_burst,
+            self.bytes_rate,
+        ));
+        let (wait, limit) = if wait_b > wait_m {
+            (wait_b, ClientLimit::Bytes)
+        } else {
+            (wait_m, ClientLimit::Messages)
+        };
+        if wait.is_zero() {
+            self.over_since = None;
+            return Throttle::Go;
+        }
+        let now = std::time::Instant::now();
+        let first = self.over_since.is_none();
+        let since = *self.over_since.get_or_insert(now);
+        if now.duration_since(since) + wait + backlog > SUSTAINED_OVER_RATE {
+            return Throttle::Close(CloseReason::RateLimited(limit));
+        }
+        Throttle::Wait(wait, limit, first)
+    }
+}
+
+/// Time to pay off `left` cells beyond the first chunk of `burst`, at `rate` per second.
+fn backlog(left: u32, burst: u32, rate: u32) -> Duration {
+    let beyond = u64::from(left.saturating_sub(burst));
+    Duration::from_millis(beyond.saturating_mul(1000) / u64::from(rate.max(1)))
+}
+
+/// Charges `n` cells to `limiter` in chunks of at most `burst`, stopping at the first chunk that
+/// does not conform yet: returns how long until it does (zero: all charged) and how many cells are
+/// still uncharged. A batch is thus charged exactly once, after its pause.
+fn take(limiter: &Direct, n: u32, burst: u32, clock: &MonotonicClock) -> (Duration, u32) {
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(burst);
+        let Some(cells) = NonZeroU32::new(chunk) else {
+            break;
+        };
+        match limiter.check_n(cells) {
+            Ok(Ok(())) => left -= chunk,
+            Ok(Err(not_until)) => return (not_until.wait_time_from(clock.now()), left),
+            // Cannot happen (chunks never exceed the burst); do not let it block forever.
+            Err(_) => left -= chunk,
+        }
+    }
+    (Duration::ZERO, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rate: u32, per_ip: u32, global: u32) -> LimitsConfig {
+        LimitsConfig {
+            connections_per_ip_per_second: NonZeroU32::new(rate).unwrap(),
+            max_connections_per_ip: NonZeroU32::new(per_ip).unwrap(),
+            max_connections: NonZeroU32::new(global).unwrap(),
+            ..LimitsConfig::default()
+        }
+    }
+
+    #[test]
+    fn per_ip_and_global_caps_release_on_drop() {
+        let l = ConnLimits::new(&limits(1000, 2, 3));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = l.admit(a).unwrap();
+        let p2 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).unwrap_err(), ConnRefusal::PerIp);
+        let p3 = l.admit(b).unwrap();
+        assert_eq!(l.admit(b).unwrap_err(), ConnRefusal::Global);
+        drop(p1);
+        let _p4 = l.admit(b).unwrap();
+        drop((p2, p3));
+        assert!(
+            l.per_ip.get(&a).is_none(),
+            "an address without connections leaves the map"
+        );
+    }
+
+    #[test]
+    fn connection_rate_per_address_with_burst() {
+        let l = ConnLimits::new(&limits(5, 100, 1000));
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(l.admit(a).unwrap());
+        }
+        assert_eq!(l.admit(a).unwrap_err(), ConnRefusal::Rate);
+        // Another address is not affected.
+        assert!(l.admit("192.0.2.8".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn ipv6_keyed_by_slash_64_and_mapped_v4_canonical() {
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:1234".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(
+            address_key(a),
+            address_key("2001:db8:0:1::1".parse().unwrap())
+        );
+        assert_eq!(
+            address_key("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn throttle_pauses_then_closes_when_sustained() {
+        let l = LimitsConfig {
+            messages_per_client_per_second: NonZeroU32::new(10).unwrap(),
+            ..LimitsConfig::default()
+        };
+        let mut t = ClientThrottle::new(&l);
+        assert_eq!(t.account(10, 100), Throttle::Go, "the burst passes");
+        let Throttle::Wait(d, ClientLimit::Messages, true) = t.account(10, 100) else {
+            panic!()
+        };
+        assert!(d > Duration::ZERO);
+        // After the pause the waiting batch is charged, not forgotten.
+        std::thread::sleep(d);
+        assert_eq!(t.account(0, 0), Throttle::Go);
+        assert!(
+            matches!(t.account(1, 1), Throttle::Wait(..)),
+            "the bucket is empty again"
+        );
+        // Far over the rate: more than SUSTAINED_OVER_RATE of debt closes.
+        assert_eq!(
+            t.account(1000, 100),
+            Throttle::Close(CloseReason::RateLimited(ClientLimit::Messages))
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! Abuse limits end to end (real Mosquitto behind the gateway): bans after repeated authentication
+//! failures, connection rate per address, per-client message rate, per-packet caps, keep-alive cap.
+//! Each refusal next to a client that is not affected. Clients come from two loopback addresses
+//! (127.0.0.1 and 127.0.0.2) to show that limits are per address.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mqtt_inspect::{
+    Connect, Packet, Properties, Property, PropertyContext, ProtocolVersion, ReasonCode, decode,
+    encode_properties,
+};
+use support::{Pki, Setup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A plain-TCP MQTT client bound to a chosen loopback source address.
+struct Plain {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Plain {
+    async fn connect(to: SocketAddr, from: &str) -> std::io::Result<Self> {
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+        Ok(Self {
+            s: sock.connect(to).await?,
+            buf: Vec::new(),
+        })
+    }
+
+    async fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(b).await
+    }
+
+    /// One frame, or `None` at EOF/error/5 s.
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some((f, _))) =
+                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
+            {
+                let f = f.to_vec();
+                self.buf.drain(..f.len());
+                return Some(f);
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => return None,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+fn connect(
+    version: ProtocolVersion,
+    id: &str,
+    user: Option<&str>,
+    pw: Option<&[u8]>,
+    keep_alive: u16,
+) -> Vec<u8> {
+    let c = Connect {
+        version,
+        clean_start: true,
+        keep_alive,
+        properties: Properties::EMPTY,
+        client_id: id,
+        will: None,
+        username: user,
+        password: pw,
+    };
+    let mut out = Vec::new();
+    c.encode(&mut out).unwrap();
+    out
+}
+
+fn password_setup<'a>(pki: &'a Pki, limits: &str) -> Setup<'a> {
+    let mut setup = Setup::new(pki);
+    setup.auth = "[auth]\nallow_anonymous = false\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n".into();
+    setup.passwords = format!(
+        "alice:{}\n",
+        mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap()
+    );
+    setup.limits = limits.into();
+    setup
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
+    let pki = Pki::new();
+    let gw = password_setup(
+        &pki,
+        "auth_failures_before_ban = 3\nban_window = \"1m\"\nban_duration = \"3s\"",
+    )
+    .start()
+    .await;
+    let addr = gw.plain_addr();
+    let banned_before = gw
+        .metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}")
+        .await;
+    for i in 0..3 {
+        let mut c = Plain::connect(addr, "127.0.0.1").await.unwrap();
+        c.send(&connect(
+            ProtocolVersion::V311,
+            &format!("a{i}"),
+            Some("alice"),
+            Some(b"wrong"),
+            30,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            c.recv().await.unwrap(),
+            [0x20, 2, 0, 4],
+            "bad password: return code 4"
+        );
+    }
+    // Banned: even the right password is refused; the socket is closed before anything is read.
+    let mut c = Plain::connect(addr, "127.0.0.1").await.unwrap();
+    let _ = c
+        .send(&connect(
+            ProtocolVersion::V311,
+            "a9",
+            Some("alice"),
+            Some(b"secret"),
+            30,
+        ))
+        .await;
+    assert_eq!(
+        c.recv().await,
+        None,
+        "a banned address is closed before CONNACK"
+    );
+    assert!(
+        gw.metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}")
+            .await
+            >= banned_before + 1.0
+    );
+    assert!(
+        gw.audit_line(|v| v["event"] == "banned" && v["reason"] == "address")
+            .await
+            .is_some()
+    );
+    // Another address is not banned.
+    let mut other = Plain::connect(addr, "127.0.0.2").await.unwrap();
+    other
+        .send(&connect(
+            ProtocolVersion::V311,
+            "b1",
+            Some("alice"),
+            Some(b"secret"),
+            30,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(other.recv().await.unwrap(), [0x20, 2, 0, 0]);
+    // After ban_duration the right password works again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut c = Plain::connect(addr, "127.0.0.1").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        "a10",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    let connack = c.recv().await.unwrap();
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(a)) if a.code.is_success()),
+        "{connack:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
+    let pki = Pki::new();
+    let gw = password_setup(
+        &pki,
+        "auth_failures_before_ban = 2\nconnections_per_ip_per_second = 100",
+    )
+    .start()
+    .await;
+    let addr = gw.plain_addr();
+    // 2 × threshold failures against one account, one per address.
+    for i in 0..4 {
+        let mut c = Plain::connect(addr, &format!("127.0.1.{}", i + 1))
+            .await
+            .unwrap();
+        c.send(&connect(
+            ProtocolVersion::V311,
+            "x",
+            Some("alice"),
+            Some(b"guess"),
+            30,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4]);
+    }
+    // MQTT 5 from a fresh address: CONNACK 0x8A Banned for that account; 3.1.1: return code 5.
+    let mut c = Plain::connect(addr, "127.0.2.1").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        "x",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 3, 0, 0x8a, 0]);
+    let mut c = Plain::connect(addr, "127.0.2.2").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V311,
+        "x",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 5]);
+    assert!(
+        gw.metric("mqtt_gateway_auth_failures_total{listener=\"plain\",reason=\"banned\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_rate_per_address() {
+    let pki = Pki::new();
+    let gw = password_setup(&pki, "connections_per_ip_per_second = 3")
+        .start()
+        .await;
+    let addr = gw.plain_addr();
+    let before = gw
+        .metric("mqtt_gateway_rate_limited_total{limit=\"connections\"}")
+        .await;
+    let mut answered = 0;
+    let mut refused = 0;
+    for i in 0..8 {
+        let mut c = Plain::connect(addr, "127.0.3.1").await.unwrap();
+        let _ = c
+            .send(&connect(
+                ProtocolVersion::V311,
+                &format!("r{i}"),
+                Some("alice"),
+                Some(b"secret"),
+                30,
+            ))
+            .await;
+        match c.recv().await {
+            Some(f) => {
+                assert_eq!(f, [0x20, 2, 0, 0]);
+                answered += 1;
+            }
+            None => refused += 1,
+        }
+    }
+    assert!(
+        answered >= 3 && refused >= 1,
+        "answered {answered}, refused {refused}"
+    );
+    assert!(
+        gw.metric("mqtt_gateway_rate_limited_total{limit=\"connections\"}")
+            .await
+            >= before + 1.0
+    );
+    // Another address is not limited.
+    let mut c = Plain::connect(addr, "127.0.3.2").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V311,
+        "ok",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 0]);
+}
+
+fn publish_qos0(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let p = mqtt_inspect::Publish {
+        dup: false,
+        qos: mqtt_inspect::QoS::AtMostOnce,
+        retain: false,
+        topic,
+        packet_id: None,
+        properties: Properties::EMPTY,
+        payload,
+    };
+    let mut out = Vec::new();
+    p.encode(ProtocolVersion::V5, &mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
+    let pki = Pki::new();
+    let gw = password_setup(&pki, "messages_per_client_per_second = 20")
+        .start()
+        .await;
+    let addr = gw.plain_addr();
+    let before = gw
+        .metric("mqtt_gateway_rate_limited_total{limit=\"messages\"}")
+        .await;
+    let mut calm = Plain::connect(addr, "127.0.4.1").await.unwrap();
+    calm.send(&connect(
+        ProtocolVersion::V5,
+        "calm",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert!(calm.recv().await.is_some());
+    let mut flood = Plain::connect(addr, "127.0.4.2").await.unwrap();
+    flood
+        .send(&connect(
+            ProtocolVersion::V5,
+            "flood",
+            Some("alice"),
+            Some(b"secret"),
+            30,
+        ))
+        .await
+        .unwrap();
+    assert!(flood.recv().await.is_some());
+    // 2,000 messages at once: 100 s of quota at 20/s. Writes may block: TCP pushes back.
+    let batch: Vec<u8> = (0..2000)
+        .flat_map(|_| publish_qos0("rate/x", b"0123456789"))
+        .collect();
+    let writer = tokio::spawn(async move {
+        let _ = flood.s.write_all(&batch).await;
+        flood
+    });
+    let mut flood = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("cut before 20 s")
+        .unwrap();
+    let frame = flood.recv().await.expect("DISCONNECT");
+    let Ok(Packet::Disconnect(d)) = decode(&frame, ProtocolVersion::V5) else {
+        panic!("{frame:?}")
+    };
+    assert_eq!(d.reason, ReasonCode::MessageRateTooHigh);
+    assert!(
+        gw.metric("mqtt_gateway_rate_limited_total{limit=\"messages\"}")
+            .await
+            >= before + 1.0
+    );
+    // The calm client, under its rate, sees no difference.
+    for _ in 0..3 {
+        calm.send(&[0xc0, 0]).await.unwrap();
+        assert_eq!(calm.recv().await.unwrap(), [0xd0, 0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_packet_caps_and_keepalive_cap() {
+    let pki = Pki::new();
+    let gw = password_setup(&pki, "max_keepalive = \"60s\"")
+        .start()
+        .await;
+    let addr = gw.plain_addr();
+
+    // An absurd keep-alive (65535 s) is capped: MQTT 5 CONNACK carries Server Keep Alive 60.
+    let mut c = Plain::connect(addr, "127.0.5.1").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        "ka",
+        Some("alice"),
+        Some(b"secret"),
+        u16::MAX,
+    ))
+    .await
+    .unwrap();
+    let connack = c.recv().await.unwrap();
+    let Ok(Packet::Connack(a)) = decode(&connack, ProtocolVersion::V5) else {
+        panic!()
+    };
+    assert!(a.code.is_success());
+    assert!(
+        a.properties
+            .iter()
+            .any(|p| p == Property::ServerKeepAlive(60)),
+        "{connack:?}"
+    );
+    // A keep-alive within the cap is left alone.
+    let mut ok = Plain::connect(addr, "127.0.5.2").await.unwrap();
+    ok.send(&connect(
+        ProtocolVersion::V5,
+        "ka2",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    let connack = ok.recv().await.unwrap();
+    let Ok(Packet::Connack(a)) = decode(&connack, ProtocolVersion::V5) else {
+        panic!()
+    };
+    assert!(
+        !a.properties
+            .iter()
+            .any(|p| matches!(p, Property::ServerKeepAlive(_))),
+        "{connack:?}"
+    );
+
+    // 65 user properties on one PUBLISH: DISCONNECT 0x97; 64 pass.
+    let props = |n: usize| {
+        let list: Vec<Property<'_>> = (0..n).map(|_| Property::UserProperty("k", "v")).collect();
+        let mut raw = Vec::new();
+        encode_properties(&list, &mut raw).unwrap();
+        raw
+    };
+    let publish_with = |raw: &[u8]| {
+        let p = mqtt_inspect::Publish {
+            dup: false,
+            qos: mqtt_inspect::QoS::AtLeastOnce,
+            retain: false,
+            topic: "caps/x",
+            packet_id: mqtt_inspect::PacketId::new(1),
+            properties: Properties::parse(raw, PropertyContext::Publish).unwrap(),
+            payload: b"x",
+        };
+        let mut out = Vec::new();
+        p.encode(ProtocolVersion::V5, &mut out).unwrap();
+        out
+    };
+    let raw64 = props(64);
+    ok.send(&publish_with(&raw64)).await.unwrap();
+    let ack = ok.recv().await.unwrap();
+    assert_eq!(ack[0], 0x40, "64 user properties pass: {ack:?}");
+    let raw65 = props(65);
+    ok.send(&publish_with(&raw65)).await.unwrap();
+    let frame = ok.recv().await.unwrap();
+    assert_eq!(
+        decode(&frame, ProtocolVersion::V5)
+            .ok()
+            .map(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::QuotaExceeded)),
+        Some(true),
+        "{frame:?}"
+    );
+
+    // 65 filters in one SUBSCRIBE: DISCONNECT 0x97.
+    let mut body = vec![0, 1, 0];
+    for i in 0..65 {
+        let f = format!("caps/{i}");
+        body.extend_from_slice(&u16::try_from(f.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(f.as_bytes());
+        body.push(0);
+    }
+    let mut frame = vec![0x82];
+    let mut len = body.len();
+    loop {
+        let mut b = u8::try_from(len % 128).unwrap();
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        frame.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    frame.extend_from_slice(&body);
+    c.send(&frame).await.unwrap();
+    let reply = c.recv().await.unwrap();
+    assert_eq!(
+        decode(&reply, ProtocolVersion::V5)
+            .ok()
+            .map(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::QuotaExceeded)),
+        Some(true),
+        "{reply:?}"
+    );
+}
