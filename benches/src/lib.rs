@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mqtt_inspect::{Connect, Packet, PacketId, ProtocolVersion, Properties, Publish, QoS, decode, split_frame};
+use mqtt_inspect::{
+    Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, decode, split_frame,
+};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,8 +21,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 ///
 /// # Errors
 /// The connection or the CONNECT failed.
-pub async fn connect(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>, client_id: &str) -> anyhow::Result<Box<dyn Io>> {
-    let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    client_id: &str,
+) -> anyhow::Result<Box<dyn Io>> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
     tcp.set_nodelay(true)?;
     let mut io: Box<dyn Io> = match tls {
         Some(cfg) => Box::new(
@@ -114,7 +122,11 @@ pub fn publish_batch(topic: &str, payload_len: usize, count: usize) -> anyhow::R
 ///
 /// # Errors
 /// The connection failed.
-pub async fn count_publishes(io: &mut Box<dyn Io>, want: u64, idle: Duration) -> anyhow::Result<(u64, Duration)> {
+pub async fn count_publishes(
+    io: &mut Box<dyn Io>,
+    want: u64,
+    idle: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     let mut n = 0u64;
@@ -150,7 +162,10 @@ pub async fn count_publishes(io: &mut Box<dyn Io>, want: u64, idle: Duration) ->
 /// The file cannot be read or parsed.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map(|(_, r)| r).context("stat format")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("stat format")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11).context("utime")?.parse()?;
     let stime: u64 = fields.get(12).context("stime")?.parse()?;

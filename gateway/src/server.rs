@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )));
     }
     tasks.push(tokio::spawn(admin::probe_upstream(Arc::clone(&gateway))));
+    tasks.push(tokio::spawn(sweep(Arc::clone(&gateway))));
     for (socket, ctx) in bound {
         tracing::info!(listener = %ctx.name, addr = ?socket.local_addr().ok(), tls = ctx.tls.is_some(), "listening");
         tasks.push(tokio::spawn(listener::serve(socket, ctx)));
@@ -241,4 +242,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls: tls_configs,
         tasks,
     })
+}
+
+/// Every 10 s: forget idle per-address rate state and expired ban entries, so memory follows the
+/// live attackers, not every address ever seen.
+async fn sweep(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = gateway.shutdown.cancelled() => return,
+        }
+        gateway.conn_limits.sweep();
+        gateway.bans.sweep(std::time::Instant::now());
+    }
 }

@@ -33,7 +33,8 @@ fn failures(reason: &str) -> String {
     format!("mqtt_gateway_tls_handshake_failures_total{{listener=\"mqtts\",reason=\"{reason}\"}}")
 }
 
-const TLS_FAILED: &str = "mqtt_gateway_connections_total{listener=\"mqtts\",outcome=\"tls_failed\"}";
+const TLS_FAILED: &str =
+    "mqtt_gateway_connections_total{listener=\"mqtts\",outcome=\"tls_failed\"}";
 
 /// Both counters a TLS refusal must move.
 async fn counters(gw: &TestGateway, reason: &str) -> (f64, f64) {
@@ -140,7 +141,10 @@ async fn assert_recorded(
 
 /// The CRL and scope lines of `[listener.tls]`.
 fn crl_extra(crls: &[&std::path::Path], scope: &str) -> String {
-    let list: Vec<String> = crls.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+    let list: Vec<String> = crls
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
     format!("crl = [{}]\ncrl_scope = \"{scope}\"\n", list.join(", "))
 }
 
@@ -169,7 +173,10 @@ async fn certificates_without_a_valid_client_chain_are_refused_next_to_a_good_on
         MqttVersion::V311,
         &["-t", "tls/ok", "-m", "hello", "-q", "1"],
     );
-    assert!(!out.success(), "mosquitto_pub without a certificate: {out:?}");
+    assert!(
+        !out.success(),
+        "mosquitto_pub without a certificate: {out:?}"
+    );
     assert_recorded(&gw, None, "no_certificate", None, before).await;
 
     let expired = pki.client("expired-1", None, Flaw::Expired);
@@ -177,9 +184,17 @@ async fn certificates_without_a_valid_client_chain_are_refused_next_to_a_good_on
     let server_only = pki.client("server-eku-1", None, Flaw::NoClientAuth);
     let foreign = pki.foreign_client("foreign-1");
     let cases: [(&str, Option<&Issued>, AlertDescription); 5] = [
-        ("no_certificate", None, AlertDescription::CertificateRequired),
+        (
+            "no_certificate",
+            None,
+            AlertDescription::CertificateRequired,
+        ),
         ("unknown_ca", Some(&foreign), AlertDescription::UnknownCA),
-        ("expired", Some(&expired), AlertDescription::CertificateExpired),
+        (
+            "expired",
+            Some(&expired),
+            AlertDescription::CertificateExpired,
+        ),
         // RFC 8446 §6.2: certificate_expired also means "not currently valid".
         (
             "not_yet_valid",
@@ -302,7 +317,10 @@ async fn openssl_tls11(gw: &TestGateway, pki: &Pki, cert: &Issued) -> e2e::CliOu
 /// `openssl s_client` offered TLS 1.1 and the gateway answered its ClientHello with an alert (not a
 /// client that gave up before sending anything).
 fn assert_tls11_refused(out: &e2e::CliOutput) {
-    assert!(!out.success(), "openssl s_client -tls1_1 got through: {out:?}");
+    assert!(
+        !out.success(),
+        "openssl s_client -tls1_1 got through: {out:?}"
+    );
     assert!(
         out.stdout.contains("Protocol  : TLSv1.1"),
         "openssl did not try TLS 1.1: {out:?}"
@@ -366,7 +384,12 @@ async fn tls_1_1_is_always_refused_and_tls_1_2_only_above_min_version() {
 /// session tickets are stored in `config`); returns how the handshake went.
 async fn session(gw: &TestGateway, config: &Arc<ClientConfig>, client_id: &str) -> HandshakeKind {
     let mut c = admitted(gw, Arc::clone(config), client_id).await;
-    let kind = c.stream.get_ref().1.handshake_kind().expect("handshake done");
+    let kind = c
+        .stream
+        .get_ref()
+        .1
+        .handshake_kind()
+        .expect("handshake done");
     c.send(&[0xe0, 0x00]).await.unwrap();
     let after = c.recv().await;
     assert!(after.is_none(), "closed after DISCONNECT, got {after:02x?}");

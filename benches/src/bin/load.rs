@@ -33,7 +33,9 @@ struct Result {
 fn client_tls(dir: &Path, name: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(dir.join("ca.pem"))?)?;
-    let chain = vec![CertificateDer::from_pem_file(dir.join(format!("{name}.pem")))?];
+    let chain = vec![CertificateDer::from_pem_file(
+        dir.join(format!("{name}.pem")),
+    )?];
     let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(Arc::new(
@@ -59,7 +61,10 @@ async fn run_one(
     let mut sub = connect(addr, sub_tls, "bench-sub").await?;
     subscribe(&mut sub, "bench/#").await?;
     let mut publ = connect(addr, pub_tls, "bench-pub").await?;
-    let counter = tokio::spawn(async move { count_publishes(&mut sub, messages, Duration::from_secs(3)).await });
+    let counter =
+        tokio::spawn(
+            async move { count_publishes(&mut sub, messages, Duration::from_secs(3)).await },
+        );
     let batch = publish_batch("bench/load/topic", payload, BATCH)?;
     let cpu_before = proxy_pid.map(cpu_time).transpose()?;
     let started = Instant::now();
@@ -86,7 +91,10 @@ async fn run_one(
 fn start_gateway(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
     let bin = workspace_root().join("target/release/mqtt-gateway");
     if !bin.exists() {
-        bail!("{} not found: run `cargo build --release -p mqtt-gateway` (scripts/bench.sh does)", bin.display());
+        bail!(
+            "{} not found: run `cargo build --release -p mqtt-gateway` (scripts/bench.sh does)",
+            bin.display()
+        );
     }
     let port = free_port();
     let policy = r##"version = 1
@@ -139,38 +147,83 @@ audit_file = "audit.jsonl"
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let messages: u64 = args.next().map_or(Ok(200_000), |s| s.parse()).context("MESSAGES")?;
-    let payload: usize = args.next().map_or(Ok(64), |s| s.parse()).context("PAYLOAD_BYTES")?;
+    let messages: u64 = args
+        .next()
+        .map_or(Ok(200_000), |s| s.parse())
+        .context("MESSAGES")?;
+    let payload: usize = args
+        .next()
+        .map_or(Ok(64), |s| s.parse())
+        .context("PAYLOAD_BYTES")?;
     let dir = scratch_dir("bench")?;
     let pki = dir.join("pki");
     let ca = Ca::init(&pki, "bench CA", 30)?;
-    ca.issue("gateway", None, 30, true, &["localhost".into(), "127.0.0.1".into()])?;
+    ca.issue(
+        "gateway",
+        None,
+        30,
+        true,
+        &["localhost".into(), "127.0.0.1".into()],
+    )?;
     ca.issue("bench-pub", None, 30, false, &[])?;
     ca.issue("bench-sub", None, 30, false, &[])?;
 
     let broker = Mosquitto::start()?;
     let (mut gateway, gw_addr) = start_gateway(&dir, broker.addr())?;
-    let tls = (client_tls(&pki, "bench-sub")?, client_tls(&pki, "bench-pub")?);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tls = (
+        client_tls(&pki, "bench-sub")?,
+        client_tls(&pki, "bench-pub")?,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let results = runtime.block_on(async {
-        let direct = run_one("mosquitto direct (plain)", broker.addr(), None, messages, payload, None).await?;
-        let gw = run_one("gateway (mTLS + policy)", gw_addr, Some(tls), messages, payload, Some(gateway.id())).await?;
+        let direct = run_one(
+            "mosquitto direct (plain)",
+            broker.addr(),
+            None,
+            messages,
+            payload,
+            None,
+        )
+        .await?;
+        let gw = run_one(
+            "gateway (mTLS + policy)",
+            gw_addr,
+            Some(tls),
+            messages,
+            payload,
+            Some(gateway.id()),
+        )
+        .await?;
         anyhow::Ok(vec![direct, gw])
     })?;
     sigterm(gateway.id())?;
     let status = gateway.wait()?;
 
-    println!("QoS 0, 1 publisher -> 1 subscriber, {messages} messages of {payload} B (one run; client on the same 2 cores)");
-    println!("{:<28} {:>10} {:>12} {:>14} {:>16}", "target", "delivered", "seconds", "msgs/s", "proxy CPU µs/msg");
+    println!(
+        "QoS 0, 1 publisher -> 1 subscriber, {messages} messages of {payload} B (one run; client on the same 2 cores)"
+    );
+    println!(
+        "{:<28} {:>10} {:>12} {:>14} {:>16}",
+        "target", "delivered", "seconds", "msgs/s", "proxy CPU µs/msg"
+    );
     let mut rates = Vec::new();
     for r in &results {
         let secs = r.elapsed.as_secs_f64();
-        let rate = if secs > 0.0 { r.delivered as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            r.delivered as f64 / secs
+        } else {
+            0.0
+        };
         rates.push(rate);
         let cpu = r.proxy_cpu.map_or("-".to_owned(), |c| {
             format!("{:.2}", c.as_secs_f64() * 1e6 / r.delivered.max(1) as f64)
         });
-        println!("{:<28} {:>10} {:>12.3} {:>14.0} {:>16}", r.name, r.delivered, secs, rate, cpu);
+        println!(
+            "{:<28} {:>10} {:>12.3} {:>14.0} {:>16}",
+            r.name, r.delivered, secs, rate, cpu
+        );
     }
     if let [direct, gw] = rates[..] {
         println!("gateway / direct = {:.2}", gw / direct.max(1.0));

@@ -278,6 +278,15 @@ pub fn got_ack(kind: AckKind, id: u16, reason: u8) -> Got {
     Got::Ack { kind, id, reason }
 }
 
+/// Asserts an acknowledgement that the broker gave: success, or MQTT 5 0x10 "no matching
+/// subscribers" (Mosquitto's answer when nobody subscribed; still a success).
+pub fn assert_broker_ack(got: &Got, kind: AckKind, id: u16) {
+    assert!(
+        matches!(got, Got::Ack { kind: k, id: i, reason: 0x00 | 0x10 } if *k == kind && *i == id),
+        "expected the broker's {kind:?} {id} (0x00 / 0x10), got {got:?}"
+    );
+}
+
 // === Frame builders ===
 
 /// A CONNECT to build; `Default` is a clean-start connect with keep-alive 30 and nothing else.
@@ -441,7 +450,12 @@ pub fn per_version(version: ProtocolVersion, v311: u8, v5: u8) -> u8 {
 
 /// A `mosquitto_sub -v` connected straight to the broker (not through the gateway), subscribed
 /// to `filter` once this returns; it exits after `count` messages or `wait_secs`.
-pub async fn broker_spy(gw: &TestGateway, filter: &str, count: u32, wait_secs: u32) -> LiveSubscriber {
+pub async fn broker_spy(
+    gw: &TestGateway,
+    filter: &str,
+    count: u32,
+    wait_secs: u32,
+) -> LiveSubscriber {
     let addr = gw.broker.addr();
     let args: Vec<String> = ["-t", filter, "-v", "-C", &count.to_string()]
         .iter()
@@ -665,7 +679,9 @@ pub fn rule_line(policy: &str, marker: &str) -> u32 {
 
 /// Asserts that an audit line names `policy.toml:<line>` as the deciding rule.
 pub fn assert_rule(line: &serde_json::Value, want_line: u32) {
-    let rule = line["rule"].as_str().unwrap_or_else(|| panic!("no rule in {line}"));
+    let rule = line["rule"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no rule in {line}"));
     assert!(
         rule.ends_with(&format!("policy.toml:{want_line}")),
         "rule {rule}, expected policy.toml:{want_line} ({line})"
