@@ -93,7 +93,9 @@ impl CloseReason {
             | Self::WriteTimeout(Direction::ClientToServer) => Some(ReasonCode::ServerShuttingDown),
             Self::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             Self::PublishDenied => Some(ReasonCode::NotAuthorized),
-            Self::AuthNotSupported => Some(ReasonCode::BadAuthenticationMethod),
+            // 0x8C cannot appear in a DISCONNECT; a client that announced no Authentication
+            // Method must not send AUTH at all (MQTT 5.0 §4.12): a Protocol Error.
+            Self::AuthNotSupported => Some(ReasonCode::ProtocolError),
             Self::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
             Self::Revoked(_) => Some(ReasonCode::AdministrativeAction),
             Self::RateLimited(crate::limits::ClientLimit::Messages) => {

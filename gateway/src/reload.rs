@@ -298,6 +298,13 @@ impl Reloader {
                 generation,
             });
             report.applied.dedup();
+            if report
+                .applied
+                .iter()
+                .any(|s| matches!(*s, "config" | "crl" | "certs"))
+            {
+                crate::metrics_tls::set_tls_file_gauges(&self.gateway.current().config);
+            }
             for source in &report.applied {
                 crate::metrics::reload_result(source, true, generation);
             }

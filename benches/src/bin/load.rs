@@ -123,6 +123,10 @@ principal_from = "cert_cn"
 cert_is_credential = true
 [policy]
 file = "policy.toml"
+[limits]
+# A benchmark client is a flood by design: lift the per-client and connection limits.
+messages_per_client_per_second = 100000000
+bytes_per_client_per_second = "1GiB"
 [log]
 audit_file = "audit.jsonl"
 "#

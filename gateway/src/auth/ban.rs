@@ -1,8 +1,9 @@
 //! Bans: `auth_failures_before_ban` authentication failures within `ban_window` ban the source
 //! address for `ban_duration`. Failures are also counted per username and per certificate
 //! fingerprint (with twice the threshold), so a botnet spread over many addresses against one
-//! account or one stolen certificate is stopped too — at the price that such an attack also locks
-//! the attacked account out for `ban_duration` (a client certificate is unaffected).
+//! account or one stolen certificate is stopped too. So that such an attack cannot lock the real
+//! owner out ("smart lockout"), an account ban does not apply to an address from which that account
+//! authenticated successfully within [`KNOWN_GOOD_FOR`].
 //!
 //! Pure and clock-injected (`now` is a parameter); each map is capped ([`MAX_ENTRIES`]) and swept
 //! of expired entries, so memory stays bounded whatever the number of distinct attackers. When a
@@ -17,6 +18,8 @@ use dashmap::DashMap;
 
 /// Entries per map at most.
 pub const MAX_ENTRIES: usize = 100_000;
+/// How long a successful login keeps its (account, address) pair exempt from the account's ban.
+pub const KNOWN_GOOD_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -92,6 +95,8 @@ pub struct Bans {
     addresses: Counter<IpAddr>,
     users: Counter<String>,
     certs: Counter<String>,
+    /// (account, address key) → last successful authentication.
+    known_good: DashMap<(String, IpAddr), Instant>,
     window: Duration,
     duration: Duration,
 }
@@ -105,6 +110,7 @@ impl Bans {
             addresses: Counter::new(threshold),
             users: Counter::new(per_identity),
             certs: Counter::new(per_identity),
+            known_good: DashMap::new(),
             window,
             duration,
         }
@@ -117,21 +123,39 @@ impl Bans {
             .is_banned(&crate::limits::address_key(ip), now)
     }
 
-    /// Whether a CONNECT with this username or certificate fingerprint is banned.
+    /// Whether a CONNECT from `ip` with this username or certificate fingerprint is banned. An
+    /// account ban spares the addresses the account recently logged in from.
     #[must_use]
     pub fn identity_banned(
         &self,
+        ip: IpAddr,
         user: Option<&str>,
         fingerprint: Option<&str>,
         now: Instant,
     ) -> Option<Banned> {
-        if user.is_some_and(|u| self.users.is_banned(&u.to_owned(), now)) {
-            return Some(Banned::User);
+        if let Some(u) = user
+            && self.users.is_banned(&u.to_owned(), now)
+        {
+            let known = self
+                .known_good
+                .get(&(u.to_owned(), crate::limits::address_key(ip)))
+                .is_some_and(|t| now.duration_since(*t) < KNOWN_GOOD_FOR);
+            if !known {
+                return Some(Banned::User);
+            }
         }
         if fingerprint.is_some_and(|f| self.certs.is_banned(&f.to_owned(), now)) {
             return Some(Banned::Certificate);
         }
         None
+    }
+
+    /// Records a successful authentication of `user` from `ip`.
+    pub fn success(&self, ip: IpAddr, user: &str, now: Instant) {
+        let key = (user.to_owned(), crate::limits::address_key(ip));
+        if self.known_good.len() < MAX_ENTRIES || self.known_good.contains_key(&key) {
+            self.known_good.insert(key, now);
+        }
     }
 
     /// Records an authentication failure; returns what it banned, if anything.
@@ -173,6 +197,7 @@ impl Bans {
         self.addresses.sweep(now, self.window);
         self.users.sweep(now, self.window);
         self.certs.sweep(now, self.window);
+        self.known_good.retain(|_, t| now.duration_since(*t) < KNOWN_GOOD_FOR);
     }
 
     /// Entries held now, all maps together.
@@ -232,11 +257,14 @@ mod tests {
             let ip = IpAddr::from([203, 0, 113, i]);
             b.failure(ip, Some("alice"), None, t0);
         }
-        assert_eq!(
-            b.identity_banned(Some("alice"), None, t0),
-            Some(Banned::User)
-        );
-        assert_eq!(b.identity_banned(Some("bob"), None, t0), None);
+        let home: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(b.identity_banned(home, Some("alice"), None, t0), Some(Banned::User));
+        assert_eq!(b.identity_banned(home, Some("bob"), None, t0), None);
+        // The owner's usual address, where alice logged in before, is not locked out.
+        b.success(home, "alice", t0);
+        assert_eq!(b.identity_banned(home, Some("alice"), None, t0), None);
+        let elsewhere: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(b.identity_banned(elsewhere, Some("alice"), None, t0), Some(Banned::User));
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub async fn run(
     let now = std::time::Instant::now();
     if gw
         .bans
-        .identity_banned(connect.username, fingerprint.as_deref(), now)
+        .identity_banned(peer.ip(), connect.username, fingerprint.as_deref(), now)
         .is_some()
     {
         let refusal = Refusal {
@@ -177,6 +177,9 @@ pub async fn run(
             return;
         }
     };
+    if let Some(user) = &admitted.identity.password_user {
+        gw.bans.success(peer.ip(), user, now);
+    }
 
     let upstream_cfg = &snap.config.upstream;
     let broker = match upstream::dial(&upstream_cfg.address, upstream_cfg.connect_timeout).await {
