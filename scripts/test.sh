@@ -3,11 +3,16 @@
 #
 # On a fresh Debian 12 machine (as root, or with sudo) it installs what the tests need, then runs,
 # stopping at the first failure:
-#   1. tools      mosquitto + mosquitto-clients (apt-get, only when missing), rustfmt + clippy
+#   1. tools      mosquitto + mosquitto-clients, prometheus (prometheus + promtool, for the
+#                 observability tests), systemd (systemd-analyze, for the unit in deploy/)
+#                 (apt-get, only when missing), rustfmt + clippy
 #   2. fmt        cargo fmt --all -- --check
 #   3. clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
 #   4. test       cargo test --workspace --locked (unit, integration, e2e against real Mosquitto)
-#   5. fuzz       when mqtt-inspect/fuzz exists: every cargo-fuzz target for 20 s, seeded with
+#   5. deploy     deploy/check.sh: hadolint, yamllint, kubernetes-validate and cross-checks of deploy/,
+#                 `mqtt-gateway check` on the Kubernetes ConfigMap (the systemd unit is verified by
+#                 systemd-analyze in step 4, gateway/tests/operator_tools.rs)
+#   6. fuzz       when mqtt-inspect/fuzz exists: every cargo-fuzz target for 20 s, seeded with
 #                 mqtt-inspect/tests/fixtures/*.bin
 # Budget: well under 20 minutes on 2 cores, most of it compiling.
 set -euo pipefail
@@ -44,21 +49,33 @@ as_root() {
     fi
 }
 
-step "tools: mosquitto, mosquitto-clients, rustfmt, clippy"
+step "tools: mosquitto, mosquitto-clients, prometheus, rustfmt, clippy"
+packages=()
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
-    echo "installing mosquitto and mosquitto-clients with apt-get"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto mosquitto-clients
+    packages+=(mosquitto mosquitto-clients)
 fi
-# The Debian package may start a system broker on 127.0.0.1:1883; the tests never use that port
-# (they start their own through upstream-broker/start.sh on free ports).
-for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf cargo; do
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    packages+=(prometheus)
+fi
+# systemd-analyze verifies deploy/systemd/ (gateway/tests/operator_tools.rs).
+if ! command -v systemd-analyze >/dev/null; then
+    packages+=(systemd)
+fi
+if ((${#packages[@]} > 0)); then
+    echo "installing ${packages[*]} with apt-get"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+fi
+# The Debian packages may start a system broker on 127.0.0.1:1883 and a Prometheus on :9090; the
+# tests never use those ports (they start their own broker, gateway and Prometheus on free ports).
+for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze cargo; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi
 mosquitto -h 2>/dev/null | head -n 1 || true
+prometheus --version 2>&1 | head -n 1 || true
 cargo --version
 cargo fmt --version
 cargo clippy --version
@@ -71,6 +88,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "test: cargo test --workspace --locked"
 cargo test --workspace --locked
+
+step "deploy: bash deploy/check.sh"
+bash deploy/check.sh
 
 if [[ -f mqtt-inspect/fuzz/Cargo.toml ]]; then
     step "fuzz: every cargo-fuzz target for ${FUZZ_SECONDS}s"

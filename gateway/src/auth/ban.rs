@@ -197,7 +197,8 @@ impl Bans {
         self.addresses.sweep(now, self.window);
         self.users.sweep(now, self.window);
         self.certs.sweep(now, self.window);
-        self.known_good.retain(|_, t| now.duration_since(*t) < KNOWN_GOOD_FOR);
+        self.known_good
+            .retain(|_, t| now.duration_since(*t) < KNOWN_GOOD_FOR);
     }
 
     /// Entries held now, all maps together.
@@ -258,13 +259,19 @@ mod tests {
             b.failure(ip, Some("alice"), None, t0);
         }
         let home: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(b.identity_banned(home, Some("alice"), None, t0), Some(Banned::User));
+        assert_eq!(
+            b.identity_banned(home, Some("alice"), None, t0),
+            Some(Banned::User)
+        );
         assert_eq!(b.identity_banned(home, Some("bob"), None, t0), None);
         // The owner's usual address, where alice logged in before, is not locked out.
         b.success(home, "alice", t0);
         assert_eq!(b.identity_banned(home, Some("alice"), None, t0), None);
         let elsewhere: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(b.identity_banned(elsewhere, Some("alice"), None, t0), Some(Banned::User));
+        assert_eq!(
+            b.identity_banned(elsewhere, Some("alice"), None, t0),
+            Some(Banned::User)
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use subtle::ConstantTimeEq;
 /// Iterations for new `$7$` hashes: Mosquitto 2.1's default (2.0 accepts it).
 pub const MOSQUITTO_PBKDF2_ITERATIONS: u32 = 210_000;
 
-/// Refused above this: a typo would make every login a denial of service.
-const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+/// `$7$` iterations above this are refused: a typo would make every login a denial of service.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
 /// Refused above this (KiB): a typo would make the first login exhaust memory.
 const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;

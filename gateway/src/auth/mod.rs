@@ -1,10 +1,14 @@
 //! Authentication: who a client is. The password file (Mosquitto `$6$`/`$7$` and
 //! argon2id hashes; verification is blocking and belongs on a blocking thread) and the bans that
-//! repeated failures earn.
+//! repeated failures earn, and editing the password file (`passwd_file`, for `mqtt-gateway passwd`).
 
 pub mod ban;
 mod hash;
+pub mod passwd_file;
 pub mod passwords;
 
-pub use hash::{HashError, MOSQUITTO_PBKDF2_ITERATIONS, hash_argon2id, hash_mosquitto_pbkdf2};
+pub use hash::{
+    HashError, MAX_PBKDF2_ITERATIONS, MOSQUITTO_PBKDF2_ITERATIONS, hash_argon2id,
+    hash_mosquitto_pbkdf2,
+};
 pub use passwords::{PasswordFile, PasswordFileError, VerifyOutcome};

@@ -1,52 +1,56 @@
 //! `mqtt-gateway check --config FILE`: load and validate the configuration, the policy, the
-//! password file, certificates and CRLs exactly as `run` would; print every problem with
-//! file:line and exit 1, or a one-line summary and exit 0.
+//! password file, certificates and CRLs with the same functions `run` uses; print every problem
+//! with file:line and exit 1, or a one-line summary and exit 0.
+//!
+//! Problems in a named file point into that file (`policy.toml:12: ...`, `passwords:3: ...`). A
+//! file that cannot be read or does not parse as a whole (a certificate, a key, a CRL) points at
+//! the line of gateway.toml that names it. Two things `run` accepts are refused here: policy rules
+//! that can never match (unknown group or listener, contradictory `who`; a deny that never matches
+//! lets through what it was written to stop) and a CRL past its nextUpdate (the gateway would
+//! refuse every certificate it covers).
 
+use std::error::Error;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use mqtt_gateway::config::Config;
-use mqtt_gateway::{server, tls};
+use mqtt_gateway::auth::{PasswordFile, PasswordFileError};
+use mqtt_gateway::config::{Config, TlsConfig};
+use mqtt_gateway::policy::{Policy, PolicyError};
+use mqtt_gateway::tls::{self, TlsError};
+use toml::de::{DeTable, DeValue};
 
 pub fn check(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => Arc::new(c),
+    let src = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: cannot read the config file: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match Config::from_str(&src, path) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut problems = 0usize;
-    let snapshot = match server::load_snapshot(Arc::clone(&config), 0) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("{e}");
-            problems += 1;
-            None
-        }
-    };
-    for l in &config.listeners {
-        if let Some(t) = &l.tls
-            && let Err(e) = tls::build_server_config(t)
-        {
-            eprintln!("listener {}: {e}", l.name);
-            problems += 1;
+    let at = Located { path, src: &src };
+    let mut problems = Vec::new();
+    let rules = check_policy(&config, &at, &mut problems);
+    let users = check_passwords(&config, &at, &mut problems);
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(t) = &l.tls {
+            check_tls(i, t, &at, &mut problems);
         }
     }
-    if let Some(s) = &snapshot {
-        for w in s.policy.warnings() {
-            eprintln!("warning: {w}");
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
         }
-    }
-    if problems > 0 {
+        eprintln!("{}: {} problem(s)", path.display(), problems.len());
         return ExitCode::FAILURE;
     }
-    let rules = snapshot.as_ref().map_or(0, |s| s.policy.rule_count());
-    let users = snapshot
-        .as_ref()
-        .and_then(|s| s.passwords.as_ref())
-        .map_or(0, |p| p.len());
     println!(
         "{}: ok: {} listener(s), {} policy rule(s), {} password entr{}",
         path.display(),
@@ -56,4 +60,171 @@ pub fn check(path: &Path) -> ExitCode {
         if users == 1 { "y" } else { "ies" }
     );
     ExitCode::SUCCESS
+}
+
+fn check_policy(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -> usize {
+    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    let (file, acl) = (
+        config.policy.file.as_deref(),
+        config.policy.mosquitto_acl_file.as_deref(),
+    );
+    match Policy::load(file, acl, &names) {
+        Ok(policy) => {
+            problems.extend(policy.warnings().iter().map(ToString::to_string));
+            policy.rule_count()
+        }
+        Err(e) => {
+            problems.push(match &e {
+                PolicyError::Read { path, .. } => {
+                    let key = if file.is_some_and(|f| f.display().to_string() == *path) {
+                        "file"
+                    } else {
+                        "mosquitto_acl_file"
+                    };
+                    at.key(&[Seg::Key("policy"), Seg::Key(key)], &chain(&e))
+                }
+                _ => chain(&e),
+            });
+            0
+        }
+    }
+}
+
+fn check_passwords(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -> usize {
+    let Some(file) = &config.auth.password_file else {
+        return 0;
+    };
+    match PasswordFile::load(file) {
+        Ok(p) => p.len(),
+        Err(e) => {
+            problems.push(match &e {
+                PasswordFileError::Read { .. } => {
+                    at.key(&[Seg::Key("auth"), Seg::Key("password_file")], &chain(&e))
+                }
+                PasswordFileError::Invalid { .. } => chain(&e),
+            });
+            0
+        }
+    }
+}
+
+fn check_tls(index: usize, t: &TlsConfig, at: &Located<'_>, problems: &mut Vec<String>) {
+    let mut key = vec![Seg::Key("listener"), Seg::Index(index), Seg::Key("tls")];
+    if let Err(e) = tls::build_server_config(t) {
+        key.extend(tls_key(t, &e));
+        problems.push(at.key(&key, &chain(&e)));
+        return;
+    }
+    // The CRLs parsed; one past its nextUpdate makes the gateway refuse every certificate it covers.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for info in tls::crl_metadata(&t.crl).unwrap_or_default() {
+        if info.next_update_unix.is_some_and(|next| next <= now) {
+            let j = t.crl.iter().position(|p| *p == info.path).unwrap_or(0);
+            let mut key = key.clone();
+            key.extend([Seg::Key("crl"), Seg::Index(j)]);
+            problems.push(at.key(
+                &key,
+                &format!(
+                    "{}: CRL #{} is past its nextUpdate: every client certificate it covers would be refused (publish a new CRL, e.g. `mqtt-gateway pki crl DIR`)",
+                    info.path.display(),
+                    info.index
+                ),
+            ));
+        }
+    }
+}
+
+/// The key of `[listener.tls]` whose file or value `e` is about.
+fn tls_key(t: &TlsConfig, e: &TlsError) -> Vec<Seg> {
+    let file = match e {
+        TlsError::Read { path, .. }
+        | TlsError::Pem { path, .. }
+        | TlsError::Empty { path, .. }
+        | TlsError::Crl { path, .. }
+        | TlsError::CrlDates { path, .. } => path,
+        TlsError::Anchor { .. } | TlsError::Verifier { .. } => return vec![Seg::Key("client_ca")],
+        TlsError::MissingClientCa => return vec![Seg::Key("client_auth")],
+        TlsError::CertKey { .. } => return vec![Seg::Key("cert")],
+        TlsError::Versions { .. } => return vec![Seg::Key("min_version")],
+    };
+    if *file == t.cert {
+        vec![Seg::Key("cert")]
+    } else if *file == t.key {
+        vec![Seg::Key("key")]
+    } else if t.client_ca.as_ref() == Some(file) {
+        vec![Seg::Key("client_ca")]
+    } else if let Some(j) = t.crl.iter().position(|p| p == file) {
+        vec![Seg::Key("crl"), Seg::Index(j)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The error and its causes, each said once.
+fn chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// One step of a key path in gateway.toml.
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// gateway.toml's text, to point a problem at the line of the key it is about.
+struct Located<'a> {
+    path: &'a Path,
+    src: &'a str,
+}
+
+impl Located<'_> {
+    /// `gateway.toml:LINE: listener[0].tls.cert: message` (the line of the deepest part of the
+    /// key present in the file).
+    fn key(&self, key: &[Seg], message: &str) -> String {
+        let mut dotted = String::new();
+        for seg in key {
+            match seg {
+                Seg::Key(k) if dotted.is_empty() => dotted.push_str(k),
+                Seg::Key(k) => {
+                    dotted.push('.');
+                    dotted.push_str(k);
+                }
+                Seg::Index(i) => {
+                    let _ = write!(dotted, "[{i}]");
+                }
+            }
+        }
+        match self.line(key) {
+            Some(line) => format!("{}:{line}: {dotted}: {message}", self.path.display()),
+            None => format!("{}: {dotted}: {message}", self.path.display()),
+        }
+    }
+
+    fn line(&self, key: &[Seg]) -> Option<usize> {
+        let root = DeValue::Table(DeTable::parse(self.src).ok()?.into_inner());
+        let mut node = &root;
+        let mut start = None;
+        for seg in key {
+            let child = match seg {
+                Seg::Key(k) => node.get(*k),
+                Seg::Index(i) => node.get(*i),
+            };
+            let Some(child) = child else { break };
+            start = Some(child.span().start);
+            node = child.get_ref();
+        }
+        let before = self.src.get(..start?)?;
+        Some(before.matches('\n').count() + 1)
+    }
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod explain;
+mod passwd;
 mod pki;
 mod run;
 
@@ -33,6 +34,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Add, replace (--mosquitto: a `$7$` hash Mosquitto reads too) or --delete USER in a password
+    /// file; the password is read from stdin, or asked twice on a terminal.
+    Passwd(passwd::PasswdArgs),
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -56,6 +60,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => Ok(check::check(&config)),
+        Command::Passwd(args) => passwd::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => explain::explain(&args),

@@ -178,6 +178,12 @@ impl ClientInspector {
         denials: &mut Vec<Denial>,
     ) -> Verdict {
         const DIR: Direction = Direction::ClientToServer;
+        if let Some(id) = p.packet_id {
+            // A client reuses an identifier only once its last flow is over: a QoS 2 flow the
+            // gateway answered with this identifier is finished, and a later PUBREL belongs to
+            // this PUBLISH (to the broker, when it is forwarded).
+            self.qos2.remove(id.get());
+        }
         let alias = p.properties.topic_alias();
         let had_topic = !p.topic.is_empty();
         let version = self.version;
@@ -230,7 +236,12 @@ impl ClientInspector {
             (QoS::AtMostOnce, _) | (_, None) => return Verdict::Drop,
             (QoS::AtLeastOnce, Some(id)) => Ack::new(AckKind::Puback, id, reason),
             (QoS::ExactlyOnce, Some(id)) => {
-                if !self.qos2.insert(id.get()) {
+                if version.is_v5() {
+                    // A PUBREC with a reason of 0x80 or more ends the flow (MQTT 5.0 §4.3.3): a
+                    // client need not send PUBREL (one that does is answered here), so this
+                    // entry must never cut the client off.
+                    self.qos2.insert_evicting(id.get());
+                } else if !self.qos2.insert(id.get()) {
                     return Verdict::Close(CloseReason::QuotaExceeded);
                 }
                 Ack::new(AckKind::Pubrec, id, reason)

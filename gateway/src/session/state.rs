@@ -156,6 +156,18 @@ impl GatewayQos2 {
         true
     }
 
+    /// Remembers an id whose PUBREL may never come (MQTT 5, after a PUBREC with an error reason):
+    /// when the set is full, an old entry makes room.
+    pub fn insert_evicting(&mut self, id: u16) {
+        if self.ids.contains(&id) {
+            return;
+        }
+        if self.ids.len() >= MAX_GATEWAY_QOS2 {
+            self.ids.remove(0);
+        }
+        self.ids.push(id);
+    }
+
     /// Forgets an id; `true` when it was there.
     pub fn remove(&mut self, id: u16) -> bool {
         match self.ids.iter().position(|&x| x == id) {
@@ -210,6 +222,8 @@ mod tests {
             assert!(q.insert(u16::try_from(i).unwrap()));
         }
         assert!(!q.insert(60_000));
+        q.insert_evicting(60_000);
+        assert!(q.remove(60_000));
         assert!(q.remove(5) && !q.remove(5));
         s.set_client_alias_max(u16::MAX);
         assert_eq!(s.client_alias_max(), MAX_TOPIC_ALIASES);

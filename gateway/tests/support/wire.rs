@@ -19,7 +19,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::TestGateway;
+use super::{Pki, Setup, TestGateway};
+
+/// `[limits]` for the enforcement tests: many connections, packets and refusals from 127.0.0.1
+/// in a short time are what these tests do, not an attack (bans and rates have tests of their
+/// own).
+pub const GENEROUS_LIMITS: &str = "auth_failures_before_ban = 10000\n\
+    connections_per_ip_per_second = 10000\n\
+    messages_per_client_per_second = 100000\n";
+
+/// A [`Setup`] with [`GENEROUS_LIMITS`].
+pub fn enforcement_setup(pki: &Pki) -> Setup<'_> {
+    let mut setup = Setup::new(pki);
+    setup.limits = GENEROUS_LIMITS.to_owned();
+    setup
+}
 
 /// How long a test waits for an answer that must come.
 pub const ANSWER: Duration = Duration::from_secs(5);
