@@ -87,7 +87,11 @@ step "clippy: cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "test: cargo test --workspace --locked"
-cargo test --workspace --locked
+test_log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$test_log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -oE '[0-9]+ failed' "$test_log" | awk '{s += $1} END {print s + 0}')
+rm -f "$test_log"
 
 step "deploy: bash deploy/check.sh"
 bash deploy/check.sh
@@ -123,3 +127,5 @@ else
 fi
 
 printf '\n==> all steps passed\n'
+# The totals of the cargo test step, as the last line.
+echo "tests: ${passed} passed, ${failed} failed"
