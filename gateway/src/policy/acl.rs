@@ -52,12 +52,23 @@ impl ClientPolicy {
             .iter()
             .map(|g| g.matches(&client, &[]))
             .collect();
-        let classes = compiled
-            .classes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.who.matches(&client, &in_group))
-            .filter_map(|(i, _)| u32::try_from(i).ok())
+        // Candidates: the classes indexed under this principal, and the unindexed ones; each is
+        // still tested with its whole `who`. Kept in class order.
+        let indexed = client
+            .principal
+            .and_then(|p| compiled.by_principal.get(p))
+            .map_or(&[][..], Vec::as_slice);
+        let mut candidates: Vec<u32> = compiled.unindexed.iter().chain(indexed).copied().collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let classes = candidates
+            .into_iter()
+            .filter(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| compiled.classes.get(i))
+                    .is_some_and(|c| c.who.matches(&client, &in_group))
+            })
             .collect();
         let connect = match &compiled.connect {
             ConnectRules::AnyClient(at) => Decision {

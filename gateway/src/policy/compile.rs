@@ -93,6 +93,12 @@ pub(crate) struct Compiled {
     pub(crate) uses_principal: bool,
     /// Some rule uses `%c` (so client policies keep the client id).
     pub(crate) uses_client_id: bool,
+    /// Classes whose `who` names only exact principals, by principal: a client can match them
+    /// only under one of those names. Resolution at CONNECT looks its principal up here instead
+    /// of testing every per-device class (100,000 device rules: a look-up, not a scan).
+    pub(crate) by_principal: std::collections::HashMap<Box<str>, Vec<u32>>,
+    /// Every other class, tested one by one.
+    pub(crate) unindexed: Box<[u32]>,
 }
 
 impl Compiled {
@@ -205,7 +211,30 @@ pub(crate) fn compile(
             tries: [build(p)?, build(s)?, build(r)?],
         });
     }
+    let mut by_principal: std::collections::HashMap<Box<str>, Vec<u32>> =
+        std::collections::HashMap::new();
+    let mut unindexed = Vec::new();
+    for (i, class) in classes.iter().enumerate() {
+        let Ok(index) = u32::try_from(i) else {
+            continue;
+        };
+        let exact: Option<Vec<&str>> = class
+            .who
+            .principals
+            .as_ref()
+            .and_then(|globs| globs.iter().map(super::glob::Glob::as_exact).collect());
+        match exact {
+            Some(names) if !names.is_empty() => {
+                for name in names {
+                    by_principal.entry(Box::from(name)).or_default().push(index);
+                }
+            }
+            _ => unindexed.push(index),
+        }
+    }
     Ok(Compiled {
+        by_principal,
+        unindexed: unindexed.into_boxed_slice(),
         refs: refs.into_boxed_slice(),
         classes: classes.into_boxed_slice(),
         groups: groups.into_boxed_slice(),

@@ -59,6 +59,17 @@ impl Glob {
         Self::WithPrincipal(segments)
     }
 
+    /// The one text this glob matches, when it has no wildcard (an exact principal).
+    pub(crate) fn as_exact(&self) -> Option<&str> {
+        match self {
+            Self::Plain(pieces) => match &**pieces {
+                [only] => Some(only),
+                _ => None,
+            },
+            Self::WithPrincipal(_) => None,
+        }
+    }
+
     /// True when the pattern uses `%u`.
     pub(crate) fn uses_principal(&self) -> bool {
         matches!(self, Self::WithPrincipal(_))
