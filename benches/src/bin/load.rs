@@ -149,6 +149,72 @@ audit_file = "audit.jsonl"
     bail!("the gateway did not start listening on {addr}")
 }
 
+/// HAProxy (Debian package) terminating mTLS with the same certificates and CRL, TCP to the broker.
+fn start_haproxy(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
+    let pki = dir.join("pki");
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(pki.join("gateway.pem"))?,
+        std::fs::read_to_string(pki.join("gateway.key"))?
+    );
+    std::fs::write(dir.join("haproxy.pem"), pem)?;
+    let port = free_port();
+    let cfg = format!(
+        "global\n  maxconn 9900\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+         frontend mqtts\n  bind 127.0.0.1:{port} ssl crt {pem} ca-file {ca} verify required crl-file {crl}\n  default_backend broker\n\
+         backend broker\n  server b {broker}\n",
+        pem = dir.join("haproxy.pem").display(),
+        ca = pki.join("ca.pem").display(),
+        crl = pki.join("ca.crl").display(),
+    );
+    std::fs::write(dir.join("haproxy.cfg"), cfg)?;
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(dir.join("haproxy.cfg"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("haproxy (apt-get install haproxy)")?;
+    wait_port(port).map(|a| (child, a))
+}
+
+/// nginx's stream module terminating mTLS the same way (one process: master_process off).
+fn start_nginx(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
+    let pki = dir.join("pki");
+    let port = free_port();
+    let cfg = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+         pid {dir}/nginx.pid;\nerror_log {dir}/nginx.err;\nevents {{ worker_connections 40000; }}\n\
+         stream {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+         ssl_client_certificate {ca}; ssl_verify_client on; ssl_crl {crl}; proxy_pass {broker}; }} }}\n",
+        dir = dir.display(),
+        cert = pki.join("gateway.pem").display(),
+        key = pki.join("gateway.key").display(),
+        ca = pki.join("ca.pem").display(),
+        crl = pki.join("ca.crl").display(),
+    );
+    std::fs::write(dir.join("nginx.conf"), cfg)?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("nginx (apt-get install nginx-light libnginx-mod-stream)")?;
+    wait_port(port).map(|a| (child, a))
+}
+
+fn wait_port(port: u16) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(addr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on {addr}")
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let messages: u64 = args
@@ -194,13 +260,39 @@ fn main() -> anyhow::Result<()> {
         let gw = run_one(
             "gateway (mTLS + policy)",
             gw_addr,
-            Some(tls),
+            Some(tls.clone()),
             messages,
             payload,
             Some(gateway.id()),
         )
         .await?;
-        anyhow::Ok(vec![direct, gw])
+        let mut all = vec![direct, gw];
+        for (name, start) in [
+            (
+                "haproxy (mTLS + CRL)",
+                start_haproxy as fn(&Path, SocketAddr) -> anyhow::Result<(Child, SocketAddr)>,
+            ),
+            ("nginx stream (mTLS + CRL)", start_nginx),
+        ] {
+            match start(&dir, broker.addr()) {
+                Ok((mut child, addr)) => {
+                    let r = run_one(
+                        name,
+                        addr,
+                        Some(tls.clone()),
+                        messages,
+                        payload,
+                        Some(child.id()),
+                    )
+                    .await;
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    all.push(r?);
+                }
+                Err(e) => eprintln!("{name}: skipped: {e:#}"),
+            }
+        }
+        anyhow::Ok(all)
     })?;
     sigterm(gateway.id())?;
     let status = gateway.wait()?;
@@ -209,7 +301,7 @@ fn main() -> anyhow::Result<()> {
         "QoS 0, 1 publisher -> 1 subscriber, {messages} messages of {payload} B (one run; client on the same 2 cores)"
     );
     println!(
-        "{:<28} {:>10} {:>12} {:>14} {:>16}",
+        "{:<30} {:>10} {:>12} {:>14} {:>16}",
         "target", "delivered", "seconds", "msgs/s", "proxy CPU µs/msg"
     );
     let mut rates = Vec::new();
@@ -225,12 +317,15 @@ fn main() -> anyhow::Result<()> {
             format!("{:.2}", c.as_secs_f64() * 1e6 / r.delivered.max(1) as f64)
         });
         println!(
-            "{:<28} {:>10} {:>12.3} {:>14.0} {:>16}",
+            "{:<30} {:>10} {:>12.3} {:>14.0} {:>16}",
             r.name, r.delivered, secs, rate, cpu
         );
     }
-    if let [direct, gw] = rates[..] {
+    if let [direct, gw, rest @ ..] = &rates[..] {
         println!("gateway / direct = {:.2}", gw / direct.max(1.0));
+        for (r, rate) in results.iter().skip(2).zip(rest) {
+            println!("gateway / {} = {:.2}", r.name, gw / rate.max(1.0));
+        }
     }
     println!("gateway exit status after SIGTERM: {status}");
     let _ = std::fs::remove_dir_all(&dir);

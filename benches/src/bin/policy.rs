@@ -6,7 +6,11 @@
 //! Run: `cargo run --release -p bench --bin policy` (or through `scripts/bench.sh`, then
 //! `target/release/policy`).
 
-#![allow(clippy::as_conversions, clippy::cast_precision_loss, clippy::indexing_slicing)] // report arithmetic on counts; indices are `i % len` of fixed arrays
+#![allow(
+    clippy::as_conversions,
+    clippy::cast_precision_loss,
+    clippy::indexing_slicing
+)] // report arithmetic on counts; indices are `i % len` of fixed arrays
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
