@@ -75,3 +75,32 @@ impl AsyncWrite for ClientStream {
         }
     }
 }
+
+/// A reader that first yields bytes already read (those that followed the CONNECT).
+pub struct Prefixed<'a, R> {
+    prefix: bytes::BytesMut,
+    inner: &'a mut R,
+}
+
+impl<'a, R> Prefixed<'a, R> {
+    pub fn new(prefix: bytes::BytesMut, inner: &'a mut R) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<'_, R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            let head = this.prefix.split_to(n);
+            buf.put_slice(&head);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf)
+    }
+}

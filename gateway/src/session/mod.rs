@@ -4,7 +4,9 @@
 //! phase and exactly one [`CloseReason`] ends the session.
 
 pub mod connect;
+mod handshake;
 pub mod inspect;
+mod refuse;
 pub mod relay;
 pub mod state;
 pub mod upstream;
@@ -30,13 +32,15 @@ use tokio_rustls::TlsAcceptor;
 use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
 };
+use self::handshake::{audit_simple, handshake};
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
+use self::refuse::{connect_level, refuse, refuse_malformed};
 use self::relay::{Out, PumpSettings, pump, send};
 use self::state::SessionShared;
 use crate::audit::AuditEvent;
 use crate::close::CloseReason;
 use crate::identity::ClientIdentity;
-use crate::io::ClientStream;
+use crate::io::{ClientStream, Prefixed};
 use crate::metrics as m;
 use crate::policy::ClientPolicy;
 use crate::shared::{Gateway, Snapshot};
@@ -255,195 +259,6 @@ pub async fn run(
     session
         .relay(client, broker, rest, admitted, upstream_connect)
         .await;
-}
-
-/// The TLS handshake (for a TLS listener), within the connect deadline.
-async fn handshake(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    ctx: &ListenerCtx,
-    deadline: Instant,
-) -> Option<(ClientStream, Option<CertInfo>)> {
-    let Some(tls) = &ctx.tls else {
-        return Some((ClientStream::Plain(tcp), None));
-    };
-    let started = std::time::Instant::now();
-    let acceptor = TlsAcceptor::from(tls.load_full());
-    match timeout_at(deadline, acceptor.accept(tcp)).await {
-        Err(_) => {
-            outcome(&ctx.name, "timeout");
-            audit_simple(
-                &ctx.gateway,
-                &ctx.name,
-                peer,
-                "timeout",
-                "tls_handshake_timeout",
-            );
-            None
-        }
-        Ok(Err(e)) => {
-            let reason = classify(&e).as_str();
-            outcome(&ctx.name, "tls_failed");
-            counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
-                .increment(1);
-            tracing::info!(%peer, listener = %ctx.name, reason, error = %e, "TLS handshake failed");
-            ctx.gateway.audit.record(&AuditEvent {
-                event: "tls_failed",
-                listener: Some(&ctx.name),
-                peer: Some(peer),
-                reason,
-                detail: Some(&e.to_string()),
-                ..AuditEvent::default()
-            });
-            None
-        }
-        Ok(Ok(stream)) => {
-            histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
-                .record(started.elapsed().as_secs_f64());
-            crate::metrics_tls::count_resumption(&ctx.name, stream.get_ref().1);
-            let chain: Option<Vec<_>> = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-            let cert = chain.and_then(|chain| {
-                ClientIdentity::from_chain(&chain)
-                    .ok()
-                    .map(|identity| CertInfo { chain, identity })
-            });
-            if let Some(c) = &cert {
-                crate::metrics_tls::observe_client_certificate(c.identity.not_after_unix);
-            }
-            Some((ClientStream::Tls(Box::new(stream)), cert))
-        }
-    }
-}
-
-fn audit_simple(gw: &Gateway, listener: &str, peer: SocketAddr, event: &'static str, reason: &str) {
-    gw.audit.record(&AuditEvent {
-        event,
-        listener: Some(listener),
-        peer: Some(peer),
-        reason,
-        ..AuditEvent::default()
-    });
-}
-
-/// Answers a refused CONNECT with a CONNACK in the client's version, counts and audits it.
-async fn refuse(
-    client: &mut ClientStream,
-    ctx: &ListenerCtx,
-    peer: SocketAddr,
-    version: ProtocolVersion,
-    client_id: &str,
-    refusal: &Refusal,
-) {
-    outcome(&ctx.name, refusal.outcome);
-    if let Some(r) = refusal.auth_reason {
-        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r)
-            .increment(1);
-    }
-    if let Some(a) = refusal.acl_action {
-        counter!(m::ACL_DENIED_TOTAL, "action" => a).increment(1);
-        m::deny_hit(refusal.rule.as_ref());
-    }
-    let rule = refusal.rule.as_ref().map(ToString::to_string);
-    ctx.gateway.audit.record(&AuditEvent {
-        event: match refusal.outcome {
-            "auth_failed" => "auth_failed",
-            "denied" => "acl_denied",
-            other => other,
-        },
-        listener: Some(&ctx.name),
-        peer: Some(peer),
-        client_id: Some(client_id),
-        reason: refusal
-            .auth_reason
-            .or(refusal.acl_action)
-            .unwrap_or(refusal.outcome),
-        rule,
-        action: refusal.acl_action,
-        topic: refusal.topic.as_deref(),
-        ..AuditEvent::default()
-    });
-    let connack = Connack {
-        session_present: false,
-        code: ConnackCode::for_version(version, refusal.reason),
-        properties: mqtt_inspect::Properties::EMPTY,
-    };
-    let mut bytes = Vec::new();
-    if connack.encode(version, &mut bytes).is_ok() {
-        let _ = timeout(GOODBYE_TIMEOUT, async {
-            client.write_all(&bytes).await?;
-            client.shutdown().await
-        })
-        .await;
-    }
-}
-
-/// The protocol level of a first frame that did not decode, when it is a CONNECT whose level can
-/// be read: after the fixed header, the protocol name (two length bytes and the name), then the
-/// level. `None` for any other packet type: its sender's protocol version is unknown.
-fn connect_level(frame: &[u8]) -> Option<u8> {
-    if frame.first()? >> 4 != 1 {
-        return None;
-    }
-    let Ok(mqtt_inspect::Peek::Complete(header)) = mqtt_inspect::peek_frame(frame, u32::MAX) else {
-        return None;
-    };
-    let at = usize::from(header.header_len);
-    let name_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
-    frame.get(at + 2 + usize::from(name_len)).copied()
-}
-
-/// Closes a connection whose first frame is not an acceptable CONNECT. An unsupported protocol
-/// version gets the 3.1.1 CONNACK return code 1 ([MQTT-3.1.2-2]); an MQTT 5 CONNECT that is
-/// malformed gets a CONNACK with the reason; anything else is just closed.
-async fn refuse_malformed(
-    client: &mut ClientStream,
-    ctx: &ListenerCtx,
-    peer: SocketAddr,
-    level: Option<u8>,
-    e: DecodeError,
-) {
-    outcome(&ctx.name, "malformed");
-    ctx.gateway.c2b.malformed();
-    ctx.gateway.audit.record(&AuditEvent {
-        event: "malformed",
-        listener: Some(&ctx.name),
-        peer: Some(peer),
-        reason: "malformed",
-        detail: Some(&e.to_string()),
-        ..AuditEvent::default()
-    });
-    let reply: Option<&[u8]> = match (e, level) {
-        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
-            Some(&[0x20, 2, 0, 1])
-        }
-        (_, Some(5)) => None,
-        _ => return shutdown_quietly(client).await,
-    };
-    let bytes = match reply {
-        Some(b) => b.to_vec(),
-        None => {
-            let connack = Connack {
-                session_present: false,
-                code: ConnackCode::V5(e.reason_code()),
-                properties: mqtt_inspect::Properties::EMPTY,
-            };
-            let mut out = Vec::new();
-            if connack.encode(ProtocolVersion::V5, &mut out).is_err() {
-                return shutdown_quietly(client).await;
-            }
-            out
-        }
-    };
-    let _ = timeout(GOODBYE_TIMEOUT, client.write_all(&bytes)).await;
-    shutdown_quietly(client).await;
-}
-
-async fn shutdown_quietly(client: &mut ClientStream) {
-    let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
 }
 
 /// The relay phase of an admitted client.
@@ -676,34 +491,5 @@ fn refresh(gw: &Gateway, identity: &SessionIdentity, current: &mut (u64, Arc<Cli
             snap.generation,
             Arc::new(snap.policy.resolve(&identity.facts())),
         );
-    }
-}
-
-/// A reader that first yields bytes already read (those that followed the CONNECT).
-struct Prefixed<'a, R> {
-    prefix: BytesMut,
-    inner: &'a mut R,
-}
-
-impl<'a, R> Prefixed<'a, R> {
-    fn new(prefix: BytesMut, inner: &'a mut R) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<'_, R> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            let head = this.prefix.split_to(n);
-            buf.put_slice(&head);
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf)
     }
 }

@@ -1,0 +1,84 @@
+//! The TLS handshake of a connection (for a TLS listener), within the connect deadline: on
+//! failure the reason class, metric and audit line; on success the client's verified chain and
+//! the identity read from it.
+
+#[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
+use super::*;
+
+/// The TLS handshake (for a TLS listener), within the connect deadline.
+pub(super) async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    deadline: Instant,
+) -> Option<(ClientStream, Option<CertInfo>)> {
+    let Some(tls) = &ctx.tls else {
+        return Some((ClientStream::Plain(tcp), None));
+    };
+    let started = std::time::Instant::now();
+    let acceptor = TlsAcceptor::from(tls.load_full());
+    match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Err(_) => {
+            outcome(&ctx.name, "timeout");
+            audit_simple(
+                &ctx.gateway,
+                &ctx.name,
+                peer,
+                "timeout",
+                "tls_handshake_timeout",
+            );
+            None
+        }
+        Ok(Err(e)) => {
+            let reason = classify(&e).as_str();
+            outcome(&ctx.name, "tls_failed");
+            counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
+                .increment(1);
+            tracing::info!(%peer, listener = %ctx.name, reason, error = %e, "TLS handshake failed");
+            ctx.gateway.audit.record(&AuditEvent {
+                event: "tls_failed",
+                listener: Some(&ctx.name),
+                peer: Some(peer),
+                reason,
+                detail: Some(&e.to_string()),
+                ..AuditEvent::default()
+            });
+            None
+        }
+        Ok(Ok(stream)) => {
+            histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
+                .record(started.elapsed().as_secs_f64());
+            crate::metrics_tls::count_resumption(&ctx.name, stream.get_ref().1);
+            let chain: Option<Vec<_>> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+            let cert = chain.and_then(|chain| {
+                ClientIdentity::from_chain(&chain)
+                    .ok()
+                    .map(|identity| CertInfo { chain, identity })
+            });
+            if let Some(c) = &cert {
+                crate::metrics_tls::observe_client_certificate(c.identity.not_after_unix);
+            }
+            Some((ClientStream::Tls(Box::new(stream)), cert))
+        }
+    }
+}
+
+pub(super) fn audit_simple(
+    gw: &Gateway,
+    listener: &str,
+    peer: SocketAddr,
+    event: &'static str,
+    reason: &str,
+) {
+    gw.audit.record(&AuditEvent {
+        event,
+        listener: Some(listener),
+        peer: Some(peer),
+        reason,
+        ..AuditEvent::default()
+    });
+}

@@ -1,0 +1,123 @@
+//! Refusals of the connect phase: a CONNACK that says why, in the client's protocol version
+//! (or, for a first frame that is not an acceptable CONNECT, the answer the specification allows),
+//! with its metric and audit line, then the close.
+
+#[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
+use super::*;
+
+/// Answers a refused CONNECT with a CONNACK in the client's version, counts and audits it.
+pub(super) async fn refuse(
+    client: &mut ClientStream,
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    client_id: &str,
+    refusal: &Refusal,
+) {
+    outcome(&ctx.name, refusal.outcome);
+    if let Some(r) = refusal.auth_reason {
+        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r)
+            .increment(1);
+    }
+    if let Some(a) = refusal.acl_action {
+        counter!(m::ACL_DENIED_TOTAL, "action" => a).increment(1);
+        m::deny_hit(refusal.rule.as_ref());
+    }
+    let rule = refusal.rule.as_ref().map(ToString::to_string);
+    ctx.gateway.audit.record(&AuditEvent {
+        event: match refusal.outcome {
+            "auth_failed" => "auth_failed",
+            "denied" => "acl_denied",
+            other => other,
+        },
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        client_id: Some(client_id),
+        reason: refusal
+            .auth_reason
+            .or(refusal.acl_action)
+            .unwrap_or(refusal.outcome),
+        rule,
+        action: refusal.acl_action,
+        topic: refusal.topic.as_deref(),
+        ..AuditEvent::default()
+    });
+    let connack = Connack {
+        session_present: false,
+        code: ConnackCode::for_version(version, refusal.reason),
+        properties: mqtt_inspect::Properties::EMPTY,
+    };
+    let mut bytes = Vec::new();
+    if connack.encode(version, &mut bytes).is_ok() {
+        let _ = timeout(GOODBYE_TIMEOUT, async {
+            client.write_all(&bytes).await?;
+            client.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// The protocol level of a first frame that did not decode, when it is a CONNECT whose level can
+/// be read: after the fixed header, the protocol name (two length bytes and the name), then the
+/// level. `None` for any other packet type: its sender's protocol version is unknown.
+pub(super) fn connect_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    let Ok(mqtt_inspect::Peek::Complete(header)) = mqtt_inspect::peek_frame(frame, u32::MAX) else {
+        return None;
+    };
+    let at = usize::from(header.header_len);
+    let name_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    frame.get(at + 2 + usize::from(name_len)).copied()
+}
+
+/// Closes a connection whose first frame is not an acceptable CONNECT. An unsupported protocol
+/// version gets the 3.1.1 CONNACK return code 1 ([MQTT-3.1.2-2]); an MQTT 5 CONNECT that is
+/// malformed gets a CONNACK with the reason; anything else is just closed.
+pub(super) async fn refuse_malformed(
+    client: &mut ClientStream,
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    level: Option<u8>,
+    e: DecodeError,
+) {
+    outcome(&ctx.name, "malformed");
+    ctx.gateway.c2b.malformed();
+    ctx.gateway.audit.record(&AuditEvent {
+        event: "malformed",
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        reason: "malformed",
+        detail: Some(&e.to_string()),
+        ..AuditEvent::default()
+    });
+    let reply: Option<&[u8]> = match (e, level) {
+        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
+            Some(&[0x20, 2, 0, 1])
+        }
+        (_, Some(5)) => None,
+        _ => return shutdown_quietly(client).await,
+    };
+    let bytes = match reply {
+        Some(b) => b.to_vec(),
+        None => {
+            let connack = Connack {
+                session_present: false,
+                code: ConnackCode::V5(e.reason_code()),
+                properties: mqtt_inspect::Properties::EMPTY,
+            };
+            let mut out = Vec::new();
+            if connack.encode(ProtocolVersion::V5, &mut out).is_err() {
+                return shutdown_quietly(client).await;
+            }
+            out
+        }
+    };
+    let _ = timeout(GOODBYE_TIMEOUT, client.write_all(&bytes)).await;
+    shutdown_quietly(client).await;
+}
+
+pub(super) async fn shutdown_quietly(client: &mut ClientStream) {
+    let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+}
