@@ -154,6 +154,10 @@ impl Reloader {
         for l in &c.listeners {
             if let Some(t) = &l.tls {
                 tried.insert(format!("tls:{}", l.name), tls_hash(t));
+                tried.insert(
+                    format!("crl:{}", l.name),
+                    hash_files("crl", t.crl.iter().map(PathBuf::as_path)),
+                );
             }
         }
         Self {
@@ -258,21 +262,14 @@ impl Reloader {
                 continue;
             };
             let key = format!("tls:{}", l.name);
-            let old_crl = old
-                .config
-                .listeners
-                .iter()
-                .find(|o| o.name == l.name)
-                .and_then(|o| o.tls.as_ref())
-                .map(|o| hash_files("crl", o.crl.iter().map(PathBuf::as_path)));
+            let crl_changed = self.changed(
+                &format!("crl:{}", l.name),
+                hash_files("crl", t.crl.iter().map(PathBuf::as_path)),
+            );
             if !self.changed(&key, tls_hash(t)) && !config_changed {
                 continue;
             }
-            let source = if old_crl == Some(hash_files("crl", t.crl.iter().map(PathBuf::as_path))) {
-                "certs"
-            } else {
-                "crl"
-            };
+            let source = if crl_changed { "crl" } else { "certs" };
             let built = tls::build_server_config(t)
                 .and_then(|server| Ok((server, tls::client_verifier(t)?)));
             match built {

@@ -209,3 +209,138 @@ topics = ["open/#"]
     );
     disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_removed_on_reload_ends_the_live_session_that_used_it() {
+    let pki = Pki::new();
+    let hash = |pw: &[u8]| mqtt_gateway::auth::hash_mosquitto_pbkdf2(pw, 1000).unwrap();
+    let mut setup = Setup::new(&pki);
+    setup.auth = "[auth]\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n".into();
+    let bob_line = format!("bob:{}\n", hash(b"b-secret"));
+    setup.passwords = format!("alice:{}\n{bob_line}", hash(b"a-secret"));
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let cert = pki.client("device", None, Flaw::None);
+    let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+    let login = |user: &'static str, pw: &'static [u8]| {
+        let tls = tls.clone();
+        let addr = gw.tls_addr();
+        async move {
+            let mut c = Raw::connect(addr, tls).await.unwrap();
+            c.send(&connect_frame(
+                ProtocolVersion::V5,
+                user,
+                Some(user),
+                Some(pw),
+            ))
+            .await
+            .unwrap();
+            let connack = c.recv().await.expect("CONNACK");
+            (c, connack)
+        }
+    };
+    let accepted = |f: &[u8]| matches!(decode(f, ProtocolVersion::V5), Ok(Packet::Connack(a)) if a.code.is_success());
+    let (mut alice, ok) = login("alice", b"a-secret").await;
+    assert!(accepted(&ok), "{ok:?}");
+    let (mut bob, ok) = login("bob", b"b-secret").await;
+    assert!(accepted(&ok), "{ok:?}");
+    let before = gw
+        .metric("mqtt_gateway_sessions_revoked_total{reason=\"password\"}")
+        .await;
+
+    // alice's entry is removed (and the file replaced atomically): her live session ends; bob's
+    // entry is unchanged, so his stays (a changed entry would end it too).
+    replace(&gw.dir.path().join("passwords"), &bob_line);
+    disconnected_with(&mut alice, ReasonCode::AdministrativeAction).await;
+    still_served(&mut bob).await;
+    assert!(
+        gw.metric("mqtt_gateway_sessions_revoked_total{reason=\"password\"}")
+            .await
+            >= before + 1.0
+    );
+    // ... and she cannot log in again; bob still can.
+    let (_, refused) = login("alice", b"a-secret").await;
+    assert_eq!(refused, [0x20, 3, 0, 0x86, 0]);
+    let (_, ok) = login("bob", b"b-secret").await;
+    assert!(accepted(&ok), "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays() {
+    let pki = Pki::new();
+    let revoked = pki.client("revoked", None, Flaw::None);
+    let crl = pki.write_leaf_crl(&[&revoked.serial]);
+    let hash = mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"a-secret", 1000).unwrap();
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
+    setup.auth = "[auth]\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n".into();
+    setup.passwords = format!("alice:{hash}\n");
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let good = pki.client("good", None, Flaw::None);
+    let crl_rejected = gw
+        .metric("mqtt_gateway_reloads_total{source=\"crl\",result=\"rejected\"}")
+        .await;
+    let pw_rejected = gw
+        .metric("mqtt_gateway_reloads_total{source=\"passwords\",result=\"rejected\"}")
+        .await;
+
+    // Garbage where the CRL was, and a password file with a malformed line.
+    replace(
+        &crl,
+        "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n",
+    );
+    replace(&gw.dir.path().join("passwords"), "alice:$7$not-a-hash\n");
+    assert!(
+        gw.audit_line(|v| v["event"] == "reload_rejected" && v["reason"] == "crl")
+            .await
+            .is_some()
+    );
+    assert!(
+        gw.audit_line(|v| v["event"] == "reload_rejected" && v["reason"] == "passwords")
+            .await
+            .is_some()
+    );
+    assert!(
+        gw.metric("mqtt_gateway_reloads_total{source=\"crl\",result=\"rejected\"}")
+            .await
+            >= crl_rejected + 1.0
+    );
+    assert!(
+        gw.metric("mqtt_gateway_reloads_total{source=\"passwords\",result=\"rejected\"}")
+            .await
+            >= pw_rejected + 1.0
+    );
+
+    // The last good CRL still refuses the revoked certificate (fail closed, not open) ...
+    let tls = |c: &support::Issued| client_tls(&pki, Some(c), &[&rustls::version::TLS13]);
+    if let Ok(mut c) = Raw::connect(gw.tls_addr(), tls(&revoked)).await {
+        let _ = c
+            .send(&connect_frame(
+                ProtocolVersion::V5,
+                "alice",
+                Some("alice"),
+                Some(b"a-secret"),
+            ))
+            .await;
+        assert!(
+            c.recv().await.is_none(),
+            "a revoked certificate got in after a broken CRL reload"
+        );
+    }
+    // ... and the last good password file still lets alice in with her password.
+    let mut c = Raw::connect(gw.tls_addr(), tls(&good)).await.unwrap();
+    c.send(&connect_frame(
+        ProtocolVersion::V5,
+        "alice",
+        Some("alice"),
+        Some(b"a-secret"),
+    ))
+    .await
+    .unwrap();
+    let ok = c.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&ok, ProtocolVersion::V5), Ok(Packet::Connack(a)) if a.code.is_success()),
+        "{ok:?}"
+    );
+}
