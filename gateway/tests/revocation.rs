@@ -344,3 +344,66 @@ async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays()
         "{ok:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_server_certificate_is_served_to_new_clients_while_old_connections_go_on() {
+    let pki = Pki::new();
+    let gw = Setup::new(&pki).start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let cert = pki.client("dev-1", None, Flaw::None);
+    let served = |c: &Raw| c.stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let mut old = connected(&gw, &pki, &cert, "old").await;
+    assert_eq!(served(&old), pki.server.chain[0]);
+
+    // certbot-style renewal: new key and certificate written over the configured files.
+    let next = pki.server_cert("server-next");
+    replace(&pki.server.key_path, &std::fs::read_to_string(&next.key_path).unwrap());
+    replace(&pki.server.chain_path, &std::fs::read_to_string(&next.chain_path).unwrap());
+
+    let mut rotated = false;
+    for i in 0..100 {
+        let c = connected(&gw, &pki, &cert, &format!("new-{i}")).await;
+        if served(&c) == next.chain[0] {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "new clients never saw the rotated certificate");
+    // The connection made before the rotation goes on.
+    still_served(&mut old).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_updated_by_a_kubernetes_configmap_symlink_swap_is_seen() {
+    // The layout kubelet makes for a mounted ConfigMap/Secret: certs/ca.crl -> ..data/ca.crl,
+    // ..data -> ..v1. An update writes ..v2, points ..data_tmp at it, renames ..data_tmp over
+    // ..data and removes ..v1: no event ever names ca.crl itself.
+    use std::os::unix::fs::symlink;
+    let pki = Pki::new();
+    let certs = pki.path("certs");
+    std::fs::create_dir_all(certs.join("..v1")).unwrap();
+    let empty = std::fs::read_to_string(pki.write_leaf_crl(&[])).unwrap();
+    std::fs::write(certs.join("..v1/ca.crl"), &empty).unwrap();
+    symlink("..v1", certs.join("..data")).unwrap();
+    symlink("..data/ca.crl", certs.join("ca.crl")).unwrap();
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", certs.join("ca.crl").display());
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+
+    let victim_cert = pki.client("victim-k8s", None, Flaw::None);
+    let other_cert = pki.client("bystander-k8s", None, Flaw::None);
+    let mut victim = connected(&gw, &pki, &victim_cert, "victim").await;
+    let mut other = connected(&gw, &pki, &other_cert, "bystander").await;
+
+    let revoking = std::fs::read_to_string(pki.write_leaf_crl(&[&victim_cert.serial])).unwrap();
+    std::fs::create_dir_all(certs.join("..v2")).unwrap();
+    std::fs::write(certs.join("..v2/ca.crl"), revoking).unwrap();
+    symlink("..v2", certs.join("..data_tmp")).unwrap();
+    std::fs::rename(certs.join("..data_tmp"), certs.join("..data")).unwrap();
+    std::fs::remove_dir_all(certs.join("..v1")).unwrap();
+
+    disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
+    still_served(&mut other).await;
+}
