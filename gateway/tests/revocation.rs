@@ -357,8 +357,14 @@ async fn a_rotated_server_certificate_is_served_to_new_clients_while_old_connect
 
     // certbot-style renewal: new key and certificate written over the configured files.
     let next = pki.server_cert("server-next");
-    replace(&pki.server.key_path, &std::fs::read_to_string(&next.key_path).unwrap());
-    replace(&pki.server.chain_path, &std::fs::read_to_string(&next.chain_path).unwrap());
+    replace(
+        &pki.server.key_path,
+        &std::fs::read_to_string(&next.key_path).unwrap(),
+    );
+    replace(
+        &pki.server.chain_path,
+        &std::fs::read_to_string(&next.chain_path).unwrap(),
+    );
 
     let mut rotated = false;
     for i in 0..100 {
@@ -388,7 +394,10 @@ async fn a_crl_updated_by_a_kubernetes_configmap_symlink_swap_is_seen() {
     symlink("..v1", certs.join("..data")).unwrap();
     symlink("..data/ca.crl", certs.join("ca.crl")).unwrap();
     let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", certs.join("ca.crl").display());
+    setup.tls_extra = format!(
+        "crl = [\"{}\"]\ncrl_scope = \"leaf\"",
+        certs.join("ca.crl").display()
+    );
     let gw = setup.start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
 

@@ -161,8 +161,10 @@ impl Pki {
 
     /// Another server certificate for the same names (for rotation tests), in files `file-*`.
     pub fn server_cert(&self, file: &str) -> Issued {
-        let mut p = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "gateway.test");
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, "gateway.test");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(file, p)
     }
