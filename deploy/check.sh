@@ -25,6 +25,10 @@ if ! command -v kubernetes-validate >/dev/null || ! command -v yamllint >/dev/nu
     echo "installing ${pip_tools[*]} with pip"
     python3 -m pip install --quiet --disable-pip-version-check "${pip_tools[@]}"
 fi
+# Console scripts land in the interpreter's scripts directory; under pyenv its shims appear only
+# after a rehash. Make both cases work on a fresh machine.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+if command -v pyenv >/dev/null; then pyenv rehash || true; fi
 for tool in python3 hadolint yamllint kubernetes-validate; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
