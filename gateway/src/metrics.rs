@@ -287,8 +287,7 @@ impl PacketCounters {
 
     /// Counts one packet of `packet_type` and `len` bytes.
     pub fn packet(&self, packet_type: PacketType, len: usize) {
-        let index = PacketType::ALL.iter().position(|t| *t == packet_type);
-        if let Some(c) = index.and_then(|i| self.packets.get(i)) {
+        if let Some(c) = self.packets.get(packet_type.index()) {
             c.increment(1);
         }
         self.bytes.increment(u64::try_from(len).unwrap_or(u64::MAX));

@@ -172,6 +172,24 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal that is neither an authentication failure nor a policy decision of its own
+    /// (a ban, an unreachable broker).
+    #[must_use]
+    pub const fn other(
+        reason: ReasonCode,
+        outcome: &'static str,
+        auth_reason: Option<&'static str>,
+    ) -> Self {
+        Self {
+            reason,
+            outcome,
+            auth_reason,
+            acl_action: None,
+            topic: None,
+            rule: None,
+        }
+    }
+
     fn auth(reason: ReasonCode, auth_reason: &'static str) -> Self {
         Self {
             reason,

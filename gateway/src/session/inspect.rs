@@ -79,6 +79,22 @@ fn encode_or_close(
     })
 }
 
+/// The bytes `f` encodes, sent back to the sender (or a close if they cannot be encoded).
+fn reply(
+    direction: Direction,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
+) -> Verdict {
+    encode_or_close(direction, f).map_or_else(|v| v, Verdict::Reply)
+}
+
+/// The bytes `f` encodes, forwarded instead of the original frame.
+fn replace(
+    direction: Direction,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
+) -> Verdict {
+    encode_or_close(direction, f).map_or_else(|v| v, Verdict::Replace)
+}
+
 fn deny(action: &'static str, topic: &str, d: &Decision, denials: &mut Vec<Denial>) {
     denials.push(Denial {
         action,
@@ -151,13 +167,10 @@ impl ClientInspector {
             Packet::Publish(p) => self.publish(&p, policy, shared, denials),
             Packet::Subscribe(s) => self.subscribe(&s, policy, shared, denials),
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
-                match encode_or_close(DIR, |out| {
+                reply(DIR, |out| {
                     Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
                         .encode(self.version, out)
-                }) {
-                    Ok(b) => Verdict::Reply(b),
-                    Err(v) => v,
-                }
+                })
             }
             // No enhanced authentication method was accepted at CONNECT, so there is nothing to
             // re-authenticate with; an AUTH can never change the identity bound to this session.
@@ -247,10 +260,7 @@ impl ClientInspector {
                 Ack::new(AckKind::Pubrec, id, reason)
             }
         };
-        match encode_or_close(DIR, |out| ack.encode(version, out)) {
-            Ok(b) => Verdict::Reply(b),
-            Err(v) => v,
-        }
+        reply(DIR, |out| ack.encode(version, out))
     }
 
     fn subscribe(
@@ -284,10 +294,7 @@ impl ClientInspector {
                 properties: mqtt_inspect::Properties::EMPTY,
                 codes: &all,
             };
-            return match encode_or_close(DIR, |out| suback.encode(version, out)) {
-                Ok(b) => Verdict::Reply(b),
-                Err(v) => v,
-            };
+            return reply(DIR, |out| suback.encode(version, out));
         }
         let rewritten = encode_or_close(DIR, |out| {
             s.encode_filtered(version, |i| matches!(codes.get(i), Some(None)), out)
@@ -357,13 +364,10 @@ impl BrokerInspector {
             }
             Packet::Publish(p) => self.publish(&p, policy, denials),
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
-                match encode_or_close(DIR, |out| {
+                reply(DIR, |out| {
                     Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
                         .encode(version, out)
-                }) {
-                    Ok(b) => Verdict::Reply(b),
-                    Err(v) => v,
-                }
+                })
             }
             Packet::Suback(s) => match shared.take_pending(s.packet_id.get()) {
                 None => Verdict::Forward,
@@ -379,10 +383,7 @@ impl BrokerInspector {
                         properties: s.properties,
                         codes: &merged,
                     };
-                    match encode_or_close(DIR, |out| suback.encode(version, out)) {
-                        Ok(b) => Verdict::Replace(b),
-                        Err(v) => v,
-                    }
+                    replace(DIR, |out| suback.encode(version, out))
                 }
             },
             _ => Verdict::Forward,
@@ -440,12 +441,9 @@ impl BrokerInspector {
             return Verdict::Forward;
         };
         let rewritten = mqtt_inspect::Connack { properties, ..*c };
-        match encode_or_close(Direction::ServerToClient, |out| {
+        replace(Direction::ServerToClient, |out| {
             rewritten.encode(self.version, out)
-        }) {
-            Ok(b) => Verdict::Replace(b),
-            Err(v) => v,
-        }
+        })
     }
 
     fn publish(
@@ -491,9 +489,6 @@ impl BrokerInspector {
                 Ack::new(AckKind::Pubrec, id, ReasonCode::Success)
             }
         };
-        match encode_or_close(DIR, |out| ack.encode(version, out)) {
-            Ok(b) => Verdict::Reply(b),
-            Err(v) => v,
-        }
+        reply(DIR, |out| ack.encode(version, out))
     }
 }

@@ -138,14 +138,7 @@ pub async fn run(
         .identity_banned(peer.ip(), connect.username, fingerprint.as_deref(), now)
         .is_some()
     {
-        let refusal = Refusal {
-            reason: ReasonCode::Banned,
-            outcome: "banned",
-            auth_reason: Some("banned"),
-            acl_action: None,
-            topic: None,
-            rule: None,
-        };
+        let refusal = Refusal::other(ReasonCode::Banned, "banned", Some("banned"));
         refuse(
             &mut client,
             &ctx,
@@ -190,14 +183,7 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => {
             counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => e.as_str()).increment(1);
-            let refusal = Refusal {
-                reason: ReasonCode::ServerUnavailable,
-                outcome: "upstream_failed",
-                auth_reason: None,
-                acl_action: None,
-                topic: None,
-                rule: None,
-            };
+            let refusal = Refusal::other(ReasonCode::ServerUnavailable, "upstream_failed", None);
             tracing::warn!(%peer, error = e.as_str(), "upstream broker unreachable");
             refuse(
                 &mut client,

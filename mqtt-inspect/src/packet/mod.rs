@@ -82,6 +82,28 @@ impl PacketType {
         Self::ALL.get(usize::from(n.checked_sub(1)?)).copied()
     }
 
+    /// Position in [`PacketType::ALL`] (the wire number minus one), for per-type tables.
+    #[must_use]
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Connect => 0,
+            Self::Connack => 1,
+            Self::Publish => 2,
+            Self::Puback => 3,
+            Self::Pubrec => 4,
+            Self::Pubrel => 5,
+            Self::Pubcomp => 6,
+            Self::Subscribe => 7,
+            Self::Suback => 8,
+            Self::Unsubscribe => 9,
+            Self::Unsuback => 10,
+            Self::Pingreq => 11,
+            Self::Pingresp => 12,
+            Self::Disconnect => 13,
+            Self::Auth => 14,
+        }
+    }
+
     /// The lower-case name, as used for metric labels ("connect", "publish", ...).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
