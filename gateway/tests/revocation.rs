@@ -416,3 +416,116 @@ async fn a_crl_updated_by_a_kubernetes_configmap_symlink_swap_is_seen() {
     disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
     still_served(&mut other).await;
 }
+
+/// An operator's CA run with `openssl ca`: an index database, `openssl ca -revoke`, then
+/// `openssl ca -gencrl` into a temporary file renamed over the CRL the gateway reads.
+struct OpensslCa {
+    config: std::path::PathBuf,
+}
+
+impl OpensslCa {
+    fn new(pki: &Pki) -> Self {
+        let dir = pki.path("openssl-ca");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = pki.write_inter_ca();
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("crlnumber"), "1000\n").unwrap();
+        let config = dir.join("ca.cnf");
+        std::fs::write(
+            &config,
+            format!(
+                "[ca]\ndefault_ca = intermediate\n[intermediate]\ndatabase = {db}\n\
+                 crlnumber = {num}\ncertificate = {cert}\nprivate_key = {key}\n\
+                 default_md = sha256\ndefault_crl_days = 7\n",
+                db = dir.join("index.txt").display(),
+                num = dir.join("crlnumber").display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        Self { config }
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .arg("ca")
+            .arg("-batch")
+            .arg("-config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl ca {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `openssl ca -gencrl` written beside `crl` and renamed over it.
+    fn gencrl(&self, crl: &Path) {
+        let tmp = crl.with_extension("new");
+        self.openssl(&["-gencrl", "-out", tmp.to_str().unwrap()]);
+        std::fs::rename(&tmp, crl).unwrap();
+    }
+
+    fn revoke(&self, cert: &support::Issued) {
+        // openssl reads the first certificate of the chain file: the leaf.
+        self.openssl(&["-revoke", cert.chain_path.to_str().unwrap()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
+    let pki = Pki::new();
+    let ca = OpensslCa::new(&pki);
+    let crl = pki.path("openssl-ca.crl");
+    ca.gencrl(&crl);
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+
+    let victim_cert = pki.client("victim-openssl", None, Flaw::None);
+    let other_cert = pki.client("bystander-openssl", None, Flaw::None);
+    // The victim is a live subscriber.
+    let mut victim = connected(&gw, &pki, &victim_cert, "victim").await;
+    victim
+        .send(&[
+            0x82, 0x0b, 0x00, 0x01, 0x00, 0x00, 0x05, b'o', b'b', b's', b'/', b'#', 0x01,
+        ])
+        .await
+        .unwrap();
+    let suback = victim.recv().await.expect("SUBACK");
+    assert_eq!(suback, [0x90, 0x04, 0x00, 0x01, 0x00, 0x01]);
+    let mut other = connected(&gw, &pki, &other_cert, "bystander").await;
+
+    // The operator revokes the victim's certificate and publishes a new CRL.
+    ca.revoke(&victim_cert);
+    ca.gencrl(&crl);
+
+    disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
+    still_served(&mut other).await;
+    let line = gw
+        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "victim")
+        .await
+        .expect("audit line for the revoked session");
+    assert_eq!(line["reason"], "crl");
+    // A new connection with the revoked certificate is refused; the bystander's is not.
+    let refused = Raw::connect(
+        gw.tls_addr(),
+        client_tls(&pki, Some(&victim_cert), &[&rustls::version::TLS13]),
+    )
+    .await;
+    if let Ok(mut c) = refused {
+        let _ = c
+            .send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
+            .await;
+        assert!(
+            c.recv().await.is_none(),
+            "a certificate revoked by openssl ca was let in again"
+        );
+    }
+    let _ = connected(&gw, &pki, &other_cert, "bystander-2").await;
+}

@@ -257,6 +257,16 @@ impl Pki {
         path
     }
 
+    /// Writes the intermediate CA's certificate and private key (PEM) to `inter.pem` and
+    /// `inter.key`, for tests where an external tool (`openssl ca`) signs its CRLs.
+    pub fn write_inter_ca(&self) -> (PathBuf, PathBuf) {
+        let cert = self.path("inter.pem");
+        let key = self.path("inter.key");
+        std::fs::write(&cert, self.inter.pem()).unwrap();
+        std::fs::write(&key, self.inter.key().serialize_pem()).unwrap();
+        (cert, key)
+    }
+
     /// The intermediate's serial number bytes.
     pub fn inter_serial() -> Vec<u8> {
         2u64.to_be_bytes().to_vec()
