@@ -2,6 +2,7 @@
 //! `mqtt-inspect`'s encoder, so the same client measures Mosquitto directly and through the gateway.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,8 @@ use anyhow::{Context, bail};
 use mqtt_inspect::{
     Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, decode, split_frame,
 };
-use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -171,4 +173,55 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stime: u64 = fields.get(12).context("stime")?.parse()?;
     // Clock ticks are 100 per second on Linux (USER_HZ).
     Ok(Duration::from_millis((utime + stime) * 10))
+}
+
+/// A client TLS configuration trusting `pki/ca.pem` and presenting `pki/<name>.pem` (as made by
+/// the gateway's own `pki` tool).
+///
+/// # Errors
+/// A file is missing or unreadable.
+pub fn client_tls(pki: &Path, name: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(pki.join("ca.pem"))?)?;
+    let chain = vec![CertificateDer::from_pem_file(
+        pki.join(format!("{name}.pem")),
+    )?];
+    let key = PrivateKeyDer::from_pem_file(pki.join(format!("{name}.key")))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?,
+    ))
+}
+
+/// The release gateway binary (built by `scripts/bench.sh`).
+///
+/// # Errors
+/// It has not been built.
+pub fn gateway_bin() -> anyhow::Result<PathBuf> {
+    let bin = e2e::workspace_root().join("target/release/mqtt-gateway");
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p mqtt-gateway` (scripts/bench.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Waits until something listens on 127.0.0.1:`port` (up to 30 s).
+///
+/// # Errors
+/// Nothing came up.
+pub fn wait_port(port: u16) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(addr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on {addr}")
 }

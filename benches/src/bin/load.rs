@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench::{connect, count_publishes, cpu_time, publish_batch, subscribe};
-use e2e::{Mosquitto, free_port, scratch_dir, sigterm, workspace_root};
+use bench::{
+    client_tls, connect, count_publishes, cpu_time, gateway_bin, publish_batch, subscribe,
+    wait_port,
+};
+use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
 use mqtt_gateway::pki::Ca;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt;
 
 const BATCH: usize = 256;
@@ -28,22 +29,6 @@ struct Result {
     delivered: u64,
     elapsed: Duration,
     proxy_cpu: Option<Duration>,
-}
-
-fn client_tls(dir: &Path, name: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(dir.join("ca.pem"))?)?;
-    let chain = vec![CertificateDer::from_pem_file(
-        dir.join(format!("{name}.pem")),
-    )?];
-    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key")))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?,
-    ))
 }
 
 async fn run_one(
@@ -89,13 +74,7 @@ async fn run_one(
 }
 
 fn start_gateway(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
-    let bin = workspace_root().join("target/release/mqtt-gateway");
-    if !bin.exists() {
-        bail!(
-            "{} not found: run `cargo build --release -p mqtt-gateway` (scripts/bench.sh does)",
-            bin.display()
-        );
-    }
+    let bin = gateway_bin()?;
     let port = free_port();
     let policy = r##"version = 1
 [[connect]]
@@ -202,17 +181,6 @@ fn start_nginx(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketA
         .spawn()
         .context("nginx (apt-get install nginx-light libnginx-mod-stream)")?;
     wait_port(port).map(|a| (child, a))
-}
-
-fn wait_port(port: u16) -> anyhow::Result<SocketAddr> {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(addr);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listening on {addr}")
 }
 
 fn main() -> anyhow::Result<()> {
