@@ -13,15 +13,15 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::close::CloseReason;
 use crate::config::LimitsConfig;
@@ -58,13 +58,22 @@ pub enum ConnRefusal {
     Rate,
 }
 
-/// Connection-level limits shared by all listeners.
+/// Connection-level limits shared by all listeners. Their settings follow the config on reload
+/// ([`ConnLimits::configure`]); connections already admitted are never dropped by a lower limit.
 #[derive(Debug)]
 pub struct ConnLimits {
-    global: Arc<Semaphore>,
-    per_ip_max: u32,
+    open: Arc<AtomicUsize>,
+    max_open: AtomicUsize,
+    per_ip_max: AtomicU32,
     per_ip: Arc<DashMap<IpAddr, AtomicU32>>,
-    rate: DefaultKeyedRateLimiter<IpAddr>,
+    rate_per_second: AtomicU32,
+    rate: ArcSwap<Limiters>,
+}
+
+/// The per-address rate limiter and the shared one for addresses beyond the tracking cap.
+#[derive(Debug)]
+struct Limiters {
+    keyed: DefaultKeyedRateLimiter<IpAddr>,
     overflow: RateLimiter<
         NotKeyed,
         InMemoryState,
@@ -73,16 +82,27 @@ pub struct ConnLimits {
     >,
 }
 
+impl Limiters {
+    fn new(rate: NonZeroU32) -> Self {
+        let overflow_rate = rate.saturating_mul(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+        Self {
+            keyed: RateLimiter::keyed(Quota::per_second(rate)),
+            overflow: RateLimiter::direct(Quota::per_second(overflow_rate)),
+        }
+    }
+}
+
 /// Held for the life of a connection: releases its global and per-address slots when dropped.
 #[derive(Debug)]
 pub struct ConnPermit {
-    _global: OwnedSemaphorePermit,
+    open: Arc<AtomicUsize>,
     ip: IpAddr,
     per_ip: Arc<DashMap<IpAddr, AtomicU32>>,
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
         // Remove the entry when the last connection of the address goes, so the map holds only
         // addresses with live connections.
         self.per_ip
@@ -94,16 +114,30 @@ impl ConnLimits {
     /// Limits from `[limits]`.
     #[must_use]
     pub fn new(l: &LimitsConfig) -> Self {
-        let rate = l.connections_per_ip_per_second;
-        let overflow_rate = rate.saturating_mul(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
         Self {
-            global: Arc::new(Semaphore::new(
+            open: Arc::new(AtomicUsize::new(0)),
+            max_open: AtomicUsize::new(
                 usize::try_from(l.max_connections.get()).unwrap_or(usize::MAX),
-            )),
-            per_ip_max: l.max_connections_per_ip.get(),
+            ),
+            per_ip_max: AtomicU32::new(l.max_connections_per_ip.get()),
             per_ip: Arc::new(DashMap::new()),
-            rate: RateLimiter::keyed(Quota::per_second(rate)),
-            overflow: RateLimiter::direct(Quota::per_second(overflow_rate)),
+            rate_per_second: AtomicU32::new(l.connections_per_ip_per_second.get()),
+            rate: ArcSwap::from_pointee(Limiters::new(l.connections_per_ip_per_second)),
+        }
+    }
+
+    /// Applies the `[limits]` of a reloaded config: new connections are judged by them; those
+    /// already open stay. A changed rate starts from fresh per-address rate state.
+    pub fn configure(&self, l: &LimitsConfig) {
+        self.max_open.store(
+            usize::try_from(l.max_connections.get()).unwrap_or(usize::MAX),
+            Ordering::Release,
+        );
+        self.per_ip_max
+            .store(l.max_connections_per_ip.get(), Ordering::Release);
+        let rate = l.connections_per_ip_per_second;
+        if self.rate_per_second.swap(rate.get(), Ordering::AcqRel) != rate.get() {
+            self.rate.store(Arc::new(Limiters::new(rate)));
         }
     }
 
@@ -113,26 +147,29 @@ impl ConnLimits {
     /// The limit that refused it.
     pub fn admit(&self, ip: IpAddr) -> Result<ConnPermit, ConnRefusal> {
         let key = address_key(ip);
-        let rate_ok = if self.rate.len() < MAX_TRACKED_ADDRESSES {
-            self.rate.check_key(&key).is_ok()
+        let rate = self.rate.load();
+        let rate_ok = if rate.keyed.len() < MAX_TRACKED_ADDRESSES {
+            rate.keyed.check_key(&key).is_ok()
         } else {
-            self.overflow.check().is_ok()
+            rate.overflow.check().is_ok()
         };
         if !rate_ok {
             return Err(ConnRefusal::Rate);
         }
-        let global = Arc::clone(&self.global)
-            .try_acquire_owned()
-            .map_err(|_| ConnRefusal::Global)?;
+        let open = self.open.fetch_add(1, Ordering::AcqRel);
         let entry = self.per_ip.entry(key).or_insert_with(|| AtomicU32::new(0));
         let n = entry.fetch_add(1, Ordering::AcqRel);
         drop(entry);
+        // From here on the permit's Drop gives both slots back, also when refused below.
         let permit = ConnPermit {
-            _global: global,
+            open: Arc::clone(&self.open),
             ip: key,
             per_ip: Arc::clone(&self.per_ip),
         };
-        if n >= self.per_ip_max {
+        if open >= self.max_open.load(Ordering::Acquire) {
+            return Err(ConnRefusal::Global);
+        }
+        if n >= self.per_ip_max.load(Ordering::Acquire) {
             return Err(ConnRefusal::PerIp);
         }
         Ok(permit)
@@ -140,14 +177,15 @@ impl ConnLimits {
 
     /// Forgets addresses whose rate state is indistinguishable from fresh (call periodically).
     pub fn sweep(&self) {
-        self.rate.retain_recent();
-        self.rate.shrink_to_fit();
+        let rate = self.rate.load();
+        rate.keyed.retain_recent();
+        rate.keyed.shrink_to_fit();
     }
 
     /// Addresses tracked by the rate limiter now.
     #[must_use]
     pub fn tracked(&self) -> usize {
-        self.rate.len()
+        self.rate.load().keyed.len()
     }
 }
 
@@ -328,6 +366,28 @@ mod tests {
             l.per_ip.get(&a).is_none(),
             "an address without connections leaves the map"
         );
+    }
+
+    #[test]
+    fn reconfigured_caps_apply_to_new_connections_and_keep_open_ones() {
+        let l = ConnLimits::new(&limits(1000, 10, 10));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let held = (l.admit(a).unwrap(), l.admit(a).unwrap());
+        l.configure(&limits(1000, 1, 10));
+        assert_eq!(l.admit(a).unwrap_err(), ConnRefusal::PerIp);
+        l.configure(&limits(1000, 10, 2));
+        assert_eq!(
+            l.admit("10.0.0.2".parse().unwrap()).unwrap_err(),
+            ConnRefusal::Global
+        );
+        l.configure(&limits(1000, 10, 3));
+        let _third = l.admit(a).unwrap();
+        // A new rate starts from fresh state: 2 per second, whatever was used before.
+        l.configure(&limits(2, 10, 100));
+        let b: IpAddr = "10.0.0.3".parse().unwrap();
+        let _ok = (l.admit(b).unwrap(), l.admit(b).unwrap());
+        assert_eq!(l.admit(b).unwrap_err(), ConnRefusal::Rate);
+        drop(held);
     }
 
     #[test]

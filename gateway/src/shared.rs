@@ -60,10 +60,9 @@ pub struct Gateway {
     upstream_ok_ms: AtomicU64,
     /// The generation of the current snapshot, for live sessions to wake on.
     generation_tx: watch::Sender<u64>,
-    /// Connection limits checked before the TLS handshake. Built at start: a change of these
-    /// `[limits]` keys needs a restart (per-client limits apply to new connections on reload).
+    /// Connection limits checked before the TLS handshake; they follow `[limits]` on reload.
     pub conn_limits: crate::limits::ConnLimits,
-    /// Bans earned by authentication failures.
+    /// Bans earned by authentication failures; the settings follow `[limits]` on reload.
     pub bans: crate::auth::ban::Bans,
 }
 
@@ -109,6 +108,15 @@ impl Gateway {
     /// Publishes a new snapshot and wakes every live session to re-check itself against it.
     pub fn store(&self, snapshot: Snapshot) {
         let generation = snapshot.generation;
+        let l = &snapshot.config.limits;
+        if *l != self.snapshot.load().config.limits {
+            self.conn_limits.configure(l);
+            self.bans.configure(
+                l.auth_failures_before_ban.get(),
+                l.ban_window,
+                l.ban_duration,
+            );
+        }
         self.snapshot.store(Arc::new(snapshot));
         self.generation_tx.send_replace(generation);
     }

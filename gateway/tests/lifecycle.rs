@@ -615,6 +615,11 @@ fn check_accepts_a_good_config_and_points_at_the_line_of_a_broken_one() {
     .unwrap();
     assert!(out.success(), "{out:?}");
     assert!(out.stdout.contains("ok"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("bound at start: a change to them needs a restart"),
+        "{out:?}"
+    );
 
     // The same config with a bad size on a known line.
     let good = std::fs::read_to_string(&files.config).unwrap();

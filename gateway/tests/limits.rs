@@ -486,3 +486,116 @@ async fn per_packet_caps_and_keepalive_cap() {
         "{reply:?}"
     );
 }
+
+const ALICE: (&str, &[u8]) = ("alice", b"secret");
+
+/// Rewrites the gateway's config file atomically with `from` replaced by `to`.
+fn edit_config(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in the config");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text.replace(from, to)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A CONNECT from `from` as `user` with `password`: the CONNACK code, or `None` when the
+/// connection was refused before any answer. The connection is returned to keep it open.
+async fn try_connect(
+    addr: SocketAddr,
+    from: &str,
+    id: &str,
+    (user, password): (&str, &[u8]),
+) -> (Option<u8>, Plain) {
+    let mut c = Plain::connect(addr, from).await.unwrap();
+    let _ = c
+        .send(&connect(
+            ProtocolVersion::V311,
+            id,
+            Some(user),
+            Some(password),
+            30,
+        ))
+        .await;
+    (c.recv().await.map(|f| f[3]), c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_and_ban_settings_follow_a_config_reload_without_dropping_anyone() {
+    let pki = Pki::new();
+    let gw = password_setup(
+        &pki,
+        "max_connections_per_ip = 2\nauth_failures_before_ban = 1000",
+    )
+    .start()
+    .await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let addr = gw.plain_addr();
+    let mut kept = Vec::new();
+    for i in 0..2 {
+        let (code, c) = try_connect(addr, "127.0.4.1", &format!("k{i}"), ALICE).await;
+        assert_eq!(code, Some(0));
+        kept.push(c);
+    }
+    let (code, _) = try_connect(addr, "127.0.4.1", "k2", ALICE).await;
+    assert_eq!(code, None, "a third connection from the address is refused");
+
+    // Raised to 3: the third connection is let in once the reload is applied.
+    edit_config(
+        &gw.config_path,
+        "max_connections_per_ip = 2",
+        "max_connections_per_ip = 3",
+    );
+    let mut third = None;
+    for i in 0..100 {
+        match try_connect(addr, "127.0.4.1", &format!("k2-{i}"), ALICE).await {
+            (Some(0), c) => {
+                third = Some(c);
+                break;
+            }
+            (None, _) => tokio::time::sleep(Duration::from_millis(50)).await,
+            (other, _) => panic!("{other:?}"),
+        }
+    }
+    kept.push(third.expect("the raised limit never applied"));
+
+    // Lowered to 1 and the ban threshold to 2: those connected stay connected; a new connection
+    // from the address is refused; two wrong passwords from another address now ban it.
+    edit_config(
+        &gw.config_path,
+        "max_connections_per_ip = 3",
+        "max_connections_per_ip = 1",
+    );
+    edit_config(
+        &gw.config_path,
+        "auth_failures_before_ban = 1000",
+        "auth_failures_before_ban = 2",
+    );
+    let mut banned = false;
+    for i in 0..100 {
+        let from = format!("127.0.5.{}", i + 1);
+        // A different (unknown) account each time, so that no account ban gets in the way.
+        let user = format!("guess-{i}");
+        let (first, _) = try_connect(addr, &from, "w1", (&user, b"wrong")).await;
+        let (second, _) = try_connect(addr, &from, "w2", (&user, b"wrong")).await;
+        assert!(first.is_some_and(|c| c != 0) && second.is_some_and(|c| c != 0));
+        let (third, _) = try_connect(addr, &from, "w3", ALICE).await;
+        if third.is_none() {
+            banned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(banned, "the lowered ban threshold never applied");
+    let (code, _) = try_connect(addr, "127.0.4.1", "k3", ALICE).await;
+    assert_eq!(
+        code, None,
+        "the lowered per-address limit applies to new connections"
+    );
+    for c in &mut kept {
+        c.send(&[0xc0, 0x00]).await.unwrap();
+        assert_eq!(c.recv().await.unwrap(), [0xd0, 0x00], "still connected");
+    }
+    // An address that did nothing wrong is served.
+    let (code, _) = try_connect(addr, "127.0.4.2", "fresh", ALICE).await;
+    assert_eq!(code, Some(0));
+}

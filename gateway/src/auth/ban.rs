@@ -12,6 +12,7 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -31,14 +32,14 @@ struct Entry {
 #[derive(Debug)]
 struct Counter<K: Eq + Hash> {
     map: DashMap<K, Entry>,
-    threshold: u32,
+    threshold: AtomicU32,
 }
 
 impl<K: Eq + Hash + Clone> Counter<K> {
     fn new(threshold: u32) -> Self {
         Self {
             map: DashMap::new(),
-            threshold,
+            threshold: AtomicU32::new(threshold),
         }
     }
 
@@ -64,7 +65,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
             e.failures = 0;
         }
         e.failures = e.failures.saturating_add(1);
-        if e.failures >= self.threshold {
+        if e.failures >= self.threshold.load(Ordering::Acquire) {
             e.banned_until = Some(now + duration);
         }
         e.banned_until.is_some_and(|until| now < until)
@@ -97,8 +98,13 @@ pub struct Bans {
     certs: Counter<String>,
     /// (account, address key) → last successful authentication.
     known_good: DashMap<(String, IpAddr), Instant>,
-    window: Duration,
-    duration: Duration,
+    /// `ban_window` and `ban_duration` in milliseconds (they follow the config on reload).
+    window_ms: AtomicU64,
+    duration_ms: AtomicU64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Bans {
@@ -111,9 +117,28 @@ impl Bans {
             users: Counter::new(per_identity),
             certs: Counter::new(per_identity),
             known_good: DashMap::new(),
-            window,
-            duration,
+            window_ms: AtomicU64::new(millis(window)),
+            duration_ms: AtomicU64::new(millis(duration)),
         }
+    }
+
+    /// Applies reloaded settings to failures counted from now on; bans already given run their
+    /// course.
+    pub fn configure(&self, threshold: u32, window: Duration, duration: Duration) {
+        self.addresses.threshold.store(threshold, Ordering::Release);
+        let per_identity = threshold.saturating_mul(2);
+        self.users.threshold.store(per_identity, Ordering::Release);
+        self.certs.threshold.store(per_identity, Ordering::Release);
+        self.window_ms.store(millis(window), Ordering::Release);
+        self.duration_ms.store(millis(duration), Ordering::Release);
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms.load(Ordering::Acquire))
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms.load(Ordering::Acquire))
     }
 
     /// Whether the address (keyed like the connection limits: IPv6 by /64) is banned.
@@ -167,25 +192,20 @@ impl Bans {
         now: Instant,
     ) -> Option<Banned> {
         let mut banned = None;
-        if self.addresses.fail(
-            crate::limits::address_key(ip),
-            now,
-            self.window,
-            self.duration,
-        ) {
+        let (window, duration) = (self.window(), self.duration());
+        if self
+            .addresses
+            .fail(crate::limits::address_key(ip), now, window, duration)
+        {
             banned = Some(Banned::Address);
         }
         if let Some(u) = user
-            && self
-                .users
-                .fail(u.to_owned(), now, self.window, self.duration)
+            && self.users.fail(u.to_owned(), now, window, duration)
         {
             banned = banned.or(Some(Banned::User));
         }
         if let Some(f) = fingerprint
-            && self
-                .certs
-                .fail(f.to_owned(), now, self.window, self.duration)
+            && self.certs.fail(f.to_owned(), now, window, duration)
         {
             banned = banned.or(Some(Banned::Certificate));
         }
@@ -194,9 +214,10 @@ impl Bans {
 
     /// Drops expired entries (call periodically).
     pub fn sweep(&self, now: Instant) {
-        self.addresses.sweep(now, self.window);
-        self.users.sweep(now, self.window);
-        self.certs.sweep(now, self.window);
+        let window = self.window();
+        self.addresses.sweep(now, window);
+        self.users.sweep(now, window);
+        self.certs.sweep(now, window);
         self.known_good
             .retain(|_, t| now.duration_since(*t) < KNOWN_GOOD_FOR);
     }

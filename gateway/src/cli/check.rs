@@ -59,6 +59,17 @@ pub fn check(path: &Path) -> ExitCode {
         users,
         if users == 1 { "y" } else { "ies" }
     );
+    let binds: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("{} {}", l.name, l.bind))
+        .chain(config.admin.iter().map(|a| format!("admin {}", a.listen)))
+        .collect();
+    println!(
+        "note: listener addresses ({}) are bound at start: a change to them needs a restart; \
+         everything else here is applied by a reload (SIGHUP or a file change)",
+        binds.join(", ")
+    );
     ExitCode::SUCCESS
 }
 
