@@ -38,8 +38,8 @@ pub async fn serve(
     }
 }
 
-/// Probes the upstream broker every 2 s so that `/readyz` knows it is reachable even when no
-/// client is connecting.
+/// Probes the upstream brokers every 2 s so that `/readyz` knows one is reachable even when no
+/// client is connecting (with several brokers: ready while any of them answers).
 pub async fn probe_upstream(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -49,8 +49,11 @@ pub async fn probe_upstream(gateway: Arc<Gateway>) {
         }
         let snap = gateway.current();
         let up = &snap.config.upstream;
-        if let Ok(Ok(_)) = timeout(up.connect_timeout, TcpStream::connect(&up.address)).await {
-            gateway.upstream_ok();
+        for node in up.nodes() {
+            if let Ok(Ok(_)) = timeout(up.connect_timeout, TcpStream::connect(node)).await {
+                gateway.upstream_ok();
+                break;
+            }
         }
     }
 }

@@ -18,6 +18,21 @@ pub enum ClientStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl ClientStream {
+    /// The negotiated TLS version ("TLSv1.3"), `None` on a plain listener.
+    #[must_use]
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(s) => s.get_ref().1.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "TLS",
+            }),
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,

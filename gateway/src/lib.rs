@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod metrics_tls;
 pub mod pki;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod server;
 pub mod session;

@@ -2,6 +2,10 @@
 //! restart are normal in IoT fleets), accept, and spawn one tracked task per connection. The TLS
 //! handshake happens inside that task, never in the accept loop, so one slow client cannot stall
 //! the others.
+//!
+//! Behind a load balancer (`proxy_protocol = true`) only the balancers may connect; the task first
+//! reads their PROXY header (within `connect_timeout`), and the address it carries is the client's
+//! from then on: the ban and limit checks below, `sources` rules, metrics and audit lines.
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +44,18 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                if let Some(from) = &ctx.proxy_from {
+                    let lb = peer.ip().to_canonical();
+                    if !from.iter().any(|net| net.contains(&lb)) {
+                        refuse_before_session(&ctx, peer, "denied", "proxy_source_not_allowed");
+                        drop(tcp);
+                        continue;
+                    }
+                    let span = tracing::info_span!("conn", listener = %ctx.name, balancer = %peer);
+                    gw.tracker
+                        .spawn(behind_balancer(tcp, peer, Arc::clone(&ctx)).instrument(span));
+                    continue;
+                }
                 let Some(permit) = admit(&ctx, peer) else {
                     // Refused before TLS: dropping the socket closes it, costing us nothing more.
                     drop(tcp);
@@ -56,6 +72,52 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>) {
             }
         }
     }
+}
+
+/// A connection from a load balancer: its PROXY header first, then the usual admission under
+/// the client's address.
+async fn behind_balancer(
+    mut tcp: tokio::net::TcpStream,
+    balancer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+) {
+    let limit = ctx.gateway.current().config.limits.connect_timeout;
+    let client =
+        match tokio::time::timeout(limit, crate::proxy_protocol::read_header(&mut tcp)).await {
+            Ok(Ok(client)) => client.unwrap_or(balancer),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "PROXY protocol header refused");
+                refuse_before_session(&ctx, balancer, "malformed", e.as_str());
+                return;
+            }
+            Err(_) => {
+                refuse_before_session(&ctx, balancer, "timeout", "proxy_header_timeout");
+                return;
+            }
+        };
+    let Some(permit) = admit(&ctx, client) else {
+        return;
+    };
+    session::run(tcp, client, Arc::clone(&ctx), permit)
+        .instrument(tracing::info_span!("client", peer = %client))
+        .await;
+}
+
+/// Counts and audits a connection refused before its session started.
+fn refuse_before_session(
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    outcome: &'static str,
+    reason: &'static str,
+) {
+    metrics::counter!(crate::metrics::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome).increment(1);
+    ctx.gateway.audit.record(&crate::audit::AuditEvent {
+        event: "connection_refused",
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        reason,
+        ..crate::audit::AuditEvent::default()
+    });
 }
 
 /// The checks made before the TLS handshake: a banned address, the global and per-address

@@ -201,6 +201,8 @@ impl Reloader {
                         if new.name != cur.name
                             || new.bind != cur.bind
                             || new.tls.is_some() != cur.tls.is_some()
+                            || new.proxy_protocol != cur.proxy_protocol
+                            || new.proxy_protocol_from != cur.proxy_protocol_from
                         {
                             report.needs_restart.push(format!("listener {}", new.name));
                         }

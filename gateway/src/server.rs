@@ -211,6 +211,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             name: Arc::from(l.name.as_str()),
             tls,
             gateway: Arc::clone(&gateway),
+            proxy_from: l.proxy_protocol.then(|| l.proxy_protocol_from.clone()),
+            local,
         });
         bound.push((socket, ctx));
     }

@@ -281,7 +281,7 @@ async fn the_broker_sees_the_principal_and_no_password_or_the_connect_unchanged(
         let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
         let snap = gw.running.gateway.current();
         let mut config = (*snap.config).clone();
-        config.upstream.address = tap.addr.to_string();
+        config.upstream.address = Some(tap.addr.to_string());
         gw.running
             .gateway
             .store(load_snapshot(Arc::new(config), snap.generation + 1).unwrap());

@@ -68,8 +68,20 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The broker, as `host:port` (a name is resolved at dial time).
-    pub address: String,
+    /// The broker, as `host:port` (a name is resolved at dial time). Exactly one of `address`
+    /// and `addresses` is given.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Several brokers (the nodes of a cluster): each client goes to the node its client id
+    /// ranks first (rendezvous hashing), so a reconnecting client reaches the same node, and
+    /// falls over to the next when that one cannot be reached.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Send a PROXY protocol v2 header to the broker first, carrying the client's address and
+    /// the authenticated identity (for a broker that reads it, e.g. Mosquitto 2.1 with
+    /// `enable_proxy_protocol 2`). Default false.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// Bound on dialling the broker. Default 5 s.
     #[serde(
         default = "defaults::upstream_connect_timeout",
@@ -79,6 +91,16 @@ pub struct UpstreamConfig {
     /// What the broker sees as credentials. Default `principal`, so the broker never sees secrets.
     #[serde(default)]
     pub credentials: Credentials,
+}
+
+impl UpstreamConfig {
+    /// The configured brokers, in configuration order.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.address
+            .iter()
+            .chain(&self.addresses)
+            .map(String::as_str)
+    }
 }
 
 /// `upstream.credentials`.
@@ -102,6 +124,15 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// `[listener.tls]`: present = TLS is terminated here; absent = plain TCP.
     pub tls: Option<TlsConfig>,
+    /// A PROXY protocol (v1 or v2) header is required first on every connection (the listener
+    /// is behind a load balancer); the address it carries is the client's address for bans,
+    /// limits, `sources` rules, metrics and the audit log. Default false.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Who may send that header (the load balancers' addresses, CIDRs); required with
+    /// `proxy_protocol = true`. Connections from elsewhere are refused.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// `[listener.tls]`.

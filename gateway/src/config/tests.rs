@@ -32,7 +32,7 @@ fn contract_example_parses_with_its_values() {
         config.admin.unwrap().listen,
         "127.0.0.1:9090".parse().unwrap()
     );
-    assert_eq!(config.upstream.address, "127.0.0.1:1883");
+    assert_eq!(config.upstream.address.as_deref(), Some("127.0.0.1:1883"));
     assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.upstream.credentials, Credentials::Principal);
     assert_eq!(config.listeners.len(), 2);
@@ -169,6 +169,9 @@ fn broken_cases() -> Vec<Case> {
         (appended("[[listener]]\nname = \"b\"\nbind = \"localhost:1\"\n"), Some(12), Some("listener[1].bind"), "invalid socket address"),
         (appended("[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "duplicate listener name \"plain\""),
         (appended("[[listener]]\nname = \" \"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "must not be empty"),
+        (BASE.replace("bind = \"127.0.0.1:1884\"", "bind = \"127.0.0.1:1884\"\nproxy_protocol = true"), Some(7), Some("listener[0].proxy_protocol"), "needs proxy_protocol_from"),
+        (BASE.replace("bind = \"127.0.0.1:1884\"", "bind = \"127.0.0.1:1884\"\nproxy_protocol_from = [\"10.0.0.0/8\"]"), Some(7), Some("listener[0].proxy_protocol_from"), "only used with proxy_protocol"),
+        (BASE.replace("bind = \"127.0.0.1:1884\"", "bind = \"127.0.0.1:1884\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/33\"]"), Some(8), Some("listener[0].proxy_protocol_from[0]"), "invalid IP address"),
         (appended("[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:1884\"\n"), Some(12), Some("listener[1].bind"), "already bound by listener[0]"),
         (appended("[[listener]]\nname = \"b\"\n"), Some(10), Some("listener[1]"), "missing field `bind`"),
         // client_auth defaults to "required": the error points at the [listener.tls] table.
@@ -188,6 +191,10 @@ fn broken_cases() -> Vec<Case> {
         (appended("[upstream2]\n"), Some(10), Some("upstream2"), "unknown field `upstream2`"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"nohost\""), Some(2), Some("upstream.address"), "host:port"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"[::1]:0\""), Some(2), Some("upstream.address"), "host:port"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "addresses = [\"a:1883\", \"a:1883\"]"), Some(2), Some("upstream.addresses"), "listed twice"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "addresses = [\"a:1883\", \"b\"]"), Some(2), Some("upstream.addresses"), "host:port"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"a:1883\"\naddresses = [\"b:1883\"]"), Some(3), Some("upstream.addresses"), "not both"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "connect_timeout = \"1s\""), Some(1), Some("upstream"), "broker is missing"),
         (BASE.replace("[upstream]\n", "[upstream]\nconnect_timeout = \"0ms\"\n"), Some(2), Some("upstream.connect_timeout"), "greater than zero"),
         (BASE.replace("[upstream]\n", "[upstream]\ncredentials = \"secret\"\n"), Some(2), Some("upstream.credentials"), "unknown variant `secret`"),
         (BASE.replace("file = \"policy.toml\"\n", "on_publish_deny = \"drop\"\n"), Some(8), Some("policy.file"), "a policy is required"),

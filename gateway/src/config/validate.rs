@@ -33,20 +33,51 @@ fn positive(src: &Source<'_>, key: KeyPath, value: Duration) -> Result<(), Confi
     Ok(())
 }
 
+/// At most this many `upstream.addresses`.
+pub const MAX_UPSTREAMS: usize = 64;
+
 fn check_upstream(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
     let upstream = KeyPath::new("upstream");
-    let address = &config.upstream.address;
-    let valid = match address.parse::<SocketAddr>() {
-        Ok(addr) => addr.port() != 0,
-        Err(_) => is_host_port(address),
+    let up = &config.upstream;
+    let (key, addresses): (KeyPath, Vec<&str>) = match (&up.address, up.addresses.is_empty()) {
+        (Some(a), true) => (upstream.key("address"), vec![a.as_str()]),
+        (None, false) => (
+            upstream.key("addresses"),
+            up.addresses.iter().map(String::as_str).collect(),
+        ),
+        (Some(_), false) => {
+            return Err(src.invalid(
+                &upstream.key("addresses"),
+                "give either `address` or `addresses`, not both",
+            ));
+        }
+        (None, true) => {
+            return Err(src.invalid(
+                &upstream,
+                "the broker is missing: set `address = \"host:port\"` (or `addresses = [...]` for several)",
+            ));
+        }
     };
-    if !valid {
-        return Err(src.invalid(
-            &upstream.key("address"),
-            format!(
-                "invalid broker address {address:?}: expected host:port (e.g. \"127.0.0.1:1883\", \"[::1]:1883\", \"mosquitto:1883\")"
-            ),
-        ));
+    if addresses.len() > MAX_UPSTREAMS {
+        return Err(src.invalid(&key, format!("at most {MAX_UPSTREAMS} brokers")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for address in addresses {
+        let valid = match address.parse::<SocketAddr>() {
+            Ok(addr) => addr.port() != 0,
+            Err(_) => is_host_port(address),
+        };
+        if !valid {
+            return Err(src.invalid(
+                &key,
+                format!(
+                    "invalid broker address {address:?}: expected host:port (e.g. \"127.0.0.1:1883\", \"[::1]:1883\", \"mosquitto:1883\")"
+                ),
+            ));
+        }
+        if !seen.insert(address) {
+            return Err(src.invalid(&key, format!("{address:?} is listed twice")));
+        }
     }
     positive(
         src,
@@ -94,6 +125,24 @@ fn check_listeners(listeners: &[ListenerConfig], src: &Source<'_>) -> Result<(),
         }
         if let Some(tls) = &listener.tls {
             check_tls(tls, &at.key("tls"), src)?;
+        }
+        match (
+            listener.proxy_protocol,
+            listener.proxy_protocol_from.is_empty(),
+        ) {
+            (true, true) => {
+                return Err(src.invalid(
+                    &at.key("proxy_protocol"),
+                    "proxy_protocol = true needs proxy_protocol_from = [the load balancers' addresses] (anyone else could claim any client address)",
+                ));
+            }
+            (false, false) => {
+                return Err(src.invalid(
+                    &at.key("proxy_protocol_from"),
+                    "proxy_protocol_from is only used with proxy_protocol = true",
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())

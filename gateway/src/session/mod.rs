@@ -61,6 +61,10 @@ pub struct ListenerCtx {
     pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     /// Shared gateway state.
     pub gateway: Arc<Gateway>,
+    /// `proxy_protocol_from` when the listener requires a PROXY header (set at start).
+    pub proxy_from: Option<Vec<ipnet::IpNet>>,
+    /// The bound address (the destination in an upstream PROXY header).
+    pub local: SocketAddr,
 }
 
 /// Keeps `connections_active` right however the task ends.
@@ -179,12 +183,21 @@ pub async fn run(
     }
 
     let upstream_cfg = &snap.config.upstream;
-    let broker = match upstream::dial(&upstream_cfg.address, upstream_cfg.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => e.as_str()).increment(1);
+    // The rendezvous key: the client id, or for an empty one (the broker assigns it) the
+    // address, so that such clients spread too.
+    let peer_key;
+    let key = if connect.client_id.is_empty() {
+        peer_key = peer.to_string();
+        peer_key.as_bytes()
+    } else {
+        connect.client_id.as_bytes()
+    };
+    let broker = match upstream::dial_any(upstream_cfg.nodes(), key, upstream_cfg.connect_timeout)
+        .await
+    {
+        Ok((s, _node)) => s,
+        Err(_) => {
             let refusal = Refusal::other(ReasonCode::ServerUnavailable, "upstream_failed", None);
-            tracing::warn!(%peer, error = e.as_str(), "upstream broker unreachable");
             refuse(
                 &mut client,
                 &ctx,
@@ -198,13 +211,36 @@ pub async fn run(
         }
     };
     gw.upstream_ok();
+    // With `upstream.proxy_protocol`, a PROXY v2 header goes first, in the same write.
+    let proxy_header = if upstream_cfg.proxy_protocol {
+        let identity = &admitted.identity;
+        crate::proxy_protocol::encode_upstream(&crate::proxy_protocol::UpstreamInfo {
+            client: peer,
+            listener: ctx.local,
+            tls_version: client.tls_version(),
+            cert_cn: identity
+                .cert
+                .as_ref()
+                .and_then(|c| c.identity.cn.as_deref()),
+            principal: identity.principal.as_deref(),
+        })
+        .ok()
+    } else {
+        None
+    };
     let upstream_connect = match upstream::upstream_connect(
         &connect,
         upstream_cfg.credentials,
         admitted.identity.principal.as_deref(),
     ) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => frame.to_vec(),
+        Ok(connect_bytes) => {
+            let mut bytes = proxy_header.unwrap_or_default();
+            match connect_bytes {
+                Some(c) => bytes.extend_from_slice(&c),
+                None => bytes.extend_from_slice(&frame),
+            }
+            bytes
+        }
         Err(_) => {
             refuse_malformed(
                 &mut client,

@@ -302,6 +302,13 @@ pub struct Setup<'a> {
     pub credentials: &'static str,
     /// Extra keys of the `[policy]` table (e.g. `on_publish_deny = "disconnect"`).
     pub policy_extra: String,
+    /// More brokers after the test's own: `upstream.addresses` instead of `address`.
+    pub more_upstreams: Vec<SocketAddr>,
+    /// Extra keys of both `[[listener]]` tables (e.g. `proxy_protocol = true`).
+    pub listener_extra: String,
+    /// Replaces the broker address line of `[upstream]` (e.g. another address and
+    /// `proxy_protocol = true`).
+    pub upstream_keys: Option<String>,
 }
 
 /// A policy that lets every authenticated client connect with any client id and do anything
@@ -328,6 +335,9 @@ impl<'a> Setup<'a> {
             limits: String::new(),
             credentials: "principal",
             policy_extra: String::new(),
+            more_upstreams: Vec::new(),
+            listener_extra: String::new(),
+            upstream_keys: None,
         }
     }
 
@@ -357,13 +367,14 @@ impl<'a> Setup<'a> {
 listen = "127.0.0.1:0"
 
 [upstream]
-address = "{broker}"
+{upstream}
 connect_timeout = "2s"
 credentials = "{credentials}"
 
 [[listener]]
 name = "mqtts"
 bind = "127.0.0.1:0"
+{listener_extra}
 [listener.tls]
 cert = "{cert}"
 key = "{key}"
@@ -374,6 +385,7 @@ client_auth = "required"
 [[listener]]
 name = "plain"
 bind = "127.0.0.1:0"
+{listener_extra}
 
 {auth}
 
@@ -388,8 +400,19 @@ connect_timeout = "3s"
 [log]
 audit_file = "{audit}"
 "#,
-            broker = broker.addr(),
+            upstream = if let Some(keys) = &self.upstream_keys {
+                keys.clone()
+            } else if self.more_upstreams.is_empty() {
+                format!("address = \"{}\"", broker.addr())
+            } else {
+                let all: Vec<String> = std::iter::once(broker.addr())
+                    .chain(self.more_upstreams.iter().copied())
+                    .map(|a| format!("\"{a}\""))
+                    .collect();
+                format!("addresses = [{}]", all.join(", "))
+            },
             credentials = self.credentials,
+            listener_extra = self.listener_extra,
             cert = pki.server.chain_path.display(),
             key = pki.server.key_path.display(),
             ca = pki.root_path.display(),
