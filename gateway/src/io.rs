@@ -1,5 +1,5 @@
-//! `ClientStream`: the client side of a connection, plain TCP or TLS, behind one type so that the
-//! session and the relay are written once.
+//! `ClientStream`: the client side of a connection, plain TCP, TLS or WebSocket (over either),
+//! behind one type so that the session and the relay are written once.
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +16,8 @@ pub enum ClientStream {
     Plain(TcpStream),
     /// A TLS listener; boxed because a rustls connection is large next to a socket.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket listener, over either of the above.
+    Ws(Box<crate::websocket::WsStream>),
 }
 
 impl ClientStream {
@@ -29,6 +31,7 @@ impl ClientStream {
                 rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
                 _ => "TLS",
             }),
+            Self::Ws(s) => s.get_ref().tls_version(),
         }
     }
 }
@@ -42,6 +45,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Ws(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -55,6 +59,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Ws(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -66,6 +71,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Self::Ws(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -73,6 +79,7 @@ impl AsyncWrite for ClientStream {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::Ws(_) => false,
         }
     }
 
@@ -80,6 +87,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Ws(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -87,6 +95,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -26,5 +26,6 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod tls;
+pub mod websocket;
 
 pub use server::{Running, StartError, start};

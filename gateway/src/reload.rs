@@ -203,6 +203,9 @@ impl Reloader {
                             || new.tls.is_some() != cur.tls.is_some()
                             || new.proxy_protocol != cur.proxy_protocol
                             || new.proxy_protocol_from != cur.proxy_protocol_from
+                            || new.protocol != cur.protocol
+                            || new.websocket_path != cur.websocket_path
+                            || new.websocket_origins != cur.websocket_origins
                         {
                             report.needs_restart.push(format!("listener {}", new.name));
                         }

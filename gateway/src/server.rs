@@ -213,6 +213,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             gateway: Arc::clone(&gateway),
             proxy_from: l.proxy_protocol.then(|| l.proxy_protocol_from.clone()),
             local,
+            websocket: (l.protocol == crate::config::ListenerProtocol::Websocket).then(|| {
+                crate::websocket::WsSettings {
+                    path: l.websocket_path().to_owned(),
+                    origins: l.websocket_origins.clone(),
+                }
+            }),
         });
         bound.push((socket, ctx));
     }

@@ -133,6 +133,37 @@ pub struct ListenerConfig {
     /// `proxy_protocol = true`. Connections from elsewhere are refused.
     #[serde(default)]
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// `mqtt` (default): MQTT over TCP. `websocket`: MQTT over WebSocket (over TLS when the
+    /// listener has a `[listener.tls]` table: `wss://`).
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// The WebSocket request path. Default `/mqtt`; only with `protocol = "websocket"`.
+    #[serde(default)]
+    pub websocket_path: Option<String>,
+    /// Browser origins allowed to open the WebSocket (`https://dashboard.example.com`); a
+    /// request carrying another `Origin` is refused, one without `Origin` (not a browser) is let
+    /// through. Only with `protocol = "websocket"`.
+    #[serde(default)]
+    pub websocket_origins: Vec<String>,
+}
+
+/// `listener.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// MQTT over TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket (RFC 6455), subprotocol `mqtt`.
+    Websocket,
+}
+
+impl ListenerConfig {
+    /// The WebSocket path of a `protocol = "websocket"` listener.
+    #[must_use]
+    pub fn websocket_path(&self) -> &str {
+        self.websocket_path.as_deref().unwrap_or("/mqtt")
+    }
 }
 
 /// `[listener.tls]`.

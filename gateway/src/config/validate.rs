@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::locate::{KeyPath, Source};
-use super::{ClientAuth, Config, ConfigError, ListenerConfig, TlsConfig};
+use super::{ClientAuth, Config, ConfigError, ListenerConfig, ListenerProtocol, TlsConfig};
 
 /// Smallest accepted `limits.max_packet_size`: below this even a CONNECT does not fit.
 pub const MIN_PACKET_SIZE: u64 = 16;
@@ -143,6 +143,21 @@ fn check_listeners(listeners: &[ListenerConfig], src: &Source<'_>) -> Result<(),
                 ));
             }
             _ => {}
+        }
+        if listener.protocol == ListenerProtocol::Websocket {
+            if !listener.websocket_path().starts_with('/') {
+                return Err(src.invalid(&at.key("websocket_path"), "must start with '/'"));
+            }
+        } else if listener.websocket_path.is_some() {
+            return Err(src.invalid(
+                &at.key("websocket_path"),
+                "only used with protocol = \"websocket\"",
+            ));
+        } else if !listener.websocket_origins.is_empty() {
+            return Err(src.invalid(
+                &at.key("websocket_origins"),
+                "only used with protocol = \"websocket\"",
+            ));
         }
     }
     Ok(())

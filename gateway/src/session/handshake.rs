@@ -5,8 +5,53 @@
 #[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
 use super::*;
 
-/// The TLS handshake (for a TLS listener), within the connect deadline.
+/// The TLS handshake (for a TLS listener), then the WebSocket upgrade (for a WebSocket
+/// listener), within the connect deadline.
 pub(super) async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    deadline: Instant,
+    max_packet: usize,
+) -> Option<(ClientStream, Option<CertInfo>)> {
+    let (stream, cert) = tls_handshake(tcp, peer, ctx, deadline).await?;
+    let Some(ws) = &ctx.websocket else {
+        return Some((stream, cert));
+    };
+    match timeout_at(deadline, crate::websocket::accept(stream, ws, max_packet)).await {
+        Ok(Ok(ws)) => Some((ClientStream::Ws(Box::new(ws)), cert)),
+        Ok(Err(why)) => {
+            let outcome_label = if why == crate::websocket::WsRefusal::Origin {
+                "denied"
+            } else {
+                "malformed"
+            };
+            outcome(&ctx.name, outcome_label);
+            tracing::info!(%peer, reason = why.as_str(), "WebSocket upgrade refused");
+            audit_simple(
+                &ctx.gateway,
+                &ctx.name,
+                peer,
+                "connection_refused",
+                why.as_str(),
+            );
+            None
+        }
+        Err(_) => {
+            outcome(&ctx.name, "timeout");
+            audit_simple(
+                &ctx.gateway,
+                &ctx.name,
+                peer,
+                "timeout",
+                "websocket_handshake_timeout",
+            );
+            None
+        }
+    }
+}
+
+async fn tls_handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: &ListenerCtx,

@@ -65,6 +65,8 @@ pub struct ListenerCtx {
     pub proxy_from: Option<Vec<ipnet::IpNet>>,
     /// The bound address (the destination in an upstream PROXY header).
     pub local: SocketAddr,
+    /// For a `protocol = "websocket"` listener: what its upgrade accepts (set at start).
+    pub websocket: Option<crate::websocket::WsSettings>,
 }
 
 /// Keeps `connections_active` right however the task ends.
@@ -104,7 +106,8 @@ pub async fn run(
     let _active = ActiveGuard::new(&ctx.name);
     let _ = tcp.set_nodelay(true);
 
-    let (mut client, cert) = match handshake(tcp, peer, &ctx, deadline).await {
+    let max_packet_bytes = usize::try_from(max_packet).unwrap_or(usize::MAX);
+    let (mut client, cert) = match handshake(tcp, peer, &ctx, deadline, max_packet_bytes).await {
         Some(c) => c,
         None => return,
     };

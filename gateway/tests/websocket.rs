@@ -1,0 +1,242 @@
+//! MQTT over WebSocket listeners (issue 10), with a real Mosquitto behind: `ws://` and `wss://`
+//! (mTLS), the same authentication and policy as MQTT over TCP, the rules of MQTT 3.1.1 / 5.0
+//! section 6 on the wire, and the upgrade refused for a wrong path, a foreign browser Origin or
+//! a missing `mqtt` subprotocol. (A real MQTT.js client is in `tests/mqttjs`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use mqtt_inspect::ProtocolVersion;
+use rustls::pki_types::ServerName;
+use support::wire::{Got, connect, publish, subscribe};
+use support::{Flaw, Pki, Setup, TestGateway, client_tls};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+const POLICY: &str = r##"version = 1
+[[connect]]
+who = { any = true }
+client_ids = ["*"]
+[[rule]]
+who = { any = true }
+allow = ["publish", "subscribe", "receive"]
+topics = ["ws/#"]
+"##;
+
+async fn gateway(pki: &Pki) -> TestGateway {
+    let mut setup = Setup::new(pki);
+    setup.policy = POLICY.to_owned();
+    setup.listener_extra =
+        "protocol = \"websocket\"\nwebsocket_origins = [\"https://dash.example\"]".into();
+    setup.passwords = format!(
+        "alice:{}\n",
+        mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap()
+    );
+    setup.start().await
+}
+
+/// The upgrade request for `addr` and `path` with optional Origin and subprotocol offer.
+fn request(
+    addr: SocketAddr,
+    path: &str,
+    origin: Option<&str>,
+    protocol: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut r = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(o) = origin {
+        r.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    if let Some(p) = protocol {
+        r.headers_mut()
+            .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+    }
+    r
+}
+
+async fn ws_plain(
+    addr: SocketAddr,
+    path: &str,
+    origin: Option<&str>,
+    protocol: Option<&str>,
+) -> Result<WebSocketStream<TcpStream>, WsError> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, response) =
+        tokio_tungstenite::client_async(request(addr, path, origin, protocol), tcp).await?;
+    assert_eq!(
+        response.headers()["Sec-WebSocket-Protocol"],
+        protocol.unwrap().split(',').next().unwrap().trim(),
+        "the server echoes the chosen subprotocol [MQTT-6.0.0-4]"
+    );
+    Ok(ws)
+}
+
+/// Sends bytes as one binary message.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, bytes: &[u8]) {
+    ws.send(Message::Binary(bytes.to_vec().into()))
+        .await
+        .unwrap();
+}
+
+/// Reads binary messages until one whole MQTT packet is buffered; `None` when the connection
+/// closes first.
+async fn recv<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    buf: &mut Vec<u8>,
+) -> Option<Got> {
+    loop {
+        if let Ok(Some((frame, _))) = mqtt_inspect::split_frame(buf, mqtt_inspect::MAX_PACKET_SIZE)
+        {
+            let got = Got::from_frame(frame, V5);
+            let n = frame.len();
+            buf.drain(..n);
+            return Some(got);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => buf.extend_from_slice(&b),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_ws_is_inspected_like_mqtt_over_tcp() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    let addr = gw.plain_addr();
+    let mut ws = ws_plain(addr, "/mqtt", None, Some("mqtt")).await.unwrap();
+    let mut buf = Vec::new();
+    // The CONNECT split over two messages [MQTT-6.0.0-2]: a message need not hold one packet.
+    let c = connect(V5, "ws-1", Some("alice"), Some(b"secret"));
+    send(&mut ws, &c[..5]).await;
+    send(&mut ws, &c[5..]).await;
+    assert!(matches!(
+        recv(&mut ws, &mut buf).await,
+        Some(Got::Connack { code: 0, .. })
+    ));
+    // SUBSCRIBE and two PUBLISHes in one message: a message may hold several packets.
+    let mut batch = subscribe(V5, 1, &[("ws/#", 1)]);
+    batch.extend(publish(V5, "ws/a", 1, 2, &[], b"allowed"));
+    batch.extend(publish(V5, "secret/a", 1, 3, &[], b"denied"));
+    send(&mut ws, &batch).await;
+    let mut acks = Vec::new();
+    let mut delivered = Vec::new();
+    while acks.len() < 3 || delivered.is_empty() {
+        match recv(&mut ws, &mut buf).await.expect("answers") {
+            Got::Suback { id: 1, codes } => acks.push((1, codes[0])),
+            Got::Ack { id, reason, .. } => acks.push((id, reason)),
+            Got::Publish { topic, payload, .. } => delivered.push((topic, payload)),
+            other => panic!("{other:?}"),
+        }
+    }
+    acks.sort_unstable();
+    // SUBACK granted QoS 1; the broker's PUBACK for ws/a (0x00, or 0x10 if nobody had
+    // subscribed yet); the gateway's PUBACK 0x87 for the topic the policy does not grant.
+    assert_eq!(acks[0], (1, 1));
+    assert_eq!(acks[1].0, 2);
+    assert!(matches!(acks[1].1, 0x00 | 0x10));
+    assert_eq!(acks[2], (3, 0x87));
+    assert_eq!(delivered, [("ws/a".to_owned(), b"allowed".to_vec())]);
+    assert!(
+        gw.metric("mqtt_gateway_acl_denied_total{action=\"publish\"}")
+            .await
+            >= 1.0
+    );
+
+    // A text message is not MQTT [MQTT-6.0.0-1]: the connection is closed.
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert!(recv(&mut ws, &mut buf).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_is_refused_for_a_wrong_path_a_foreign_origin_or_no_mqtt_subprotocol() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    let addr = gw.plain_addr();
+    let status = |r: Result<WebSocketStream<TcpStream>, WsError>| match r {
+        Err(WsError::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(
+        status(ws_plain(addr, "/other", None, Some("mqtt")).await),
+        404
+    );
+    assert_eq!(
+        status(ws_plain(addr, "/mqtt", Some("https://evil.example"), Some("mqtt")).await),
+        403
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let no_protocol =
+        tokio_tungstenite::client_async(request(addr, "/mqtt", None, None), tcp).await;
+    assert!(matches!(no_protocol, Err(WsError::Http(r)) if r.status() == 400));
+    assert!(
+        gw.audit_line(|v| v["event"] == "connection_refused" && v["reason"] == "websocket_origin")
+            .await
+            .is_some()
+    );
+    assert!(
+        gw.metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"denied\"}")
+            .await
+            >= 1.0
+    );
+    // The allowed browser origin and the MQTT 3.1 subprotocol name are accepted.
+    let mut ws = ws_plain(
+        addr,
+        "/mqtt",
+        Some("https://dash.example"),
+        Some("mqttv3.1"),
+    )
+    .await
+    .unwrap();
+    send(
+        &mut ws,
+        &connect(V5, "ws-2", Some("alice"), Some(b"secret")),
+    )
+    .await;
+    assert!(matches!(
+        recv(&mut ws, &mut Vec::new()).await,
+        Some(Got::Connack { code: 0, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_a_client_certificate_and_refused_without_one() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    let cert = pki.client("sensor-ws", None, Flaw::None);
+    let tls_then_ws = |cert: Option<support::Issued>| {
+        let pki = &pki;
+        let addr = gw.tls_addr();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(client_tls(
+                pki,
+                cert.as_ref(),
+                &[&rustls::version::TLS13],
+            ))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+            tokio_tungstenite::client_async(request(addr, "/mqtt", None, Some("mqtt")), tls).await
+        }
+    };
+    let (mut ws, _) = tls_then_ws(Some(cert)).await.unwrap();
+    send(&mut ws, &connect(V5, "sensor-ws", None, None)).await;
+    assert!(matches!(
+        recv(&mut ws, &mut Vec::new()).await,
+        Some(Got::Connack { code: 0, .. })
+    ));
+    // Without a certificate the TLS layer refuses (TLS 1.3: seen at the first read).
+    assert!(tls_then_ws(None).await.is_err());
+}
