@@ -4,8 +4,10 @@
 # On a fresh Debian 12 machine (as root, or with sudo) it installs what the tests need, then runs,
 # stopping at the first failure:
 #   1. tools      mosquitto + mosquitto-clients, prometheus (prometheus + promtool, for the
-#                 observability tests), systemd (systemd-analyze, for the unit in deploy/)
-#                 (apt-get, only when missing), rustfmt + clippy
+#                 observability tests), systemd (systemd-analyze, for the unit in deploy/),
+#                 haproxy (two gateways behind it, send-proxy-v2), nodejs + npm (apt-get, only
+#                 when missing), MQTT.js for the WebSocket tests (npm ci in tests/mqttjs),
+#                 rustfmt + clippy
 #   2. fmt        cargo fmt --all -- --check
 #   3. clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
 #   4. test       cargo test --workspace --locked (unit, integration, e2e against real Mosquitto)
@@ -49,7 +51,7 @@ as_root() {
     fi
 }
 
-step "tools: mosquitto, mosquitto-clients, prometheus, rustfmt, clippy"
+step "tools: mosquitto, mosquitto-clients, prometheus, systemd, haproxy, node, MQTT.js, rustfmt, clippy"
 packages=()
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
     packages+=(mosquitto mosquitto-clients)
@@ -61,6 +63,14 @@ fi
 if ! command -v systemd-analyze >/dev/null; then
     packages+=(systemd)
 fi
+# HAProxy in front of two gateways (gateway/tests/behind_haproxy.rs).
+if ! command -v haproxy >/dev/null; then
+    packages+=(haproxy)
+fi
+# Node.js runs a real MQTT.js client (gateway/tests/mqttjs.rs).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    packages+=(nodejs npm)
+fi
 if ((${#packages[@]} > 0)); then
     echo "installing ${packages[*]} with apt-get"
     as_root apt-get update
@@ -68,9 +78,14 @@ if ((${#packages[@]} > 0)); then
 fi
 # The Debian packages may start a system broker on 127.0.0.1:1883 and a Prometheus on :9090; the
 # tests never use those ports (they start their own broker, gateway and Prometheus on free ports).
-for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze cargo; do
+for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze haproxy node npm cargo; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
+# MQTT.js at the version pinned in tests/mqttjs/package-lock.json.
+if [[ ! -d tests/mqttjs/node_modules/mqtt ]]; then
+    npm ci --prefix tests/mqttjs --no-audit --no-fund
+fi
+node --version
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi
