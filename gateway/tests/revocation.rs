@@ -529,3 +529,48 @@ async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
     }
     let _ = connected(&gw, &pki, &other_cert, "bystander-2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_server_certificate_is_rejected_and_the_last_good_one_is_still_served() {
+    let pki = Pki::new();
+    let gw = Setup::new(&pki).start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let cert = pki.client("dev-1", None, Flaw::None);
+    let served = |c: &Raw| c.stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let mut old = connected(&gw, &pki, &cert, "old").await;
+    let rejected = "mqtt_gateway_reloads_total{source=\"certs\",result=\"rejected\"}";
+    let before = gw.metric(rejected).await;
+
+    // Garbage where the certificate was.
+    replace(
+        &pki.server.chain_path,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    );
+    let line = gw
+        .audit_line(|v| v["event"] == "reload_rejected" && v["reason"] == "certs")
+        .await
+        .expect("audit line for the rejected certificate");
+    assert!(
+        line["detail"].as_str().unwrap().contains("server-chain.pem"),
+        "names the file: {line}"
+    );
+    // A valid certificate that does not match the key (a renewal caught half-way).
+    let other = pki.server_cert("server-other");
+    replace(
+        &pki.server.chain_path,
+        &std::fs::read_to_string(&other.chain_path).unwrap(),
+    );
+    let mut counted = false;
+    for _ in 0..100 {
+        if gw.metric(rejected).await >= before + 2.0 {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(counted, "both broken certificates counted as rejected");
+    // New clients still get the last good certificate; the old connection goes on.
+    let fresh = connected(&gw, &pki, &cert, "fresh").await;
+    assert_eq!(served(&fresh), pki.server.chain[0]);
+    still_served(&mut old).await;
+}
