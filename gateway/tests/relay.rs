@@ -217,3 +217,32 @@ async fn broker_down_gives_connack_server_unavailable() {
         .unwrap();
     assert_eq!(c.recv().await.expect("CONNACK"), [0x20, 2, 0, 0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_client_is_not_cut_off_by_a_broker_message_larger_than_max_packet_size() {
+    use support::wire::{Got, TlsWire, broker_pub, connect, subscribe};
+    // The gateway announces its max_packet_size to the broker in the upstream CONNECT, so the
+    // broker skips the oversized message for this client [MQTT-3.1.2-25] rather than sending it
+    // (which would end the session at the gateway's frame limit, 0x95).
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.limits = "max_packet_size = \"4KiB\"".into();
+    let gw = setup.start().await;
+    let cert = pki.client("big-sub", None, Flaw::None);
+    let v5 = ProtocolVersion::V5;
+    let mut w = TlsWire::tls(
+        gw.tls_addr(),
+        client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]),
+        v5,
+    )
+    .await;
+    assert_eq!(w.connect(&connect(v5, "big-sub", None, None)).await, 0);
+    w.send(&subscribe(v5, 1, &[("big/#", 1)])).await;
+    assert!(matches!(w.next("SUBACK").await, Got::Suback { .. }));
+    let large = "x".repeat(8 * 1024);
+    broker_pub(&gw, &["-q", "1", "-t", "big/large", "-m", &large]).await;
+    broker_pub(&gw, &["-q", "1", "-t", "big/small", "-m", "fits"]).await;
+    let got = w.publishes_until("big/small").await;
+    assert_eq!(got, [("big/small".to_owned(), b"fits".to_vec())]);
+    w.ping().await;
+}

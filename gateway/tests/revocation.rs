@@ -551,7 +551,10 @@ async fn a_broken_server_certificate_is_rejected_and_the_last_good_one_is_still_
         .await
         .expect("audit line for the rejected certificate");
     assert!(
-        line["detail"].as_str().unwrap().contains("server-chain.pem"),
+        line["detail"]
+            .as_str()
+            .unwrap()
+            .contains("server-chain.pem"),
         "names the file: {line}"
     );
     // A valid certificate that does not match the key (a renewal caught half-way).

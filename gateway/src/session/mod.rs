@@ -235,6 +235,7 @@ pub async fn run(
         &connect,
         upstream_cfg.credentials,
         admitted.identity.principal.as_deref(),
+        max_packet,
     ) {
         Ok(connect_bytes) => {
             let mut bytes = proxy_header.unwrap_or_default();

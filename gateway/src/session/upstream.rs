@@ -12,7 +12,7 @@
 use std::io;
 use std::time::Duration;
 
-use mqtt_inspect::Connect;
+use mqtt_inspect::{Connect, Properties, Property, PropertyContext, encode_properties};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -110,29 +110,116 @@ pub async fn dial(address: &str, limit: Duration) -> Result<TcpStream, UpstreamE
 
 /// The CONNECT to send upstream: `None` means forward the original bytes.
 ///
+/// An MQTT 5 CONNECT also tells the broker the largest packet the gateway relays to this client
+/// (Maximum Packet Size, the smaller of the client's own and the gateway's `max_packet_size`):
+/// the broker then skips a larger message for this client [MQTT-3.1.2-25] instead of sending
+/// it, which would end the client's session at the gateway's frame limit.
+///
 /// # Errors
 /// The re-encoding failed (a field too long), which cannot happen for a CONNECT that decoded.
 pub fn upstream_connect(
     connect: &Connect<'_>,
     credentials: Credentials,
     principal: Option<&str>,
+    max_packet_size: u32,
 ) -> Result<Option<Vec<u8>>, mqtt_inspect::EncodeError> {
+    let announced = connect.properties.iter().find_map(|p| match p {
+        Property::MaximumPacketSize(m) => Some(m),
+        _ => None,
+    });
+    let lower = connect.version.is_v5() && announced.is_none_or(|m| m > max_packet_size);
+    let mut rewritten = *connect;
+    let props;
+    if lower {
+        let mut list: Vec<Property<'_>> = connect
+            .properties
+            .iter()
+            .filter(|p| !matches!(p, Property::MaximumPacketSize(_)))
+            .collect();
+        list.push(Property::MaximumPacketSize(max_packet_size));
+        let mut raw = Vec::new();
+        encode_properties(&list, &mut raw)?;
+        props = raw;
+        rewritten.properties = Properties::parse(&props, PropertyContext::Connect)
+            .map_err(|_| mqtt_inspect::EncodeError::InvalidValue("CONNECT properties"))?;
+    }
     match credentials {
-        Credentials::Passthrough => Ok(None),
+        Credentials::Passthrough if !lower => return Ok(None),
+        Credentials::Passthrough => {}
         Credentials::Principal => {
-            let mut rewritten = *connect;
             rewritten.username = principal;
             rewritten.password = None;
-            let mut out = Vec::new();
-            rewritten.encode(&mut out)?;
-            Ok(Some(out))
         }
     }
+    let mut out = Vec::new();
+    rewritten.encode(&mut out)?;
+    Ok(Some(out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connect_with(version: mqtt_inspect::ProtocolVersion, props: &[u8]) -> Connect<'_> {
+        Connect {
+            version,
+            clean_start: true,
+            keep_alive: 30,
+            properties: Properties::parse(props, PropertyContext::Connect).unwrap(),
+            client_id: "c",
+            will: None,
+            username: Some("u"),
+            password: Some(b"p"),
+        }
+    }
+
+    fn max_packet_of(bytes: &[u8]) -> Option<u32> {
+        let c = mqtt_inspect::decode_connect(bytes).unwrap();
+        c.properties.iter().find_map(|p| match p {
+            Property::MaximumPacketSize(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_broker_learns_the_smaller_maximum_packet_size() {
+        use mqtt_inspect::ProtocolVersion::{V5, V311};
+        // MQTT 5 without the property: added (passthrough keeps the credentials).
+        let c = connect_with(V5, &[]);
+        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096)
+            .unwrap()
+            .unwrap();
+        assert_eq!(max_packet_of(&out), Some(4096));
+        assert_eq!(
+            mqtt_inspect::decode_connect(&out).unwrap().password,
+            Some(&b"p"[..])
+        );
+        // A client asking for less keeps its own; passthrough then forwards the bytes as they are.
+        let small = [0x27, 0, 0, 0x04, 0];
+        let c = connect_with(V5, &small);
+        assert!(
+            upstream_connect(&c, Credentials::Passthrough, None, 4096)
+                .unwrap()
+                .is_none()
+        );
+        // A client asking for more is lowered; other properties are kept.
+        let big = [0x27, 0, 1, 0, 0, 0x22, 0, 10];
+        let c = connect_with(V5, &big);
+        let out = upstream_connect(&c, Credentials::Principal, Some("dev"), 4096)
+            .unwrap()
+            .unwrap();
+        assert_eq!(max_packet_of(&out), Some(4096));
+        let d = mqtt_inspect::decode_connect(&out).unwrap();
+        assert_eq!(d.properties.topic_alias_maximum(), 10);
+        assert_eq!((d.username, d.password), (Some("dev"), None));
+        // MQTT 3.1.1 has no properties: passthrough forwards unchanged.
+        let c = connect_with(V311, &[]);
+        assert!(
+            upstream_connect(&c, Credentials::Passthrough, None, 4096)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn same_id_same_node_and_ids_spread_and_failover_spreads() {
