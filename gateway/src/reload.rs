@@ -14,7 +14,7 @@
 //! Kubernetes ConfigMap `..data` symlink swap replaces the inode), debounced, and reacts to any event
 //! in them; the content hashes make spurious events free.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,9 +108,8 @@ fn passwords_hash(c: &Config) -> Hash {
     hash_files("passwords", c.auth.password_file.as_deref())
 }
 
-/// Every directory whose files the gateway loads.
-#[must_use]
-pub fn watched_dirs(config_path: &Path, c: &Config) -> Vec<PathBuf> {
+/// Every file the gateway loads.
+fn loaded_files<'a>(config_path: &'a Path, c: &'a Config) -> Vec<&'a Path> {
     let mut files: Vec<&Path> = vec![config_path];
     files.extend(c.policy.file.as_deref());
     files.extend(c.policy.mosquitto_acl_file.as_deref());
@@ -120,7 +119,13 @@ pub fn watched_dirs(config_path: &Path, c: &Config) -> Vec<PathBuf> {
             files.extend(tls_files(t));
         }
     }
-    let mut dirs: Vec<PathBuf> = files
+    files
+}
+
+/// Every directory whose files the gateway loads.
+#[must_use]
+pub fn watched_dirs(config_path: &Path, c: &Config) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = loaded_files(config_path, c)
         .iter()
         .filter_map(|f| {
             f.parent().map(|p| {
@@ -135,6 +140,23 @@ pub fn watched_dirs(config_path: &Path, c: &Config) -> Vec<PathBuf> {
     dirs.sort();
     dirs.dedup();
     dirs
+}
+
+/// The file names whose changes start a reload: those of the loaded files, and Kubernetes'
+/// `..data` / `..<timestamp>` entries (a mounted ConfigMap or Secret changes by swapping them;
+/// no event names the file itself). Anything else in a watched directory — the audit log, a
+/// broker's files, editor swap files — is ignored, so that writing it never costs a reload
+/// (an ACL-denial flood writes the audit log continuously).
+fn relevant_names(config_path: &Path, c: &Config) -> HashSet<std::ffi::OsString> {
+    loaded_files(config_path, c)
+        .iter()
+        .filter_map(|f| f.file_name().map(std::ffi::OsStr::to_os_string))
+        .collect()
+}
+
+fn is_relevant(names: &HashSet<std::ffi::OsString>, path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
 }
 
 impl Reloader {
@@ -321,12 +343,20 @@ impl Reloader {
 pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
     let gateway = Arc::clone(&reloader.gateway);
     let (tx, mut events) = mpsc::channel::<()>(1);
-    let dirs = watched_dirs(&reloader.config_path, &gateway.current().config);
+    let snap = gateway.current();
+    let dirs = watched_dirs(&reloader.config_path, &snap.config);
+    let names = relevant_names(&reloader.config_path, &snap.config);
+    drop(snap);
     let watcher = new_debouncer(
         DEBOUNCE,
         None,
         move |result: notify_debouncer_full::DebounceEventResult| {
-            if result.is_ok() {
+            let relevant = result.is_ok_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e.paths.iter().any(|p| is_relevant(&names, p)))
+            });
+            if relevant {
                 // A reload is already queued if this fails: that one will read the files anew.
                 let _ = tx.try_send(());
             }
@@ -380,4 +410,28 @@ pub fn spawn(config_path: &Path, running: &crate::Running) -> mpsc::Sender<()> {
     ));
     tokio::spawn(run(reloader, rx));
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loaded_files_and_kubernetes_swaps_are_relevant() {
+        let names: HashSet<std::ffi::OsString> = ["gateway.toml", "policy.toml", "ca.crl"]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect();
+        for (path, relevant) in [
+            ("/etc/gw/policy.toml", true),
+            ("/etc/gw/certs/ca.crl", true),
+            ("/etc/gw/certs/..data", true),
+            ("/etc/gw/certs/..2026_11_22_12_00_00.123", true),
+            ("/etc/gw/audit.jsonl", false),
+            ("/etc/gw/.policy.toml.swp", false),
+            ("/etc/gw/policy.toml.tmp", false),
+        ] {
+            assert_eq!(is_relevant(&names, Path::new(path)), relevant, "{path}");
+        }
+    }
 }
