@@ -47,7 +47,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>) {
                 if let Some(from) = &ctx.proxy_from {
                     let lb = peer.ip().to_canonical();
                     if !from.iter().any(|net| net.contains(&lb)) {
-                        refuse_before_session(&ctx, peer, "denied", "proxy_source_not_allowed");
+                        session::refused(
+                            &ctx,
+                            peer,
+                            "denied",
+                            "connection_refused",
+                            "proxy_source_not_allowed",
+                        );
                         drop(tcp);
                         continue;
                     }
@@ -87,11 +93,17 @@ async fn behind_balancer(
             Ok(Ok(client)) => client.unwrap_or(balancer),
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "PROXY protocol header refused");
-                refuse_before_session(&ctx, balancer, "malformed", e.as_str());
+                session::refused(
+                    &ctx,
+                    balancer,
+                    "malformed",
+                    "connection_refused",
+                    e.as_str(),
+                );
                 return;
             }
             Err(_) => {
-                refuse_before_session(&ctx, balancer, "timeout", "proxy_header_timeout");
+                session::refused(&ctx, balancer, "timeout", "timeout", "proxy_header_timeout");
                 return;
             }
         };
@@ -101,23 +113,6 @@ async fn behind_balancer(
     session::run(tcp, client, Arc::clone(&ctx), permit)
         .instrument(tracing::info_span!("client", peer = %client))
         .await;
-}
-
-/// Counts and audits a connection refused before its session started.
-fn refuse_before_session(
-    ctx: &ListenerCtx,
-    peer: SocketAddr,
-    outcome: &'static str,
-    reason: &'static str,
-) {
-    metrics::counter!(crate::metrics::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome).increment(1);
-    ctx.gateway.audit.record(&crate::audit::AuditEvent {
-        event: "connection_refused",
-        listener: Some(&ctx.name),
-        peer: Some(peer),
-        reason,
-        ..crate::audit::AuditEvent::default()
-    });
 }
 
 /// The checks made before the TLS handshake: a banned address, the global and per-address

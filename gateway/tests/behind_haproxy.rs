@@ -7,16 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream as StdTcpStream};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use e2e::{Mosquitto, free_port};
 use mqtt_inspect::{Connect, Properties, ProtocolVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use support::Plain;
 
 const POLICY: &str = r##"version = 1
 [[connect]]
@@ -174,10 +175,7 @@ fn start_haproxy(dir: &Path, backends: &[SocketAddr]) -> (Killed, SocketAddr) {
 }
 
 /// An MQTT 5 client connecting through HAProxy from a chosen loopback source address.
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
+struct Client(Plain);
 
 impl Client {
     /// Connects from `from` as alice with `password`; returns the CONNACK reason code (or
@@ -188,11 +186,7 @@ impl Client {
         id: &str,
         password: &[u8],
     ) -> (Option<u8>, Self) {
-        let sock = TcpSocket::new_v4().unwrap();
-        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
-            .unwrap();
-        let s = sock.connect(front).await.unwrap();
-        let mut c = Self { s, buf: Vec::new() };
+        let mut c = Self(Plain::connect(front, from).await.unwrap());
         let mut frame = Vec::new();
         Connect {
             version: ProtocolVersion::V5,
@@ -206,30 +200,12 @@ impl Client {
         }
         .encode(&mut frame)
         .unwrap();
-        let _ = c.s.write_all(&frame).await;
-        let code = c.recv().await.map(|f| {
+        let _ = c.0.send(&frame).await;
+        let code = c.0.recv().await.map(|f| {
             assert_eq!(f[0], 0x20, "{f:?}");
             f[3]
         });
         (code, c)
-    }
-
-    async fn recv(&mut self) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some((f, _))) =
-                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
-            {
-                let f = f.to_vec();
-                self.buf.drain(..f.len());
-                return Some(f);
-            }
-            let mut chunk = [0u8; 1024];
-            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
-                Ok(Ok(0) | Err(_)) | Err(_) => return None,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
     }
 
     /// Publishes QoS 1 to `topic`; returns the PUBACK reason code.
@@ -241,8 +217,8 @@ impl Client {
         body.extend_from_slice(b"x");
         let mut frame = vec![0x32, u8::try_from(body.len()).unwrap()];
         frame.extend_from_slice(&body);
-        self.s.write_all(&frame).await.unwrap();
-        let ack = self.recv().await.expect("PUBACK");
+        self.0.send(&frame).await.unwrap();
+        let ack = self.0.recv().await.expect("PUBACK");
         assert_eq!(ack[0], 0x40, "{ack:?}");
         assert_eq!(ack[2..4], id.to_be_bytes(), "{ack:?}");
         ack.get(4).copied().unwrap_or(0)

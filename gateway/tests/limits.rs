@@ -7,56 +7,15 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mqtt_inspect::{
     Connect, Packet, Properties, Property, PropertyContext, ProtocolVersion, ReasonCode, decode,
     encode_properties,
 };
-use support::{Pki, Setup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-
-/// A plain-TCP MQTT client bound to a chosen loopback source address.
-struct Plain {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Plain {
-    async fn connect(to: SocketAddr, from: &str) -> std::io::Result<Self> {
-        let sock = TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
-        Ok(Self {
-            s: sock.connect(to).await?,
-            buf: Vec::new(),
-        })
-    }
-
-    async fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.s.write_all(b).await
-    }
-
-    /// One frame, or `None` at EOF/error/5 s.
-    async fn recv(&mut self) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some((f, _))) =
-                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
-            {
-                let f = f.to_vec();
-                self.buf.drain(..f.len());
-                return Some(f);
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
-                Ok(Ok(0) | Err(_)) | Err(_) => return None,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-}
+use support::{Pki, Plain, Setup};
+use tokio::io::AsyncWriteExt;
 
 fn connect(
     version: ProtocolVersion,

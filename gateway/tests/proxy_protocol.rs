@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 
 use ppp::v2;
 use rustls::pki_types::ServerName;
-use support::{Flaw, Pki, Setup, TestGateway, client_tls, connect_frame};
+use support::{Flaw, Pki, Plain, Setup, TestGateway, client_tls, connect_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use mqtt_inspect::ProtocolVersion;
 
@@ -71,9 +71,7 @@ fn v1_header(client: &str) -> Vec<u8> {
 /// (alice, `password`) in one write, and returns the CONNACK return code, or `None` when the
 /// connection was closed without one.
 async fn exchange(addr: SocketAddr, from: &str, first: &[u8], password: &[u8]) -> Option<u8> {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
+    let mut c = Plain::connect(addr, from).await.unwrap();
     let mut bytes = first.to_vec();
     bytes.extend_from_slice(&connect_frame(
         ProtocolVersion::V311,
@@ -81,8 +79,16 @@ async fn exchange(addr: SocketAddr, from: &str, first: &[u8], password: &[u8]) -
         Some("alice"),
         Some(password),
     ));
-    let _ = s.write_all(&bytes).await;
-    read_connack(&mut s).await
+    let _ = c.send(&bytes).await;
+    c.recv().await.map(|f| {
+        assert_eq!(f[0], 0x20, "{f:?}");
+        f[3]
+    })
+}
+
+/// The same through the test's balancer at 127.0.0.1 (allowed by `proxy_protocol_from`).
+async fn via_balancer(addr: SocketAddr, first: &[u8], password: &[u8]) -> Option<u8> {
+    exchange(addr, "127.0.0.1", first, password).await
 }
 
 async fn read_connack(s: &mut (impl AsyncReadExt + Unpin)) -> Option<u8> {
@@ -103,35 +109,17 @@ async fn the_address_in_the_header_is_the_client_address_for_sources_rules_and_a
     let addr = gw.plain_addr();
     // v2 and v1, from an allowed client address: let in by the `sources` connect rule.
     assert_eq!(
-        exchange(
-            addr,
-            "127.0.0.1",
-            &v2_header("198.51.100.7:40000"),
-            b"secret"
-        )
-        .await,
+        via_balancer(addr, &v2_header("198.51.100.7:40000"), b"secret").await,
         Some(0)
     );
     assert_eq!(
-        exchange(
-            addr,
-            "127.0.0.1",
-            &v1_header("198.51.100.8:40001"),
-            b"secret"
-        )
-        .await,
+        via_balancer(addr, &v1_header("198.51.100.8:40001"), b"secret").await,
         Some(0)
     );
     // The same balancer with a client outside the rule's sources: not authorized (5), and the
     // audit line names the client's address, not the balancer's.
     assert_eq!(
-        exchange(
-            addr,
-            "127.0.0.1",
-            &v2_header("203.0.113.9:40002"),
-            b"secret"
-        )
-        .await,
+        via_balancer(addr, &v2_header("203.0.113.9:40002"), b"secret").await,
         Some(5)
     );
     let line = gw
@@ -145,10 +133,7 @@ async fn the_address_in_the_header_is_the_client_address_for_sources_rules_and_a
     assert!(line.is_some(), "the audit line names the client's address");
     // A LOCAL header (the balancer's own health check) keeps the balancer's address, which the
     // connect rule does not allow.
-    assert_eq!(
-        exchange(addr, "127.0.0.1", &v2_local(), b"secret").await,
-        Some(5)
-    );
+    assert_eq!(via_balancer(addr, &v2_local(), b"secret").await, Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,19 +145,19 @@ async fn a_connection_without_a_valid_header_or_from_elsewhere_is_refused() {
     let denied = "mqtt_gateway_connections_total{listener=\"plain\",outcome=\"denied\"}";
     let (m0, d0) = (gw.metric(malformed).await, gw.metric(denied).await);
     // No header: the CONNECT itself is not a PROXY header.
-    assert_eq!(exchange(addr, "127.0.0.1", b"", b"secret").await, None);
+    assert_eq!(via_balancer(addr, b"", b"secret").await, None);
     // A broken v1 line and a v2 signature with a bad version.
     assert_eq!(
-        exchange(addr, "127.0.0.1", b"PROXY TCP4 nonsense\r\n", b"secret").await,
+        via_balancer(addr, b"PROXY TCP4 nonsense\r\n", b"secret").await,
         None
     );
     let mut bad_v2 = v2_header("198.51.100.7:40000");
     bad_v2[12] = 0x31;
-    assert_eq!(exchange(addr, "127.0.0.1", &bad_v2, b"secret").await, None);
+    assert_eq!(via_balancer(addr, &bad_v2, b"secret").await, None);
     // A v2 header announcing more than the gateway reads.
     let mut huge = v2_header("198.51.100.7:40000");
     huge[14..16].copy_from_slice(&60_000u16.to_be_bytes());
-    assert_eq!(exchange(addr, "127.0.0.1", &huge, b"secret").await, None);
+    assert_eq!(via_balancer(addr, &huge, b"secret").await, None);
     assert!(gw.metric(malformed).await >= m0 + 4.0);
     let line = gw
         .audit_line(|v| v["event"] == "connection_refused" && v["reason"] == "proxy_header_missing")
@@ -202,13 +187,7 @@ async fn a_connection_without_a_valid_header_or_from_elsewhere_is_refused() {
     );
     // And the good case next to them.
     assert_eq!(
-        exchange(
-            addr,
-            "127.0.0.1",
-            &v2_header("198.51.100.7:40000"),
-            b"secret"
-        )
-        .await,
+        via_balancer(addr, &v2_header("198.51.100.7:40000"), b"secret").await,
         Some(0)
     );
 }
@@ -224,18 +203,18 @@ async fn bans_follow_the_client_address_not_the_balancer() {
     let addr = gw.plain_addr();
     for _ in 0..2 {
         assert_eq!(
-            exchange(addr, "127.0.0.1", &v2_header("198.51.100.66:1"), b"wrong").await,
+            via_balancer(addr, &v2_header("198.51.100.66:1"), b"wrong").await,
             Some(4)
         );
     }
     // The attacker's address is banned: closed before any answer, even with the right password.
     assert_eq!(
-        exchange(addr, "127.0.0.1", &v2_header("198.51.100.66:2"), b"secret").await,
+        via_balancer(addr, &v2_header("198.51.100.66:2"), b"secret").await,
         None
     );
     // Another client behind the same balancer is served.
     assert_eq!(
-        exchange(addr, "127.0.0.1", &v2_header("198.51.100.67:3"), b"secret").await,
+        via_balancer(addr, &v2_header("198.51.100.67:3"), b"secret").await,
         Some(0)
     );
 }

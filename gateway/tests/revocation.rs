@@ -54,6 +54,45 @@ async fn disconnected_with(c: &mut Raw, reason: ReasonCode) {
     assert!(c.recv().await.is_none(), "closed after the DISCONNECT");
 }
 
+/// After a revocation of the victim's certificate: its live session gets DISCONNECT 0x98
+/// (Administrative action) and an audit line (`crl`); everyone else stays connected; a new
+/// connection with the revoked certificate is refused at the handshake, the bystander's is not.
+async fn only_the_revoked_one_is_cut_off(
+    gw: &TestGateway,
+    pki: &Pki,
+    (victim, victim_cert): (&mut Raw, &support::Issued),
+    (other, other_cert): (&mut Raw, &support::Issued),
+) {
+    disconnected_with(victim, ReasonCode::AdministrativeAction).await;
+    still_served(other).await;
+    let line = gw
+        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "victim")
+        .await
+        .expect("audit line for the revoked session");
+    assert_eq!(line["reason"], "crl");
+    refused_at_handshake(gw, pki, victim_cert).await;
+    let _ = connected(gw, pki, other_cert, "bystander-2").await;
+}
+
+/// A new connection with `cert` gets no CONNACK: refused at the TLS handshake (TLS 1.3 shows
+/// the refusal on the first read).
+async fn refused_at_handshake(gw: &TestGateway, pki: &Pki, cert: &support::Issued) {
+    let attempt = Raw::connect(
+        gw.tls_addr(),
+        client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
+    )
+    .await;
+    if let Ok(mut c) = attempt {
+        let _ = c
+            .send(&connect_frame(ProtocolVersion::V5, "again", None, None))
+            .await;
+        assert!(
+            c.recv().await.is_none(),
+            "a revoked certificate was let in again"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
     let pki = Pki::new();
@@ -75,37 +114,18 @@ async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
     let new_crl = std::fs::read_to_string(pki.write_leaf_crl(&[&victim_cert.serial])).unwrap();
     replace(&crl, &new_crl);
 
-    // The live session is closed with DISCONNECT 0x98 (Administrative action)...
-    disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
-    // ... everyone else stays connected ...
-    still_served(&mut other).await;
+    only_the_revoked_one_is_cut_off(
+        &gw,
+        &pki,
+        (&mut victim, &victim_cert),
+        (&mut other, &other_cert),
+    )
+    .await;
     assert!(
         gw.metric("mqtt_gateway_sessions_revoked_total{reason=\"crl\"}")
             .await
             >= before + 1.0
     );
-    let line = gw
-        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "victim")
-        .await
-        .expect("audit line for the revoked session");
-    assert_eq!(line["reason"], "crl");
-    // ... and a new connection with the revoked certificate is refused at the handshake.
-    let refused = Raw::connect(
-        gw.tls_addr(),
-        client_tls(&pki, Some(&victim_cert), &[&rustls::version::TLS13]),
-    )
-    .await;
-    if let Ok(mut c) = refused {
-        // TLS 1.3: the refusal shows on the first read.
-        let _ = c
-            .send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
-            .await;
-        assert!(
-            c.recv().await.is_none(),
-            "a revoked certificate was let in again"
-        );
-    }
-    let _ = connected(&gw, &pki, &other_cert, "bystander-2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,8 +433,13 @@ async fn a_crl_updated_by_a_kubernetes_configmap_symlink_swap_is_seen() {
     std::fs::rename(certs.join("..data_tmp"), certs.join("..data")).unwrap();
     std::fs::remove_dir_all(certs.join("..v1")).unwrap();
 
-    disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
-    still_served(&mut other).await;
+    only_the_revoked_one_is_cut_off(
+        &gw,
+        &pki,
+        (&mut victim, &victim_cert),
+        (&mut other, &other_cert),
+    )
+    .await;
 }
 
 /// An operator's CA run with `openssl ca`: an index database, `openssl ca -revoke`, then
@@ -505,29 +530,13 @@ async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
     ca.revoke(&victim_cert);
     ca.gencrl(&crl);
 
-    disconnected_with(&mut victim, ReasonCode::AdministrativeAction).await;
-    still_served(&mut other).await;
-    let line = gw
-        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "victim")
-        .await
-        .expect("audit line for the revoked session");
-    assert_eq!(line["reason"], "crl");
-    // A new connection with the revoked certificate is refused; the bystander's is not.
-    let refused = Raw::connect(
-        gw.tls_addr(),
-        client_tls(&pki, Some(&victim_cert), &[&rustls::version::TLS13]),
+    only_the_revoked_one_is_cut_off(
+        &gw,
+        &pki,
+        (&mut victim, &victim_cert),
+        (&mut other, &other_cert),
     )
     .await;
-    if let Ok(mut c) = refused {
-        let _ = c
-            .send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
-            .await;
-        assert!(
-            c.recv().await.is_none(),
-            "a certificate revoked by openssl ca was let in again"
-        );
-    }
-    let _ = connected(&gw, &pki, &other_cert, "bystander-2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

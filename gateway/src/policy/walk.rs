@@ -7,7 +7,6 @@
 //! the walks against those functions. Every walk visits each node at most once and recurses at
 //! most [`super::template::MAX_LEVELS`] deep; none allocates.
 
-
 use super::template::Var;
 use super::trie::{Hits, Node, Trie, min};
 use super::who::var_value_usable;
@@ -122,7 +121,14 @@ impl Trie {
 
     /// Rules whose filter matches the topic name (publish, receive).
     pub(crate) fn match_topic(&self, topic: &str, vars: &Vars<'_>, acc: &mut Hits) {
-        self.walk_match(0, Levels::new(topic), true, topic.starts_with('$'), vars, acc);
+        self.walk_match(
+            0,
+            Levels::new(topic),
+            true,
+            topic.starts_with('$'),
+            vars,
+            acc,
+        );
     }
 
     fn walk_match(
@@ -285,7 +291,18 @@ mod levels_tests {
 
     #[test]
     fn levels_split_like_str_split() {
-        for s in ["", "/", "a", "a/b", "/a", "a/", "a//b", "sport/tennis/#", "é/ü/ß", "$SYS/x"] {
+        for s in [
+            "",
+            "/",
+            "a",
+            "a/b",
+            "/a",
+            "a/",
+            "a//b",
+            "sport/tennis/#",
+            "é/ü/ß",
+            "$SYS/x",
+        ] {
             let ours: Vec<&str> = Levels::new(s).collect();
             let std: Vec<&str> = s.split('/').collect();
             assert_eq!(ours, std, "{s:?}");

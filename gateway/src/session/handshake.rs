@@ -26,23 +26,15 @@ pub(super) async fn handshake(
             } else {
                 "malformed"
             };
-            outcome(&ctx.name, outcome_label);
             tracing::info!(%peer, reason = why.as_str(), "WebSocket upgrade refused");
-            audit_simple(
-                &ctx.gateway,
-                &ctx.name,
-                peer,
-                "connection_refused",
-                why.as_str(),
-            );
+            refused(ctx, peer, outcome_label, "connection_refused", why.as_str());
             None
         }
         Err(_) => {
-            outcome(&ctx.name, "timeout");
-            audit_simple(
-                &ctx.gateway,
-                &ctx.name,
+            refused(
+                ctx,
                 peer,
+                "timeout",
                 "timeout",
                 "websocket_handshake_timeout",
             );
@@ -64,14 +56,7 @@ async fn tls_handshake(
     let acceptor = TlsAcceptor::from(tls.load_full());
     match timeout_at(deadline, acceptor.accept(tcp)).await {
         Err(_) => {
-            outcome(&ctx.name, "timeout");
-            audit_simple(
-                &ctx.gateway,
-                &ctx.name,
-                peer,
-                "timeout",
-                "tls_handshake_timeout",
-            );
+            refused(ctx, peer, "timeout", "timeout", "tls_handshake_timeout");
             None
         }
         Ok(Err(e)) => {
@@ -112,16 +97,19 @@ async fn tls_handshake(
     }
 }
 
-pub(super) fn audit_simple(
-    gw: &Gateway,
-    listener: &str,
+/// Counts a connection that ends before its session (`connections_total{outcome}`) and audits
+/// why.
+pub(crate) fn refused(
+    ctx: &ListenerCtx,
     peer: SocketAddr,
+    outcome_label: &'static str,
     event: &'static str,
     reason: &str,
 ) {
-    gw.audit.record(&AuditEvent {
+    outcome(&ctx.name, outcome_label);
+    ctx.gateway.audit.record(&AuditEvent {
         event,
-        listener: Some(listener),
+        listener: Some(&ctx.name),
         peer: Some(peer),
         reason,
         ..AuditEvent::default()

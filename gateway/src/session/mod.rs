@@ -32,7 +32,8 @@ use tokio_rustls::TlsAcceptor;
 use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
 };
-use self::handshake::{audit_simple, handshake};
+use self::handshake::handshake;
+pub(crate) use self::handshake::refused;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
 use self::refuse::{connect_level, refuse, refuse_malformed};
 use self::relay::{Out, PumpSettings, pump, send};
@@ -115,8 +116,7 @@ pub async fn run(
     let (frame, rest) = match read_first_frame(&mut client, deadline, max_packet).await {
         Ok(f) => f,
         Err(ReadError::Timeout) => {
-            outcome(&ctx.name, "timeout");
-            audit_simple(gw, &ctx.name, peer, "timeout", "connect_timeout");
+            refused(&ctx, peer, "timeout", "timeout", "connect_timeout");
             return;
         }
         Err(ReadError::Closed) => {

@@ -13,7 +13,7 @@
 pub mod shim;
 pub mod wire;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -639,4 +639,46 @@ pub fn tls_pub(
 /// Path helper for tests.
 pub fn display(p: &Path) -> String {
     p.display().to_string()
+}
+
+// === A plain TCP client from a chosen source address ===
+
+/// A plain-TCP MQTT client bound to a chosen loopback source address.
+pub struct Plain {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Plain {
+    pub async fn connect(to: SocketAddr, from: &str) -> std::io::Result<Self> {
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+        Ok(Self {
+            s: sock.connect(to).await?,
+            buf: Vec::new(),
+        })
+    }
+
+    pub async fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(b).await
+    }
+
+    /// One frame, or `None` at EOF/error/5 s.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some((f, _))) =
+                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
+            {
+                let f = f.to_vec();
+                self.buf.drain(..f.len());
+                return Some(f);
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => return None,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
 }
