@@ -285,17 +285,41 @@ impl PacketCounters {
         }
     }
 
-    /// Counts one packet of `packet_type` and `len` bytes.
-    pub fn packet(&self, packet_type: PacketType, len: usize) {
-        if let Some(c) = self.packets.get(packet_type.index()) {
-            c.increment(1);
+    /// Adds the packets of one read.
+    pub fn add(&self, batch: &PacketBatch) {
+        for (c, n) in self.packets.iter().zip(batch.packets) {
+            if n > 0 {
+                c.increment(n);
+            }
         }
-        self.bytes.increment(u64::try_from(len).unwrap_or(u64::MAX));
+        if batch.bytes > 0 {
+            self.bytes.increment(batch.bytes);
+        }
     }
 
     /// Counts one malformed packet.
     pub fn malformed(&self) {
         self.malformed.increment(1);
+    }
+}
+
+/// Packets counted locally over one read, added to the shared counters at once (one atomic add
+/// per type seen, instead of two per packet).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PacketBatch {
+    packets: [u64; PacketType::ALL.len()],
+    bytes: u64,
+}
+
+impl PacketBatch {
+    /// Counts one packet of `packet_type` and `len` bytes.
+    pub fn add(&mut self, packet_type: PacketType, len: usize) {
+        if let Some(c) = self.packets.get_mut(packet_type.index()) {
+            *c += 1;
+        }
+        self.bytes = self
+            .bytes
+            .saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
     }
 }
 

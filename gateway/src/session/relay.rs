@@ -9,13 +9,17 @@
 //!
 //! Each side's writer is shared by the two pumps behind a per-connection async mutex (the pump
 //! that forwards to it and the pump that replies through it); a pump never holds two writers.
-//! The read buffer starts empty and shrinks back when the connection goes idle, so an idle
-//! connection holds no read buffer of its own.
+//! The read buffer starts empty. A read is attempted into it only when data is ready; when none
+//! is and the buffer is empty, the connection is idle: the buffer is released and the pump waits
+//! with a few bytes on the stack. So an idle connection holds no read buffer, and a busy one keeps
+//! its buffer from read to read (no allocation per message at a steady rate). Packet counters
+//! are added up per read, not per packet.
 
 use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use futures_util::FutureExt;
 use mqtt_inspect::{DecodeError, Direction, Peek, peek_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -23,10 +27,14 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::inspect::{Denial, Inspected, Verdict};
 use crate::close::CloseReason;
-use crate::metrics::PacketCounters;
+use crate::metrics::{PacketBatch, PacketCounters};
 
-/// Read buffers larger than this are released when the connection goes idle.
+/// Read buffers larger than this are released as soon as they are empty.
 const KEEP_BUFFER: usize = 16 * 1024;
+/// The smallest read into the buffer (a busy connection's buffer is at least this large).
+const MIN_READ_CHUNK: usize = 4096;
+/// Bytes read on the stack by an idle connection waiting for data.
+const IDLE_READ: usize = 64;
 /// Grow reads up to this size while a peer keeps the buffer full.
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
@@ -126,12 +134,13 @@ where
     let mut buf = BytesMut::new();
     let mut chunk = 0usize;
     let mut denials = Vec::new();
+    let mut batch = PacketBatch::default();
     let mut deadline = settings.idle_limit.map(|d| Instant::now() + d);
     loop {
         // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
         let want = match peek_frame(&buf, settings.max_packet_size) {
-            Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(64),
-            Ok(Peek::Complete(_)) => chunk.max(64),
+            Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(MIN_READ_CHUNK),
+            Ok(Peek::Complete(_)) => chunk.max(MIN_READ_CHUNK),
             Err(error) => {
                 settings.counters.malformed();
                 return CloseReason::Malformed {
@@ -140,19 +149,54 @@ where
                 };
             }
         };
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
+        // An empty buffer is read into only when data is ready: when nothing is, the connection
+        // is idle, and it waits without a read buffer (a few bytes on the stack), so that idle
+        // connections hold none while a busy one keeps its buffer from read to read.
+        let mut spare = 0;
+        let mut ready = None;
+        if buf.capacity() > 0 || !buf.is_empty() {
+            if buf.capacity() - buf.len() < want {
+                buf.reserve(want);
+            }
+            spare = buf.capacity() - buf.len();
+            ready = reader.read_buf(&mut buf).now_or_never();
+            if ready.is_none() && buf.is_empty() {
+                buf = BytesMut::new();
+                chunk = 0;
+            }
         }
-        let spare = buf.capacity() - buf.len();
-        let read = reader.read_buf(&mut buf);
-        let n = match deadline {
-            Some(d) => match timeout_at(d, read).await {
-                Ok(r) => r,
-                Err(_) => return CloseReason::KeepAliveTimeout,
-            },
-            None => read.await,
+        let result = match ready {
+            Some(r) => r,
+            None if buf.is_empty() => {
+                let mut first = [0u8; IDLE_READ];
+                let read = reader.read(&mut first);
+                let r = match deadline {
+                    Some(d) => match timeout_at(d, read).await {
+                        Ok(r) => r,
+                        Err(_) => return CloseReason::KeepAliveTimeout,
+                    },
+                    None => read.await,
+                };
+                if let Ok(n @ 1..) = r {
+                    buf.reserve(MIN_READ_CHUNK.max(n));
+                    buf.extend_from_slice(first.get(..n).unwrap_or_default());
+                    spare = MIN_READ_CHUNK.max(n);
+                }
+                r
+            }
+            None => {
+                // Inside a frame: wait for its rest with the buffer.
+                let read = reader.read_buf(&mut buf);
+                match deadline {
+                    Some(d) => match timeout_at(d, read).await {
+                        Ok(r) => r,
+                        Err(_) => return CloseReason::KeepAliveTimeout,
+                    },
+                    None => read.await,
+                }
+            }
         };
-        let n = match n {
+        let n = match result {
             Ok(0) => {
                 return if buf.is_empty() {
                     eof_reason(dir)
@@ -206,7 +250,7 @@ where
                     if t == mqtt_inspect::PacketType::Publish {
                         publishes = publishes.saturating_add(1);
                     }
-                    settings.counters.packet(t, frame.len());
+                    batch.add(t, frame.len());
                 }
                 None => settings.counters.malformed(),
             }
@@ -239,6 +283,8 @@ where
             }
             pos = end;
         }
+        settings.counters.add(&batch);
+        batch = PacketBatch::default();
         if flush(forward, &buf, run_start, pos, settings.write_limit)
             .await
             .is_err()
@@ -272,12 +318,9 @@ where
         if saw_packet && let Some(limit) = settings.idle_limit {
             deadline = Some(Instant::now() + limit);
         }
-        if buf.is_empty() && (n < spare || buf.capacity() > KEEP_BUFFER) {
-            // Idle (the read did not fill the buffer) or oversized: let it go.
+        if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+            // After a burst: let the large buffer go.
             buf = BytesMut::new();
-            if n < spare {
-                chunk = 0;
-            }
         }
     }
 }

@@ -62,8 +62,10 @@ pub fn rendezvous_order<'a>(nodes: impl Iterator<Item = &'a str>, key: &[u8]) ->
 }
 
 /// Dials the first reachable broker in the client's rendezvous order (see the module notes);
-/// each failed attempt is counted in `upstream_errors_total{reason}`. Returns the stream and the
-/// node's address.
+/// each failed attempt is counted in `upstream_errors_total{reason}` and logged with its cause.
+/// When every node refused at once, the round is tried once more after [`RETRY_AFTER`] if the
+/// deadline allows: a broker restarting (or a listen backlog overflowing in a reconnect storm)
+/// refuses for a moment, and the client should not be turned away for that.
 ///
 /// # Errors
 /// The last node's [`UpstreamError`] when none could be reached.
@@ -72,34 +74,51 @@ pub async fn dial_any<'a>(
     key: &[u8],
     limit: Duration,
 ) -> Result<(TcpStream, &'a str), UpstreamError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let order = rendezvous_order(nodes, key);
     let mut last = UpstreamError::Refused;
-    for node in rendezvous_order(nodes, key) {
-        match dial(node, limit).await {
-            Ok(s) => return Ok((s, node)),
-            Err(e) => {
-                metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "reason" => e.as_str())
-                    .increment(1);
-                tracing::warn!(
-                    broker = node,
-                    error = e.as_str(),
-                    "upstream broker unreachable"
-                );
-                last = e;
+    for round in 0..2 {
+        if round == 1 {
+            if last != UpstreamError::Refused
+                || tokio::time::Instant::now() + RETRY_AFTER >= deadline
+            {
+                break;
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+        for node in &order {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match dial(node, left).await {
+                Ok(s) => return Ok((s, node)),
+                Err((e, cause)) => {
+                    metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "reason" => e.as_str())
+                        .increment(1);
+                    tracing::warn!(broker = *node, error = e.as_str(), %cause, "upstream broker unreachable");
+                    last = e;
+                }
             }
         }
     }
     Err(last)
 }
 
-/// Dials the broker.
+/// Pause before the second round of [`dial_any`].
+pub const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// Dials the broker; on failure, the class and the cause.
 ///
 /// # Errors
-/// [`UpstreamError`].
-pub async fn dial(address: &str, limit: Duration) -> Result<TcpStream, UpstreamError> {
+/// [`UpstreamError`] and the I/O error (or the timeout).
+pub async fn dial(address: &str, limit: Duration) -> Result<TcpStream, (UpstreamError, String)> {
     match timeout(limit, TcpStream::connect(address)).await {
-        Err(_) => Err(UpstreamError::Timeout),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => Err(UpstreamError::Timeout),
-        Ok(Err(_)) => Err(UpstreamError::Refused),
+        Err(_) => Err((
+            UpstreamError::Timeout,
+            format!("no answer within {limit:?}"),
+        )),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            Err((UpstreamError::Timeout, e.to_string()))
+        }
+        Ok(Err(e)) => Err((UpstreamError::Refused, e.to_string())),
         Ok(Ok(s)) => {
             // MQTT is latency-sensitive and the gateway batches its own writes.
             let _ = s.set_nodelay(true);
