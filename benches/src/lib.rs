@@ -1,6 +1,8 @@
 //! Load benchmarks (see BENCHMARKS.md): a minimal MQTT load client over plain TCP or mTLS, built on
 //! `mqtt-inspect`'s encoder, so the same client measures Mosquitto directly and through the gateway.
 
+pub mod proxies;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,9 +30,29 @@ pub async fn connect(
     tls: Option<Arc<rustls::ClientConfig>>,
     client_id: &str,
 ) -> anyhow::Result<Box<dyn Io>> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect {addr}"))?;
+    connect_from(addr, None, tls, client_id).await
+}
+
+/// [`connect`] from a chosen local address (many connections need more than one loopback
+/// address's ephemeral ports).
+///
+/// # Errors
+/// The connection or the CONNECT failed.
+pub async fn connect_from(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    client_id: &str,
+) -> anyhow::Result<Box<dyn Io>> {
+    let tcp = match from {
+        None => TcpStream::connect(addr).await,
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(ip, 0))?;
+            sock.connect(addr).await
+        }
+    }
+    .with_context(|| format!("connect {addr}"))?;
     tcp.set_nodelay(true)?;
     let mut io: Box<dyn Io> = match tls {
         Some(cfg) => Box::new(

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bench::proxies::{start_haproxy, start_nginx};
 use bench::{
     client_tls, connect, count_publishes, cpu_time, gateway_bin, publish_batch, subscribe,
-    wait_port,
 };
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
 use mqtt_gateway::pki::Ca;
@@ -126,61 +126,6 @@ audit_file = "audit.jsonl"
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the gateway did not start listening on {addr}")
-}
-
-/// HAProxy (Debian package) terminating mTLS with the same certificates and CRL, TCP to the broker.
-fn start_haproxy(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
-    let pki = dir.join("pki");
-    let pem = format!(
-        "{}{}",
-        std::fs::read_to_string(pki.join("gateway.pem"))?,
-        std::fs::read_to_string(pki.join("gateway.key"))?
-    );
-    std::fs::write(dir.join("haproxy.pem"), pem)?;
-    let port = free_port();
-    let cfg = format!(
-        "global\n  maxconn 9900\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
-         frontend mqtts\n  bind 127.0.0.1:{port} ssl crt {pem} ca-file {ca} verify required crl-file {crl}\n  default_backend broker\n\
-         backend broker\n  server b {broker}\n",
-        pem = dir.join("haproxy.pem").display(),
-        ca = pki.join("ca.pem").display(),
-        crl = pki.join("ca.crl").display(),
-    );
-    std::fs::write(dir.join("haproxy.cfg"), cfg)?;
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(dir.join("haproxy.cfg"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("haproxy (apt-get install haproxy)")?;
-    wait_port(port).map(|a| (child, a))
-}
-
-/// nginx's stream module terminating mTLS the same way (one process: master_process off).
-fn start_nginx(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
-    let pki = dir.join("pki");
-    let port = free_port();
-    let cfg = format!(
-        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-         pid {dir}/nginx.pid;\nerror_log {dir}/nginx.err;\nevents {{ worker_connections 40000; }}\n\
-         stream {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
-         ssl_client_certificate {ca}; ssl_verify_client on; ssl_crl {crl}; proxy_pass {broker}; }} }}\n",
-        dir = dir.display(),
-        cert = pki.join("gateway.pem").display(),
-        key = pki.join("gateway.key").display(),
-        ca = pki.join("ca.pem").display(),
-        crl = pki.join("ca.crl").display(),
-    );
-    std::fs::write(dir.join("nginx.conf"), cfg)?;
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("nginx (apt-get install nginx-light libnginx-mod-stream)")?;
-    wait_port(port).map(|a| (child, a))
 }
 
 fn main() -> anyhow::Result<()> {
