@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::RecursiveMode;
-use notify_debouncer_full::new_debouncer;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{Debouncer, RecommendedCache, new_debouncer};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -338,15 +339,30 @@ impl Reloader {
     }
 }
 
-/// Runs reloads for SIGHUP (`hup`), file changes under the watched directories, and every
-/// [`POLL`], until shutdown.
-pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
-    let gateway = Arc::clone(&reloader.gateway);
-    let (tx, mut events) = mpsc::channel::<()>(1);
-    let snap = gateway.current();
-    let dirs = watched_dirs(&reloader.config_path, &snap.config);
-    let names = relevant_names(&reloader.config_path, &snap.config);
-    drop(snap);
+/// Whether an event can mean new content. inotify also reports opens and reads (notify watches
+/// `IN_OPEN`): counting them made every reload's own reading of the files start the next
+/// reload, a loop that re-read and hashed every source (a 10 MB CRL included) about once a second
+/// for as long as the gateway ran.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
+    }
+}
+
+/// Watches `dirs` (debounced) and sends on `tx` when a change touches one of `names` (see
+/// [`is_relevant`] and [`is_change`]). `None` when the platform has no watcher: SIGHUP and the
+/// poll still work.
+fn watch(
+    dirs: &[PathBuf],
+    names: HashSet<std::ffi::OsString>,
+    tx: mpsc::Sender<()>,
+) -> Option<Debouncer<RecommendedWatcher, RecommendedCache>> {
     let watcher = new_debouncer(
         DEBOUNCE,
         None,
@@ -354,7 +370,7 @@ pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
             let relevant = result.is_ok_and(|events| {
                 events
                     .iter()
-                    .any(|e| e.paths.iter().any(|p| is_relevant(&names, p)))
+                    .any(|e| is_change(&e.kind) && e.paths.iter().any(|p| is_relevant(&names, p)))
             });
             if relevant {
                 // A reload is already queued if this fails: that one will read the files anew.
@@ -362,9 +378,9 @@ pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
             }
         },
     );
-    let _watcher = match watcher {
+    match watcher {
         Ok(mut w) => {
-            for d in &dirs {
+            for d in dirs {
                 if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
                     tracing::warn!(dir = %d.display(), error = %e, "cannot watch; relying on SIGHUP and the poll");
                 }
@@ -375,7 +391,19 @@ pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
             tracing::warn!(error = %e, "no file watcher; relying on SIGHUP and the poll");
             None
         }
-    };
+    }
+}
+
+/// Runs reloads for SIGHUP (`hup`), file changes under the watched directories, and every
+/// [`POLL`], until shutdown.
+pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
+    let gateway = Arc::clone(&reloader.gateway);
+    let (tx, mut events) = mpsc::channel::<()>(1);
+    let snap = gateway.current();
+    let dirs = watched_dirs(&reloader.config_path, &snap.config);
+    let names = relevant_names(&reloader.config_path, &snap.config);
+    drop(snap);
+    let _watcher = watch(&dirs, names, tx);
     let mut poll = tokio::time::interval(POLL);
     poll.tick().await;
     loop {
@@ -433,5 +461,30 @@ mod tests {
         ] {
             assert_eq!(is_relevant(&names, Path::new(path)), relevant, "{path}");
         }
+    }
+
+    /// Reading the watched files (what every reload does) must not start a reload; writing one
+    /// must. Before, inotify's open events made each reload start the next, forever.
+    #[tokio::test]
+    async fn reading_the_files_starts_no_reload_writing_does() {
+        let dir = std::env::temp_dir().join(format!("gw-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("policy.toml");
+        std::fs::write(&file, "a").unwrap();
+        let names = std::iter::once(std::ffi::OsString::from("policy.toml")).collect();
+        let (tx, mut rx) = mpsc::channel(1);
+        let watcher = watch(std::slice::from_ref(&dir), names, tx);
+        assert!(watcher.is_some());
+        for _ in 0..5 {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "a");
+            tokio::time::sleep(DEBOUNCE / 2).await;
+        }
+        tokio::time::sleep(DEBOUNCE * 3).await;
+        assert!(rx.try_recv().is_err(), "a read started a reload");
+        std::fs::write(&file, "b").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        assert_eq!(got.ok().flatten(), Some(()), "a write started no reload");
+        drop(watcher);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! - QoS 0 flood, 1 and 4 publishers to 1 subscriber, 64 B and 1 KiB: messages/s delivered and
 //!   the proxy's CPU time per delivered message (`/proc/PID/stat`);
-//! - proxy CPU per message at a fixed 20,000 msg/s (64 B, 20 messages every millisecond);
+//! - proxy CPU per message at a fixed 20,000 msg/s (64 B): 20 messages every millisecond from
+//!   one publisher in one write, and one message each from 20 publishers;
 //! - QoS 1 latency publish → delivery (through the proxy both ways) at 2,000 msg/s, p50/p99;
 //! - mTLS handshakes per second including CONNECT/CONNACK (ECDSA P-256), 8 concurrent clients;
 //! - RSS of the proxy per idle mTLS connection at 9,900 connections (CONNECTed), and the
@@ -62,6 +63,8 @@ struct Row {
     /// (publishers, payload) → (msgs/s, proxy µs/msg).
     flood: Vec<(f64, Option<f64>)>,
     fixed_cpu: Option<f64>,
+    /// The same rate from 20 publishers, one message per write each.
+    fixed_cpu_fleet: Option<f64>,
     latency: (f64, f64),
     handshakes: Option<f64>,
     idle_kib: Option<f64>,
@@ -219,22 +222,32 @@ async fn flood(
     Ok((delivered as f64 / elapsed.as_secs_f64(), cpu))
 }
 
-/// Proxy CPU per message at a fixed 20,000 msg/s (64 B), for 3 seconds.
-async fn fixed_rate(t: &Target, pki: &Path) -> anyhow::Result<Option<f64>> {
+/// Proxy CPU per message at a fixed 20,000 msg/s (64 B), for 10 seconds, to one subscriber:
+/// every millisecond either one publisher writes 20 messages at once (`publishers` = 1: a
+/// gateway or bridge forwarding a batch), or each of 20 publishers writes one (`publishers` =
+/// 20: a fleet of devices, one TLS record and one wake-up per message — the costlier and more
+/// usual case).
+async fn fixed_rate(t: &Target, pki: &Path, publishers: usize) -> anyhow::Result<Option<f64>> {
     const PER_TICK: usize = 20;
-    const TICKS: u64 = 3_000;
+    const TICKS: u64 = 10_000;
     let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
     subscribe(&mut sub, "bench/#").await?;
-    let mut p = connect(t.addr, tls_for(t, pki, "bench-pub-0")?, "bench-pub-0").await?;
+    let mut pubs = Vec::new();
+    for i in 0..publishers {
+        let name = format!("bench-pub-{}", i % PUBLISHERS_MAX);
+        pubs.push(connect(t.addr, tls_for(t, pki, &name)?, &format!("fixed-{i}")).await?);
+    }
     let want = TICKS * PER_TICK as u64;
     let counter =
         tokio::spawn(async move { count_publishes(&mut sub, want, Duration::from_secs(3)).await });
-    let batch = publish_batch("bench/fixed/topic", 64, PER_TICK)?;
+    let batch = publish_batch("bench/fixed/topic", 64, PER_TICK / publishers.max(1))?;
     let before = t.pid.map(cpu_time).transpose()?;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for _ in 0..TICKS {
         tick.tick().await;
-        p.write_all(&batch).await?;
+        for p in &mut pubs {
+            p.write_all(&batch).await?;
+        }
     }
     let (delivered, _) = counter.await??;
     let cpu = cpu_per_msg(t.pid, before, delivered)?;
@@ -411,20 +424,64 @@ async fn idle(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
     Ok(((after - before) / IDLE_CONNECTIONS as f64, before))
 }
 
+/// Which measurements run: `COMPARE_ONLY=fixed,latency` (of `flood`, `fixed`, `latency`,
+/// `handshakes`, `idle`) narrows a run for profiling; unset runs all of them.
+fn wanted(what: &str) -> bool {
+    std::env::var("COMPARE_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == what))
+}
+
+/// Which targets run: `COMPARE_TARGETS=gateway,nginx` keeps the targets whose name contains one
+/// of the words; unset runs all of them.
+fn target_wanted(name: &str) -> bool {
+    std::env::var("COMPARE_TARGETS").map_or(true, |only| {
+        only.split(',')
+            .any(|w| !w.trim().is_empty() && name.contains(w.trim()))
+    })
+}
+
 async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
     let mut row = Row::default();
-    for (pubs, payload) in FLOODS {
-        row.flood.push(flood(t, pki, pubs, payload).await?);
+    if wanted("flood") {
+        for (pubs, payload) in FLOODS {
+            row.flood.push(flood(t, pki, pubs, payload).await?);
+        }
     }
-    row.fixed_cpu = fixed_rate(t, pki).await?;
-    row.latency = latency(t, pki).await?;
-    if t.tls {
+    if wanted("fixed") {
+        row.fixed_cpu = fixed_rate(t, pki, 1).await?;
+        row.fixed_cpu_fleet = fixed_rate(t, pki, 20).await?;
+    }
+    if wanted("latency") {
+        row.latency = latency(t, pki).await?;
+    }
+    if t.tls && wanted("handshakes") {
         row.handshakes = Some(handshakes(t, pki).await?);
-        let (per, base) = idle(t, pki).await?;
-        row.idle_kib = Some(per);
-        row.idle_base_kib = Some(base);
     }
     Ok(row)
+}
+
+/// Idle memory is measured on a fresh process per repetition: a process that has already held
+/// thousands of connections reuses the memory they freed, and would report next to nothing.
+async fn idle_fresh(
+    which: usize,
+    name: &'static str,
+    dir: &Path,
+    broker: SocketAddr,
+) -> anyhow::Result<(f64, f64)> {
+    let (mut child, addr) = match which {
+        2 => start_gateway(dir, broker).map(|(c, tls, _)| (c, tls))?,
+        3 => start_haproxy(dir, broker)?,
+        _ => start_nginx(dir, broker)?,
+    };
+    let t = Target {
+        name,
+        addr,
+        tls: true,
+        pid: Some(child.id()),
+    };
+    let result = idle(&t, &dir.join("pki")).await;
+    sigterm(child.id())?;
+    let _ = child.wait();
+    result
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -563,6 +620,10 @@ fn main() -> anyhow::Result<()> {
     for rep in 0..reps {
         let mut rows = Vec::new();
         for t in &targets {
+            if !target_wanted(t.name) {
+                rows.push(Row::default());
+                continue;
+            }
             eprintln!("rep {}/{reps}: {}", rep + 1, t.name);
             let row = runtime.block_on(measure(t, &pki)).with_context(|| t.name)?;
             for ((pubs, payload), (rate, cpu)) in FLOODS.iter().zip(&row.flood) {
@@ -582,13 +643,17 @@ fn main() -> anyhow::Result<()> {
             if let Some(c) = row.fixed_cpu {
                 let _ = writeln!(csv, "{rep},{},fixed_20k_cpu_us_per_msg,{c:.3}", t.name);
             }
+            if let Some(c) = row.fixed_cpu_fleet {
+                let _ = writeln!(
+                    csv,
+                    "{rep},{},fixed_20k_20pubs_cpu_us_per_msg,{c:.3}",
+                    t.name
+                );
+            }
             let _ = writeln!(csv, "{rep},{},qos1_p50_us,{:.0}", t.name, row.latency.0);
             let _ = writeln!(csv, "{rep},{},qos1_p99_us,{:.0}", t.name, row.latency.1);
             if let Some(h) = row.handshakes {
                 let _ = writeln!(csv, "{rep},{},handshakes_per_s,{h:.0}", t.name);
-            }
-            if let Some(k) = row.idle_kib {
-                let _ = writeln!(csv, "{rep},{},idle_kib_per_conn,{k:.2}", t.name);
             }
             rows.push(row);
         }
@@ -597,6 +662,24 @@ fn main() -> anyhow::Result<()> {
     for child in [&mut gateway, &mut haproxy, &mut nginx] {
         sigterm(child.id())?;
         let _ = child.wait();
+    }
+    if wanted("idle") {
+        for (rep, rows) in runs.iter_mut().enumerate() {
+            for (i, row) in rows.iter_mut().enumerate().skip(2) {
+                let Some(t) = targets.get(i) else { continue };
+                if !target_wanted(t.name) {
+                    continue;
+                }
+                eprintln!("rep {}/{reps}: {} idle, fresh process", rep + 1, t.name);
+                let (per, base) = runtime
+                    .block_on(idle_fresh(i, t.name, &dir, broker.addr()))
+                    .with_context(|| t.name)?;
+                let _ = writeln!(csv, "{rep},{},idle_kib_per_conn,{per:.2}", t.name);
+                let _ = writeln!(csv, "{rep},{},idle_base_kib,{base:.0}", t.name);
+                row.idle_kib = Some(per);
+                row.idle_base_kib = Some(base);
+            }
+        }
     }
 
     // Medians over the repetitions.
@@ -615,7 +698,7 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         out,
-        "| target | {} | fixed 20k/s µs/msg | QoS 1 p50 / p99 µs | handshakes/s | idle KiB/conn | 100k idle (GiB) |",
+        "| target | {} | fixed 20k/s µs/msg: 1 pub × 20 / 20 pubs × 1 | QoS 1 p50 / p99 µs | handshakes/s | idle KiB/conn | 100k idle (GiB) |",
         FLOODS
             .iter()
             .map(|(p, b)| format!("{p}×{b} B msg/s (µs/msg)"))
@@ -635,10 +718,11 @@ fn main() -> anyhow::Result<()> {
         let projection = (base + idle * 100_000.0) / (1024.0 * 1024.0);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {} / {} | {} / {} | {} | {} | {} |",
             t.name,
             cells.join(" | "),
             fmt(med(&|r: &Row| r.fixed_cpu, i), 2),
+            fmt(med(&|r: &Row| r.fixed_cpu_fleet, i), 2),
             fmt(med(&|r: &Row| Some(r.latency.0), i), 0),
             fmt(med(&|r: &Row| Some(r.latency.1), i), 0),
             fmt(med(&|r: &Row| r.handshakes, i), 0),
@@ -652,16 +736,24 @@ fn main() -> anyhow::Result<()> {
     for (other, label) in [(3usize, "HAProxy"), (4, "nginx"), (0, "direct")] {
         let _ = writeln!(
             out,
-            "gateway mTLS / {label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {}, p99 {}, handshakes/s {}, idle KiB/conn {}",
+            "gateway mTLS / {label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {}, handshakes/s {}, idle KiB/conn {}",
             fmt(ratio(&|r: &Row| r.flood.first().map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.flood.get(1).map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.fixed_cpu, other), 2),
+            fmt(ratio(&|r: &Row| r.fixed_cpu_fleet, other), 2),
             fmt(ratio(&|r: &Row| Some(r.latency.1), other), 2),
             fmt(ratio(&|r: &Row| r.handshakes, other), 2),
             fmt(ratio(&|r: &Row| r.idle_kib, other), 2),
         );
     }
     print!("{out}");
+    if std::env::var_os("COMPARE_ONLY").is_some() || std::env::var_os("COMPARE_TARGETS").is_some() {
+        eprintln!(
+            "a narrowed run (COMPARE_ONLY / COMPARE_TARGETS): benches/results left as they are"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
 
     let results = workspace_root().join("benches/results");
     std::fs::create_dir_all(&results)?;
@@ -683,9 +775,15 @@ fn main() -> anyhow::Result<()> {
                     .collect(),
             ),
             (
-                "proxy CPU µs/msg at 20,000 msg/s",
+                "proxy CPU µs/msg at 20,000 msg/s, 1 publisher × 20",
                 (0..targets.len())
                     .map(|i| med(&|r: &Row| r.fixed_cpu, i))
+                    .collect(),
+            ),
+            (
+                "proxy CPU µs/msg at 20,000 msg/s, 20 publishers × 1",
+                (0..targets.len())
+                    .map(|i| med(&|r: &Row| r.fixed_cpu_fleet, i))
                     .collect(),
             ),
         ],

@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use mqtt_inspect::{DecodeError, Direction, Peek, peek_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 
 use super::inspect::{Denial, Inspected, Verdict};
 use crate::close::CloseReason;
@@ -136,6 +136,9 @@ where
     let mut denials = Vec::new();
     let mut batch = PacketBatch::default();
     let mut deadline = settings.idle_limit.map(|d| Instant::now() + d);
+    // One keep-alive timer for the session, armed at the first deadline and pushed forward only
+    // when it fires (see `read_until`).
+    let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     loop {
         // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
         let want = match peek_frame(&buf, settings.max_packet_size) {
@@ -170,12 +173,8 @@ where
             None if buf.is_empty() => {
                 let mut first = [0u8; IDLE_READ];
                 let read = reader.read(&mut first);
-                let r = match deadline {
-                    Some(d) => match timeout_at(d, read).await {
-                        Ok(r) => r,
-                        Err(_) => return CloseReason::KeepAliveTimeout,
-                    },
-                    None => read.await,
+                let Some(r) = read_until(read, &mut timer, deadline).await else {
+                    return CloseReason::KeepAliveTimeout;
                 };
                 if let Ok(n @ 1..) = r {
                     buf.reserve(MIN_READ_CHUNK.max(n));
@@ -187,13 +186,10 @@ where
             None => {
                 // Inside a frame: wait for its rest with the buffer.
                 let read = reader.read_buf(&mut buf);
-                match deadline {
-                    Some(d) => match timeout_at(d, read).await {
-                        Ok(r) => r,
-                        Err(_) => return CloseReason::KeepAliveTimeout,
-                    },
-                    None => read.await,
-                }
+                let Some(r) = read_until(read, &mut timer, deadline).await else {
+                    return CloseReason::KeepAliveTimeout;
+                };
+                r
             }
         };
         let n = match result {
@@ -321,6 +317,38 @@ where
         if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
             // After a burst: let the large buffer go.
             buf = BytesMut::new();
+        }
+    }
+}
+
+/// Awaits `read`, or `None` once `deadline` has passed without it completing.
+///
+/// The deadline moves with every packet, but the timer does not: it stays armed at an earlier
+/// deadline and, when it fires, is pushed to the current one (or ends the wait if that has
+/// passed). Arming a fresh timer for each read, as `timeout_at` does, took the runtime's timer
+/// lock twice per packet — once to register, once to cancel — a lock shared by every session.
+async fn read_until<F>(
+    read: F,
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<Instant>,
+) -> Option<io::Result<usize>>
+where
+    F: std::future::Future<Output = io::Result<usize>>,
+{
+    let (Some(timer), Some(deadline)) = (timer.as_mut(), deadline) else {
+        return Some(read.await);
+    };
+    let mut read = std::pin::pin!(read);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut read => return Some(r),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
         }
     }
 }
