@@ -180,21 +180,65 @@ pub async fn count_publishes(
     Ok((n, first.map_or(Duration::ZERO, |f| last - f)))
 }
 
-/// CPU time (user + system) of process `pid`, from `/proc/PID/stat`.
+/// CPU time (user + system) of process `pid` and its child processes (nginx's workers), from
+/// `/proc/PID/stat`.
 ///
 /// # Errors
 /// The file cannot be read or parsed.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("stat format")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    // Clock ticks are 100 per second on Linux (USER_HZ).
-    Ok(Duration::from_millis((utime + stime) * 10))
+    let mut total = Duration::ZERO;
+    for p in process_tree(pid) {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat"))?;
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("stat format")?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let utime: u64 = fields.get(11).context("utime")?.parse()?;
+        let stime: u64 = fields.get(12).context("stime")?.parse()?;
+        // Clock ticks are 100 per second on Linux (USER_HZ).
+        total += Duration::from_millis((utime + stime) * 10);
+    }
+    Ok(total)
+}
+
+/// Resident memory (KiB) of process `pid` and its child processes.
+///
+/// # Errors
+/// The file cannot be read or parsed.
+pub fn rss_kib(pid: u32) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for p in process_tree(pid) {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("VmRSS")?;
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("VmRSS value")?
+            .parse()?;
+        total += kib;
+    }
+    Ok(total)
+}
+
+/// `pid` and its descendants (from `/proc/PID/task/*/children`).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = all.get(i) {
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    all.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+                }
+            }
+        }
+        i += 1;
+    }
+    all
 }
 
 /// A client TLS configuration trusting `pki/ca.pem` and presenting `pki/<name>.pem` (as made by

@@ -43,13 +43,30 @@ pub fn start_haproxy(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, S
     wait_port(port).map(|a| (child, a))
 }
 
-/// nginx's stream module terminating mTLS the same way (one process: master_process off).
+/// nginx's stream module terminating mTLS the same way, one process (master_process off, one
+/// worker).
 pub fn start_nginx(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, SocketAddr)> {
+    start_nginx_workers(dir, broker, false)
+}
+
+/// nginx's stream module terminating mTLS: one process (`auto` false) or as Debian ships it,
+/// `worker_processes auto` (one worker per core) under a master process; the returned child is
+/// the master, and the workers are its children.
+pub fn start_nginx_workers(
+    dir: &Path,
+    broker: SocketAddr,
+    auto: bool,
+) -> anyhow::Result<(Child, SocketAddr)> {
     let pki = dir.join("pki");
     let port = free_port();
+    let (master, workers, tag) = if auto {
+        ("on", "auto", "auto")
+    } else {
+        ("off", "1", "one")
+    };
     let cfg = format!(
-        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-         pid {dir}/nginx.pid;\nworker_rlimit_nofile 20000;\nerror_log {dir}/nginx.err;\nevents {{ worker_connections 40000; }}\n\
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nmaster_process {master};\nworker_processes {workers};\n\
+         pid {dir}/nginx-{tag}.pid;\nworker_rlimit_nofile 20000;\nerror_log {dir}/nginx-{tag}.err;\nevents {{ worker_connections 40000; }}\n\
          stream {{ server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
          ssl_client_certificate {ca}; ssl_verify_client on; ssl_crl {crl}; proxy_pass {broker}; }} }}\n",
         dir = dir.display(),
@@ -58,10 +75,11 @@ pub fn start_nginx(dir: &Path, broker: SocketAddr) -> anyhow::Result<(Child, Soc
         ca = pki.join("ca.pem").display(),
         crl = pki.join("ca.crl").display(),
     );
-    std::fs::write(dir.join("nginx.conf"), cfg)?;
+    let conf = dir.join(format!("nginx-{tag}.conf"));
+    std::fs::write(&conf, cfg)?;
     let child = Command::new("nginx")
         .arg("-c")
-        .arg(dir.join("nginx.conf"))
+        .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -34,10 +34,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench::proxies::{start_haproxy, start_nginx};
+use bench::proxies::{start_haproxy, start_nginx_workers};
 use bench::{
     Io, client_tls, connect, connect_from, count_publishes, cpu_time, gateway_bin, publish_batch,
-    subscribe, wait_port,
+    rss_kib, subscribe, wait_port,
 };
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm, workspace_root};
 use mqtt_gateway::pki::Ca;
@@ -55,6 +55,21 @@ struct Target {
     tls: bool,
     /// The proxy process (none for Mosquitto direct).
     pid: Option<u32>,
+    /// How to start a fresh one (idle memory).
+    kind: Kind,
+}
+
+/// What a target is, to start a fresh process of it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Direct,
+    /// The gateway; `Some(n)` runs its runtime on n threads (`TOKIO_WORKER_THREADS`), `None` on
+    /// one per core (the default).
+    Gateway(Option<usize>),
+    Haproxy,
+    /// nginx; `true`: `worker_processes auto` under a master (Debian's default), `false`: one
+    /// process.
+    Nginx(bool),
 }
 
 /// What one repetition measured for one target.
@@ -91,10 +106,15 @@ fn policy_1000() -> String {
     s
 }
 
+/// Starts the gateway with its files in `work` (created) and the certificates in `pki`.
 fn start_gateway(
-    dir: &Path,
+    work: &Path,
+    pki: &Path,
     broker: SocketAddr,
+    threads: Option<usize>,
 ) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+    std::fs::create_dir_all(work)?;
+    let dir = work;
     std::fs::write(dir.join("policy.toml"), policy_1000())?;
     let (tls_port, plain_port) = (free_port(), free_port());
     let config = format!(
@@ -104,10 +124,10 @@ address = "{broker}"
 name = "mqtts"
 bind = "127.0.0.1:{tls_port}"
 [listener.tls]
-cert = "pki/gateway.pem"
-key = "pki/gateway.key"
-client_ca = "pki/ca.pem"
-crl = ["pki/ca.crl"]
+cert = "{pki}/gateway.pem"
+key = "{pki}/gateway.key"
+client_ca = "{pki}/ca.pem"
+crl = ["{pki}/ca.crl"]
 [[listener]]
 name = "plain"
 bind = "127.0.0.1:{plain_port}"
@@ -126,31 +146,22 @@ bytes_per_client_per_second = "1GiB"
 auth_failures_before_ban = 1000000
 [log]
 audit_file = "audit.jsonl"
-"#
+"#,
+        pki = pki.display()
     );
     std::fs::write(dir.join("gateway.toml"), config)?;
-    let child = Command::new(gateway_bin()?)
-        .args(["run", "--config"])
+    let mut cmd = Command::new(gateway_bin()?);
+    cmd.args(["run", "--config"])
         .arg(dir.join("gateway.toml"))
         .current_dir(dir)
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()?;
+        .stdout(Stdio::null());
+    if let Some(n) = threads {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let child = cmd.spawn()?;
     let tls = wait_port(tls_port)?;
     Ok((child, tls, wait_port(plain_port)?))
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
 }
 
 fn tls_for(
@@ -462,23 +473,27 @@ async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
 /// Idle memory is measured on a fresh process per repetition: a process that has already held
 /// thousands of connections reuses the memory they freed, and would report next to nothing.
 async fn idle_fresh(
-    which: usize,
+    kind: Kind,
     name: &'static str,
     dir: &Path,
     broker: SocketAddr,
 ) -> anyhow::Result<(f64, f64)> {
-    let (mut child, addr) = match which {
-        2 => start_gateway(dir, broker).map(|(c, tls, _)| (c, tls))?,
-        3 => start_haproxy(dir, broker)?,
-        _ => start_nginx(dir, broker)?,
+    let pki = dir.join("pki");
+    let (mut child, addr) = match kind {
+        Kind::Gateway(threads) => start_gateway(&dir.join("gw-idle"), &pki, broker, threads)
+            .map(|(c, tls, _)| (c, tls))?,
+        Kind::Haproxy => start_haproxy(dir, broker)?,
+        Kind::Nginx(auto) => start_nginx_workers(dir, broker, auto)?,
+        Kind::Direct => bail!("no proxy to measure"),
     };
     let t = Target {
         name,
         addr,
         tls: true,
         pid: Some(child.id()),
+        kind,
     };
-    let result = idle(&t, &dir.join("pki")).await;
+    let result = idle(&t, &pki).await;
     sigterm(child.id())?;
     let _ = child.wait();
     result
@@ -507,9 +522,11 @@ fn svg(names: &[&str], panels: &[(&str, Vec<f64>)]) -> String {
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
         w * panels.len() as f64,
-        h + 60.0
+        h + 100.0
     );
-    let colors = ["#555", "#1f77b4", "#2ca02c", "#d62728", "#9467bd"];
+    let colors = [
+        "#555", "#1f77b4", "#2ca02c", "#17becf", "#d62728", "#9467bd", "#ff7f0e",
+    ];
     for (p, (title, values)) in panels.iter().enumerate() {
         let x0 = w * p as f64;
         let max = values
@@ -577,39 +594,62 @@ fn main() -> anyhow::Result<()> {
         ca.issue(&format!("bench-pub-{i}"), None, 30, false, &[])?;
     }
     let broker = Mosquitto::start()?;
-    let (mut gateway, gw_tls, gw_plain) = start_gateway(&dir, broker.addr())?;
+    let (mut gateway, gw_tls, gw_plain) =
+        start_gateway(&dir.join("gw"), &pki, broker.addr(), None)?;
+    let (mut gateway1, gw1_tls, _) =
+        start_gateway(&dir.join("gw-1thread"), &pki, broker.addr(), Some(1))?;
     let (mut haproxy, ha_addr) = start_haproxy(&dir, broker.addr())?;
-    let (mut nginx, ng_addr) = start_nginx(&dir, broker.addr())?;
+    let (mut nginx, ng_addr) = start_nginx_workers(&dir, broker.addr(), false)?;
+    let (mut nginx_auto, nga_addr) = start_nginx_workers(&dir, broker.addr(), true)?;
     let targets = [
         Target {
             name: "mosquitto direct",
             addr: broker.addr(),
             tls: false,
             pid: None,
+            kind: Kind::Direct,
         },
         Target {
             name: "gateway plain",
             addr: gw_plain,
             tls: false,
             pid: Some(gateway.id()),
+            kind: Kind::Gateway(None),
         },
         Target {
             name: "gateway mTLS",
             addr: gw_tls,
             tls: true,
             pid: Some(gateway.id()),
+            kind: Kind::Gateway(None),
+        },
+        Target {
+            name: "gateway mTLS, 1 thread",
+            addr: gw1_tls,
+            tls: true,
+            pid: Some(gateway1.id()),
+            kind: Kind::Gateway(Some(1)),
         },
         Target {
             name: "HAProxy mTLS",
             addr: ha_addr,
             tls: true,
             pid: Some(haproxy.id()),
+            kind: Kind::Haproxy,
         },
         Target {
-            name: "nginx mTLS",
+            name: "nginx mTLS, 1 worker",
             addr: ng_addr,
             tls: true,
             pid: Some(nginx.id()),
+            kind: Kind::Nginx(false),
+        },
+        Target {
+            name: "nginx mTLS, auto workers",
+            addr: nga_addr,
+            tls: true,
+            pid: Some(nginx_auto.id()),
+            kind: Kind::Nginx(true),
         },
     ];
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -659,20 +699,26 @@ fn main() -> anyhow::Result<()> {
         }
         runs.push(rows);
     }
-    for child in [&mut gateway, &mut haproxy, &mut nginx] {
+    for child in [
+        &mut gateway,
+        &mut gateway1,
+        &mut haproxy,
+        &mut nginx,
+        &mut nginx_auto,
+    ] {
         sigterm(child.id())?;
         let _ = child.wait();
     }
     if wanted("idle") {
         for (rep, rows) in runs.iter_mut().enumerate() {
-            for (i, row) in rows.iter_mut().enumerate().skip(2) {
+            for (i, row) in rows.iter_mut().enumerate() {
                 let Some(t) = targets.get(i) else { continue };
-                if !target_wanted(t.name) {
+                if !t.tls || !target_wanted(t.name) {
                     continue;
                 }
                 eprintln!("rep {}/{reps}: {} idle, fresh process", rep + 1, t.name);
                 let (per, base) = runtime
-                    .block_on(idle_fresh(i, t.name, &dir, broker.addr()))
+                    .block_on(idle_fresh(t.kind, t.name, &dir, broker.addr()))
                     .with_context(|| t.name)?;
                 let _ = writeln!(csv, "{rep},{},idle_kib_per_conn,{per:.2}", t.name);
                 let _ = writeln!(csv, "{rep},{},idle_base_kib,{base:.0}", t.name);
@@ -731,12 +777,18 @@ fn main() -> anyhow::Result<()> {
         );
     }
     // Ratios from the medians: the gateway's mTLS listener against the others.
-    let ratio = |f: &dyn Fn(&Row) -> Option<f64>, other: usize| med(f, 2) / med(f, other);
     let _ = writeln!(out);
-    for (other, label) in [(3usize, "HAProxy"), (4, "nginx"), (0, "direct")] {
+    for (ours, other, label) in [
+        (2usize, 4usize, "gateway mTLS / HAProxy"),
+        (2, 5, "gateway mTLS / nginx 1 worker"),
+        (2, 6, "gateway mTLS / nginx auto workers"),
+        (3, 5, "gateway mTLS 1 thread / nginx 1 worker"),
+        (2, 0, "gateway mTLS / direct"),
+    ] {
+        let ratio = |f: &dyn Fn(&Row) -> Option<f64>, other: usize| med(f, ours) / med(f, other);
         let _ = writeln!(
             out,
-            "gateway mTLS / {label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {}, handshakes/s {}, idle KiB/conn {}",
+            "{label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {}, handshakes/s {}, idle KiB/conn {}",
             fmt(ratio(&|r: &Row| r.flood.first().map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.flood.get(1).map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.fixed_cpu, other), 2),
