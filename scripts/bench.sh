@@ -8,9 +8,31 @@
 #                                                  benches/results/compare.{md,csv,svg}
 #   bash scripts/bench.sh load [MESSAGES] [BYTES]  one QoS 0 flood through the same targets
 #   bash scripts/bench.sh reload | authflood | policy
-# HAProxy and nginx: apt-get install haproxy nginx-light libnginx-mod-stream
+# Installs what is missing with apt-get (as root, or with sudo): mosquitto, haproxy, nginx-light with
+# libnginx-mod-stream (nginx's stream module).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+packages=()
+command -v mosquitto >/dev/null || packages+=(mosquitto)
+command -v haproxy >/dev/null || packages+=(haproxy)
+if ! command -v nginx >/dev/null || ! compgen -G "/usr/lib/nginx/modules/ngx_stream_module.so" >/dev/null; then
+    packages+=(nginx-light libnginx-mod-stream)
+fi
+if ((${#packages[@]} > 0)); then
+    echo "installing ${packages[*]} with apt-get"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+fi
 cargo build --release --locked -p mqtt-gateway -p bench
 what=${1:-compare}
 shift || true
