@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use crate::tls::TlsStream;
 
 /// A client connection after accept (and after the TLS handshake, when the listener has TLS).
 #[derive(Debug)]
@@ -15,7 +16,7 @@ pub enum ClientStream {
     /// A plain TCP listener.
     Plain(TcpStream),
     /// A TLS listener; boxed because a rustls connection is large next to a socket.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
     /// A WebSocket listener, over either of the above.
     Ws(Box<crate::websocket::WsStream>),
 }
@@ -26,7 +27,7 @@ impl ClientStream {
     pub fn tls_version(&self) -> Option<&'static str> {
         match self {
             Self::Plain(_) => None,
-            Self::Tls(s) => s.get_ref().1.protocol_version().map(|v| match v {
+            Self::Tls(s) => s.common().protocol_version().map(|v| match v {
                 rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
                 rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
                 _ => "TLS",

@@ -81,7 +81,7 @@ pub fn observe_client_certificate(not_after_unix: i64) {
 }
 
 /// Counts the handshake of `conn` in `tls_resumptions_total` when it resumed a session.
-pub fn count_resumption(listener: &str, conn: &rustls::ServerConnection) {
+pub fn count_resumption(listener: &str, conn: &rustls::CommonState) {
     if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
         counter!(m::TLS_RESUMPTIONS_TOTAL, "listener" => listener.to_owned()).increment(1);
     }

@@ -53,8 +53,12 @@ async fn tls_handshake(
         return Some((ClientStream::Plain(tcp), None));
     };
     let started = std::time::Instant::now();
-    let acceptor = TlsAcceptor::from(tls.load_full());
-    match timeout_at(deadline, acceptor.accept(tcp)).await {
+    match timeout_at(
+        deadline,
+        crate::tls::TlsStream::accept(tcp, tls.load_full()),
+    )
+    .await
+    {
         Err(_) => {
             refused(ctx, peer, "timeout", "timeout", "tls_handshake_timeout");
             None
@@ -78,10 +82,9 @@ async fn tls_handshake(
         Ok(Ok(stream)) => {
             histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
                 .record(started.elapsed().as_secs_f64());
-            crate::metrics_tls::count_resumption(&ctx.name, stream.get_ref().1);
+            crate::metrics_tls::count_resumption(&ctx.name, stream.common());
             let chain: Option<Vec<_>> = stream
-                .get_ref()
-                .1
+                .common()
                 .peer_certificates()
                 .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
             let cert = chain.and_then(|chain| {

@@ -27,7 +27,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_rustls::TlsAcceptor;
 
 use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,

@@ -20,6 +20,7 @@
 
 pub mod failure;
 mod load;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ use crate::config::{ClientAuth, CrlScope, TlsConfig, TlsVersion};
 
 pub use failure::{HandshakeFailure, classify, classify_rustls};
 pub use load::{CrlInfo, crl_metadata, load_certs, load_crls, load_private_key, load_roots};
+pub use stream::TlsStream;
 
 /// Sessions kept for resumption per `ServerConfig` (rustls' own default size).
 const SESSION_CACHE_SIZE: usize = 256;

@@ -1,0 +1,465 @@
+//! The server side of one TLS connection on rustls' unbuffered API, with buffers that are
+//! released when the connection is idle.
+//!
+//! Why not tokio-rustls: its buffered `ServerConnection` keeps a 4 KiB record buffer for the whole
+//! life of the connection (`prepare_read` never shrinks it below 4,096 bytes), which was a quarter
+//! of the memory of an idle mTLS connection (BENCHMARKS.md, issue 8). Here the stream owns its
+//! buffers:
+//! - `incoming` holds ciphertext not yet processed; it is reserved only once the socket is
+//!   readable, and released when the socket has nothing more and every byte has been processed;
+//! - `outgoing` holds records to send; it is released once they are sent;
+//! - `plain` holds decrypted bytes that the reader has not taken yet (a reader with a small
+//!   buffer, or a record that arrived while the writer needed rustls' write state).
+//!
+//! So an idle connection holds no buffer at all. Limits: `incoming` never exceeds
+//! [`MAX_INCOMING`] (a handshake message may be up to 64 KiB, joined from several records;
+//! application records up to 16 KiB plus overhead); `outgoing` accepts new plaintext only while
+//! less than [`MAX_UNSENT`] bytes wait to be sent (backpressure to the writer).
+//!
+//! A fatal TLS error is answered with rustls' alert (sent without waiting) and returned as an
+//! `io::Error` carrying the `rustls::Error`, as tokio-rustls does, so [`super::classify`] reads it.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::{CommonState, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The largest `incoming` may grow: a 64 KiB handshake message joined from records, plus one
+/// more record of 16 KiB and its overhead.
+pub const MAX_INCOMING: usize = 0xffff + 16 * 1024 + 2048 + 5;
+/// Bytes reserved for one socket read (more when a longer record is known to be on its way).
+const READ_CHUNK: usize = 4096;
+/// The writer waits while this many encrypted bytes are still unsent.
+pub const MAX_UNSENT: usize = 64 * 1024;
+/// Plaintext encrypted per `poll_write` (rustls cuts it into records of at most 16 KiB).
+const WRITE_CHUNK: usize = 4 * 16 * 1024;
+/// A TLS record header: type, version, length.
+const HEADER: usize = 5;
+
+/// What the caller of [`TlsStream::drive`] wants rustls to get to.
+enum Want<'a> {
+    /// Decrypt what is there; stop when more bytes are needed.
+    Read,
+    /// Encrypt these bytes (or a first part of them) into `outgoing`.
+    Write(&'a [u8]),
+    /// Queue a `close_notify` alert into `outgoing`.
+    CloseNotify,
+}
+
+/// Where [`TlsStream::drive`] stopped.
+enum Stop {
+    /// rustls needs more bytes from the peer.
+    NeedInput,
+    /// `n` bytes of plaintext were encrypted (or the close_notify queued: `n` = 0).
+    Wrote(usize),
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// A server-side TLS stream over TCP.
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: UnbufferedServerConnection,
+    incoming: Vec<u8>,
+    outgoing: Vec<u8>,
+    sent: usize,
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// The peer sent close_notify.
+    peer_closed: bool,
+    /// The socket reached end of file.
+    tcp_eof: bool,
+    close_sent: bool,
+    /// A fatal error: every later call returns it.
+    failed: Option<rustls::Error>,
+    /// The reader waiting for bytes: woken when the writer decrypts a record for it.
+    read_waker: Option<Waker>,
+}
+
+impl fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("tcp", &self.tcp)
+            .field("incoming", &self.incoming.len())
+            .field("unsent", &(self.outgoing.len() - self.sent))
+            .field("plain", &(self.plain.len() - self.plain_pos))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The part of `out` from `start` on (empty if `start` is past the end).
+fn tail(out: &mut [u8], start: usize) -> &mut [u8] {
+    out.get_mut(start..).unwrap_or_default()
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsStream {
+    /// Runs the server handshake on `tcp` until it is complete (the client's certificate, when
+    /// asked for, verified by `config`'s verifier) and our last flight is sent.
+    ///
+    /// # Errors
+    /// A TLS error (carrying the `rustls::Error`, after the alert was sent), a socket error, or
+    /// `UnexpectedEof` when the peer closed mid-handshake.
+    pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        let mut stream = Self {
+            tcp,
+            conn,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            plain: Vec::new(),
+            plain_pos: 0,
+            peer_closed: false,
+            tcp_eof: false,
+            close_sent: false,
+            failed: None,
+            read_waker: None,
+        };
+        poll_fn(|cx| stream.poll_handshake(cx)).await?;
+        Ok(stream)
+    }
+
+    /// rustls' view of the connection: protocol version, peer certificates, resumption.
+    #[must_use]
+    pub fn common(&self) -> &CommonState {
+        &self.conn
+    }
+
+    /// The capacity of the buffers the stream holds now (0 for an idle connection).
+    #[must_use]
+    pub fn held_bytes(&self) -> usize {
+        self.incoming.capacity() + self.outgoing.capacity() + self.plain.capacity()
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let stop = self.drive(Want::Read)?;
+            if !self.conn.is_handshaking() {
+                return self.poll_send(cx);
+            }
+            if matches!(stop, Stop::Closed) || self.peer_closed {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            ready!(self.poll_send(cx))?;
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection during the TLS handshake",
+                )));
+            }
+        }
+    }
+
+    /// Lets rustls process `incoming` until it needs more input, or until it can encrypt
+    /// (`Want::Write`, `Want::CloseNotify`). Handshake and alert records go to `outgoing`,
+    /// application data to `plain`.
+    fn drive(&mut self, want: Want<'_>) -> io::Result<Stop> {
+        if let Some(e) = &self.failed {
+            return Err(tls_error(e.clone()));
+        }
+        loop {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let mut stop = None;
+            match status.state {
+                Err(e) => {
+                    self.incoming.drain(..discard.min(self.incoming.len()));
+                    self.fail(e.clone());
+                    return Err(tls_error(e));
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => self.plain.extend_from_slice(record.payload),
+                            Err(e) => {
+                                drop(records);
+                                self.incoming.drain(..discard.min(self.incoming.len()));
+                                self.fail(e.clone());
+                                return Err(tls_error(e));
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encoder)) => {
+                    let start = self.outgoing.len();
+                    let mut room = 1024;
+                    loop {
+                        self.outgoing.resize(start + room, 0);
+                        match encoder.encode(tail(&mut self.outgoing, start)) {
+                            Ok(n) => {
+                                self.outgoing.truncate(start + n);
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            })) if required_size > room => room = required_size,
+                            Err(e) => {
+                                self.outgoing.truncate(start);
+                                return Err(io::Error::other(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                // The records are queued in `outgoing` in order; they are sent before we wait
+                // for input (handshake) or by the writer's flush.
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                Ok(ConnectionState::BlockedHandshake) => stop = Some(Stop::NeedInput),
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::Closed) => stop = Some(Stop::Closed),
+                Ok(ConnectionState::WriteTraffic(mut writer)) => match want {
+                    Want::Read => stop = Some(Stop::NeedInput),
+                    Want::Write(data) => {
+                        let data = data.get(..WRITE_CHUNK).unwrap_or(data);
+                        // Each record adds a header, the content type, the AEAD tag (and for
+                        // TLS 1.2 an explicit nonce): 64 bytes is more than enough.
+                        let start = self.outgoing.len();
+                        let mut room = data.len() + (data.len() / (16 * 1024) + 1) * 64;
+                        let n = loop {
+                            self.outgoing.resize(start + room, 0);
+                            match writer.encrypt(data, tail(&mut self.outgoing, start)) {
+                                Ok(n) => break n,
+                                Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                                    required_size,
+                                })) if required_size > room => room = required_size,
+                                Err(e) => {
+                                    self.outgoing.truncate(start);
+                                    return Err(io::Error::other(e.to_string()));
+                                }
+                            }
+                        };
+                        self.outgoing.truncate(start + n);
+                        stop = Some(Stop::Wrote(data.len()));
+                    }
+                    Want::CloseNotify => {
+                        let start = self.outgoing.len();
+                        self.outgoing.resize(start + 64, 0);
+                        match writer.queue_close_notify(tail(&mut self.outgoing, start)) {
+                            Ok(n) => self.outgoing.truncate(start + n),
+                            Err(e) => {
+                                self.outgoing.truncate(start);
+                                return Err(io::Error::other(e.to_string()));
+                            }
+                        }
+                        self.close_sent = true;
+                        stop = Some(Stop::Wrote(0));
+                    }
+                },
+                Ok(_) => {
+                    // Early data: 0-RTT is never enabled on our listeners (`max_early_data_size`
+                    // is 0); and any state a later rustls adds.
+                    self.incoming.drain(..discard.min(self.incoming.len()));
+                    let e = rustls::Error::General("unexpected TLS state".into());
+                    self.fail(e.clone());
+                    return Err(tls_error(e));
+                }
+            }
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            if let Some(stop) = stop {
+                return Ok(stop);
+            }
+        }
+    }
+
+    /// Records the error, queues rustls' alert and tries once to send it.
+    fn fail(&mut self, e: rustls::Error) {
+        self.failed = Some(e);
+        // After an error, the next call hands out the alert rustls queued. Exactly one call: when
+        // nothing is queued, rustls reads the input again, and a second call after a framing
+        // error would queue a second fatal alert (which rustls asserts never happens). The
+        // buffer passed is `incoming` itself: rustls' handshake joiner keeps offsets into it.
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut encoder)) = status.state {
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + 64, 0);
+            match encoder.encode(tail(&mut self.outgoing, start)) {
+                Ok(n) => self.outgoing.truncate(start + n),
+                Err(_) => self.outgoing.truncate(start),
+            }
+        }
+        if let Some(unsent) = self.outgoing.get(self.sent..) {
+            let _ = self.tcp.try_write(unsent);
+        }
+        self.outgoing = Vec::new();
+        self.sent = 0;
+    }
+
+    /// Sends `outgoing`; releases it when all of it is sent.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(unsent) = self.outgoing.get(self.sent..).filter(|u| !u.is_empty()) {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, unsent))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.outgoing = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads from the socket into `incoming`, reserving room only once the socket is readable.
+    /// Ready(0): end of file.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.tcp_eof {
+            return Poll::Ready(Ok(0));
+        }
+        if self.incoming.len() >= MAX_INCOMING {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS message larger than the receive limit",
+            )));
+        }
+        loop {
+            if self.tcp.poll_read_ready(cx)?.is_pending() {
+                if self.incoming.is_empty() {
+                    self.incoming = Vec::new();
+                }
+                return Poll::Pending;
+            }
+            let want = match self.incoming.get(3..HEADER) {
+                Some(&[hi, lo]) => {
+                    (HEADER + usize::from(u16::from_be_bytes([hi, lo]))).max(READ_CHUNK)
+                }
+                _ => READ_CHUNK,
+            };
+            let room = want
+                .saturating_sub(self.incoming.len())
+                .max(READ_CHUNK)
+                .min(MAX_INCOMING - self.incoming.len());
+            self.incoming.reserve(room);
+            match self.tcp.try_read_buf(&mut self.incoming) {
+                Ok(0) => {
+                    self.tcp_eof = true;
+                    return Poll::Ready(Ok(0));
+                }
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(ready) = this.plain.get(this.plain_pos..).filter(|p| !p.is_empty()) {
+                let n = ready.len().min(buf.remaining());
+                buf.put_slice(ready.get(..n).unwrap_or_default());
+                this.plain_pos += n;
+                if this.plain_pos == this.plain.len() {
+                    this.plain = Vec::new();
+                    this.plain_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if this.tcp_eof {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection without sending TLS close_notify",
+                )));
+            }
+            if matches!(this.drive(Want::Read)?, Stop::Closed) {
+                return Poll::Ready(Ok(()));
+            }
+            if !this.plain.is_empty() || this.peer_closed {
+                continue;
+            }
+            // Replies rustls queued while reading (a TLS 1.3 KeyUpdate, say) go out now; the
+            // writer's flush finishes them if the socket is full.
+            if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+                return Poll::Ready(Err(e));
+            }
+            match this.poll_fill(cx) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if !this
+                        .read_waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        this.read_waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.outgoing.len() - this.sent >= MAX_UNSENT {
+            ready!(this.poll_send(cx))?;
+        }
+        let stop = this.drive(Want::Write(data));
+        if !this.plain.is_empty()
+            && let Some(w) = this.read_waker.take()
+        {
+            w.wake();
+        }
+        let n = match stop? {
+            Stop::Wrote(n) => n,
+            Stop::NeedInput => {
+                return Poll::Ready(Err(io::Error::other(
+                    "TLS stream not ready for application data",
+                )));
+            }
+            Stop::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        };
+        // Send now if the socket takes it; the flush finishes the rest.
+        if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_send(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent && this.failed.is_none() {
+            match this.drive(Want::CloseNotify) {
+                Ok(_) => this.close_sent = true,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
