@@ -118,6 +118,65 @@ fn publish_with_topic(
     }
 }
 
+/// Topics longer than this are judged every time.
+const LAST_TOPIC_MAX: usize = 48;
+
+/// The last topic one direction's policy allowed, with the generation of the policy that allowed
+/// it, so that a device publishing to the same topic again and again is not judged again each
+/// time (the policy walk was the largest part of the gateway's own CPU per message, BENCHMARKS.md).
+/// Only an allow is kept: every denial is judged, counted and audited. A policy reload is a new
+/// generation, which misses. The topic is kept inline (no allocation; a few dozen bytes per
+/// session).
+#[derive(Debug)]
+struct LastAllowed {
+    generation: u64,
+    /// 0: nothing kept.
+    len: u8,
+    topic: [u8; LAST_TOPIC_MAX],
+}
+
+impl Default for LastAllowed {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            len: 0,
+            topic: [0; LAST_TOPIC_MAX],
+        }
+    }
+}
+
+impl LastAllowed {
+    /// The decision for `topic` under the policy of `generation`: "allowed" when it is the topic
+    /// last allowed under that same generation, else `judge(topic)` (kept when it allows).
+    fn decide(
+        &mut self,
+        generation: u64,
+        topic: &str,
+        judge: impl FnOnce(&str) -> Decision,
+    ) -> Decision {
+        if self.len != 0
+            && self.generation == generation
+            && self.topic.get(..usize::from(self.len)) == Some(topic.as_bytes())
+        {
+            return Decision {
+                allowed: true,
+                rule: None,
+            };
+        }
+        let decision = judge(topic);
+        let bytes = topic.as_bytes();
+        match (u8::try_from(bytes.len()), self.topic.get_mut(..bytes.len())) {
+            (Ok(len), Some(room)) if decision.allowed && len > 0 => {
+                room.copy_from_slice(bytes);
+                self.len = len;
+                self.generation = generation;
+            }
+            _ => self.len = 0,
+        }
+        decision
+    }
+}
+
 // === impl ClientInspector ===
 
 /// Inspection of the client-to-broker direction.
@@ -128,6 +187,7 @@ pub struct ClientInspector {
     aliases: AliasState,
     qos2: GatewayQos2,
     on_publish_deny: OnPublishDeny,
+    last_allowed: LastAllowed,
 }
 
 impl ClientInspector {
@@ -140,13 +200,15 @@ impl ClientInspector {
             aliases: AliasState::default(),
             qos2: GatewayQos2::default(),
             on_publish_deny,
+            last_allowed: LastAllowed::default(),
         }
     }
 
-    /// Inspects one complete frame from the client.
+    /// Inspects one complete frame from the client, under `policy` of `generation`.
     pub fn inspect(
         &mut self,
         frame: &[u8],
+        generation: u64,
         policy: &ClientPolicy,
         shared: &SessionShared,
         denials: &mut Vec<Denial>,
@@ -164,7 +226,7 @@ impl ClientInspector {
             Packet::Subscribe(s) if s.len() > MAX_FILTERS_PER_SUBSCRIBE => {
                 Verdict::Close(CloseReason::QuotaExceeded)
             }
-            Packet::Publish(p) => self.publish(&p, policy, shared, denials),
+            Packet::Publish(p) => self.publish(&p, (generation, policy), shared, denials),
             Packet::Subscribe(s) => self.subscribe(&s, policy, shared, denials),
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
                 reply(DIR, |out| {
@@ -186,7 +248,7 @@ impl ClientInspector {
     fn publish(
         &mut self,
         p: &Publish<'_>,
-        policy: &ClientPolicy,
+        (generation, policy): (u64, &ClientPolicy),
         shared: &SessionShared,
         denials: &mut Vec<Denial>,
     ) -> Verdict {
@@ -213,7 +275,9 @@ impl ClientInspector {
                 });
             }
         };
-        let mut decision = policy.publish(topic);
+        let mut decision = self
+            .last_allowed
+            .decide(generation, topic, |t| policy.publish(t));
         let mut judged: &str = topic;
         if decision.allowed
             && let Some(response) = p.properties.response_topic()
@@ -326,6 +390,7 @@ pub struct BrokerInspector {
     alias_max: u16,
     /// The keep-alive to announce in CONNACK (MQTT 5), when the gateway capped the client's.
     server_keep_alive: Option<u16>,
+    last_allowed: LastAllowed,
 }
 
 impl BrokerInspector {
@@ -339,13 +404,15 @@ impl BrokerInspector {
             qos2: GatewayQos2::default(),
             alias_max,
             server_keep_alive,
+            last_allowed: LastAllowed::default(),
         }
     }
 
-    /// Inspects one complete frame from the broker.
+    /// Inspects one complete frame from the broker, under `policy` of `generation`.
     pub fn inspect(
         &mut self,
         frame: &[u8],
+        generation: u64,
         policy: &ClientPolicy,
         shared: &SessionShared,
         denials: &mut Vec<Denial>,
@@ -362,7 +429,7 @@ impl BrokerInspector {
                 shared.set_client_alias_max(c.properties.topic_alias_maximum());
                 self.connack(&c)
             }
-            Packet::Publish(p) => self.publish(&p, policy, denials),
+            Packet::Publish(p) => self.publish(&p, (generation, policy), denials),
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
                 reply(DIR, |out| {
                     Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
@@ -449,7 +516,7 @@ impl BrokerInspector {
     fn publish(
         &mut self,
         p: &Publish<'_>,
-        policy: &ClientPolicy,
+        (generation, policy): (u64, &ClientPolicy),
         denials: &mut Vec<Denial>,
     ) -> Verdict {
         const DIR: Direction = Direction::ServerToClient;
@@ -466,7 +533,9 @@ impl BrokerInspector {
                 });
             }
         };
-        let decision = policy.receive(topic);
+        let decision = self
+            .last_allowed
+            .decide(generation, topic, |t| policy.receive(t));
         if decision.allowed {
             let verdict = if needs_topic {
                 publish_with_topic(p, topic, version, DIR)
@@ -490,5 +559,74 @@ impl BrokerInspector {
             }
         };
         reply(DIR, |out| ack.encode(version, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Decision, LastAllowed};
+
+    fn allow(_: &str) -> Decision {
+        Decision {
+            allowed: true,
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn the_last_allowed_topic_is_reused_only_for_the_same_topic_and_generation() {
+        let mut last = LastAllowed::default();
+        let judged = std::cell::Cell::new(0);
+        let counting = |allowed: bool| {
+            let judged = &judged;
+            move |_: &str| {
+                judged.set(judged.get() + 1);
+                Decision {
+                    allowed,
+                    rule: None,
+                }
+            }
+        };
+        assert!(last.decide(1, "plant/a/temp", counting(true)).allowed);
+        assert!(last.decide(1, "plant/a/temp", counting(false)).allowed);
+        assert_eq!(
+            judged.get(),
+            1,
+            "the same topic under the same policy is not judged again"
+        );
+        // A new policy generation is judged (and here denies).
+        assert!(!last.decide(2, "plant/a/temp", counting(false)).allowed);
+        assert!(!last.decide(2, "plant/a/temp", counting(false)).allowed);
+        assert_eq!(judged.get(), 3, "a denial is never kept");
+        // Other topics, prefixes and extensions of the kept one are judged.
+        assert!(last.decide(2, "plant/a/temp", counting(true)).allowed);
+        for other in [
+            "plant/a/tem",
+            "plant/a/temp/x",
+            "plant/a/tempX",
+            "plant/b/temp",
+        ] {
+            let before = judged.get();
+            assert!(!last.decide(2, other, counting(false)).allowed, "{other}");
+            assert_eq!(judged.get(), before + 1, "{other} was not judged");
+        }
+        // The denials above forgot the kept topic.
+        assert!(!last.decide(2, "plant/a/temp", counting(false)).allowed);
+    }
+
+    #[test]
+    fn long_topics_are_judged_every_time() {
+        let mut last = LastAllowed::default();
+        let long = "x/".repeat(40);
+        assert!(last.decide(1, &long, allow).allowed);
+        let mut judged = false;
+        let d = last.decide(1, &long, |_| {
+            judged = true;
+            Decision {
+                allowed: false,
+                rule: None,
+            }
+        });
+        assert!(judged && !d.allowed);
     }
 }

@@ -91,47 +91,92 @@ fn outcome(listener: &str, outcome: &'static str) {
 }
 
 /// Serves one accepted TCP connection until it closes.
+///
+/// Two stages: opening (TLS handshake, CONNECT, admission, dialling the broker) in a boxed future
+/// that is freed when it ends, then the relay. The session's own future, which lives as long as
+/// the connection, so holds only the relay's state (BENCHMARKS.md: memory per idle connection).
 pub async fn run(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     _permit: crate::limits::ConnPermit,
 ) {
+    let snap = ctx.gateway.current();
+    let _active = ActiveGuard::new(&ctx.name);
+    let Some(o) = Box::pin(open(tcp, peer, &ctx, &snap)).await else {
+        return;
+    };
+    let session = Session {
+        ctx: &ctx,
+        snap: &snap,
+        version: o.version,
+        alias_max: o.alias_max,
+        keep_alive: o.keep_alive,
+        server_keep_alive: o.server_keep_alive,
+        max_packet: o.max_packet,
+    };
+    session
+        .relay(o.client, o.broker, o.rest, o.admitted, o.upstream_connect)
+        .await;
+}
+
+/// An admitted client with its broker connection, ready to relay.
+struct Opened {
+    client: ClientStream,
+    broker: TcpStream,
+    /// Bytes the client sent after its CONNECT.
+    rest: BytesMut,
+    admitted: Admitted,
+    /// The CONNECT to send upstream (with the PROXY header first, when configured).
+    upstream_connect: Vec<u8>,
+    version: ProtocolVersion,
+    alias_max: u16,
+    keep_alive: u16,
+    server_keep_alive: Option<u16>,
+    max_packet: u32,
+}
+
+/// The opening of a connection: TLS handshake, first frame, CONNECT checks and admission, the
+/// broker dialled. `None`: the connection was refused (and counted, audited, answered).
+async fn open(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &Arc<ListenerCtx>,
+    snap: &Snapshot,
+) -> Option<Opened> {
     let gw = &ctx.gateway;
-    let snap = gw.current();
     let limits = &snap.config.limits;
     let deadline = Instant::now() + limits.connect_timeout;
     let max_packet =
         u32::try_from(limits.max_packet_size.0).unwrap_or(mqtt_inspect::MAX_PACKET_SIZE);
-    let _active = ActiveGuard::new(&ctx.name);
     let _ = tcp.set_nodelay(true);
 
     let max_packet_bytes = usize::try_from(max_packet).unwrap_or(usize::MAX);
-    let (mut client, cert) = match handshake(tcp, peer, &ctx, deadline, max_packet_bytes).await {
+    let (mut client, cert) = match handshake(tcp, peer, ctx, deadline, max_packet_bytes).await {
         Some(c) => c,
-        None => return,
+        None => return None,
     };
 
     let (frame, rest) = match read_first_frame(&mut client, deadline, max_packet).await {
         Ok(f) => f,
         Err(ReadError::Timeout) => {
-            refused(&ctx, peer, "timeout", "timeout", "connect_timeout");
-            return;
+            refused(ctx, peer, "timeout", "timeout", "connect_timeout");
+            return None;
         }
         Err(ReadError::Closed) => {
             outcome(&ctx.name, "timeout");
-            return;
+            return None;
         }
         Err(ReadError::Malformed(e)) => {
-            refuse_malformed(&mut client, &ctx, peer, None, e).await;
-            return;
+            refuse_malformed(&mut client, ctx, peer, None, e).await;
+            return None;
         }
     };
     let connect = match decode_connect(&frame) {
         Ok(c) => c,
         Err(e) => {
-            refuse_malformed(&mut client, &ctx, peer, connect_level(&frame), e).await;
-            return;
+            refuse_malformed(&mut client, ctx, peer, connect_level(&frame), e).await;
+            return None;
         }
     };
     let version = connect.version;
@@ -145,18 +190,10 @@ pub async fn run(
         .is_some()
     {
         let refusal = Refusal::other(ReasonCode::Banned, "banned", Some("banned"));
-        refuse(
-            &mut client,
-            &ctx,
-            peer,
-            version,
-            connect.client_id,
-            &refusal,
-        )
-        .await;
-        return;
+        refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+        return None;
     }
-    let admitted = match admit(&connect, &ctx.name, peer, cert, &snap, gw).await {
+    let admitted = match admit(&connect, &ctx.name, peer, cert, snap, gw).await {
         Ok(a) => a,
         Err(refusal) => {
             if matches!(
@@ -168,16 +205,8 @@ pub async fn run(
             {
                 tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
             }
-            refuse(
-                &mut client,
-                &ctx,
-                peer,
-                version,
-                connect.client_id,
-                &refusal,
-            )
-            .await;
-            return;
+            refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+            return None;
         }
     };
     if let Some(user) = &admitted.identity.password_user {
@@ -200,16 +229,8 @@ pub async fn run(
         Ok((s, _node)) => s,
         Err(_) => {
             let refusal = Refusal::other(ReasonCode::ServerUnavailable, "upstream_failed", None);
-            refuse(
-                &mut client,
-                &ctx,
-                peer,
-                version,
-                connect.client_id,
-                &refusal,
-            )
-            .await;
-            return;
+            refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+            return None;
         }
     };
     gw.upstream_ok();
@@ -247,13 +268,13 @@ pub async fn run(
         Err(_) => {
             refuse_malformed(
                 &mut client,
-                &ctx,
+                ctx,
                 peer,
                 Some(version.level()),
                 DecodeError::ProtocolViolation("CONNECT cannot be re-encoded"),
             )
             .await;
-            return;
+            return None;
         }
     };
     let alias_max = connect.properties.topic_alias_maximum();
@@ -272,18 +293,18 @@ pub async fn run(
     outcome(&ctx.name, "accepted");
     tracing::debug!(%peer, client_id = %admitted.identity.client_id, principal = ?admitted.identity.principal, "connected");
 
-    let session = Session {
-        ctx: &ctx,
-        snap: &snap,
+    Some(Opened {
+        client,
+        broker,
+        rest,
+        admitted,
+        upstream_connect,
         version,
         alias_max,
         keep_alive,
         server_keep_alive,
         max_packet,
-    };
-    session
-        .relay(client, broker, rest, admitted, upstream_connect)
-        .await;
+    })
 }
 
 /// The relay phase of an admitted client.
@@ -307,7 +328,8 @@ impl Session<'_> {
         connect: Vec<u8>,
     ) {
         let gw = &*self.ctx.gateway;
-        let Admitted { identity, policy } = admitted;
+        let identity = &admitted.identity;
+        let policy = admitted.policy;
         let (mut client_rd, client_wr) = tokio::io::split(client);
         let (mut broker_rd, broker_wr) = broker.into_split();
         let client_out = Mutex::new(Out::new(client_wr));
@@ -344,13 +366,13 @@ impl Session<'_> {
             &broker_out,
             &client_out,
             |frame, denials| {
-                refresh(gw, &identity, &mut c_pol);
+                refresh(gw, identity, &mut c_pol);
                 note_goodbye(
-                    c_insp.inspect(frame, &c_pol.1, &shared, denials),
+                    c_insp.inspect(frame, c_pol.0, &c_pol.1, &shared, denials),
                     &said_goodbye,
                 )
             },
-            |denials| self.record_denials(&identity, denials),
+            |denials| self.record_denials(identity, denials),
         );
         let b2c = pump(
             PumpSettings {
@@ -365,22 +387,22 @@ impl Session<'_> {
             &client_out,
             &broker_out,
             |frame, denials| {
-                refresh(gw, &identity, &mut b_pol);
+                refresh(gw, identity, &mut b_pol);
                 note_goodbye(
-                    b_insp.inspect(frame, &b_pol.1, &shared, denials),
+                    b_insp.inspect(frame, b_pol.0, &b_pol.1, &shared, denials),
                     &said_goodbye,
                 )
             },
-            |denials| self.record_denials(&identity, denials),
+            |denials| self.record_denials(identity, denials),
         );
         let reason = tokio::select! {
             r = c2b => r,
             r = b2c => r,
-            r = watch_revocation(gw, &identity) => r,
+            r = watch_revocation(gw, identity) => r,
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
         let said_goodbye = said_goodbye.load(Ordering::Relaxed);
-        self.finish(&identity, &reason, said_goodbye, client_out, broker_out)
+        self.finish(identity, &reason, said_goodbye, client_out, broker_out)
             .await;
     }
 

@@ -145,7 +145,7 @@ impl TlsStream {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let stop = self.drive(Want::Read)?;
+            let stop = self.drive(Want::Read, None)?;
             if !self.conn.is_handshaking() {
                 return self.poll_send(cx);
             }
@@ -164,8 +164,9 @@ impl TlsStream {
 
     /// Lets rustls process `incoming` until it needs more input, or until it can encrypt
     /// (`Want::Write`, `Want::CloseNotify`). Handshake and alert records go to `outgoing`,
-    /// application data to `plain`.
-    fn drive(&mut self, want: Want<'_>) -> io::Result<Stop> {
+    /// application data to `sink` (a reader's buffer, when `plain` is empty) as far as it has
+    /// room, the rest to `plain`.
+    fn drive(&mut self, want: Want<'_>, mut sink: Option<&mut ReadBuf<'_>>) -> io::Result<Stop> {
         if let Some(e) = &self.failed {
             return Err(tls_error(e.clone()));
         }
@@ -182,7 +183,19 @@ impl TlsStream {
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
                     while let Some(record) = records.next_record() {
                         match record {
-                            Ok(record) => self.plain.extend_from_slice(record.payload),
+                            Ok(record) => {
+                                let payload = record.payload;
+                                let direct = match sink.as_deref_mut() {
+                                    Some(buf) if self.plain.is_empty() => {
+                                        let n = buf.remaining().min(payload.len());
+                                        buf.put_slice(payload.get(..n).unwrap_or_default());
+                                        n
+                                    }
+                                    _ => 0,
+                                };
+                                self.plain
+                                    .extend_from_slice(payload.get(direct..).unwrap_or_default());
+                            }
                             Err(e) => {
                                 drop(records);
                                 self.incoming.drain(..discard.min(self.incoming.len()));
@@ -379,7 +392,12 @@ impl AsyncRead for TlsStream {
                     "peer closed the connection without sending TLS close_notify",
                 )));
             }
-            if matches!(this.drive(Want::Read)?, Stop::Closed) {
+            let before = buf.filled().len();
+            let stop = this.drive(Want::Read, Some(buf))?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(stop, Stop::Closed) {
                 return Poll::Ready(Ok(()));
             }
             if !this.plain.is_empty() || this.peer_closed {
@@ -421,7 +439,7 @@ impl AsyncWrite for TlsStream {
         if this.outgoing.len() - this.sent >= MAX_UNSENT {
             ready!(this.poll_send(cx))?;
         }
-        let stop = this.drive(Want::Write(data));
+        let stop = this.drive(Want::Write(data), None);
         if !this.plain.is_empty()
             && let Some(w) = this.read_waker.take()
         {
@@ -450,7 +468,7 @@ impl AsyncWrite for TlsStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.close_sent && this.failed.is_none() {
-            match this.drive(Want::CloseNotify) {
+            match this.drive(Want::CloseNotify, None) {
                 Ok(_) => this.close_sent = true,
                 Err(e) => return Poll::Ready(Err(e)),
             }
