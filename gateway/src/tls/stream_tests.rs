@@ -335,3 +335,40 @@ async fn garbage_and_oversized_records_are_refused_without_panic() {
         client.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_forged_or_oversized_record_after_the_handshake_ends_the_stream_with_an_error() {
+    let pki = pki();
+    let forged: [&[u8]; 2] = [
+        // An application-data record whose ciphertext is noise: the AEAD check fails.
+        &[
+            0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+        ],
+        // A record announcing 65,535 bytes, past the 16 KiB + 256 that TLS allows.
+        &[0x17, 0x03, 0x03, 0xff, 0xff, 0, 0, 0, 0],
+    ];
+    for version in VERSIONS {
+        for bytes in forged {
+            let (mut server, mut client) = pair(&pki, version).await;
+            // A good record first: it is delivered.
+            client.write_all(b"good").await.unwrap();
+            client.flush().await.unwrap();
+            let mut good = [0u8; 4];
+            server.read_exact(&mut good).await.unwrap();
+            assert_eq!(&good, b"good");
+            client.get_mut().0.write_all(bytes).await.unwrap();
+            let mut rest = [0u8; 16];
+            let err = server.read(&mut rest).await.unwrap_err();
+            assert!(
+                err.get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .is_some(),
+                "{version:?} {bytes:?}: {err:?}"
+            );
+            // The stream stays failed, and writing fails too.
+            assert!(server.read(&mut rest).await.is_err());
+            assert!(server.write_all(b"x").await.is_err());
+        }
+    }
+}
