@@ -119,12 +119,24 @@ pub async fn dial(address: &str, limit: Duration) -> Result<TcpStream, (Upstream
             Err((UpstreamError::Timeout, e.to_string()))
         }
         Ok(Err(e)) => Err((UpstreamError::Refused, e.to_string())),
+        Ok(Ok(s)) if connected_to_itself(&s) => Err((
+            UpstreamError::Refused,
+            "the socket connected to itself: nothing listens on that port".to_owned(),
+        )),
         Ok(Ok(s)) => {
             // MQTT is latency-sensitive and the gateway batches its own writes.
             let _ = s.set_nodelay(true);
             Ok(s)
         }
     }
+}
+
+/// Whether a dialled socket is connected to itself. Dialling a local port that nobody listens on
+/// can succeed when the kernel picks that very port as the source (TCP simultaneous open): a
+/// broker on a port in the ephemeral range that is down would then be "reached", and the gateway
+/// would read its own CONNECT back as the broker's answer.
+pub(crate) fn connected_to_itself(s: &TcpStream) -> bool {
+    matches!((s.local_addr(), s.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
 }
 
 /// The CONNECT to send upstream: `None` means forward the original bytes.
@@ -177,6 +189,23 @@ pub fn upstream_connect(
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_socket_connected_to_itself_is_not_a_broker() {
+        // Bind a port, then connect to that same port from it: Linux completes a simultaneous
+        // open with itself, what a dial to a dead broker on an ephemeral port can stumble into.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let looped = socket.connect(addr).await.unwrap();
+        assert!(super::connected_to_itself(&looped));
+        // A real connection is not.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let real = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(!super::connected_to_itself(&real));
+    }
+
     use super::*;
 
     fn connect_with(version: mqtt_inspect::ProtocolVersion, props: &[u8]) -> Connect<'_> {
