@@ -110,14 +110,15 @@ pub struct PumpSettings<'a> {
 ///
 /// `inspect` judges one complete frame; `on_denials` is called with the policy refusals of each
 /// frame (for metrics and the audit log).
-pub async fn pump<R, F, B, I, D>(
-    settings: PumpSettings<'_>,
+#[allow(clippy::manual_async_fn)] // deliberate: see the first comment in the body
+pub fn pump<R, F, B, I, D>(
+    mut settings: PumpSettings<'_>,
     reader: &mut R,
     forward: &Mutex<Out<F>>,
     back: &Mutex<Out<B>>,
     mut inspect: I,
     mut on_denials: D,
-) -> CloseReason
+) -> impl Future<Output = CloseReason>
 where
     R: AsyncRead + Unpin,
     F: AsyncWrite + Unpin,
@@ -125,198 +126,201 @@ where
     I: FnMut(&[u8], &mut Vec<Denial>) -> Inspected,
     D: FnMut(&mut Vec<Denial>),
 {
-    let dir = settings.direction;
-    let mut settings = settings;
-    let (fwd_err, back_err) = match dir {
-        Direction::ClientToServer => (Direction::ServerToClient, Direction::ClientToServer),
-        Direction::ServerToClient => (Direction::ClientToServer, Direction::ServerToClient),
-    };
-    let mut buf = BytesMut::new();
-    let mut chunk = 0usize;
-    let mut denials = Vec::new();
-    let mut batch = PacketBatch::default();
-    let mut deadline = settings.idle_limit.map(|d| Instant::now() + d);
-    // One keep-alive timer for the session, armed at the first deadline and pushed forward only
-    // when it fires (see `read_until`).
-    let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    loop {
-        // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
-        let want = match peek_frame(&buf, settings.max_packet_size) {
-            Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(MIN_READ_CHUNK),
-            Ok(Peek::Complete(_)) => chunk.max(MIN_READ_CHUNK),
-            Err(error) => {
-                settings.counters.malformed();
-                return CloseReason::Malformed {
-                    direction: dir,
-                    error,
-                };
-            }
+    // An async block rather than an async fn: the captures are used in place, where an async fn
+    // keeps a second copy of every argument in the session's long-lived future.
+    async move {
+        let dir = settings.direction;
+        let (fwd_err, back_err) = match dir {
+            Direction::ClientToServer => (Direction::ServerToClient, Direction::ClientToServer),
+            Direction::ServerToClient => (Direction::ClientToServer, Direction::ServerToClient),
         };
-        // An empty buffer is read into only when data is ready: when nothing is, the connection
-        // is idle, and it waits without a read buffer (a few bytes on the stack), so that idle
-        // connections hold none while a busy one keeps its buffer from read to read.
-        let mut spare = 0;
-        let mut ready = None;
-        if buf.capacity() > 0 || !buf.is_empty() {
-            if buf.capacity() - buf.len() < want {
-                buf.reserve(want);
-            }
-            spare = buf.capacity() - buf.len();
-            ready = reader.read_buf(&mut buf).now_or_never();
-            if ready.is_none() && buf.is_empty() {
-                buf = BytesMut::new();
-                chunk = 0;
-            }
-        }
-        let result = match ready {
-            Some(r) => r,
-            None if buf.is_empty() => {
-                let mut first = [0u8; IDLE_READ];
-                let read = reader.read(&mut first);
-                let Some(r) = read_until(read, &mut timer, deadline).await else {
-                    return CloseReason::KeepAliveTimeout;
-                };
-                if let Ok(n @ 1..) = r {
-                    buf.reserve(MIN_READ_CHUNK.max(n));
-                    buf.extend_from_slice(first.get(..n).unwrap_or_default());
-                    spare = MIN_READ_CHUNK.max(n);
-                }
-                r
-            }
-            None => {
-                // Inside a frame: wait for its rest with the buffer.
-                let read = reader.read_buf(&mut buf);
-                let Some(r) = read_until(read, &mut timer, deadline).await else {
-                    return CloseReason::KeepAliveTimeout;
-                };
-                r
-            }
-        };
-        let n = match result {
-            Ok(0) => {
-                return if buf.is_empty() {
-                    eof_reason(dir)
-                } else {
-                    // EOF inside a frame: the peer sent a truncated packet.
-                    settings.counters.malformed();
-                    CloseReason::Malformed {
-                        direction: dir,
-                        error: DecodeError::UnexpectedEnd("connection closed inside a packet"),
-                    }
-                };
-            }
-            Ok(n) => n,
-            Err(_) => return CloseReason::Io(dir),
-        };
-        chunk = if n >= spare {
-            (chunk.max(2048) * 2).min(MAX_READ_CHUNK)
-        } else {
-            chunk / 2
-        };
-
-        // Judge every complete frame; forward runs of unchanged frames in one write.
-        let mut run_start = 0usize;
-        let mut pos = 0usize;
-        let mut saw_packet = false;
-        let mut publishes = 0u32;
+        let mut buf = BytesMut::new();
+        let mut chunk = 0usize;
+        let mut denials = Vec::new();
+        let mut batch = PacketBatch::default();
+        let mut deadline = settings.idle_limit.map(|d| Instant::now() + d);
+        // One keep-alive timer for the session, armed at the first deadline and pushed forward only
+        // when it fires (see `read_until`).
+        let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         loop {
-            let rest = buf.get(pos..).unwrap_or_default();
-            let header = match peek_frame(rest, settings.max_packet_size) {
-                Ok(Peek::Complete(h)) => h,
-                Ok(Peek::Incomplete { .. }) => break,
+            // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
+            let want = match peek_frame(&buf, settings.max_packet_size) {
+                Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(MIN_READ_CHUNK),
+                Ok(Peek::Complete(_)) => chunk.max(MIN_READ_CHUNK),
                 Err(error) => {
                     settings.counters.malformed();
-                    // Forward what was judged before the bad frame, then close.
-                    let _ = flush(forward, &buf, run_start, pos, settings.write_limit).await;
                     return CloseReason::Malformed {
                         direction: dir,
                         error,
                     };
                 }
             };
-            let end = pos + header.frame_len();
-            let frame = buf.get(pos..end).unwrap_or_default();
-            let inspected = inspect(frame, &mut denials);
-            if !denials.is_empty() {
-                on_denials(&mut denials);
-                denials.clear();
-            }
-            match inspected.packet_type {
-                Some(t) => {
-                    if t == mqtt_inspect::PacketType::Publish {
-                        publishes = publishes.saturating_add(1);
-                    }
-                    batch.add(t, frame.len());
+            // An empty buffer is read into only when data is ready: when nothing is, the connection
+            // is idle, and it waits without a read buffer (a few bytes on the stack), so that idle
+            // connections hold none while a busy one keeps its buffer from read to read.
+            let mut spare = 0;
+            let mut ready = None;
+            if buf.capacity() > 0 || !buf.is_empty() {
+                if buf.capacity() - buf.len() < want {
+                    buf.reserve(want);
                 }
-                None => settings.counters.malformed(),
-            }
-            saw_packet = true;
-            match inspected.verdict {
-                Verdict::Forward => {}
-                other => {
-                    if flush(forward, &buf, run_start, pos, settings.write_limit)
-                        .await
-                        .is_err()
-                    {
-                        return CloseReason::Io(fwd_err);
-                    }
-                    run_start = end;
-                    match other {
-                        Verdict::Replace(bytes) => {
-                            if send(forward, &bytes, settings.write_limit).await.is_err() {
-                                return CloseReason::Io(fwd_err);
-                            }
-                        }
-                        Verdict::Reply(bytes) => {
-                            if send(back, &bytes, settings.write_limit).await.is_err() {
-                                return CloseReason::Io(back_err);
-                            }
-                        }
-                        Verdict::Close(reason) => return reason,
-                        Verdict::Drop | Verdict::Forward => {}
-                    }
+                spare = buf.capacity() - buf.len();
+                ready = reader.read_buf(&mut buf).now_or_never();
+                if ready.is_none() && buf.is_empty() {
+                    buf = BytesMut::new();
+                    chunk = 0;
                 }
             }
-            pos = end;
-        }
-        settings.counters.add(&batch);
-        batch = PacketBatch::default();
-        if flush(forward, &buf, run_start, pos, settings.write_limit)
-            .await
-            .is_err()
-        {
-            return CloseReason::Io(fwd_err);
-        }
-        buf.advance(pos);
-        // Over the client's rate: stop reading (TCP pushes back) until it conforms, or close if
-        // it stays over for too long.
-        if let Some(t) = settings.throttle.as_deref_mut() {
-            let (mut m, mut b) = (publishes, pos);
+            let result = match ready {
+                Some(r) => r,
+                None if buf.is_empty() => {
+                    let mut first = [0u8; IDLE_READ];
+                    let read = reader.read(&mut first);
+                    let Some(r) = read_until(read, &mut timer, deadline).await else {
+                        return CloseReason::KeepAliveTimeout;
+                    };
+                    if let Ok(n @ 1..) = r {
+                        buf.reserve(MIN_READ_CHUNK.max(n));
+                        buf.extend_from_slice(first.get(..n).unwrap_or_default());
+                        spare = MIN_READ_CHUNK.max(n);
+                    }
+                    r
+                }
+                None => {
+                    // Inside a frame: wait for its rest with the buffer.
+                    let read = reader.read_buf(&mut buf);
+                    let Some(r) = read_until(read, &mut timer, deadline).await else {
+                        return CloseReason::KeepAliveTimeout;
+                    };
+                    r
+                }
+            };
+            let n = match result {
+                Ok(0) => {
+                    return if buf.is_empty() {
+                        eof_reason(dir)
+                    } else {
+                        // EOF inside a frame: the peer sent a truncated packet.
+                        settings.counters.malformed();
+                        CloseReason::Malformed {
+                            direction: dir,
+                            error: DecodeError::UnexpectedEnd("connection closed inside a packet"),
+                        }
+                    };
+                }
+                Ok(n) => n,
+                Err(_) => return CloseReason::Io(dir),
+            };
+            chunk = if n >= spare {
+                (chunk.max(2048) * 2).min(MAX_READ_CHUNK)
+            } else {
+                chunk / 2
+            };
+
+            // Judge every complete frame; forward runs of unchanged frames in one write.
+            let mut run_start = 0usize;
+            let mut pos = 0usize;
+            let mut saw_packet = false;
+            let mut publishes = 0u32;
             loop {
-                match t.account(m, b) {
-                    crate::limits::Throttle::Go => break,
-                    crate::limits::Throttle::Wait(d, limit, first) => {
-                        if first {
-                            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
-                        }
-                        tokio::time::sleep(d).await;
-                        (m, b) = (0, 0);
+                let rest = buf.get(pos..).unwrap_or_default();
+                let header = match peek_frame(rest, settings.max_packet_size) {
+                    Ok(Peek::Complete(h)) => h,
+                    Ok(Peek::Incomplete { .. }) => break,
+                    Err(error) => {
+                        settings.counters.malformed();
+                        // Forward what was judged before the bad frame, then close.
+                        let _ = flush(forward, &buf, run_start, pos, settings.write_limit).await;
+                        return CloseReason::Malformed {
+                            direction: dir,
+                            error,
+                        };
                     }
-                    crate::limits::Throttle::Close(reason) => {
-                        if let CloseReason::RateLimited(limit) = &reason {
-                            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                };
+                let end = pos + header.frame_len();
+                let frame = buf.get(pos..end).unwrap_or_default();
+                let inspected = inspect(frame, &mut denials);
+                if !denials.is_empty() {
+                    on_denials(&mut denials);
+                    denials.clear();
+                }
+                match inspected.packet_type {
+                    Some(t) => {
+                        if t == mqtt_inspect::PacketType::Publish {
+                            publishes = publishes.saturating_add(1);
                         }
-                        return reason;
+                        batch.add(t, frame.len());
+                    }
+                    None => settings.counters.malformed(),
+                }
+                saw_packet = true;
+                match inspected.verdict {
+                    Verdict::Forward => {}
+                    other => {
+                        if flush(forward, &buf, run_start, pos, settings.write_limit)
+                            .await
+                            .is_err()
+                        {
+                            return CloseReason::Io(fwd_err);
+                        }
+                        run_start = end;
+                        match other {
+                            Verdict::Replace(bytes) => {
+                                if send(forward, &bytes, settings.write_limit).await.is_err() {
+                                    return CloseReason::Io(fwd_err);
+                                }
+                            }
+                            Verdict::Reply(bytes) => {
+                                if send(back, &bytes, settings.write_limit).await.is_err() {
+                                    return CloseReason::Io(back_err);
+                                }
+                            }
+                            Verdict::Close(reason) => return reason,
+                            Verdict::Drop | Verdict::Forward => {}
+                        }
+                    }
+                }
+                pos = end;
+            }
+            settings.counters.add(&batch);
+            batch = PacketBatch::default();
+            if flush(forward, &buf, run_start, pos, settings.write_limit)
+                .await
+                .is_err()
+            {
+                return CloseReason::Io(fwd_err);
+            }
+            buf.advance(pos);
+            // Over the client's rate: stop reading (TCP pushes back) until it conforms, or close if
+            // it stays over for too long.
+            if let Some(t) = settings.throttle.as_deref_mut() {
+                let (mut m, mut b) = (publishes, pos);
+                loop {
+                    match t.account(m, b) {
+                        crate::limits::Throttle::Go => break,
+                        crate::limits::Throttle::Wait(d, limit, first) => {
+                            if first {
+                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                            }
+                            tokio::time::sleep(d).await;
+                            (m, b) = (0, 0);
+                        }
+                        crate::limits::Throttle::Close(reason) => {
+                            if let CloseReason::RateLimited(limit) = &reason {
+                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                            }
+                            return reason;
+                        }
                     }
                 }
             }
-        }
-        if saw_packet && let Some(limit) = settings.idle_limit {
-            deadline = Some(Instant::now() + limit);
-        }
-        if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
-            // After a burst: let the large buffer go.
-            buf = BytesMut::new();
+            if saw_packet && let Some(limit) = settings.idle_limit {
+                deadline = Some(Instant::now() + limit);
+            }
+            if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+                // After a burst: let the large buffer go.
+                buf = BytesMut::new();
+            }
         }
     }
 }
