@@ -322,6 +322,21 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
+    /// Sends what the socket takes now of `outgoing`, without waiting or registering a waker.
+    fn try_send(&mut self) -> io::Result<()> {
+        while let Some(unsent) = self.outgoing.get(self.sent..).filter(|u| !u.is_empty()) {
+            match self.tcp.try_write(unsent) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.outgoing = Vec::new();
+        self.sent = 0;
+        Ok(())
+    }
+
     /// Reads from the socket into `incoming`, reserving room only once the socket is readable.
     /// Ready(0): end of file.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -403,11 +418,11 @@ impl AsyncRead for TlsStream {
             if !this.plain.is_empty() || this.peer_closed {
                 continue;
             }
-            // Replies rustls queued while reading (a TLS 1.3 KeyUpdate, say) go out now; the
-            // writer's flush finishes them if the socket is full.
-            if let Poll::Ready(Err(e)) = this.poll_send(cx) {
-                return Poll::Ready(Err(e));
-            }
+            // Replies rustls queued while reading (a TLS 1.3 KeyUpdate, say) go out now if the
+            // socket takes them; the writer's flush finishes them if not. Without registering
+            // for writability: that slot belongs to the writer (after a split, possibly another
+            // task), whose wake-up must not be taken over by the reader.
+            this.try_send()?;
             match this.poll_fill(cx) {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
