@@ -12,16 +12,8 @@
 # libnginx-mod-stream (nginx's stream module).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
+# shellcheck source=scripts/as_root.sh
+source scripts/as_root.sh
 packages=()
 command -v mosquitto >/dev/null || packages+=(mosquitto)
 command -v haproxy >/dev/null || packages+=(haproxy)

@@ -40,16 +40,8 @@ on_exit() {
 }
 trap on_exit EXIT
 
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        echo "need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
+# shellcheck source=scripts/as_root.sh
+source scripts/as_root.sh
 
 step "tools: mosquitto, mosquitto-clients, prometheus, systemd, haproxy, node, MQTT.js, rustfmt, clippy"
 packages=()

@@ -114,8 +114,7 @@ fn start_gateway(
     threads: Option<usize>,
 ) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
     std::fs::create_dir_all(work)?;
-    let dir = work;
-    std::fs::write(dir.join("policy.toml"), policy_1000())?;
+    std::fs::write(work.join("policy.toml"), policy_1000())?;
     let (tls_port, plain_port) = (free_port(), free_port());
     let config = format!(
         r#"[upstream]
@@ -149,11 +148,11 @@ audit_file = "audit.jsonl"
 "#,
         pki = pki.display()
     );
-    std::fs::write(dir.join("gateway.toml"), config)?;
+    std::fs::write(work.join("gateway.toml"), config)?;
     let mut cmd = Command::new(gateway_bin()?);
     cmd.args(["run", "--config"])
-        .arg(dir.join("gateway.toml"))
-        .current_dir(dir)
+        .arg(work.join("gateway.toml"))
+        .current_dir(work)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null());
     if let Some(n) = threads {

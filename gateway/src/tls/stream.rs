@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
+use bytes::{Buf, BytesMut};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 use rustls::{CommonState, ServerConfig};
@@ -71,8 +72,7 @@ pub struct TlsStream {
     incoming: Vec<u8>,
     outgoing: Vec<u8>,
     sent: usize,
-    plain: Vec<u8>,
-    plain_pos: usize,
+    plain: BytesMut,
     /// The peer sent close_notify.
     peer_closed: bool,
     /// The socket reached end of file.
@@ -90,7 +90,7 @@ impl fmt::Debug for TlsStream {
             .field("tcp", &self.tcp)
             .field("incoming", &self.incoming.len())
             .field("unsent", &(self.outgoing.len() - self.sent))
-            .field("plain", &(self.plain.len() - self.plain_pos))
+            .field("plain", &self.plain.len())
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +98,60 @@ impl fmt::Debug for TlsStream {
 /// The part of `out` from `start` on (empty if `start` is past the end).
 fn tail(out: &mut [u8], start: usize) -> &mut [u8] {
     out.get_mut(start..).unwrap_or_default()
+}
+
+/// Why [`TlsStream::drive`] stopped short.
+enum Failure {
+    /// A TLS error: the stream is failed and the peer gets rustls' alert.
+    Tls(rustls::Error),
+    /// Anything else (encoding into our own buffer).
+    Io(io::Error),
+}
+
+/// Why a write into the room [`append`] gave did not happen.
+enum Room {
+    /// It needs this many bytes.
+    Needs(usize),
+    Failed(String),
+}
+
+fn encrypt_room(e: EncryptError) -> Room {
+    match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Room::Needs(required_size)
+        }
+        other => Room::Failed(other.to_string()),
+    }
+}
+
+/// Appends to `out` what `write` puts into the room it is given: `room` bytes first, then as
+/// many as `write` says it needs.
+fn append(
+    out: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Room>,
+) -> io::Result<()> {
+    let start = out.len();
+    loop {
+        out.resize(start + room, 0);
+        match write(tail(out, start)) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Room::Needs(needed)) if needed > room => room = needed,
+            Err(Room::Needs(needed)) => {
+                out.truncate(start);
+                return Err(io::Error::other(format!(
+                    "rustls asked for {needed} bytes of room and had {room}"
+                )));
+            }
+            Err(Room::Failed(why)) => {
+                out.truncate(start);
+                return Err(io::Error::other(why));
+            }
+        }
+    }
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -119,8 +173,7 @@ impl TlsStream {
             incoming: Vec::new(),
             outgoing: Vec::new(),
             sent: 0,
-            plain: Vec::new(),
-            plain_pos: 0,
+            plain: BytesMut::new(),
             peer_closed: false,
             tcp_eof: false,
             close_sent: false,
@@ -165,122 +218,94 @@ impl TlsStream {
     /// Lets rustls process `incoming` until it needs more input, or until it can encrypt
     /// (`Want::Write`, `Want::CloseNotify`). Handshake and alert records go to `outgoing`,
     /// application data to `sink` (a reader's buffer, when `plain` is empty) as far as it has
-    /// room, the rest to `plain`.
+    /// room, the rest to `plain`. The bytes rustls is done with are removed once, on the way out
+    /// (each call is handed the buffer past them, as if they had been removed), so a read full
+    /// of small records costs no more than one with a few large ones.
     fn drive(&mut self, want: Want<'_>, mut sink: Option<&mut ReadBuf<'_>>) -> io::Result<Stop> {
         if let Some(e) = &self.failed {
             return Err(tls_error(e.clone()));
         }
-        loop {
-            let status = self.conn.process_tls_records(&mut self.incoming);
-            let discard = status.discard;
-            let mut stop = None;
+        let mut consumed = 0;
+        let result = 'drive: loop {
+            let status = self
+                .conn
+                .process_tls_records(tail(&mut self.incoming, consumed));
+            consumed += status.discard;
             match status.state {
-                Err(e) => {
-                    self.incoming.drain(..discard.min(self.incoming.len()));
-                    self.fail(e.clone());
-                    return Err(tls_error(e));
-                }
+                Err(e) => break Err(Failure::Tls(e)),
                 Ok(ConnectionState::ReadTraffic(mut records)) => {
                     while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(record) => {
-                                let payload = record.payload;
-                                let direct = match sink.as_deref_mut() {
-                                    Some(buf) if self.plain.is_empty() => {
-                                        let n = buf.remaining().min(payload.len());
-                                        buf.put_slice(payload.get(..n).unwrap_or_default());
-                                        n
-                                    }
-                                    _ => 0,
-                                };
-                                self.plain
-                                    .extend_from_slice(payload.get(direct..).unwrap_or_default());
+                        let payload = match record {
+                            Ok(record) => record.payload,
+                            Err(e) => break 'drive Err(Failure::Tls(e)),
+                        };
+                        let direct = match sink.as_deref_mut() {
+                            Some(buf) if self.plain.is_empty() => {
+                                let n = buf.remaining().min(payload.len());
+                                buf.put_slice(payload.get(..n).unwrap_or_default());
+                                n
                             }
-                            Err(e) => {
-                                drop(records);
-                                self.incoming.drain(..discard.min(self.incoming.len()));
-                                self.fail(e.clone());
-                                return Err(tls_error(e));
-                            }
-                        }
+                            _ => 0,
+                        };
+                        self.plain
+                            .extend_from_slice(payload.get(direct..).unwrap_or_default());
                     }
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encoder)) => {
-                    let start = self.outgoing.len();
-                    let mut room = 1024;
-                    loop {
-                        self.outgoing.resize(start + room, 0);
-                        match encoder.encode(tail(&mut self.outgoing, start)) {
-                            Ok(n) => {
-                                self.outgoing.truncate(start + n);
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                    if let Err(e) = append(&mut self.outgoing, 1024, |room| {
+                        encoder.encode(room).map_err(|e| match e {
+                            EncodeError::InsufficientSize(InsufficientSizeError {
                                 required_size,
-                            })) if required_size > room => room = required_size,
-                            Err(e) => {
-                                self.outgoing.truncate(start);
-                                return Err(io::Error::other(e.to_string()));
-                            }
-                        }
+                            }) => Room::Needs(required_size),
+                            other => Room::Failed(other.to_string()),
+                        })
+                    }) {
+                        break Err(Failure::Io(e));
                     }
                 }
                 // The records are queued in `outgoing` in order; they are sent before we wait
                 // for input (handshake) or by the writer's flush.
                 Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                Ok(ConnectionState::BlockedHandshake) => stop = Some(Stop::NeedInput),
+                Ok(ConnectionState::BlockedHandshake) => break Ok(Stop::NeedInput),
                 Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
-                Ok(ConnectionState::Closed) => stop = Some(Stop::Closed),
+                Ok(ConnectionState::Closed) => break Ok(Stop::Closed),
                 Ok(ConnectionState::WriteTraffic(mut writer)) => match want {
-                    Want::Read => stop = Some(Stop::NeedInput),
+                    Want::Read => break Ok(Stop::NeedInput),
                     Want::Write(data) => {
                         let data = data.get(..WRITE_CHUNK).unwrap_or(data);
                         // Each record adds a header, the content type, the AEAD tag (and for
                         // TLS 1.2 an explicit nonce): 64 bytes is more than enough.
-                        let start = self.outgoing.len();
-                        let mut room = data.len() + (data.len() / (16 * 1024) + 1) * 64;
-                        let n = loop {
-                            self.outgoing.resize(start + room, 0);
-                            match writer.encrypt(data, tail(&mut self.outgoing, start)) {
-                                Ok(n) => break n,
-                                Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                    required_size,
-                                })) if required_size > room => room = required_size,
-                                Err(e) => {
-                                    self.outgoing.truncate(start);
-                                    return Err(io::Error::other(e.to_string()));
-                                }
-                            }
-                        };
-                        self.outgoing.truncate(start + n);
-                        stop = Some(Stop::Wrote(data.len()));
+                        let room = data.len() + (data.len() / (16 * 1024) + 1) * 64;
+                        break append(&mut self.outgoing, room, |room| {
+                            writer.encrypt(data, room).map_err(encrypt_room)
+                        })
+                        .map(|()| Stop::Wrote(data.len()))
+                        .map_err(Failure::Io);
                     }
                     Want::CloseNotify => {
-                        let start = self.outgoing.len();
-                        self.outgoing.resize(start + 64, 0);
-                        match writer.queue_close_notify(tail(&mut self.outgoing, start)) {
-                            Ok(n) => self.outgoing.truncate(start + n),
-                            Err(e) => {
-                                self.outgoing.truncate(start);
-                                return Err(io::Error::other(e.to_string()));
-                            }
-                        }
-                        self.close_sent = true;
-                        stop = Some(Stop::Wrote(0));
+                        let queued = append(&mut self.outgoing, 64, |room| {
+                            writer.queue_close_notify(room).map_err(encrypt_room)
+                        });
+                        self.close_sent |= queued.is_ok();
+                        break queued.map(|()| Stop::Wrote(0)).map_err(Failure::Io);
                     }
                 },
+                // Early data: 0-RTT is never enabled on our listeners (`max_early_data_size` is
+                // 0); and any state a later rustls adds.
                 Ok(_) => {
-                    // Early data: 0-RTT is never enabled on our listeners (`max_early_data_size`
-                    // is 0); and any state a later rustls adds.
-                    self.incoming.drain(..discard.min(self.incoming.len()));
-                    let e = rustls::Error::General("unexpected TLS state".into());
-                    self.fail(e.clone());
-                    return Err(tls_error(e));
+                    break Err(Failure::Tls(rustls::Error::General(
+                        "unexpected TLS state".into(),
+                    )));
                 }
             }
-            self.incoming.drain(..discard.min(self.incoming.len()));
-            if let Some(stop) = stop {
-                return Ok(stop);
+        };
+        self.incoming.drain(..consumed.min(self.incoming.len()));
+        match result {
+            Ok(stop) => Ok(stop),
+            Err(Failure::Io(e)) => Err(e),
+            Err(Failure::Tls(e)) => {
+                self.fail(e.clone());
+                Err(tls_error(e))
             }
         }
     }
@@ -294,12 +319,11 @@ impl TlsStream {
         // buffer passed is `incoming` itself: rustls' handshake joiner keeps offsets into it.
         let status = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut encoder)) = status.state {
-            let start = self.outgoing.len();
-            self.outgoing.resize(start + 64, 0);
-            match encoder.encode(tail(&mut self.outgoing, start)) {
-                Ok(n) => self.outgoing.truncate(start + n),
-                Err(_) => self.outgoing.truncate(start),
-            }
+            let _ = append(&mut self.outgoing, 64, |room| {
+                encoder
+                    .encode(room)
+                    .map_err(|e| Room::Failed(e.to_string()))
+            });
         }
         if let Some(unsent) = self.outgoing.get(self.sent..) {
             let _ = self.tcp.try_write(unsent);
@@ -388,13 +412,12 @@ impl AsyncRead for TlsStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if let Some(ready) = this.plain.get(this.plain_pos..).filter(|p| !p.is_empty()) {
-                let n = ready.len().min(buf.remaining());
-                buf.put_slice(ready.get(..n).unwrap_or_default());
-                this.plain_pos += n;
-                if this.plain_pos == this.plain.len() {
-                    this.plain = Vec::new();
-                    this.plain_pos = 0;
+            if !this.plain.is_empty() {
+                let n = this.plain.len().min(buf.remaining());
+                buf.put_slice(this.plain.get(..n).unwrap_or_default());
+                this.plain.advance(n);
+                if this.plain.is_empty() {
+                    this.plain = BytesMut::new();
                 }
                 return Poll::Ready(Ok(()));
             }

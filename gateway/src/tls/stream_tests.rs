@@ -8,6 +8,7 @@ use std::task::Poll;
 
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,16 +27,25 @@ struct Pki {
 }
 
 fn pki() -> Pki {
+    pki_with(None)
+}
+
+/// A self-signed server certificate for `localhost`, and a client verifier when given.
+fn pki_with(client_verifier: Option<Arc<dyn ClientCertVerifier>>) -> Pki {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["localhost".to_owned()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
     let der: CertificateDer<'static> = cert.der().clone();
-    let server = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let server = builder
         .with_single_cert(
             vec![der.clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -194,25 +204,29 @@ async fn a_client_key_update_is_followed_in_both_directions() {
     assert_eq!(&r, b"reply");
 }
 
+/// `from` writes `words` and shuts down; `to` reads them, then a clean end.
+async fn last_words(
+    from: &mut (impl AsyncWriteExt + Unpin),
+    to: &mut (impl AsyncReadExt + Unpin),
+    words: &[u8],
+) {
+    from.write_all(words).await.unwrap();
+    from.shutdown().await.unwrap();
+    let mut all = Vec::new();
+    to.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all, words);
+}
+
 #[tokio::test]
 async fn close_notify_both_ways_and_a_bare_tcp_close_is_an_error() {
     let pki = pki();
     for version in VERSIONS {
         // Server shuts down: the client reads a clean end (close_notify), not an error.
         let (mut server, mut client) = pair(&pki, version).await;
-        server.write_all(b"bye").await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut all = Vec::new();
-        client.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b"bye");
-
+        last_words(&mut server, &mut client, b"bye").await;
         // Client shuts down: the server reads a clean end.
         let (mut server, mut client) = pair(&pki, version).await;
-        client.write_all(b"last").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut all = Vec::new();
-        server.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b"last");
+        last_words(&mut client, &mut server, b"last").await;
 
         // The client's TCP connection ends without close_notify: a truncation, an error. (The
         // client reads first, so that no unread session ticket turns its close into a reset.)
@@ -231,7 +245,6 @@ async fn close_notify_both_ways_and_a_bare_tcp_close_is_an_error() {
 
 #[tokio::test]
 async fn a_failed_handshake_sends_the_alert_and_carries_the_rustls_error() {
-    let pki = pki();
     // A server that requires client certificates from a CA this client has none of.
     let other = KeyPair::generate().unwrap();
     let ca = CertificateParams::new(vec!["ca".to_owned()])
@@ -244,35 +257,13 @@ async fn a_failed_handshake_sends_the_alert_and_carries_the_rustls_error() {
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(ca_roots), provider())
             .build()
             .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let server_config = Arc::new(
-        ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap(),
-    );
+    let pki = pki_with(Some(verifier));
+    let server_config = Arc::clone(&pki.server);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client = tokio::spawn(async move {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let connector = TlsConnector::from(client_config(
-            &Pki {
-                server: pki.server,
-                roots,
-            },
-            &rustls::version::TLS13,
-        ));
+        let connector = TlsConnector::from(client_config(&pki, &rustls::version::TLS13));
         // TLS 1.3: the client finishes its side first, then reads the server's alert.
         let mut tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
