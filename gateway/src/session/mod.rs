@@ -6,6 +6,7 @@
 pub mod connect;
 mod handshake;
 pub mod inspect;
+mod last_allowed;
 mod refuse;
 pub mod relay;
 pub mod state;
