@@ -267,7 +267,11 @@ pub fn client_tls(pki: &Path, name: &str) -> anyhow::Result<Arc<rustls::ClientCo
 /// # Errors
 /// It has not been built.
 pub fn gateway_bin() -> anyhow::Result<PathBuf> {
-    let bin = e2e::workspace_root().join("target/release/mqtt-gateway");
+    // `GATEWAY_BIN=path` measures another build (an A/B comparison of two commits).
+    let bin = std::env::var_os("GATEWAY_BIN").map_or_else(
+        || e2e::workspace_root().join("target/release/mqtt-gateway"),
+        PathBuf::from,
+    );
     if !bin.exists() {
         bail!(
             "{} not found: run `cargo build --release -p mqtt-gateway` (scripts/bench.sh does)",

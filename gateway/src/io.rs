@@ -1,8 +1,10 @@
 //! `ClientStream`: the client side of a connection, plain TCP, TLS or WebSocket (over either),
-//! behind one type so that the session and the relay are written once.
+//! behind one type so that the session and the relay are written once; its two halves for the
+//! relay's two directions; and [`ReadReady`], waiting for data without holding a buffer.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,6 +36,106 @@ impl ClientStream {
             }),
             Self::Ws(s) => s.get_ref().tls_version(),
         }
+    }
+}
+
+/// A reader that can wait for data without its caller holding a buffer meanwhile, so that an
+/// idle connection holds no read buffer and a busy one reads each wake-up's bytes with one read
+/// (`session::relay`).
+pub trait ReadReady: AsyncRead + Unpin {
+    /// Ready when a read can make progress: bytes, the end of the stream or an error to report.
+    /// Pending registers the waker. A read after Ready may still find nothing (half a TLS
+    /// record); the next call is then Pending until more arrives.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Self::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for tokio::net::tcp::OwnedReadHalf {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
+    }
+}
+
+impl ReadReady for ClientStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Self::Plain(s) => s.poll_read_ready(cx),
+            Self::Tls(s) => s.poll_read_ready(cx),
+            Self::Ws(s) => s.poll_read_ready(cx),
+        }
+    }
+}
+
+/// Splits a client connection into the relay's reader and writer. `tokio::io::split` does the
+/// same but hides the stream, and the reader could then not wait for readiness. The two halves
+/// are polled by one task (the relay's), so the lock is never contended.
+pub fn split(stream: ClientStream) -> (ClientReader, ClientWriter) {
+    let shared = Arc::new(Mutex::new(stream));
+    (ClientReader(Arc::clone(&shared)), ClientWriter(shared))
+}
+
+/// The reading half of a [`split`] client connection.
+#[derive(Debug)]
+pub struct ClientReader(Arc<Mutex<ClientStream>>);
+
+/// The writing half of a [`split`] client connection.
+#[derive(Debug)]
+pub struct ClientWriter(Arc<Mutex<ClientStream>>);
+
+/// A panic while the stream was locked leaves nothing half-changed that the other half relies
+/// on (each call is one poll), so a poisoned lock is taken as it is.
+fn lock(shared: &Mutex<ClientStream>) -> MutexGuard<'_, ClientStream> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl AsyncRead for ClientReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_read(cx, buf)
+    }
+}
+
+impl ReadReady for ClientReader {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.0).poll_read_ready(cx)
+    }
+}
+
+impl AsyncWrite for ClientWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        lock(&self.0).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_shutdown(cx)
     }
 }
 
@@ -127,5 +229,15 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<'_, R> {
             return std::task::Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<R: ReadReady> ReadReady for Prefixed<'_, R> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            self.inner.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }

@@ -150,6 +150,7 @@ pub async fn accept(
         Ok(ws) => Ok(WsStream {
             inner: ws,
             chunk: Bytes::new(),
+            ended: false,
         }),
         Err(_) => Err(refused.unwrap_or(WsRefusal::Handshake)),
     }
@@ -161,6 +162,8 @@ pub struct WsStream {
     inner: WebSocketStream<ClientStream>,
     /// The rest of the last binary message not yet read.
     chunk: Bytes,
+    /// The peer closed (a Close message or the end of the stream).
+    ended: bool,
 }
 
 impl WsStream {
@@ -181,23 +184,13 @@ fn to_io(e: WsError) -> io::Error {
     }
 }
 
-impl AsyncRead for WsStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            if !this.chunk.is_empty() {
-                let n = this.chunk.len().min(buf.remaining());
-                buf.put_slice(this.chunk.get(..n).unwrap_or_default());
-                this.chunk.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
-                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
-                Some(Ok(Message::Binary(data))) => this.chunk = data,
+impl WsStream {
+    /// Takes messages until one carries bytes or the stream ends.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.chunk.is_empty() && !self.ended {
+            match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => self.ended = true,
+                Some(Ok(Message::Binary(data))) => self.chunk = data,
                 // Pings are answered by tungstenite itself; pongs and raw frames carry nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Text(_))) => {
@@ -209,6 +202,28 @@ impl AsyncRead for WsStream {
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
             }
         }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ready once a message with bytes (or the end of the stream) is there: see
+    /// [`crate::io::ReadReady`].
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_chunk(cx)
+    }
+}
+
+impl AsyncRead for WsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_chunk(cx))?;
+        let n = this.chunk.len().min(buf.remaining());
+        buf.put_slice(this.chunk.get(..n).unwrap_or_default());
+        this.chunk.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 

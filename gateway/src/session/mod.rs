@@ -331,7 +331,7 @@ impl Session<'_> {
         let gw = &*self.ctx.gateway;
         let identity = &admitted.identity;
         let policy = admitted.policy;
-        let (mut client_rd, client_wr) = tokio::io::split(client);
+        let (mut client_rd, client_wr) = crate::io::split(client);
         let (mut broker_rd, broker_wr) = broker.into_split();
         let client_out = Mutex::new(Out::new(client_wr));
         let broker_out = Mutex::new(Out::new(broker_wr));

@@ -11,9 +11,10 @@
 //! that forwards to it and the pump that replies through it); a pump never holds two writers.
 //! The read buffer starts empty. A read is attempted into it only when data is ready; when none
 //! is and the buffer is empty, the connection is idle: the buffer is released and the pump waits
-//! with a few bytes on the stack. So an idle connection holds no read buffer, and a busy one keeps
-//! its buffer from read to read (no allocation per message at a steady rate). Packet counters
-//! are added up per read, not per packet.
+//! for the reader to be ready ([`ReadReady`]), then reserves the buffer and takes what arrived
+//! in one read. So an idle connection holds no read buffer, a busy one keeps its buffer from read
+//! to read (no allocation per message at a steady rate), and a wake-up costs one read, not a
+//! small read followed by the rest. Packet counters are added up per read, not per packet.
 
 use std::io;
 use std::time::Duration;
@@ -21,20 +22,19 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use mqtt_inspect::{DecodeError, Direction, Peek, peek_frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout};
 
 use super::inspect::{Denial, Inspected, Verdict};
 use crate::close::CloseReason;
+use crate::io::ReadReady;
 use crate::metrics::{PacketBatch, PacketCounters};
 
 /// Read buffers larger than this are released as soon as they are empty.
 const KEEP_BUFFER: usize = 16 * 1024;
 /// The smallest read into the buffer (a busy connection's buffer is at least this large).
 const MIN_READ_CHUNK: usize = 4096;
-/// Bytes read on the stack by an idle connection waiting for data.
-const IDLE_READ: usize = 64;
 /// Grow reads up to this size while a peer keeps the buffer full.
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
@@ -120,7 +120,7 @@ pub fn pump<R, F, B, I, D>(
     mut on_denials: D,
 ) -> impl Future<Output = CloseReason>
 where
-    R: AsyncRead + Unpin,
+    R: ReadReady,
     F: AsyncWrite + Unpin,
     B: AsyncWrite + Unpin,
     I: FnMut(&[u8], &mut Vec<Denial>) -> Inspected,
@@ -174,17 +174,26 @@ where
             let result = match ready {
                 Some(r) => r,
                 None if buf.is_empty() => {
-                    let mut first = [0u8; IDLE_READ];
-                    let read = reader.read(&mut first);
-                    let Some(r) = read_until(read, &mut timer, deadline).await else {
+                    // Idle: wait for data without a buffer, then read all of it at once.
+                    let ready =
+                        std::future::poll_fn(|cx| reader.poll_read_ready(cx).map_ok(|()| 0));
+                    let Some(r) = read_until(ready, &mut timer, deadline).await else {
                         return CloseReason::KeepAliveTimeout;
                     };
-                    if let Ok(n @ 1..) = r {
-                        buf.reserve(MIN_READ_CHUNK.max(n));
-                        buf.extend_from_slice(first.get(..n).unwrap_or_default());
-                        spare = MIN_READ_CHUNK.max(n);
+                    if r.is_err() {
+                        r
+                    } else {
+                        buf.reserve(want);
+                        spare = buf.capacity() - buf.len();
+                        match reader.read_buf(&mut buf).now_or_never() {
+                            Some(r) => r,
+                            // Nothing after all (half a TLS record): wait again, without it.
+                            None => {
+                                buf = BytesMut::new();
+                                continue;
+                            }
+                        }
                     }
-                    r
                 }
                 None => {
                     // Inside a frame: wait for its rest with the buffer.

@@ -30,7 +30,7 @@ use bytes::{Buf, BytesMut};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 use rustls::{CommonState, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The largest `incoming` may grow: a 64 KiB handshake message joined from records, plus one
@@ -194,6 +194,30 @@ impl TlsStream {
     #[must_use]
     pub fn held_bytes(&self) -> usize {
         self.incoming.capacity() + self.outgoing.capacity() + self.plain.capacity()
+    }
+
+    /// Ready when a read can make progress: decrypted bytes waiting, the end of the stream or an
+    /// error to report, or a readable socket. Lets a reader wait without holding a buffer (see
+    /// [`crate::io::ReadReady`]). Waiting on the socket cannot strand a record: every fill of
+    /// `incoming` is followed by a `drive` that processes all it can.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.plain.is_empty() || self.peer_closed || self.tcp_eof || self.failed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.tcp.poll_read_ready(cx)?.is_pending() {
+            if self.incoming.is_empty() {
+                self.incoming = Vec::new();
+            }
+            if !self
+                .read_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                self.read_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -391,14 +415,19 @@ impl TlsStream {
                 .max(READ_CHUNK)
                 .min(MAX_INCOMING - self.incoming.len());
             self.incoming.reserve(room);
-            match self.tcp.try_read_buf(&mut self.incoming) {
-                Ok(0) => {
+            // Through the socket's own `poll_read` rather than `try_read`: a read that returns
+            // less than it had room for empties the socket, and tokio then forgets the readiness,
+            // so the next read waits for epoll instead of costing a syscall that says EAGAIN (one
+            // per message for a device that publishes one at a time).
+            let read = std::pin::pin!(self.tcp.read_buf(&mut self.incoming)).poll(cx);
+            match read {
+                Poll::Ready(Ok(0)) => {
                     self.tcp_eof = true;
                     return Poll::Ready(Ok(0));
                 }
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(n)) => return Poll::Ready(Ok(n)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
             }
         }
     }

@@ -363,3 +363,49 @@ async fn a_forged_or_oversized_record_after_the_handshake_ends_the_stream_with_a
         }
     }
 }
+
+/// One poll of [`TlsStream::poll_read_ready`].
+async fn ready_once(server: &mut TlsStream) -> Poll<std::io::Result<()>> {
+    poll_fn(|cx| Poll::Ready(server.poll_read_ready(cx))).await
+}
+
+/// One poll of a read into 64 bytes: the bytes read, or Pending.
+async fn read_once(server: &mut TlsStream) -> Poll<std::io::Result<Vec<u8>>> {
+    let mut space = [0u8; 64];
+    poll_fn(|cx| {
+        let mut buf = ReadBuf::new(&mut space);
+        Poll::Ready(
+            std::pin::Pin::new(&mut *server)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().to_vec()),
+        )
+    })
+    .await
+}
+
+/// The relay waits on readiness without a buffer: Pending (and nothing held) while nothing
+/// arrives, Ready once a record does. After half a record the socket made it Ready once, the
+/// read finds nothing, and it is Pending again, not Ready forever (which would spin the relay).
+#[tokio::test]
+async fn readiness_waits_without_a_buffer_and_does_not_spin_on_half_a_record() {
+    let pki = pki();
+    for version in VERSIONS {
+        let (mut server, mut client) = pair(&pki, version).await;
+        assert!(ready_once(&mut server).await.is_pending());
+        assert_eq!(server.held_bytes(), 0);
+        client.write_all(b"hello").await.unwrap();
+        client.flush().await.unwrap();
+        poll_fn(|cx| server.poll_read_ready(cx)).await.unwrap();
+        assert!(matches!(read_once(&mut server).await, Poll::Ready(Ok(b)) if b == b"hello"));
+        assert!(ready_once(&mut server).await.is_pending());
+
+        // The first bytes of an application-data record header, and nothing more yet.
+        client.get_mut().0.write_all(&[0x17, 0x03]).await.unwrap();
+        poll_fn(|cx| server.poll_read_ready(cx)).await.unwrap();
+        assert!(read_once(&mut server).await.is_pending());
+        assert!(
+            ready_once(&mut server).await.is_pending(),
+            "half a record left the stream ready"
+        );
+    }
+}
