@@ -28,4 +28,4 @@ pub mod shared;
 pub mod tls;
 pub mod websocket;
 
-pub use server::{Running, StartError, start};
+pub use server::{Running, StartError, start, start_on};

@@ -165,11 +165,27 @@ impl Running {
     }
 }
 
-/// Loads everything, binds every listener, and starts serving.
+/// Loads everything, binds every listener, and starts serving, every connection on the calling
+/// runtime.
 ///
 /// # Errors
 /// Any file that cannot be loaded or address that cannot be bound: the gateway does not start.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_on(config, &[]).await
+}
+
+/// As [`start`], but each listener is accepted on by every runtime of `workers` (one
+/// single-threaded runtime per core, `mqtt-gateway run`), and a connection stays on the runtime
+/// that accepted it: both directions of a session, its timers and its TLS run on one thread, with
+/// no hand-over between threads on the relay path. The rest (admin, reload, sweeps, the audit
+/// writer) stays on the calling runtime. Empty `workers`: as [`start`].
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_on(
+    config: Config,
+    workers: &[tokio::runtime::Handle],
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let metrics = metrics_handle();
     let snapshot = load_snapshot(Arc::clone(&config), 1)?;
@@ -241,7 +257,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(sweep(Arc::clone(&gateway))));
     for (socket, ctx) in bound {
         tracing::info!(listener = %ctx.name, addr = ?socket.local_addr().ok(), tls = ctx.tls.is_some(), "listening");
-        tasks.push(tokio::spawn(listener::serve(socket, ctx)));
+        if workers.is_empty() {
+            tasks.push(tokio::spawn(listener::serve(socket, ctx)));
+            continue;
+        }
+        // One listening socket, registered with every worker's poller: whichever is free first
+        // takes the next connection.
+        let bind_error = |source| StartError::Bind {
+            what: format!("listener {}", ctx.name),
+            addr: ctx.local,
+            source,
+        };
+        let shared = socket.into_std().map_err(bind_error)?;
+        for worker in workers {
+            let own = shared.try_clone().map_err(bind_error)?;
+            let socket = {
+                // Registered with that worker's poller, so that it is the one woken.
+                let _on_worker = worker.enter();
+                tokio::net::TcpListener::from_std(own).map_err(bind_error)?
+            };
+            tasks.push(worker.spawn(listener::serve(socket, Arc::clone(&ctx))));
+        }
     }
     Ok(Running {
         gateway,

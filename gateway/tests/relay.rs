@@ -8,7 +8,9 @@ mod support;
 
 use e2e::{LiveSubscriber, MqttVersion};
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
-use support::{Flaw, Pki, Raw, Setup, client_tls, connect_frame, tls_args, tls_pub};
+use support::{
+    Flaw, Pki, Raw, Setup, WorkerRuntimes, client_tls, connect_frame, tls_args, tls_pub,
+};
 
 fn sub_args<'a>(tls: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = tls.iter().map(String::as_str).collect();
@@ -91,6 +93,67 @@ async fn good_certificate_publishes_and_subscribes_all_qos_both_versions() {
         [big.as_str()],
         "retained message delivered through the gateway"
     );
+}
+
+/// As `mqtt-gateway run` serves: connections accepted and carried by single-threaded worker
+/// runtimes (one per core), not the runtime that started the gateway. The subscriber's session
+/// is a task on a worker while it lives, messages from publishers on any worker reach it, and
+/// every session task ends when its client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_carried_by_the_worker_runtimes() {
+    let pki = Pki::new();
+    let workers = WorkerRuntimes::start(2);
+    let mut setup = Setup::new(&pki);
+    setup.workers = workers.handles.clone();
+    let gw = setup.start().await;
+    // One accept loop per listener (TLS and plain) on each worker.
+    let accept_loops = 2 * 2;
+    assert_eq!(workers.alive_tasks(), accept_loops);
+    let sub_cert = pki.client("subscriber-1", Some("ops"), Flaw::None);
+    let pub_cert = pki.client("sensor-1", Some("sensors"), Flaw::None);
+    let tls = tls_args(&pki, Some(&sub_cert));
+    let addr = gw.tls_addr();
+    let args = sub_args(&tls, &["-t", "w/#", "-C", "4", "-v", "-q", "1"]);
+    let owned: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let sub = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = owned.iter().map(String::as_str).collect();
+        LiveSubscriber::spawn(addr, MqttVersion::V5, 10, &a)
+    })
+    .await
+    .unwrap()
+    .expect("subscriber connects through the gateway");
+    assert_eq!(
+        workers.alive_tasks(),
+        accept_loops + 1,
+        "the subscriber's session runs on a worker"
+    );
+    for i in 0..4 {
+        let out = tls_pub(
+            &gw,
+            &pki,
+            Some(&pub_cert),
+            MqttVersion::V5,
+            &["-t", &format!("w/{i}"), "-m", "m", "-q", "1"],
+        );
+        assert!(out.success(), "publish {i}: {out:?}");
+    }
+    let out = tokio::task::spawn_blocking(move || sub.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.messages(),
+        ["w/0 m", "w/1 m", "w/2 m", "w/3 m"],
+        "{out:?}"
+    );
+    // The sessions end with their clients (waiting for the gateway to see the last close).
+    for _ in 0..500 {
+        if workers.alive_tasks() == accept_loops {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(workers.alive_tasks(), accept_loops);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

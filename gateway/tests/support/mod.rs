@@ -309,6 +309,8 @@ pub struct Setup<'a> {
     /// Replaces the broker address line of `[upstream]` (e.g. another address and
     /// `proxy_protocol = true`).
     pub upstream_keys: Option<String>,
+    /// Runtimes that accept and carry the connections (`start_on`); empty: the test's own.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 /// A policy that lets every authenticated client connect with any client id and do anything
@@ -338,6 +340,7 @@ impl<'a> Setup<'a> {
             more_upstreams: Vec::new(),
             listener_extra: String::new(),
             upstream_keys: None,
+            workers: Vec::new(),
         }
     }
 
@@ -425,7 +428,7 @@ audit_file = "{audit}"
         let cfg_path = d.join("gateway.toml");
         std::fs::write(&cfg_path, &toml).unwrap();
         let config = Config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let running = mqtt_gateway::start(config).await.unwrap();
+        let running = mqtt_gateway::start_on(config, &self.workers).await.unwrap();
         TestGateway {
             config_path: cfg_path,
             running,
@@ -680,5 +683,45 @@ impl Plain {
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+}
+
+/// Single-threaded runtimes on threads of their own, as `mqtt-gateway run` starts one per core;
+/// they stop when this is dropped.
+pub struct WorkerRuntimes {
+    pub handles: Vec<tokio::runtime::Handle>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl WorkerRuntimes {
+    pub fn start(count: usize) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handles = (0..count)
+            .map(|_| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let handle = rt.handle().clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || rt.block_on(stop.cancelled()));
+                handle
+            })
+            .collect();
+        Self { handles, stop }
+    }
+
+    /// Tasks alive on all the workers together.
+    pub fn alive_tasks(&self) -> usize {
+        self.handles
+            .iter()
+            .map(|h| h.metrics().num_alive_tasks())
+            .sum()
+    }
+}
+
+impl Drop for WorkerRuntimes {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
