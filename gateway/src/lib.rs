@@ -27,5 +27,6 @@ pub mod session;
 pub mod shared;
 pub mod tls;
 pub mod websocket;
+pub mod workers;
 
 pub use server::{Running, StartError, start, start_on};

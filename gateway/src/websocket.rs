@@ -185,8 +185,9 @@ fn to_io(e: WsError) -> io::Error {
 }
 
 impl WsStream {
-    /// Takes messages until one carries bytes or the stream ends.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Takes messages until one carries bytes or the stream ends: ready to be read, see
+    /// [`crate::io::ReadReady`].
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.chunk.is_empty() && !self.ended {
             match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 None | Some(Ok(Message::Close(_))) => self.ended = true,
@@ -204,12 +205,6 @@ impl WsStream {
         }
         Poll::Ready(Ok(()))
     }
-
-    /// Ready once a message with bytes (or the end of the stream) is there: see
-    /// [`crate::io::ReadReady`].
-    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_chunk(cx)
-    }
 }
 
 impl AsyncRead for WsStream {
@@ -219,7 +214,7 @@ impl AsyncRead for WsStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_chunk(cx))?;
+        ready!(this.poll_read_ready(cx))?;
         let n = this.chunk.len().min(buf.remaining());
         buf.put_slice(this.chunk.get(..n).unwrap_or_default());
         this.chunk.advance(n);

@@ -8,9 +8,7 @@ mod support;
 
 use e2e::{LiveSubscriber, MqttVersion};
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
-use support::{
-    Flaw, Pki, Raw, Setup, WorkerRuntimes, client_tls, connect_frame, tls_args, tls_pub,
-};
+use support::{Flaw, Pki, Raw, Setup, alive_tasks, client_tls, connect_frame, tls_args, tls_pub};
 
 fn sub_args<'a>(tls: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = tls.iter().map(String::as_str).collect();
@@ -102,13 +100,13 @@ async fn good_certificate_publishes_and_subscribes_all_qos_both_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_carried_by_the_worker_runtimes() {
     let pki = Pki::new();
-    let workers = WorkerRuntimes::start(2);
+    let workers = mqtt_gateway::workers::Workers::start(2).unwrap();
     let mut setup = Setup::new(&pki);
-    setup.workers = workers.handles.clone();
+    setup.workers = workers.handles().to_vec();
     let gw = setup.start().await;
     // One accept loop per listener (TLS and plain) on each worker.
     let accept_loops = 2 * 2;
-    assert_eq!(workers.alive_tasks(), accept_loops);
+    assert_eq!(alive_tasks(&workers), accept_loops);
     let sub_cert = pki.client("subscriber-1", Some("ops"), Flaw::None);
     let pub_cert = pki.client("sensor-1", Some("sensors"), Flaw::None);
     let tls = tls_args(&pki, Some(&sub_cert));
@@ -123,7 +121,7 @@ async fn connections_are_carried_by_the_worker_runtimes() {
     .unwrap()
     .expect("subscriber connects through the gateway");
     assert_eq!(
-        workers.alive_tasks(),
+        alive_tasks(&workers),
         accept_loops + 1,
         "the subscriber's session runs on a worker"
     );
@@ -148,12 +146,12 @@ async fn connections_are_carried_by_the_worker_runtimes() {
     );
     // The sessions end with their clients (waiting for the gateway to see the last close).
     for _ in 0..500 {
-        if workers.alive_tasks() == accept_loops {
+        if alive_tasks(&workers) == accept_loops {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(workers.alive_tasks(), accept_loops);
+    assert_eq!(alive_tasks(&workers), accept_loops);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,14 +18,15 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load(path)?;
-    let workers = Workers::start(worker_count())?;
+    let workers = mqtt_gateway::workers::Workers::start(worker_count())
+        .context("cannot start the worker threads")?;
     // Signals, reloads, the admin endpoint, sweeps and the audit writer run here; connections on
     // the workers.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let handles = workers.handles.clone();
+    let handles = workers.handles().to_vec();
     let outcome = runtime.block_on(async move {
         let running = mqtt_gateway::start_on(config, &handles).await?;
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -61,53 +62,4 @@ fn worker_count() -> usize {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
-}
-
-/// One thread per core, each running a single-threaded runtime: a connection accepted by a
-/// worker stays on it (see `mqtt_gateway::start_on`), so its two directions, its timers and its
-/// TLS never change threads and wake-ups stay local, as in nginx's worker processes but sharing
-/// the policy, limits and metrics of one process.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
-    stop: tokio_util::sync::CancellationToken,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn start(count: usize) -> anyhow::Result<Self> {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut workers = Self {
-            handles: Vec::with_capacity(count),
-            stop: stop.clone(),
-            threads: Vec::with_capacity(count),
-        };
-        for i in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start a worker runtime")?;
-            workers.handles.push(runtime.handle().clone());
-            let stop = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("gateway-worker-{i}"))
-                .spawn(move || runtime.block_on(stop.cancelled()))
-                .context("cannot start a worker thread");
-            match thread {
-                Ok(t) => workers.threads.push(t),
-                Err(e) => {
-                    workers.stop();
-                    return Err(e);
-                }
-            }
-        }
-        Ok(workers)
-    }
-
-    /// Ends the workers (after the shutdown has drained the connections) and waits for them.
-    fn stop(self) {
-        self.stop.cancel();
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
 }

@@ -208,16 +208,21 @@ impl TlsStream {
             if self.incoming.is_empty() {
                 self.incoming = Vec::new();
             }
-            if !self
-                .read_waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                self.read_waker = Some(cx.waker().clone());
-            }
+            self.remember_reader(cx);
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Keeps the waiting reader's waker, for the writer to wake when it decrypts a record.
+    fn remember_reader(&mut self, cx: &Context<'_>) {
+        if !self
+            .read_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.read_waker = Some(cx.waker().clone());
+        }
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -479,13 +484,7 @@ impl AsyncRead for TlsStream {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    if !this
-                        .read_waker
-                        .as_ref()
-                        .is_some_and(|w| w.will_wake(cx.waker()))
-                    {
-                        this.read_waker = Some(cx.waker().clone());
-                    }
+                    this.remember_reader(cx);
                     return Poll::Pending;
                 }
             }

@@ -686,42 +686,11 @@ impl Plain {
     }
 }
 
-/// Single-threaded runtimes on threads of their own, as `mqtt-gateway run` starts one per core;
-/// they stop when this is dropped.
-pub struct WorkerRuntimes {
-    pub handles: Vec<tokio::runtime::Handle>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl WorkerRuntimes {
-    pub fn start(count: usize) -> Self {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let handles = (0..count)
-            .map(|_| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let handle = rt.handle().clone();
-                let stop = stop.clone();
-                std::thread::spawn(move || rt.block_on(stop.cancelled()));
-                handle
-            })
-            .collect();
-        Self { handles, stop }
-    }
-
-    /// Tasks alive on all the workers together.
-    pub fn alive_tasks(&self) -> usize {
-        self.handles
-            .iter()
-            .map(|h| h.metrics().num_alive_tasks())
-            .sum()
-    }
-}
-
-impl Drop for WorkerRuntimes {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// Tasks alive on all the worker runtimes together.
+pub fn alive_tasks(workers: &mqtt_gateway::workers::Workers) -> usize {
+    workers
+        .handles()
+        .iter()
+        .map(|h| h.metrics().num_alive_tasks())
+        .sum()
 }
