@@ -249,7 +249,12 @@ impl Mosquitto {
                     self.log()
                 )));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            // A connection to itself does not count: dialling a local port nobody listens on yet
+            // can connect the socket to itself (TCP simultaneous open) when the kernel picks
+            // that port as the source, which also keeps the broker from binding it.
+            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                && s.local_addr().ok() != s.peer_addr().ok()
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
