@@ -50,8 +50,9 @@ pub async fn probe_upstream(gateway: Arc<Gateway>) {
         let snap = gateway.current();
         let up = &snap.config.upstream;
         for node in up.nodes() {
-            if let Ok(Ok(s)) = timeout(up.connect_timeout, TcpStream::connect(node)).await
-                && !crate::session::upstream::connected_to_itself(&s)
+            if crate::session::upstream::dial(node, up.connect_timeout)
+                .await
+                .is_ok()
             {
                 gateway.upstream_ok();
                 break;

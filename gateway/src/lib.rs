@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod broker_stream;
 pub mod close;
 pub mod config;
 pub mod identity;

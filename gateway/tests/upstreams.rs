@@ -210,3 +210,69 @@ async fn a_proxy_v2_header_upstream_carries_the_client_address_and_identity() {
             .contains(&("where/sensor-9".to_owned(), "via-proxy".to_owned()))
     );
 }
+
+/// `upstream.address = "unix:/path"`: the broker on the gateway's host behind a Unix domain
+/// socket (no loopback listener for other local processes to bypass the gateway through). A
+/// session is carried over it both ways; when nothing listens on the socket a CONNECT is answered
+/// Server unavailable (0x88), the connection closed ([MQTT-3.2.2-7]) and the failure counted as
+/// refused, and the next client is served again once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_upstream_carries_sessions_and_a_dead_socket_is_server_unavailable() {
+    let pki = Pki::new();
+    let broker = tokio::task::spawn_blocking(Mosquitto::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let socket = broker.unix_socket();
+    let mut setup = enforcement_setup(&pki);
+    setup.upstream_keys = Some(format!("address = \"unix:{}\"", socket.display()));
+    let mut gw = setup.start_with(broker).await;
+
+    // Good: a retained QoS 1 publish (PUBACK from the broker) and a subscription that gets it.
+    let mut live = publish_where(&gw, &pki, "dev-unix", "u1").await;
+    live.send(&subscribe(V5, 2, &[("where/dev-unix", 0)])).await;
+    assert!(matches!(live.next("SUBACK").await, Got::Suback { .. }));
+    match live.next("retained PUBLISH").await {
+        Got::Publish { topic, payload, .. } => {
+            assert_eq!(
+                (topic.as_str(), payload.as_slice()),
+                ("where/dev-unix", &b"u1"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // It went over the socket, not over TCP: the broker names the socket as the client's origin.
+    let origin = format!("New client connected from {}", socket.display());
+    assert!(gw.broker.log().contains(&origin), "{}", gw.broker.log());
+    assert_eq!(gw.admin_get("/readyz").await.0, 200);
+
+    // Bad: the broker stops; the live session ends with Server shutting down (0x8B) and a new
+    // CONNECT finds nothing on the socket.
+    tokio::task::block_in_place(|| gw.broker.stop()).unwrap();
+    assert_eq!(
+        live.next("DISCONNECT").await,
+        Got::Disconnect { reason: 0x8b }
+    );
+    let cert = pki.client("dev-unix", None, Flaw::None);
+    let mut refused = TlsWire::tls(
+        gw.tls_addr(),
+        client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]),
+        V5,
+    )
+    .await;
+    assert_eq!(
+        refused.connect(&connect(V5, "dev-unix", None, None)).await,
+        0x88
+    );
+    refused.assert_closed().await;
+    assert!(
+        gw.metric("mqtt_gateway_upstream_errors_total{reason=\"refused\"}")
+            .await
+            >= 1.0
+    );
+
+    // The broker is back on the same socket: served again.
+    tokio::task::block_in_place(|| gw.broker.restart()).unwrap();
+    let mut again = publish_where(&gw, &pki, "dev-unix", "u2").await;
+    again.ping().await;
+}

@@ -187,6 +187,12 @@ impl Mosquitto {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
     }
 
+    /// The broker's Unix domain socket (it listens there too): `upstream.address =
+    /// "unix:<this>"`.
+    pub fn unix_socket(&self) -> PathBuf {
+        self.dir.join("mqtt.sock")
+    }
+
     /// The process id of the running broker, if it is running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -224,6 +230,7 @@ impl Mosquitto {
         }
         // start.sh writes its per-run config with `mktemp -d`: keep it in our directory.
         cmd.env("TMPDIR", &self.dir)
+            .env("UNIX_SOCKET", self.unix_socket())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -57,6 +57,26 @@ struct Target {
     pid: Option<u32>,
     /// How to start a fresh one (idle memory).
     kind: Kind,
+    /// Whether idle memory is measured (not for the rows that differ from another only in how
+    /// they reach the broker: an idle connection sends nothing upstream).
+    idle: bool,
+}
+
+/// How a proxy reaches the broker.
+#[derive(Clone, Copy)]
+enum Up {
+    /// `127.0.0.1:port`.
+    Tcp,
+    /// The broker's Unix socket.
+    Unix,
+}
+
+/// The broker address a proxy is given for `up`.
+fn upstream_of(broker: &Mosquitto, up: Up) -> String {
+    match up {
+        Up::Tcp => broker.addr().to_string(),
+        Up::Unix => format!("unix:{}", broker.unix_socket().display()),
+    }
 }
 
 /// What a target is, to start a fresh process of it.
@@ -65,11 +85,11 @@ enum Kind {
     Direct,
     /// The gateway; `Some(n)` runs its runtime on n threads (`TOKIO_WORKER_THREADS`), `None` on
     /// one per core (the default).
-    Gateway(Option<usize>),
-    Haproxy,
+    Gateway(Option<usize>, Up),
+    Haproxy(Up),
     /// nginx; `true`: `worker_processes auto` under a master (Debian's default), `false`: one
     /// process.
-    Nginx(bool),
+    Nginx(bool, Up),
 }
 
 /// What one repetition measured for one target.
@@ -110,7 +130,7 @@ fn policy_1000() -> String {
 fn start_gateway(
     work: &Path,
     pki: &Path,
-    broker: SocketAddr,
+    broker: &str,
     threads: Option<usize>,
 ) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
     std::fs::create_dir_all(work)?;
@@ -475,14 +495,19 @@ async fn idle_fresh(
     kind: Kind,
     name: &'static str,
     dir: &Path,
-    broker: SocketAddr,
+    broker: &Mosquitto,
 ) -> anyhow::Result<(f64, f64)> {
     let pki = dir.join("pki");
     let (mut child, addr) = match kind {
-        Kind::Gateway(threads) => start_gateway(&dir.join("gw-idle"), &pki, broker, threads)
-            .map(|(c, tls, _)| (c, tls))?,
-        Kind::Haproxy => start_haproxy(dir, broker)?,
-        Kind::Nginx(auto) => start_nginx_workers(dir, broker, auto)?,
+        Kind::Gateway(threads, up) => start_gateway(
+            &dir.join("gw-idle"),
+            &pki,
+            &upstream_of(broker, up),
+            threads,
+        )
+        .map(|(c, tls, _)| (c, tls))?,
+        Kind::Haproxy(up) => start_haproxy(dir, &upstream_of(broker, up))?,
+        Kind::Nginx(auto, up) => start_nginx_workers(dir, &upstream_of(broker, up), auto)?,
         Kind::Direct => bail!("no proxy to measure"),
     };
     let t = Target {
@@ -491,6 +516,7 @@ async fn idle_fresh(
         tls: true,
         pid: Some(child.id()),
         kind,
+        idle: true,
     };
     let result = idle(&t, &pki).await;
     sigterm(child.id())?;
@@ -593,63 +619,103 @@ fn main() -> anyhow::Result<()> {
         ca.issue(&format!("bench-pub-{i}"), None, 30, false, &[])?;
     }
     let broker = Mosquitto::start()?;
-    let (mut gateway, gw_tls, gw_plain) =
-        start_gateway(&dir.join("gw"), &pki, broker.addr(), None)?;
-    let (mut gateway1, gw1_tls, _) =
-        start_gateway(&dir.join("gw-1thread"), &pki, broker.addr(), Some(1))?;
-    let (mut haproxy, ha_addr) = start_haproxy(&dir, broker.addr())?;
-    let (mut nginx, ng_addr) = start_nginx_workers(&dir, broker.addr(), false)?;
-    let (mut nginx_auto, nga_addr) = start_nginx_workers(&dir, broker.addr(), true)?;
+    // nginx's workers run as `nobody`: let them reach the broker's socket too.
+    std::fs::set_permissions(
+        broker.unix_socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )?;
+    let (tcp, unix) = (
+        upstream_of(&broker, Up::Tcp),
+        upstream_of(&broker, Up::Unix),
+    );
+    let (mut gateway, gw_tls, gw_plain) = start_gateway(&dir.join("gw"), &pki, &tcp, None)?;
+    let (mut gateway1, gw1_tls, _) = start_gateway(&dir.join("gw-1thread"), &pki, &tcp, Some(1))?;
+    let (mut gateway_unix, gwu_tls, _) = start_gateway(&dir.join("gw-unix"), &pki, &unix, None)?;
+    let (mut haproxy, ha_addr) = start_haproxy(&dir, &tcp)?;
+    let (mut nginx, ng_addr) = start_nginx_workers(&dir, &tcp, false)?;
+    let (mut nginx_unix, ngu_addr) = start_nginx_workers(&dir, &unix, false)?;
+    let (mut nginx_auto, nga_addr) = start_nginx_workers(&dir, &tcp, true)?;
+    let target = |name, addr, tls, pid: Option<u32>, kind, idle| Target {
+        name,
+        addr,
+        tls,
+        pid,
+        kind,
+        idle,
+    };
     let targets = [
-        Target {
-            name: "mosquitto direct",
-            addr: broker.addr(),
-            tls: false,
-            pid: None,
-            kind: Kind::Direct,
-        },
-        Target {
-            name: "gateway plain",
-            addr: gw_plain,
-            tls: false,
-            pid: Some(gateway.id()),
-            kind: Kind::Gateway(None),
-        },
-        Target {
-            name: "gateway mTLS",
-            addr: gw_tls,
-            tls: true,
-            pid: Some(gateway.id()),
-            kind: Kind::Gateway(None),
-        },
-        Target {
-            name: "gateway mTLS, 1 thread",
-            addr: gw1_tls,
-            tls: true,
-            pid: Some(gateway1.id()),
-            kind: Kind::Gateway(Some(1)),
-        },
-        Target {
-            name: "HAProxy mTLS",
-            addr: ha_addr,
-            tls: true,
-            pid: Some(haproxy.id()),
-            kind: Kind::Haproxy,
-        },
-        Target {
-            name: "nginx mTLS, 1 worker",
-            addr: ng_addr,
-            tls: true,
-            pid: Some(nginx.id()),
-            kind: Kind::Nginx(false),
-        },
-        Target {
-            name: "nginx mTLS, auto workers",
-            addr: nga_addr,
-            tls: true,
-            pid: Some(nginx_auto.id()),
-            kind: Kind::Nginx(true),
-        },
+        target(
+            "mosquitto direct",
+            broker.addr(),
+            false,
+            None,
+            Kind::Direct,
+            false,
+        ),
+        target(
+            "gateway plain",
+            gw_plain,
+            false,
+            Some(gateway.id()),
+            Kind::Gateway(None, Up::Tcp),
+            false,
+        ),
+        target(
+            "gateway mTLS",
+            gw_tls,
+            true,
+            Some(gateway.id()),
+            Kind::Gateway(None, Up::Tcp),
+            true,
+        ),
+        target(
+            "gateway mTLS, 1 thread",
+            gw1_tls,
+            true,
+            Some(gateway1.id()),
+            Kind::Gateway(Some(1), Up::Tcp),
+            true,
+        ),
+        target(
+            "gateway mTLS, unix upstream",
+            gwu_tls,
+            true,
+            Some(gateway_unix.id()),
+            Kind::Gateway(None, Up::Unix),
+            false,
+        ),
+        target(
+            "HAProxy mTLS",
+            ha_addr,
+            true,
+            Some(haproxy.id()),
+            Kind::Haproxy(Up::Tcp),
+            true,
+        ),
+        target(
+            "nginx mTLS, 1 worker",
+            ng_addr,
+            true,
+            Some(nginx.id()),
+            Kind::Nginx(false, Up::Tcp),
+            true,
+        ),
+        target(
+            "nginx mTLS, 1 worker, unix upstream",
+            ngu_addr,
+            true,
+            Some(nginx_unix.id()),
+            Kind::Nginx(false, Up::Unix),
+            false,
+        ),
+        target(
+            "nginx mTLS, auto workers",
+            nga_addr,
+            true,
+            Some(nginx_auto.id()),
+            Kind::Nginx(true, Up::Tcp),
+            true,
+        ),
     ];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -701,8 +767,10 @@ fn main() -> anyhow::Result<()> {
     for child in [
         &mut gateway,
         &mut gateway1,
+        &mut gateway_unix,
         &mut haproxy,
         &mut nginx,
+        &mut nginx_unix,
         &mut nginx_auto,
     ] {
         sigterm(child.id())?;
@@ -712,12 +780,12 @@ fn main() -> anyhow::Result<()> {
         for (rep, rows) in runs.iter_mut().enumerate() {
             for (i, row) in rows.iter_mut().enumerate() {
                 let Some(t) = targets.get(i) else { continue };
-                if !t.tls || !target_wanted(t.name) {
+                if !t.idle || !target_wanted(t.name) {
                     continue;
                 }
                 eprintln!("rep {}/{reps}: {} idle, fresh process", rep + 1, t.name);
                 let (per, base) = runtime
-                    .block_on(idle_fresh(t.kind, t.name, &dir, broker.addr()))
+                    .block_on(idle_fresh(t.kind, t.name, &dir, &broker))
                     .with_context(|| t.name)?;
                 let _ = writeln!(csv, "{rep},{},idle_kib_per_conn,{per:.2}", t.name);
                 let _ = writeln!(csv, "{rep},{},idle_base_kib,{base:.0}", t.name);
@@ -777,13 +845,21 @@ fn main() -> anyhow::Result<()> {
     }
     // Ratios from the medians: the gateway's mTLS listener against the others.
     let _ = writeln!(out);
-    for (ours, other, label) in [
-        (2usize, 4usize, "gateway mTLS / HAProxy"),
-        (2, 5, "gateway mTLS / nginx 1 worker"),
-        (2, 6, "gateway mTLS / nginx auto workers"),
-        (3, 5, "gateway mTLS 1 thread / nginx 1 worker"),
-        (2, 0, "gateway mTLS / direct"),
+    let at = |name: &str| targets.iter().position(|t| t.name == name).unwrap_or(0);
+    for (ours, other) in [
+        ("gateway mTLS", "HAProxy mTLS"),
+        ("gateway mTLS", "nginx mTLS, 1 worker"),
+        ("gateway mTLS", "nginx mTLS, auto workers"),
+        ("gateway mTLS, 1 thread", "nginx mTLS, 1 worker"),
+        (
+            "gateway mTLS, unix upstream",
+            "nginx mTLS, 1 worker, unix upstream",
+        ),
+        ("gateway mTLS, unix upstream", "gateway mTLS"),
+        ("gateway mTLS", "mosquitto direct"),
     ] {
+        let label = format!("{ours} / {other}");
+        let (ours, other) = (at(ours), at(other));
         let ratio = |f: &dyn Fn(&Row) -> Option<f64>, other: usize| med(f, ours) / med(f, other);
         let _ = writeln!(
             out,

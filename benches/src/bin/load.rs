@@ -183,11 +183,11 @@ fn main() -> anyhow::Result<()> {
         for (name, start) in [
             (
                 "haproxy (mTLS + CRL)",
-                start_haproxy as fn(&Path, SocketAddr) -> anyhow::Result<(Child, SocketAddr)>,
+                start_haproxy as fn(&Path, &str) -> anyhow::Result<(Child, SocketAddr)>,
             ),
             ("nginx stream (mTLS + CRL)", start_nginx),
         ] {
-            match start(&dir, broker.addr()) {
+            match start(&dir, &broker.addr().to_string()) {
                 Ok((mut child, addr)) => {
                     let r = run_one(
                         name,

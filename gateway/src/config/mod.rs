@@ -68,8 +68,9 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The broker, as `host:port` (a name is resolved at dial time). Exactly one of `address`
-    /// and `addresses` is given.
+    /// The broker, as `host:port` (a name is resolved at dial time) or `unix:/path` (a Unix
+    /// domain socket: the broker on this host, reachable by no other user). Exactly one of
+    /// `address` and `addresses` is given.
     #[serde(default)]
     pub address: Option<String>,
     /// Several brokers (the nodes of a cluster): each client goes to the node its client id

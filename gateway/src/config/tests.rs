@@ -83,6 +83,22 @@ fn defaults_fill_a_minimal_file() {
 }
 
 #[test]
+fn a_unix_socket_broker_is_accepted_next_to_tcp_ones() {
+    let src = BASE.replace(
+        "address = \"127.0.0.1:1883\"",
+        "addresses = [\"unix:/run/mosquitto/mqtt.sock\", \"10.0.0.2:1883\"]",
+    );
+    let config = parse(&src).unwrap();
+    let nodes: Vec<&str> = config.upstream.nodes().collect();
+    assert_eq!(nodes, ["unix:/run/mosquitto/mqtt.sock", "10.0.0.2:1883"]);
+    assert_eq!(
+        crate::broker_stream::unix_path(nodes[0]),
+        Some("/run/mosquitto/mqtt.sock")
+    );
+    assert_eq!(crate::broker_stream::unix_path(nodes[1]), None);
+}
+
+#[test]
 fn every_enum_value_of_the_contract_is_accepted() {
     let src = r#"
 [upstream]
@@ -192,6 +208,9 @@ fn broken_cases() -> Vec<Case> {
         (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"nohost\""), Some(2), Some("upstream.address"), "host:port"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"[::1]:0\""), Some(2), Some("upstream.address"), "host:port"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "addresses = [\"a:1883\", \"a:1883\"]"), Some(2), Some("upstream.addresses"), "listed twice"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"unix:mqtt.sock\""), Some(2), Some("upstream.address"), "unix:/absolute/path"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"unix:\""), Some(2), Some("upstream.address"), "unix:/absolute/path"),
+        (BASE.replace("address = \"127.0.0.1:1883\"", &format!("address = \"unix:/{}\"", "x".repeat(120))), Some(2), Some("upstream.address"), "unix:/absolute/path"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "addresses = [\"a:1883\", \"b\"]"), Some(2), Some("upstream.addresses"), "host:port"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "address = \"a:1883\"\naddresses = [\"b:1883\"]"), Some(3), Some("upstream.addresses"), "not both"),
         (BASE.replace("address = \"127.0.0.1:1883\"", "connect_timeout = \"1s\""), Some(1), Some("upstream"), "broker is missing"),

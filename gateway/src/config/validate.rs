@@ -63,15 +63,19 @@ fn check_upstream(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> 
     }
     let mut seen = std::collections::HashSet::new();
     for address in addresses {
-        let valid = match address.parse::<SocketAddr>() {
-            Ok(addr) => addr.port() != 0,
-            Err(_) => is_host_port(address),
+        let valid = match (
+            crate::broker_stream::unix_path(address),
+            address.parse::<SocketAddr>(),
+        ) {
+            (Some(path), _) => is_socket_path(path),
+            (None, Ok(addr)) => addr.port() != 0,
+            (None, Err(_)) => is_host_port(address),
         };
         if !valid {
             return Err(src.invalid(
                 &key,
                 format!(
-                    "invalid broker address {address:?}: expected host:port (e.g. \"127.0.0.1:1883\", \"[::1]:1883\", \"mosquitto:1883\")"
+                    "invalid broker address {address:?}: expected host:port (e.g. \"127.0.0.1:1883\", \"[::1]:1883\", \"mosquitto:1883\") or unix:/absolute/path (e.g. \"unix:/run/mosquitto/mqtt.sock\")"
                 ),
             ));
         }
@@ -84,6 +88,12 @@ fn check_upstream(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> 
         upstream.key("connect_timeout"),
         config.upstream.connect_timeout,
     )
+}
+
+/// The path of a `unix:` broker address: absolute (the gateway's working directory is no
+/// anchor for it) and short enough for `sun_path` (108 bytes with its NUL on Linux).
+fn is_socket_path(path: &str) -> bool {
+    path.starts_with('/') && path.len() < 108 && !path.contains('\0')
 }
 
 /// `name:port` with a non-empty host name without `:` and a non-zero port.

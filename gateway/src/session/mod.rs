@@ -124,7 +124,7 @@ pub async fn run(
 /// An admitted client with its broker connection, ready to relay.
 struct Opened {
     client: ClientStream,
-    broker: TcpStream,
+    broker: crate::broker_stream::BrokerStream,
     /// Bytes the client sent after its CONNECT.
     rest: BytesMut,
     admitted: Admitted,
@@ -323,7 +323,7 @@ impl Session<'_> {
     async fn relay(
         self,
         client: ClientStream,
-        broker: TcpStream,
+        broker: crate::broker_stream::BrokerStream,
         rest: BytesMut,
         admitted: Admitted,
         connect: Vec<u8>,

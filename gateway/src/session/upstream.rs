@@ -13,9 +13,10 @@ use std::io;
 use std::time::Duration;
 
 use mqtt_inspect::{Connect, Properties, Property, PropertyContext, encode_properties};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
+use crate::broker_stream::{BrokerStream, unix_path};
 use crate::config::Credentials;
 
 /// Why the broker could not be reached; the `upstream_errors_total` reason.
@@ -73,7 +74,7 @@ pub async fn dial_any<'a>(
     nodes: impl Iterator<Item = &'a str>,
     key: &[u8],
     limit: Duration,
-) -> Result<(TcpStream, &'a str), UpstreamError> {
+) -> Result<(BrokerStream, &'a str), UpstreamError> {
     let deadline = tokio::time::Instant::now() + limit;
     let order = rendezvous_order(nodes, key);
     let mut last = UpstreamError::Refused;
@@ -105,12 +106,20 @@ pub async fn dial_any<'a>(
 /// Pause before the second round of [`dial_any`].
 pub const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// Dials the broker; on failure, the class and the cause.
+/// Dials the broker (`host:port` or `unix:/path`); on failure, the class and the cause.
 ///
 /// # Errors
 /// [`UpstreamError`] and the I/O error (or the timeout).
-pub async fn dial(address: &str, limit: Duration) -> Result<TcpStream, (UpstreamError, String)> {
-    match timeout(limit, TcpStream::connect(address)).await {
+pub async fn dial(address: &str, limit: Duration) -> Result<BrokerStream, (UpstreamError, String)> {
+    let dialled = match unix_path(address) {
+        Some(path) => timeout(limit, UnixStream::connect(path))
+            .await
+            .map(|r| r.map(BrokerStream::Unix)),
+        None => timeout(limit, TcpStream::connect(address))
+            .await
+            .map(|r| r.map(BrokerStream::Tcp)),
+    };
+    match dialled {
         Err(_) => Err((
             UpstreamError::Timeout,
             format!("no answer within {limit:?}"),
@@ -119,15 +128,16 @@ pub async fn dial(address: &str, limit: Duration) -> Result<TcpStream, (Upstream
             Err((UpstreamError::Timeout, e.to_string()))
         }
         Ok(Err(e)) => Err((UpstreamError::Refused, e.to_string())),
-        Ok(Ok(s)) if connected_to_itself(&s) => Err((
+        Ok(Ok(BrokerStream::Tcp(s))) if connected_to_itself(&s) => Err((
             UpstreamError::Refused,
             "the socket connected to itself: nothing listens on that port".to_owned(),
         )),
-        Ok(Ok(s)) => {
+        Ok(Ok(BrokerStream::Tcp(s))) => {
             // MQTT is latency-sensitive and the gateway batches its own writes.
             let _ = s.set_nodelay(true);
-            Ok(s)
+            Ok(BrokerStream::Tcp(s))
         }
+        Ok(Ok(s)) => Ok(s),
     }
 }
 
