@@ -8,7 +8,9 @@
 //! - proxy CPU per message at a fixed 20,000 msg/s (64 B): 20 messages every millisecond from
 //!   one publisher in one write, and one message each from 20 publishers;
 //! - QoS 1 latency publish → delivery (through the proxy both ways) at 2,000 msg/s, p50/p99;
-//! - mTLS handshakes per second including CONNECT/CONNACK (ECDSA P-256), 8 concurrent clients;
+//! - mTLS handshakes per second including CONNECT/CONNACK (ECDSA P-256), 8 concurrent clients:
+//!   full handshakes (the client keeps no session, as after a gateway restart or with a device
+//!   that does not resume), and resumed ones (the client offers its last ticket);
 //! - RSS of the proxy per idle mTLS connection at 9,900 connections (CONNECTed), and the
 //!   projection to 100,000.
 //!
@@ -101,7 +103,10 @@ struct Row {
     /// The same rate from 20 publishers, one message per write each.
     fixed_cpu_fleet: Option<f64>,
     latency: (f64, f64),
+    /// Full handshakes/s: no resumption offered.
     handshakes: Option<f64>,
+    /// Handshakes/s with the client resuming (TLS 1.3 tickets, where the proxy issues them).
+    resumed: Option<f64>,
     idle_kib: Option<f64>,
     idle_base_kib: Option<f64>,
 }
@@ -389,8 +394,14 @@ async fn latency(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Complete mTLS connections (TCP + TLS + CONNECT/CONNACK) per second, 8 concurrent clients, 3 s.
-async fn handshakes(t: &Target, pki: &Path) -> anyhow::Result<f64> {
-    let tls = client_tls(pki, "bench-hs")?;
+async fn handshakes(t: &Target, pki: &Path, resume: bool) -> anyhow::Result<f64> {
+    let mut config = (*client_tls(pki, "bench-hs")?).clone();
+    if !resume {
+        // rustls' client keeps sessions by default: every connection after the first would
+        // resume with a ticket, skipping the certificate signature and both chain checks.
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    let tls = Arc::new(config);
     let done = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(3);
     let started = Instant::now();
@@ -484,7 +495,8 @@ async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
         row.latency = latency(t, pki).await?;
     }
     if t.tls && wanted("handshakes") {
-        row.handshakes = Some(handshakes(t, pki).await?);
+        row.handshakes = Some(handshakes(t, pki, false).await?);
+        row.resumed = Some(handshakes(t, pki, true).await?);
     }
     Ok(row)
 }
@@ -760,6 +772,9 @@ fn main() -> anyhow::Result<()> {
             if let Some(h) = row.handshakes {
                 let _ = writeln!(csv, "{rep},{},handshakes_per_s,{h:.0}", t.name);
             }
+            if let Some(h) = row.resumed {
+                let _ = writeln!(csv, "{rep},{},resumed_handshakes_per_s,{h:.0}", t.name);
+            }
             rows.push(row);
         }
         runs.push(rows);
@@ -811,7 +826,7 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         out,
-        "| target | {} | fixed 20k/s µs/msg: 1 pub × 20 / 20 pubs × 1 | QoS 1 p50 / p99 µs | handshakes/s | idle KiB/conn | 100k idle (GiB) |",
+        "| target | {} | fixed 20k/s µs/msg: 1 pub × 20 / 20 pubs × 1 | QoS 1 p50 / p99 µs | handshakes/s full / resumed | idle KiB/conn | 100k idle (GiB) |",
         FLOODS
             .iter()
             .map(|(p, b)| format!("{p}×{b} B msg/s (µs/msg)"))
@@ -831,7 +846,7 @@ fn main() -> anyhow::Result<()> {
         let projection = (base + idle * 100_000.0) / (1024.0 * 1024.0);
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} | {} |",
             t.name,
             cells.join(" | "),
             fmt(med(&|r: &Row| r.fixed_cpu, i), 2),
@@ -839,6 +854,7 @@ fn main() -> anyhow::Result<()> {
             fmt(med(&|r: &Row| Some(r.latency.0), i), 0),
             fmt(med(&|r: &Row| Some(r.latency.1), i), 0),
             fmt(med(&|r: &Row| r.handshakes, i), 0),
+            fmt(med(&|r: &Row| r.resumed, i), 0),
             fmt(idle, 1),
             fmt(projection, 2),
         );
@@ -863,13 +879,14 @@ fn main() -> anyhow::Result<()> {
         let ratio = |f: &dyn Fn(&Row) -> Option<f64>, other: usize| med(f, ours) / med(f, other);
         let _ = writeln!(
             out,
-            "{label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {}, handshakes/s {}, idle KiB/conn {}",
+            "{label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {}, handshakes/s {} (resumed {}), idle KiB/conn {}",
             fmt(ratio(&|r: &Row| r.flood.first().map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.flood.get(1).map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.fixed_cpu, other), 2),
             fmt(ratio(&|r: &Row| r.fixed_cpu_fleet, other), 2),
             fmt(ratio(&|r: &Row| Some(r.latency.1), other), 2),
             fmt(ratio(&|r: &Row| r.handshakes, other), 2),
+            fmt(ratio(&|r: &Row| r.resumed, other), 2),
             fmt(ratio(&|r: &Row| r.idle_kib, other), 2),
         );
     }
