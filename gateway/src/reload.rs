@@ -55,7 +55,7 @@ pub struct ReloadReport {
 pub struct Reloader {
     config_path: PathBuf,
     gateway: Arc<Gateway>,
-    tls: HashMap<String, Arc<ArcSwap<rustls::ServerConfig>>>,
+    tls: HashMap<String, Arc<ArcSwap<crate::tls::ServerTls>>>,
     tried: Mutex<HashMap<String, Hash>>,
 }
 
@@ -166,7 +166,7 @@ impl Reloader {
     pub fn new(
         config_path: &Path,
         gateway: Arc<Gateway>,
-        tls: HashMap<String, Arc<ArcSwap<rustls::ServerConfig>>>,
+        tls: HashMap<String, Arc<ArcSwap<crate::tls::ServerTls>>>,
     ) -> Self {
         let snap = gateway.current();
         let c = &snap.config;
@@ -298,8 +298,8 @@ impl Reloader {
                 continue;
             }
             let source = if crl_changed { "crl" } else { "certs" };
-            let built = tls::build_server_config(t)
-                .and_then(|server| Ok((server, tls::client_verifier(t)?)));
+            let built =
+                tls::build_server_tls(t).and_then(|server| Ok((server, tls::client_verifier(t)?)));
             match built {
                 Ok((server, verifier)) => {
                     swap.store(server);

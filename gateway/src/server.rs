@@ -142,7 +142,7 @@ pub struct Running {
     /// Bound address of the admin listener.
     pub admin: Option<SocketAddr>,
     /// TLS configuration of each TLS listener, by name (swapped on reload).
-    pub tls: HashMap<String, Arc<ArcSwap<rustls::ServerConfig>>>,
+    pub tls: HashMap<String, Arc<ArcSwap<crate::tls::ServerTls>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -206,7 +206,7 @@ pub async fn start_on(
     for l in &config.listeners {
         let tls = match &l.tls {
             Some(t) => {
-                let server = tls::build_server_config(t).map_err(|source| StartError::Tls {
+                let server = tls::build_server_tls(t).map_err(|source| StartError::Tls {
                     listener: l.name.clone(),
                     source,
                 })?;

@@ -565,3 +565,104 @@ async fn resumption_does_not_survive_a_crl_reload() {
         Err(rustls::Error::NoCertificatesPresented)
     );
 }
+
+/// The suite one client negotiates with the listener's [`tls::ServerTls`] through the
+/// gateway's own accept (the ClientHello is peeked to pick the config).
+async fn negotiated_suite(
+    server: &Arc<tls::ServerTls>,
+    suites: Vec<rustls::SupportedCipherSuite>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> rustls::CipherSuite {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Arc::clone(server);
+    let server_side = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream = tls::TlsStream::accept_choosing(tcp, &server).await.unwrap();
+        stream.common().negotiated_cipher_suite().unwrap().suite()
+    });
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = suites;
+    let mut roots = RootCertStore::empty();
+    roots.add(pki().root.der().clone()).unwrap();
+    let good = &pki().good;
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(good.chain.clone(), good.key.clone_key())
+        .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let client_tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let suite = client_tls
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .unwrap()
+        .suite();
+    // A hang guard, not a timing assertion.
+    let server_suite = tokio::time::timeout(Duration::from_secs(60), server_side)
+        .await
+        .expect("handshake hung")
+        .unwrap();
+    assert_eq!(suite, server_suite);
+    suite
+}
+
+/// The server picks the suite: AES-128-GCM for a client that lists an AES suite first (rustls
+/// and OpenSSL clients list AES-256 first by default), ChaCha20-Poly1305 for a client that
+/// lists it first (a device without AES instructions), and a client that offers only AES-256
+/// still gets it; the same for TLS 1.2 suites.
+#[tokio::test]
+async fn the_server_prefers_aes128_unless_the_client_puts_chacha20_first() {
+    use rustls::CipherSuite as C;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let server = tls::build_server_tls(&Listener::new().tls).unwrap();
+    let v13: &[&'static SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let v12: &[&'static SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    let default = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+    assert_eq!(default[0].suite(), C::TLS13_AES_256_GCM_SHA384);
+    let cases = [
+        (default, v13, C::TLS13_AES_128_GCM_SHA256),
+        (
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            v13,
+            C::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            v13,
+            C::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            v12,
+            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            v12,
+            C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ];
+    for (offered, versions, want) in cases {
+        let names: Vec<C> = offered.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            negotiated_suite(&server, offered, versions).await,
+            want,
+            "client offered {names:?}"
+        );
+    }
+}

@@ -430,7 +430,7 @@ async fn a_revoked_client_cannot_come_back_by_tls_session_resumption() {
         .find(|l| l.name == "mqtts")
         .and_then(|l| l.tls.clone())
         .expect("mqtts has a [listener.tls]");
-    let rebuilt = mqtt_gateway::tls::build_server_config(&tls_config).unwrap();
+    let rebuilt = mqtt_gateway::tls::build_server_tls(&tls_config).unwrap();
     gw.running.tls["mqtts"].store(rebuilt);
 
     // The same ClientConfig offers its ticket again: the gateway must not resume it, and the full

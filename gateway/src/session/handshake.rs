@@ -55,7 +55,7 @@ async fn tls_handshake(
     let started = std::time::Instant::now();
     match timeout_at(
         deadline,
-        crate::tls::TlsStream::accept(tcp, tls.load_full()),
+        crate::tls::TlsStream::accept_choosing(tcp, &tls.load_full()),
     )
     .await
     {

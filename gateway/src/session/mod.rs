@@ -59,7 +59,7 @@ pub struct ListenerCtx {
     /// The listener's name (metrics and audit label).
     pub name: Arc<str>,
     /// The TLS configuration, swapped whole on reload; `None` for a plain listener.
-    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    pub tls: Option<Arc<ArcSwap<crate::tls::ServerTls>>>,
     /// Shared gateway state.
     pub gateway: Arc<Gateway>,
     /// `proxy_protocol_from` when the listener requires a PROXY header (set at start).

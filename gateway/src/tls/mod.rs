@@ -17,7 +17,11 @@
 //!   client-certificate and CRL checks (rustls copies the stored chain without
 //!   re-verifying it), so a cache carried over a CA/CRL reload would let a just-revoked
 //!   client back in by resumption.
+//! - The server picks the cipher suite: AES-128-GCM first, unless the client lists
+//!   ChaCha20-Poly1305 first (a device without AES instructions), which then gets it
+//!   ([`ServerTls`], [`client_hello`]). Both configs of a listener share one session cache.
 
+pub mod client_hello;
 pub mod failure;
 mod load;
 pub mod stream;
@@ -160,36 +164,112 @@ fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {
     }
 }
 
-/// Builds a complete, new `ServerConfig` for one listener: reads every file
-/// again, builds a new verifier and a new, empty session cache (see the module doc
-/// for why the cache must never be carried over).
+/// The server side of one TLS listener: two rustls configs that differ only in the order of
+/// their cipher suites, and share the certificate, the verifier and the session cache.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; for clients that put an AES suite first.
+    aes_first: Arc<ServerConfig>,
+    /// ChaCha20-Poly1305 first; for clients that put it first.
+    chacha_first: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    /// The config for a client whose connection starts with `head` (its ClientHello, or part
+    /// of it): see [`client_hello::prefers_chacha`].
+    #[must_use]
+    pub fn for_client_hello(&self, head: &[u8]) -> Arc<ServerConfig> {
+        if client_hello::prefers_chacha(head) == Some(true) {
+            Arc::clone(&self.chacha_first)
+        } else {
+            Arc::clone(&self.aes_first)
+        }
+    }
+
+    /// The config most clients get (AES-128-GCM preferred).
+    #[must_use]
+    pub fn default_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.aes_first)
+    }
+}
+
+/// The provider's suites, stably reordered by `rank` (lower first).
+fn ordered_provider(rank: fn(&rustls::SupportedCipherSuite) -> u8) -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.sort_by_key(rank);
+    Arc::new(provider)
+}
+
+/// AES-128-GCM before AES-256-GCM before the rest (ChaCha20), keeping the provider's order
+/// (TLS 1.3 before 1.2) within each.
+fn aes128_first(suite: &rustls::SupportedCipherSuite) -> u8 {
+    let code = u16::from(suite.suite());
+    if client_hello::AES_128_GCM.contains(&code) {
+        0
+    } else if client_hello::AES_256_GCM.contains(&code) {
+        1
+    } else {
+        2
+    }
+}
+
+/// ChaCha20 first, then the order of [`aes128_first`].
+fn chacha_first(suite: &rustls::SupportedCipherSuite) -> u8 {
+    if client_hello::CHACHA.contains(&u16::from(suite.suite())) {
+        0
+    } else {
+        1 + aes128_first(suite)
+    }
+}
+
+/// Builds a complete, new [`ServerTls`] for one listener: reads every file again, builds a new
+/// verifier and a new, empty session cache (see the module doc for why the cache must never be
+/// carried over), shared by its two configs.
+///
+/// # Errors
+/// Any [`TlsError`]; each names the file that failed.
+pub fn build_server_tls(tls: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
+    let chain = load_certs(&tls.cert)?;
+    let key = load_private_key(&tls.key)?;
+    let verifier = client_verifier_with(tls, provider())?;
+    let cache: Arc<dyn rustls::server::StoresServerSessions> =
+        ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    let build = |provider: Arc<CryptoProvider>| -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions(tls.min_version))
+            .map_err(|e| TlsError::Versions {
+                source: Box::new(e),
+            })?;
+        let builder = match &verifier {
+            Some(v) => builder.with_client_cert_verifier(Arc::clone(v)),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| TlsError::CertKey {
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+                source: Box::new(e),
+            })?;
+        // The server's order decides; see the module doc.
+        config.ignore_client_order = true;
+        // rustls' builder already makes a new cache; set this build's own explicitly so that
+        // the "never share the cache across builds" rule does not depend on a default.
+        config.session_storage = Arc::clone(&cache);
+        Ok(Arc::new(config))
+    };
+    Ok(Arc::new(ServerTls {
+        aes_first: build(ordered_provider(aes128_first))?,
+        chacha_first: build(ordered_provider(chacha_first))?,
+    }))
+}
+
+/// [`build_server_tls`]'s config for clients that prefer AES (most of them).
 ///
 /// # Errors
 /// Any [`TlsError`]; each names the file that failed.
 pub fn build_server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = provider();
-    let chain = load_certs(&tls.cert)?;
-    let key = load_private_key(&tls.key)?;
-    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(versions(tls.min_version))
-        .map_err(|e| TlsError::Versions {
-            source: Box::new(e),
-        })?;
-    let builder = match client_verifier_with(tls, provider)? {
-        Some(verifier) => builder.with_client_cert_verifier(verifier),
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::CertKey {
-            cert: tls.cert.clone(),
-            key: tls.key.clone(),
-            source: Box::new(e),
-        })?;
-    // rustls' builder already makes a new cache; set it explicitly so that the
-    // "never share the cache across builds" rule does not depend on a default.
-    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-    Ok(Arc::new(config))
+    build_server_tls(tls).map(|t| t.default_config())
 }
 
 /// Builds the client-certificate verifier of a listener from its `client_ca`,

@@ -166,6 +166,25 @@ impl TlsStream {
     /// A TLS error (carrying the `rustls::Error`, after the alert was sent), a socket error, or
     /// `UnexpectedEof` when the peer closed mid-handshake.
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
+        Self::accept_with(tcp, config).await
+    }
+
+    /// [`TlsStream::accept`] with the listener's config for this client's cipher preference:
+    /// the first bytes are peeked (left in the socket for rustls) once they arrive, and the
+    /// ClientHello's first AEAD picks the config ([`super::ServerTls::for_client_hello`]). A
+    /// ClientHello cut before its suites, or anything else, gets the default config.
+    ///
+    /// # Errors
+    /// As [`TlsStream::accept`].
+    pub async fn accept_choosing(tcp: TcpStream, tls: &super::ServerTls) -> io::Result<Self> {
+        // The suites come within the first ~50 bytes plus the list (a browser's is ~40 suites).
+        let mut head = [0u8; 512];
+        let n = tcp.peek(&mut head).await?;
+        let config = tls.for_client_hello(head.get(..n).unwrap_or_default());
+        Self::accept_with(tcp, config).await
+    }
+
+    async fn accept_with(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
         let mut stream = Self {
             tcp,
