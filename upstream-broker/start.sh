@@ -10,7 +10,7 @@
 # Mosquitto saves its persistence file (if any) on SIGTERM.
 #
 # With UNIX_SOCKET=/path in the environment the broker also listens on that Unix domain socket
-# (the gateway's `upstream.address = "unix:/path"`, the recommended upstream on one host).
+# (the gateway's `upstream.address = "unix:/path"`, for a broker on the gateway's host).
 set -euo pipefail
 
 usage() {

@@ -1,20 +1,20 @@
 //! `BrokerStream`: the connection to the broker, TCP (`host:port`) or a Unix domain socket
 //! (`unix:/path`), behind one type so that the session and the relay are written once; and its
-//! two owned halves for the relay's two directions.
+//! two owned halves for the relay's two directions (`tokio_util`'s `Either` forwards reads and
+//! writes to whichever transport it holds).
 //!
-//! A Unix socket is the recommended upstream when the broker runs on the gateway's host (the
-//! deployment the gateway is designed for). It closes the local bypass a loopback listener
-//! leaves open: any process on the host (or in a container sharing its network namespace) can
-//! connect to `127.0.0.1:1883` and skip every check, while a socket file is reachable only by
-//! the users its permissions name. It is also cheaper: a message relayed over it costs no TCP
-//! segment, no ACK and no loopback softirq (see BENCHMARKS.md).
+//! A Unix socket suits a broker on the gateway's own host. It closes the local bypass a loopback
+//! listener leaves open: any process on the host (or in a container sharing its network
+//! namespace) can connect to `127.0.0.1:1883` and skip every check, while a socket file is
+//! reachable only by the users its permissions name. It lowers latency (Mosquitto keeps Nagle's
+//! algorithm on its TCP sockets) but costs more CPU per message when the broker delivers bursts,
+//! which over TCP arrive coalesced (BENCHMARKS.md, 2026-12-06).
 
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
+use tokio_util::either::Either;
 
 use crate::io::ReadReady;
 
@@ -36,6 +36,12 @@ pub enum BrokerStream {
     Unix(UnixStream),
 }
 
+/// The reading half of a [`BrokerStream`]: TCP on the left, a Unix socket on the right.
+pub type BrokerReader = Either<tcp::OwnedReadHalf, unix::OwnedReadHalf>;
+
+/// The writing half of a [`BrokerStream`]: TCP on the left, a Unix socket on the right.
+pub type BrokerWriter = Either<tcp::OwnedWriteHalf, unix::OwnedWriteHalf>;
+
 impl BrokerStream {
     /// The reading and the writing half, each owned, so that the relay's two directions hold one
     /// each without a lock.
@@ -44,43 +50,12 @@ impl BrokerStream {
         match self {
             Self::Tcp(s) => {
                 let (r, w) = s.into_split();
-                (BrokerReader::Tcp(r), BrokerWriter::Tcp(w))
+                (Either::Left(r), Either::Left(w))
             }
             Self::Unix(s) => {
                 let (r, w) = s.into_split();
-                (BrokerReader::Unix(r), BrokerWriter::Unix(w))
+                (Either::Right(r), Either::Right(w))
             }
-        }
-    }
-}
-
-/// The reading half of a [`BrokerStream`].
-#[derive(Debug)]
-pub enum BrokerReader {
-    /// Over TCP.
-    Tcp(tcp::OwnedReadHalf),
-    /// Over a Unix socket.
-    Unix(unix::OwnedReadHalf),
-}
-
-/// The writing half of a [`BrokerStream`].
-#[derive(Debug)]
-pub enum BrokerWriter {
-    /// Over TCP.
-    Tcp(tcp::OwnedWriteHalf),
-    /// Over a Unix socket.
-    Unix(unix::OwnedWriteHalf),
-}
-
-impl AsyncRead for BrokerReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
-            Self::Unix(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
 }
@@ -88,53 +63,8 @@ impl AsyncRead for BrokerReader {
 impl ReadReady for BrokerReader {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Self::Tcp(r) => r.as_ref().poll_read_ready(cx),
-            Self::Unix(r) => r.as_ref().poll_read_ready(cx),
-        }
-    }
-}
-
-impl AsyncWrite for BrokerWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(w) => Pin::new(w).poll_write(cx, buf),
-            Self::Unix(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            Self::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Tcp(w) => w.is_write_vectored(),
-            Self::Unix(w) => w.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(w) => Pin::new(w).poll_flush(cx),
-            Self::Unix(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(w) => Pin::new(w).poll_shutdown(cx),
-            Self::Unix(w) => Pin::new(w).poll_shutdown(cx),
+            Either::Left(r) => r.as_ref().poll_read_ready(cx),
+            Either::Right(r) => r.as_ref().poll_read_ready(cx),
         }
     }
 }

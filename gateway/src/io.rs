@@ -55,12 +55,6 @@ impl ReadReady for TcpStream {
     }
 }
 
-impl ReadReady for tokio::net::tcp::OwnedReadHalf {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.as_ref().poll_read_ready(cx)
-    }
-}
-
 impl ReadReady for ClientStream {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
