@@ -60,9 +60,18 @@ struct Target {
     pid: Option<u32>,
     /// How to start a fresh one (idle memory).
     kind: Kind,
-    /// Whether idle memory is measured (not for the rows that differ from another only in how
-    /// they reach the broker: an idle connection sends nothing upstream).
-    idle: bool,
+}
+
+impl Target {
+    /// Whether idle memory is measured: for mTLS targets, and not for those that differ from
+    /// another only by a Unix socket upstream (an idle connection sends nothing upstream).
+    fn measures_idle(&self) -> bool {
+        self.tls
+            && !matches!(
+                self.kind,
+                Kind::Gateway(_, Up::Unix) | Kind::Haproxy(Up::Unix) | Kind::Nginx(_, Up::Unix)
+            )
+    }
 }
 
 /// How a proxy reaches the broker.
@@ -396,7 +405,8 @@ async fn latency(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
     Ok((pct(0.50), pct(0.99)))
 }
 
-/// Complete mTLS connections (TCP + TLS + CONNECT/CONNACK) per second, 8 concurrent clients, 3 s.
+/// Complete mTLS connections (TCP + TLS + CONNECT/CONNACK) per second, 8 concurrent clients, 5 s;
+/// full handshakes, or with `resume` the client offering the ticket of its previous connection.
 async fn handshakes(t: &Target, pki: &Path, resume: bool) -> anyhow::Result<f64> {
     let mut config = (*client_tls(pki, "bench-hs")?).clone();
     if !resume {
@@ -532,7 +542,6 @@ async fn idle_fresh(
         tls: true,
         pid: Some(child.id()),
         kind,
-        idle: true,
     };
     let result = idle(&t, &pki).await;
     sigterm(child.id())?;
@@ -651,88 +660,72 @@ fn main() -> anyhow::Result<()> {
     let (mut nginx, ng_addr) = start_nginx_workers(&dir, &tcp, false)?;
     let (mut nginx_unix, ngu_addr) = start_nginx_workers(&dir, &unix, false)?;
     let (mut nginx_auto, nga_addr) = start_nginx_workers(&dir, &tcp, true)?;
-    let target = |name, addr, tls, pid: Option<u32>, kind, idle| Target {
-        name,
-        addr,
-        tls,
-        pid,
-        kind,
-        idle,
-    };
     let targets = [
-        target(
-            "mosquitto direct",
-            broker.addr(),
-            false,
-            None,
-            Kind::Direct,
-            false,
-        ),
-        target(
+        ("mosquitto direct", broker.addr(), false, None, Kind::Direct),
+        (
             "gateway plain",
             gw_plain,
             false,
             Some(gateway.id()),
             Kind::Gateway(None, Up::Tcp),
-            false,
         ),
-        target(
+        (
             "gateway mTLS",
             gw_tls,
             true,
             Some(gateway.id()),
             Kind::Gateway(None, Up::Tcp),
-            true,
         ),
-        target(
+        (
             "gateway mTLS, 1 thread",
             gw1_tls,
             true,
             Some(gateway1.id()),
             Kind::Gateway(Some(1), Up::Tcp),
-            true,
         ),
-        target(
+        (
             "gateway mTLS, unix upstream",
             gwu_tls,
             true,
             Some(gateway_unix.id()),
             Kind::Gateway(None, Up::Unix),
-            false,
         ),
-        target(
+        (
             "HAProxy mTLS",
             ha_addr,
             true,
             Some(haproxy.id()),
             Kind::Haproxy(Up::Tcp),
-            true,
         ),
-        target(
+        (
             "nginx mTLS, 1 worker",
             ng_addr,
             true,
             Some(nginx.id()),
             Kind::Nginx(false, Up::Tcp),
-            true,
         ),
-        target(
+        (
             "nginx mTLS, 1 worker, unix upstream",
             ngu_addr,
             true,
             Some(nginx_unix.id()),
             Kind::Nginx(false, Up::Unix),
-            false,
         ),
-        target(
+        (
             "nginx mTLS, auto workers",
             nga_addr,
             true,
             Some(nginx_auto.id()),
             Kind::Nginx(true, Up::Tcp),
-            true,
         ),
-    ];
+    ]
+    .map(|(name, addr, tls, pid, kind)| Target {
+        name,
+        addr,
+        tls,
+        pid,
+        kind,
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -799,7 +792,7 @@ fn main() -> anyhow::Result<()> {
         for (rep, rows) in runs.iter_mut().enumerate() {
             for (i, row) in rows.iter_mut().enumerate() {
                 let Some(t) = targets.get(i) else { continue };
-                if !t.idle || !target_wanted(t.name) {
+                if !t.measures_idle() || !target_wanted(t.name) {
                     continue;
                 }
                 eprintln!("rep {}/{reps}: {} idle, fresh process", rep + 1, t.name);
