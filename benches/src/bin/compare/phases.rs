@@ -1,0 +1,362 @@
+//! The measurements, each run against one target: floods, fixed-rate CPU, QoS 1 latency,
+//! handshakes and idle memory.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bench::{
+    Io, client_tls, connect, connect_from, count_publishes, cpu_time, publish_batch, rss_kib,
+    subscribe,
+};
+use mqtt_inspect::{PacketId, Properties, ProtocolVersion, Publish, QoS, split_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::targets::Target;
+
+const BATCH: usize = 256;
+const IDLE_CONNECTIONS: usize = 9_900;
+pub(crate) const PUBLISHERS_MAX: usize = 4;
+
+/// What one repetition measured for one target.
+#[derive(Default, Clone)]
+pub(crate) struct Row {
+    /// (publishers, payload) → (msgs/s, proxy µs/msg).
+    pub(crate) flood: Vec<(f64, Option<f64>)>,
+    pub(crate) fixed_cpu: Option<f64>,
+    /// The same rate from 20 publishers, one message per write each.
+    pub(crate) fixed_cpu_fleet: Option<f64>,
+    pub(crate) latency: (f64, f64),
+    /// Full handshakes/s: no resumption offered.
+    pub(crate) handshakes: Option<f64>,
+    /// Handshakes/s with the client resuming (TLS 1.3 tickets, where the proxy issues them).
+    pub(crate) resumed: Option<f64>,
+    pub(crate) idle_kib: Option<f64>,
+    pub(crate) idle_base_kib: Option<f64>,
+}
+
+pub(crate) const FLOODS: [(usize, usize); 4] = [(1, 64), (4, 64), (1, 1024), (4, 1024)];
+
+pub(crate) fn tls_for(
+    t: &Target,
+    pki: &Path,
+    name: &str,
+) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    t.tls.then(|| client_tls(pki, name)).transpose()
+}
+
+pub(crate) fn cpu_per_msg(
+    pid: Option<u32>,
+    before: Option<Duration>,
+    delivered: u64,
+) -> anyhow::Result<Option<f64>> {
+    Ok(match (pid, before) {
+        (Some(pid), Some(b)) => {
+            let used = cpu_time(pid)?.saturating_sub(b);
+            Some(used.as_secs_f64() * 1e6 / delivered.max(1) as f64)
+        }
+        _ => None,
+    })
+}
+
+/// QoS 0 flood: `pubs` publishers, `payload` bytes, to one subscriber.
+pub(crate) async fn flood(
+    t: &Target,
+    pki: &Path,
+    pubs: usize,
+    payload: usize,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let messages: u64 = if payload <= 64 { 200_000 } else { 100_000 };
+    let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
+    subscribe(&mut sub, "bench/#").await?;
+    let mut publishers = Vec::new();
+    for i in 0..pubs {
+        let name = format!("bench-pub-{i}");
+        publishers.push(connect(t.addr, tls_for(t, pki, &name)?, &name).await?);
+    }
+    let counter =
+        tokio::spawn(
+            async move { count_publishes(&mut sub, messages, Duration::from_secs(3)).await },
+        );
+    let batch = publish_batch("bench/load/topic", payload, BATCH)?;
+    let per_pub = messages / pubs as u64;
+    let before = t.pid.map(cpu_time).transpose()?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut p in publishers {
+        let batch = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while sent < per_pub {
+                p.write_all(&batch).await?;
+                sent += BATCH as u64;
+            }
+            p.flush().await?;
+            // Keep the connection until the subscriber is done.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            anyhow::Ok(p)
+        }));
+    }
+    let (delivered, _) = counter.await??;
+    let elapsed = started.elapsed();
+    let cpu = cpu_per_msg(t.pid, before, delivered)?;
+    for task in tasks {
+        drop(task.await??);
+    }
+    Ok((delivered as f64 / elapsed.as_secs_f64(), cpu))
+}
+
+/// Proxy CPU per message at a fixed 20,000 msg/s (64 B), for 10 seconds, to one subscriber:
+/// every millisecond either one publisher writes 20 messages at once (`publishers` = 1: a
+/// gateway or bridge forwarding a batch), or each of 20 publishers writes one (`publishers` =
+/// 20: a fleet of devices, one TLS record and one wake-up per message — the costlier and more
+/// usual case).
+pub(crate) async fn fixed_rate(
+    t: &Target,
+    pki: &Path,
+    publishers: usize,
+) -> anyhow::Result<Option<f64>> {
+    const PER_TICK: usize = 20;
+    const TICKS: u64 = 10_000;
+    let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
+    subscribe(&mut sub, "bench/#").await?;
+    let mut pubs = Vec::new();
+    for i in 0..publishers {
+        let name = format!("bench-pub-{}", i % PUBLISHERS_MAX);
+        pubs.push(connect(t.addr, tls_for(t, pki, &name)?, &format!("fixed-{i}")).await?);
+    }
+    let want = TICKS * PER_TICK as u64;
+    let counter =
+        tokio::spawn(async move { count_publishes(&mut sub, want, Duration::from_secs(3)).await });
+    let batch = publish_batch("bench/fixed/topic", 64, PER_TICK / publishers.max(1))?;
+    let before = t.pid.map(cpu_time).transpose()?;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for _ in 0..TICKS {
+        tick.tick().await;
+        for p in &mut pubs {
+            p.write_all(&batch).await?;
+        }
+    }
+    let (delivered, _) = counter.await??;
+    let cpu = cpu_per_msg(t.pid, before, delivered)?;
+    if delivered < want {
+        eprintln!("{}: fixed rate delivered {delivered} of {want}", t.name);
+    }
+    Ok(cpu)
+}
+
+/// A QoS 1 SUBSCRIBE to `filter`, waiting for the SUBACK.
+pub(crate) async fn subscribe_qos1(io: &mut Box<dyn Io>, filter: &str) -> anyhow::Result<()> {
+    let mut body = vec![0x00, 0x01];
+    body.extend_from_slice(&u16::try_from(filter.len())?.to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(1);
+    let mut frame = vec![0x82, u8::try_from(body.len())?];
+    frame.extend_from_slice(&body);
+    io.write_all(&frame).await?;
+    let mut b = [0u8; 5];
+    io.read_exact(&mut b).await?;
+    if b[0] != 0x90 {
+        bail!("expected SUBACK, got {b:?}");
+    }
+    Ok(())
+}
+
+/// QoS 1 latency from the publisher's write to the subscriber's read, at 2,000 msg/s for 8 s:
+/// 16,000 samples, so that the p99 is the 160th slowest message rather than the 40th of a 2 s
+/// run, whose repetitions differed by up to 5× on this shared machine.
+pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
+    const TICKS: u64 = 8_000;
+    let epoch = Instant::now();
+    let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
+    subscribe_qos1(&mut sub, "bench/lat/#").await?;
+    let publ = connect(t.addr, tls_for(t, pki, "bench-pub-0")?, "bench-pub-0").await?;
+    let (mut pub_rd, mut pub_wr) = tokio::io::split(publ);
+    // Drain the PUBACKs.
+    let drain = tokio::spawn(async move {
+        let mut b = [0u8; 4096];
+        while matches!(pub_rd.read(&mut b).await, Ok(n) if n > 0) {}
+    });
+    let want = TICKS * 2;
+    let receiver = tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(want as usize);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while (samples.len() as u64) < want {
+            let n = match tokio::time::timeout(Duration::from_secs(3), sub.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            let now = epoch.elapsed().as_nanos() as u64;
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            let mut acks = Vec::new();
+            let mut rest: &[u8] = &buf;
+            while let Some((frame, tail)) = split_frame(rest, mqtt_inspect::MAX_PACKET_SIZE)? {
+                if let Ok(mqtt_inspect::Packet::Publish(p)) =
+                    mqtt_inspect::decode(frame, ProtocolVersion::V311)
+                {
+                    if let Some(ts) = p.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                        samples.push(now.saturating_sub(u64::from_be_bytes(ts)));
+                    }
+                    if let Some(id) = p.packet_id {
+                        acks.extend_from_slice(&[0x40, 2]);
+                        acks.extend_from_slice(&id.get().to_be_bytes());
+                    }
+                }
+                rest = tail;
+            }
+            let consumed = buf.len() - rest.len();
+            buf.drain(..consumed);
+            sub.write_all(&acks).await?;
+        }
+        anyhow::Ok(samples)
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut id: u16 = 0;
+    for _ in 0..TICKS {
+        tick.tick().await;
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            id = id.checked_add(1).unwrap_or(1);
+            let mut payload = (epoch.elapsed().as_nanos() as u64).to_be_bytes().to_vec();
+            payload.resize(64, b'x');
+            Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "bench/lat/x",
+                packet_id: PacketId::new(id),
+                properties: Properties::EMPTY,
+                payload: &payload,
+            }
+            .encode(ProtocolVersion::V311, &mut out)?;
+        }
+        pub_wr.write_all(&out).await?;
+    }
+    let mut samples = receiver.await??;
+    drop(pub_wr);
+    drain.abort();
+    if samples.is_empty() {
+        bail!("no latency samples");
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() - 1) as f64 * p) as usize)
+            .map_or(f64::NAN, |ns| *ns as f64 / 1e3)
+    };
+    Ok((pct(0.50), pct(0.99)))
+}
+
+/// Complete mTLS connections (TCP + TLS + CONNECT/CONNACK) per second, 8 concurrent clients, 5 s;
+/// full handshakes, or with `resume` the client offering the ticket of its previous connection.
+pub(crate) async fn handshakes(t: &Target, pki: &Path, resume: bool) -> anyhow::Result<f64> {
+    let mut config = (*client_tls(pki, "bench-hs")?).clone();
+    if !resume {
+        // rustls' client keeps sessions by default: every connection after the first would
+        // resume with a ticket, skipping the certificate signature and both chain checks.
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    let tls = Arc::new(config);
+    let done = Arc::new(AtomicU64::new(0));
+    // 5 s: a 3 s window moved with whatever else the two cores were doing.
+    let stop = Instant::now() + Duration::from_secs(5);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let (tls, done, addr) = (Arc::clone(&tls), Arc::clone(&done), t.addr);
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < stop {
+                let from = IpAddr::V4(Ipv4Addr::new(127, 0, 2, (c + 1) as u8));
+                if connect_from(
+                    addr,
+                    Some(from),
+                    Some(Arc::clone(&tls)),
+                    &format!("hs-{c}-{i}"),
+                )
+                .await
+                .is_ok()
+                {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// RSS of the proxy per idle, CONNECTed mTLS connection at [`IDLE_CONNECTIONS`]; also returns
+/// the RSS before them.
+pub(crate) async fn idle(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
+    let pid = t.pid.context("no proxy process")?;
+    let tls = client_tls(pki, "idle")?;
+    let before = rss_kib(pid)?;
+    let mut held: Vec<Box<dyn Io>> = Vec::with_capacity(IDLE_CONNECTIONS);
+    let mut next = 0usize;
+    while next < IDLE_CONNECTIONS {
+        let mut wave = Vec::new();
+        for i in next..(next + 32).min(IDLE_CONNECTIONS) {
+            let (tls, addr) = (Arc::clone(&tls), t.addr);
+            let from = IpAddr::V4(Ipv4Addr::new(127, 0, 3, (i % 32 + 1) as u8));
+            wave.push(tokio::spawn(async move {
+                connect_from(addr, Some(from), Some(tls), &format!("idle-{i}")).await
+            }));
+        }
+        next = (next + 32).min(IDLE_CONNECTIONS);
+        for w in wave {
+            held.push(
+                w.await?
+                    .with_context(|| format!("{}: idle connection {}", t.name, held.len()))?,
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid)?;
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(((after - before) / IDLE_CONNECTIONS as f64, before))
+}
+
+/// Which measurements run: `COMPARE_ONLY=fixed,latency` (of `flood`, `fixed`, `latency`,
+/// `handshakes`, `idle`) narrows a run for profiling; unset runs all of them.
+pub(crate) fn wanted(what: &str) -> bool {
+    std::env::var("COMPARE_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == what))
+}
+
+/// Which targets run: `COMPARE_TARGETS=gateway,nginx` keeps the targets whose name contains one
+/// of the words; unset runs all of them.
+pub(crate) fn target_wanted(name: &str) -> bool {
+    std::env::var("COMPARE_TARGETS").map_or(true, |only| {
+        only.split(',')
+            .any(|w| !w.trim().is_empty() && name.contains(w.trim()))
+    })
+}
+
+pub(crate) async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
+    let mut row = Row::default();
+    if wanted("flood") {
+        for (pubs, payload) in FLOODS {
+            row.flood.push(flood(t, pki, pubs, payload).await?);
+        }
+    }
+    if wanted("fixed") {
+        row.fixed_cpu = fixed_rate(t, pki, 1).await?;
+        row.fixed_cpu_fleet = fixed_rate(t, pki, 20).await?;
+    }
+    if wanted("latency") {
+        row.latency = latency(t, pki).await?;
+    }
+    if t.tls && wanted("handshakes") {
+        row.handshakes = Some(handshakes(t, pki, false).await?);
+        row.resumed = Some(handshakes(t, pki, true).await?);
+    }
+    Ok(row)
+}

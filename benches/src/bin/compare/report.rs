@@ -1,0 +1,231 @@
+//! What `compare` writes: the CSV lines of every repetition, the table of medians with the
+//! ratios between targets, and the SVG chart.
+
+use std::fmt::Write as _;
+
+use crate::phases::{FLOODS, Row};
+
+/// Appends the CSV lines of one repetition of one target.
+pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
+    for ((pubs, payload), (rate, cpu)) in FLOODS.iter().zip(&row.flood) {
+        let _ = writeln!(
+            csv,
+            "{rep},{},flood_{pubs}x{payload}B_msgs_per_s,{rate:.0}",
+            name
+        );
+        if let Some(c) = cpu {
+            let _ = writeln!(
+                csv,
+                "{rep},{},flood_{pubs}x{payload}B_cpu_us_per_msg,{c:.3}",
+                name
+            );
+        }
+    }
+    if let Some(c) = row.fixed_cpu {
+        let _ = writeln!(csv, "{rep},{},fixed_20k_cpu_us_per_msg,{c:.3}", name);
+    }
+    if let Some(c) = row.fixed_cpu_fleet {
+        let _ = writeln!(csv, "{rep},{},fixed_20k_20pubs_cpu_us_per_msg,{c:.3}", name);
+    }
+    let _ = writeln!(csv, "{rep},{},qos1_p50_us,{:.0}", name, row.latency.0);
+    let _ = writeln!(csv, "{rep},{},qos1_p99_us,{:.0}", name, row.latency.1);
+    if let Some(h) = row.handshakes {
+        let _ = writeln!(csv, "{rep},{},handshakes_per_s,{h:.0}", name);
+    }
+    if let Some(h) = row.resumed {
+        let _ = writeln!(csv, "{rep},{},resumed_handshakes_per_s,{h:.0}", name);
+    }
+}
+
+/// The median over the repetitions of `f` for target `i`.
+pub(crate) fn median_of(runs: &[Vec<Row>], f: &dyn Fn(&Row) -> Option<f64>, i: usize) -> f64 {
+    median(
+        runs.iter()
+            .filter_map(|rows| rows.get(i).and_then(f))
+            .collect(),
+    )
+}
+
+/// The table of medians (a line per target, in the order of `names`) and the ratios.
+pub(crate) fn table(names: &[&str], runs: &[Vec<Row>], reps: usize) -> String {
+    let med = |f: &dyn Fn(&Row) -> Option<f64>, i: usize| median_of(runs, f, i);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "medians of {reps} runs; load client, broker and proxy on the same 2 cores\n"
+    );
+    let _ = writeln!(
+        out,
+        "| target | {} | fixed 20k/s µs/msg: 1 pub × 20 / 20 pubs × 1 | QoS 1 p50 / p99 µs | handshakes/s full / resumed | idle KiB/conn | 100k idle (GiB) |",
+        FLOODS
+            .iter()
+            .map(|(p, b)| format!("{p}×{b} B msg/s (µs/msg)"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(out, "|{}", " --- |".repeat(6 + FLOODS.len()));
+    for (i, t) in names.iter().enumerate() {
+        let mut cells = Vec::new();
+        for f in 0..FLOODS.len() {
+            let rate = med(&|r: &Row| r.flood.get(f).map(|x| x.0), i);
+            let cpu = med(&|r: &Row| r.flood.get(f).and_then(|x| x.1), i);
+            cells.push(format!("{} ({})", fmt(rate, 0), fmt(cpu, 2)));
+        }
+        let idle = med(&|r: &Row| r.idle_kib, i);
+        let base = med(&|r: &Row| r.idle_base_kib, i);
+        let projection = (base + idle * 100_000.0) / (1024.0 * 1024.0);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} / {} | {} / {} | {} / {} | {} | {} |",
+            t,
+            cells.join(" | "),
+            fmt(med(&|r: &Row| r.fixed_cpu, i), 2),
+            fmt(med(&|r: &Row| r.fixed_cpu_fleet, i), 2),
+            fmt(med(&|r: &Row| Some(r.latency.0), i), 0),
+            fmt(med(&|r: &Row| Some(r.latency.1), i), 0),
+            fmt(med(&|r: &Row| r.handshakes, i), 0),
+            fmt(med(&|r: &Row| r.resumed, i), 0),
+            fmt(idle, 1),
+            fmt(projection, 2),
+        );
+    }
+    // Ratios from the medians: the gateway's mTLS listener against the others.
+    let _ = writeln!(out);
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap_or(0);
+    for (ours, other) in [
+        ("gateway mTLS", "HAProxy mTLS"),
+        ("gateway mTLS", "nginx mTLS, 1 worker"),
+        ("gateway mTLS", "nginx mTLS, auto workers"),
+        ("gateway mTLS, 1 thread", "nginx mTLS, 1 worker"),
+        (
+            "gateway mTLS, unix upstream",
+            "nginx mTLS, 1 worker, unix upstream",
+        ),
+        ("gateway mTLS, unix upstream", "gateway mTLS"),
+        ("gateway mTLS", "mosquitto direct"),
+    ] {
+        let label = format!("{ours} / {other}");
+        let (ours, other) = (at(ours), at(other));
+        let ratio = |f: &dyn Fn(&Row) -> Option<f64>, other: usize| med(f, ours) / med(f, other);
+        let _ = writeln!(
+            out,
+            "{label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {}, handshakes/s {} (resumed {}), idle KiB/conn {}",
+            fmt(ratio(&|r: &Row| r.flood.first().map(|x| x.0), other), 2),
+            fmt(ratio(&|r: &Row| r.flood.get(1).map(|x| x.0), other), 2),
+            fmt(ratio(&|r: &Row| r.fixed_cpu, other), 2),
+            fmt(ratio(&|r: &Row| r.fixed_cpu_fleet, other), 2),
+            fmt(ratio(&|r: &Row| Some(r.latency.1), other), 2),
+            fmt(ratio(&|r: &Row| r.handshakes, other), 2),
+            fmt(ratio(&|r: &Row| r.resumed, other), 2),
+            fmt(ratio(&|r: &Row| r.idle_kib, other), 2),
+        );
+    }
+    out
+}
+
+/// The chart of message rates and CPU per message (medians), as SVG text.
+pub(crate) fn chart(names: &[&str], runs: &[Vec<Row>]) -> String {
+    let med = |f: &dyn Fn(&Row) -> Option<f64>, i: usize| median_of(runs, f, i);
+    svg(
+        names,
+        &[
+            (
+                "QoS 0 msg/s, 1 publisher, 64 B",
+                (0..names.len())
+                    .map(|i| med(&|r: &Row| r.flood.first().map(|x| x.0), i))
+                    .collect(),
+            ),
+            (
+                "proxy CPU µs/msg, flood 1×64 B",
+                (0..names.len())
+                    .map(|i| med(&|r: &Row| r.flood.first().and_then(|x| x.1), i))
+                    .collect(),
+            ),
+            (
+                "proxy CPU µs/msg at 20,000 msg/s, 1 publisher × 20",
+                (0..names.len())
+                    .map(|i| med(&|r: &Row| r.fixed_cpu, i))
+                    .collect(),
+            ),
+            (
+                "proxy CPU µs/msg at 20,000 msg/s, 20 publishers × 1",
+                (0..names.len())
+                    .map(|i| med(&|r: &Row| r.fixed_cpu_fleet, i))
+                    .collect(),
+            ),
+        ],
+    )
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub(crate) fn fmt(x: f64, digits: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.digits$}")
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// A bar chart of two series per target, side by side, as SVG text.
+pub(crate) fn svg(names: &[&str], panels: &[(&str, Vec<f64>)]) -> String {
+    let (w, h, pad) = (360.0, 240.0, 40.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
+        w * panels.len() as f64,
+        h + 100.0
+    );
+    let colors = [
+        "#555", "#1f77b4", "#2ca02c", "#17becf", "#d62728", "#9467bd", "#ff7f0e",
+    ];
+    for (p, (title, values)) in panels.iter().enumerate() {
+        let x0 = w * p as f64;
+        let max = values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"16\" font-size=\"12\">{title}</text>",
+            x0 + pad
+        );
+        let bw = (w - 2.0 * pad) / values.len() as f64;
+        for (i, v) in values.iter().enumerate() {
+            let v = if v.is_finite() { *v } else { 0.0 };
+            let bh = (h - pad) * v / max;
+            let x = x0 + pad + bw * i as f64;
+            let _ = writeln!(
+                s,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" transform=\"rotate(30 {:.1} {:.1})\">{}</text>",
+                h - bh,
+                bw * 0.8,
+                colors.get(i % colors.len()).copied().unwrap_or("#555"),
+                x,
+                h - bh - 3.0,
+                if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                },
+                x,
+                h + 12.0,
+                x,
+                h + 12.0,
+                names.get(i).copied().unwrap_or("")
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
