@@ -458,3 +458,41 @@ async fn a_revoked_client_cannot_come_back_by_tls_session_resumption() {
     );
     assert!(out.success(), "{out:?}");
 }
+
+/// Not a refusal: the suite the gateway picks for what a client offers (`tls::client_hello`), on
+/// the running gateway in front of Mosquitto. A client listing AES-256-GCM first (rustls' and
+/// OpenSSL's default order) gets AES-128-GCM; one listing ChaCha20-Poly1305 first (a device
+/// without AES instructions) gets it; one offering only AES-256-GCM gets that. Each is admitted
+/// (CONNACK 0 from the broker) on the same listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_prefers_aes128_unless_the_client_puts_chacha20_first() {
+    use rustls::CipherSuite as C;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let pki = Pki::new();
+    let cert = pki.client("dev-suites", None, Flaw::None);
+    let gw = Setup::new(&pki).start().await;
+    let default = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+    assert_eq!(default[0].suite(), C::TLS13_AES_256_GCM_SHA384);
+    let cases = [
+        ("default", default, C::TLS13_AES_128_GCM_SHA256),
+        (
+            "chacha",
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+            ],
+            C::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            "aes256",
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            C::TLS13_AES_256_GCM_SHA384,
+        ),
+    ];
+    for (name, offered, want) in cases {
+        let tls = support::client_tls_offering(&pki, Some(&cert), TLS13, offered);
+        let c = admitted(&gw, tls, &format!("dev-suites-{name}")).await;
+        let got = c.stream.get_ref().1.negotiated_cipher_suite().unwrap();
+        assert_eq!(got.suite(), want, "{name}");
+    }
+}

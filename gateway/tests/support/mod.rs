@@ -533,6 +533,17 @@ pub fn client_tls(
     cert: Option<&Issued>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    let suites = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+    client_tls_offering(pki, cert, versions, suites)
+}
+
+/// [`client_tls`] offering `suites`, in this order of preference.
+pub fn client_tls_offering(
+    pki: &Pki,
+    cert: Option<&Issued>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: Vec<rustls::SupportedCipherSuite>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(&pki.root_path).unwrap();
     let root = {
@@ -540,8 +551,9 @@ pub fn client_tls(
         CertificateDer::from_pem_slice(&pem).unwrap().into_owned()
     };
     roots.add(root).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = suites;
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
