@@ -8,7 +8,7 @@
 //! - proxy CPU per message at a fixed 20,000 msg/s (64 B): 20 messages every millisecond from
 //!   one publisher in one write, and one message each from 20 publishers;
 //! - QoS 1 latency publish → delivery (through the proxy both ways) at 2,000 msg/s for 8 s,
-//!   p50/p99;
+//!   p50/p99 (median of the repetitions, and pooled over every sample of every repetition);
 //! - mTLS handshakes per second including CONNECT/CONNACK (ECDSA P-256), 8 concurrent clients:
 //!   full handshakes (the client keeps no session, as after a gateway restart or with a device
 //!   that does not resume), and resumed ones (the client offers its last ticket);
@@ -198,9 +198,15 @@ fn main() -> anyhow::Result<()> {
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
     let out = report::table(&names, &runs, reps);
     print!("{out}");
+    report::csv_pooled(&mut csv, &names, &runs);
     if std::env::var_os("COMPARE_ONLY").is_some() || std::env::var_os("COMPARE_TARGETS").is_some() {
+        // Kept out of benches/results (which hold the last full run), but kept.
+        let narrowed = workspace_root().join("target/compare-narrowed.csv");
+        std::fs::write(&narrowed, csv)?;
         eprintln!(
-            "a narrowed run (COMPARE_ONLY / COMPARE_TARGETS): benches/results left as they are"
+            "a narrowed run (COMPARE_ONLY / COMPARE_TARGETS): benches/results left as they are; \
+             every repetition in {}",
+            narrowed.display()
         );
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());

@@ -30,6 +30,8 @@ pub(crate) struct Row {
     /// The same rate from 20 publishers, one message per write each.
     pub(crate) fixed_cpu_fleet: Option<f64>,
     pub(crate) latency: (f64, f64),
+    /// Every QoS 1 latency sample of this repetition (ns), for percentiles pooled over all.
+    pub(crate) latency_samples: Vec<u64>,
     /// Full handshakes/s: no resumption offered.
     pub(crate) handshakes: Option<f64>,
     /// Handshakes/s with the client resuming (TLS 1.3 tickets, where the proxy issues them).
@@ -166,9 +168,9 @@ pub(crate) async fn subscribe_qos1(io: &mut Box<dyn Io>, filter: &str) -> anyhow
 }
 
 /// QoS 1 latency from the publisher's write to the subscriber's read, at 2,000 msg/s for 8 s:
-/// 16,000 samples, so that the p99 is the 160th slowest message rather than the 40th of a 2 s
-/// run, whose repetitions differed by up to 5× on this shared machine.
-pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
+/// 16,000 samples (ns, sorted), so that the p99 is the 160th slowest message rather than the 40th
+/// of a 2 s run, whose repetitions differed by up to 5× on this shared machine.
+pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<Vec<u64>> {
     const TICKS: u64 = 8_000;
     let epoch = Instant::now();
     let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
@@ -243,12 +245,15 @@ pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)
         bail!("no latency samples");
     }
     samples.sort_unstable();
-    let pct = |p: f64| {
-        samples
-            .get(((samples.len() - 1) as f64 * p) as usize)
-            .map_or(f64::NAN, |ns| *ns as f64 / 1e3)
-    };
-    Ok((pct(0.50), pct(0.99)))
+    Ok(samples)
+}
+
+/// The `p` quantile (0..=1) of sorted nanosecond samples, in µs; NaN when there are none.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let last = sorted.len().saturating_sub(1);
+    sorted
+        .get((last as f64 * p) as usize)
+        .map_or(f64::NAN, |ns| *ns as f64 / 1e3)
 }
 
 /// Complete mTLS connections (TCP + TLS + CONNECT/CONNACK) per second, 8 concurrent clients, 5 s;
@@ -352,7 +357,9 @@ pub(crate) async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
         row.fixed_cpu_fleet = fixed_rate(t, pki, 20).await?;
     }
     if wanted("latency") {
-        row.latency = latency(t, pki).await?;
+        let samples = latency(t, pki).await?;
+        row.latency = (percentile(&samples, 0.50), percentile(&samples, 0.99));
+        row.latency_samples = samples;
     }
     if t.tls && wanted("handshakes") {
         row.handshakes = Some(handshakes(t, pki, false).await?);
