@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 
 /// Entries per map at most.
 pub const MAX_ENTRIES: usize = 100_000;
@@ -94,13 +95,22 @@ pub enum Banned {
 #[derive(Debug)]
 pub struct Bans {
     addresses: Counter<IpAddr>,
-    users: Counter<String>,
+    /// Keyed by [`user_key`]: a username is the client's to choose (up to 64 KiB), a digest is
+    /// 32 bytes, so the capped map stays small whatever the names.
+    users: Counter<UserKey>,
     certs: Counter<String>,
     /// (account, address key) → last successful authentication.
-    known_good: DashMap<(String, IpAddr), Instant>,
+    known_good: DashMap<(UserKey, IpAddr), Instant>,
     /// `ban_window` and `ban_duration` in milliseconds (they follow the config on reload).
     window_ms: AtomicU64,
     duration_ms: AtomicU64,
+}
+
+/// The SHA-256 of a username: the key of its failure count and known-good addresses.
+type UserKey = [u8; 32];
+
+fn user_key(user: &str) -> UserKey {
+    Sha256::digest(user.as_bytes()).into()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -158,12 +168,12 @@ impl Bans {
         fingerprint: Option<&str>,
         now: Instant,
     ) -> Option<Banned> {
-        if let Some(u) = user
-            && self.users.is_banned(&u.to_owned(), now)
+        if let Some(u) = user.map(user_key)
+            && self.users.is_banned(&u, now)
         {
             let known = self
                 .known_good
-                .get(&(u.to_owned(), crate::limits::address_key(ip)))
+                .get(&(u, crate::limits::address_key(ip)))
                 .is_some_and(|t| now.duration_since(*t) < KNOWN_GOOD_FOR);
             if !known {
                 return Some(Banned::User);
@@ -177,7 +187,7 @@ impl Bans {
 
     /// Records a successful authentication of `user` from `ip`.
     pub fn success(&self, ip: IpAddr, user: &str, now: Instant) {
-        let key = (user.to_owned(), crate::limits::address_key(ip));
+        let key = (user_key(user), crate::limits::address_key(ip));
         if self.known_good.len() < MAX_ENTRIES || self.known_good.contains_key(&key) {
             self.known_good.insert(key, now);
         }
@@ -200,7 +210,7 @@ impl Bans {
             banned = Some(Banned::Address);
         }
         if let Some(u) = user
-            && self.users.fail(u.to_owned(), now, window, duration)
+            && self.users.fail(user_key(u), now, window, duration)
         {
             banned = banned.or(Some(Banned::User));
         }
@@ -269,6 +279,27 @@ mod tests {
             b.failure(ip, None, None, t0 + Duration::from_secs(61)),
             None
         );
+    }
+
+    #[test]
+    fn long_usernames_are_counted_whole_by_a_fixed_size_key() {
+        // Two 64 KiB names that differ only in their last byte are two accounts; the map holds a
+        // 32-byte digest for each, not the names.
+        let b = Bans::new(1, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        let mut name = "x".repeat(usize::from(u16::MAX));
+        for i in 0..2u8 {
+            b.failure(IpAddr::from([203, 0, 113, i]), Some(&name), None, t0);
+        }
+        let home: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            b.identity_banned(home, Some(&name), None, t0),
+            Some(Banned::User)
+        );
+        name.pop();
+        name.push('y');
+        assert_eq!(b.identity_banned(home, Some(&name), None, t0), None);
+        assert_eq!(std::mem::size_of::<UserKey>(), 32);
     }
 
     #[test]
