@@ -219,3 +219,33 @@ async fn an_alias_whose_binding_the_broker_never_saw_is_written_out() {
         ]
     );
 }
+
+/// The aliases of one connection may not hold unbounded memory at the gateway: a topic may be
+/// 64 KiB long, so the table of one direction holds at most 256 KiB of topics. Four aliases of
+/// 60 KiB topics and a short one are carried; the binding that would pass the budget ends the
+/// connection with DISCONNECT 0x97 (Quota exceeded) and never reaches the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_topics_beyond_the_byte_budget_disconnect_with_0x97() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    let spy = broker_spy(&gw, "al/#", 5, 10).await;
+    let mut c = client(&gw, &pki, "alias-big").await;
+    let long = |i: u16| format!("al/ok/{i}/{}", "x".repeat(60 * 1024));
+    for i in 1..=4u16 {
+        c.send(&aliased(&long(i), i, 1, i, b"big")).await;
+        assert_broker_ack(&c.next("PUBACK").await, AckKind::Puback, i);
+    }
+    c.send(&aliased("al/ok/short", 5, 1, 5, b"small")).await;
+    assert_broker_ack(&c.next("PUBACK").await, AckKind::Puback, 5);
+    c.send(&aliased(&long(6), 6, 1, 6, b"too much")).await;
+    assert_eq!(c.next("DISCONNECT").await, Got::Disconnect { reason: 0x97 });
+    c.assert_closed().await;
+    let delivered = spy_messages(spy).await;
+    assert_eq!(
+        delivered.len(),
+        5,
+        "{:?}",
+        delivered.iter().map(|m| m.len()).collect::<Vec<_>>()
+    );
+    assert!(delivered.iter().all(|m| !m.ends_with("too much")));
+}

@@ -3,7 +3,8 @@
 //!
 //! Sans-I/O and bounded: at most `maximum` entries, where `maximum` is the Topic Alias Maximum the
 //! receiver announced (capped by the caller); a topic is at most 65,535 bytes. Rebinding an alias to
-//! a topic no longer than its previous one reuses the allocation.
+//! a topic no longer than its previous one reuses the allocation. [`TopicAliases::heap_bytes`] says
+//! how many topic bytes the table holds, for a caller that caps them.
 
 use crate::error::DecodeError;
 
@@ -13,6 +14,8 @@ pub struct TopicAliases {
     maximum: u16,
     /// Index `alias - 1`; an empty string is an unbound alias (a bound topic is never empty).
     topics: Vec<String>,
+    /// The capacity of every topic string, added up.
+    bytes: usize,
 }
 
 impl TopicAliases {
@@ -22,7 +25,15 @@ impl TopicAliases {
         Self {
             maximum,
             topics: Vec::new(),
+            bytes: 0,
         }
+    }
+
+    /// Bytes allocated for the bound topics (a rebinding to a shorter topic keeps its allocation,
+    /// so this is the sum of the longest topic each alias has held).
+    #[must_use]
+    pub const fn heap_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The negotiated maximum.
@@ -81,8 +92,13 @@ impl TopicAliases {
             self.topics.resize_with(index + 1, String::new);
         }
         if let Some(slot) = self.topics.get_mut(index) {
+            let before = slot.capacity();
             slot.clear();
             slot.push_str(topic);
+            self.bytes = self
+                .bytes
+                .saturating_sub(before)
+                .saturating_add(slot.capacity());
         }
         Ok(topic)
     }
@@ -112,6 +128,21 @@ mod tests {
         // Rebinding: [MQTT-3.3.2-...] a later PUBLISH with topic and alias replaces the mapping.
         assert_eq!(t.resolve("c", Some(3)), Ok("c"));
         assert_eq!(t.resolve("", Some(3)), Ok("c"));
+    }
+
+    #[test]
+    fn heap_bytes_count_the_longest_topic_of_each_alias() {
+        let mut t = TopicAliases::new(10);
+        assert_eq!(t.heap_bytes(), 0);
+        let long = "x".repeat(1000);
+        t.resolve(&long, Some(1)).unwrap();
+        assert!(t.heap_bytes() >= 1000);
+        // Rebound to a short topic: the allocation (and the count) stays.
+        t.resolve("s", Some(1)).unwrap();
+        assert!(t.heap_bytes() >= 1000);
+        t.resolve("abc", Some(2)).unwrap();
+        let both = t.heap_bytes();
+        assert!((1003..1100).contains(&both), "{both}");
     }
 
     #[test]

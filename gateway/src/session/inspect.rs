@@ -207,15 +207,10 @@ impl ClientInspector {
         let needs_topic = self.aliases.needs_topic(alias, had_topic);
         let topic = match self
             .aliases
-            .resolve(p.topic, alias, shared.client_alias_max())
+            .resolve(p.topic, alias, shared.client_alias_max(), DIR)
         {
             Ok(t) => t,
-            Err(e) => {
-                return Verdict::Close(CloseReason::Malformed {
-                    direction: DIR,
-                    error: e,
-                });
-            }
+            Err(close) => return Verdict::Close(close),
         };
         let mut decision = self
             .last_allowed
@@ -466,14 +461,9 @@ impl BrokerInspector {
         let had_topic = !p.topic.is_empty();
         let version = self.version;
         let needs_topic = self.aliases.needs_topic(alias, had_topic);
-        let topic = match self.aliases.resolve(p.topic, alias, self.alias_max) {
+        let topic = match self.aliases.resolve(p.topic, alias, self.alias_max, DIR) {
             Ok(t) => t,
-            Err(e) => {
-                return Verdict::Close(CloseReason::Malformed {
-                    direction: DIR,
-                    error: e,
-                });
-            }
+            Err(close) => return Verdict::Close(close),
         };
         let decision = self
             .last_allowed

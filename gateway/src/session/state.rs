@@ -5,7 +5,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use mqtt_inspect::{DecodeError, TopicAliases};
+#[cfg(doc)]
+use mqtt_inspect::DecodeError;
+use mqtt_inspect::{Direction, TopicAliases};
+
+use crate::close::CloseReason;
 
 /// SUBSCRIBEs with denied filters waiting for the broker's SUBACK, at most this many at once.
 pub const MAX_PENDING_SUBACKS: usize = 32;
@@ -13,6 +17,9 @@ pub const MAX_PENDING_SUBACKS: usize = 32;
 pub const MAX_GATEWAY_QOS2: usize = 1024;
 /// The gateway tracks at most this many topic aliases per direction, whatever was negotiated.
 pub const MAX_TOPIC_ALIASES: u16 = 1024;
+/// Topic bytes the alias table of one direction may hold (1,024 aliases of 256-byte topics): a
+/// topic may be 64 KiB long, and 1,024 of them would be 64 MiB per connection.
+pub const MAX_ALIAS_TOPIC_BYTES: usize = 256 * 1024;
 
 /// A SUBSCRIBE forwarded without some of its filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,22 +84,37 @@ pub struct AliasState {
 
 impl AliasState {
     /// Resolves the topic of a PUBLISH (see [`TopicAliases::resolve`]), with `maximum` as the
-    /// negotiated Topic Alias Maximum of this direction.
+    /// negotiated Topic Alias Maximum of this direction (`direction`: the sender's).
     ///
     /// # Errors
-    /// [`DecodeError::TopicAliasInvalid`] and friends, as `TopicAliases::resolve`.
+    /// The close: malformed with [`DecodeError::TopicAliasInvalid`] and friends, as
+    /// `TopicAliases::resolve`; [`CloseReason::QuotaExceeded`] for a binding that would take the
+    /// table's topics beyond [`MAX_ALIAS_TOPIC_BYTES`].
     pub fn resolve<'t>(
         &'t mut self,
         topic: &'t str,
         alias: Option<u16>,
         maximum: u16,
-    ) -> Result<&'t str, DecodeError> {
+        direction: Direction,
+    ) -> Result<&'t str, CloseReason> {
+        // The gateway tracks at most MAX_TOPIC_ALIASES: each side is told no more (CONNACK and
+        // the upstream CONNECT are rewritten), and the table is compared at that size, or a larger
+        // negotiated value would start a fresh table, losing every binding, on each PUBLISH.
+        let maximum = maximum.min(MAX_TOPIC_ALIASES);
         if self.table.maximum() != maximum {
             // Negotiated once per connection; a changed value starts a fresh table.
-            self.table = TopicAliases::new(maximum.min(MAX_TOPIC_ALIASES));
+            self.table = TopicAliases::new(maximum);
             self.delivered.clear();
         }
-        self.table.resolve(topic, alias)
+        if alias.is_some()
+            && !topic.is_empty()
+            && self.table.heap_bytes().saturating_add(topic.len()) > MAX_ALIAS_TOPIC_BYTES
+        {
+            return Err(CloseReason::QuotaExceeded);
+        }
+        self.table
+            .resolve(topic, alias)
+            .map_err(|error| CloseReason::Malformed { direction, error })
     }
 
     /// Whether a PUBLISH with `alias` and no topic must be forwarded with its topic written out,
@@ -184,22 +206,76 @@ impl GatewayQos2 {
 mod tests {
     use super::*;
 
+    const C2S: Direction = Direction::ClientToServer;
+
     #[test]
     fn dropped_binding_is_written_out_later() {
         let mut a = AliasState::default();
         // Alias 1 bound to an allowed topic and forwarded.
         assert!(!a.needs_topic(Some(1), true));
-        assert_eq!(a.resolve("ok/t", Some(1), 10).unwrap(), "ok/t");
+        assert_eq!(a.resolve("ok/t", Some(1), 10, C2S).unwrap(), "ok/t");
         a.forwarded(Some(1));
         assert!(!a.needs_topic(Some(1), false));
         // Rebound to a topic whose PUBLISH is dropped: the receiver still has ok/t.
-        assert_eq!(a.resolve("other/t", Some(1), 10).unwrap(), "other/t");
+        assert_eq!(a.resolve("other/t", Some(1), 10, C2S).unwrap(), "other/t");
         a.dropped(Some(1), true);
         // Alias alone now means other/t; if forwarded, the topic must be written out.
         assert!(a.needs_topic(Some(1), false));
-        assert_eq!(a.resolve("", Some(1), 10).unwrap(), "other/t");
+        assert_eq!(a.resolve("", Some(1), 10, C2S).unwrap(), "other/t");
         a.forwarded(Some(1));
         assert!(!a.needs_topic(Some(1), false));
+    }
+
+    #[test]
+    fn a_maximum_above_the_cap_keeps_its_bindings() {
+        // A client announcing 65,535 aliases: the broker is told 1,024, and the bindings it makes
+        // hold from PUBLISH to PUBLISH [MQTT-3.3.2-12].
+        let mut a = AliasState::default();
+        assert_eq!(a.resolve("t/1", Some(1), u16::MAX, C2S).unwrap(), "t/1");
+        assert_eq!(a.resolve("", Some(1), u16::MAX, C2S).unwrap(), "t/1");
+        assert_eq!(
+            a.resolve("t/2", Some(MAX_TOPIC_ALIASES), u16::MAX, C2S)
+                .unwrap(),
+            "t/2"
+        );
+        assert_eq!(a.resolve("", Some(1), u16::MAX, C2S).unwrap(), "t/1");
+        // Beyond the cap the gateway told the broker: refused [MQTT-3.3.2-10].
+        assert!(
+            a.resolve("t/3", Some(MAX_TOPIC_ALIASES + 1), u16::MAX, C2S)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn alias_topics_are_capped_in_bytes() {
+        // 1,024 aliases may each hold a 64 KiB topic: the table stops at its byte budget with a
+        // Quota exceeded close, instead of holding 64 MiB for one connection.
+        let mut a = AliasState::default();
+        let long = "t".repeat(60 * 1024);
+        let mut bound = 0u16;
+        let refused = loop {
+            bound += 1;
+            match a.resolve(&long, Some(bound), MAX_TOPIC_ALIASES, C2S) {
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused, CloseReason::QuotaExceeded);
+        assert_eq!(usize::from(bound - 1), MAX_ALIAS_TOPIC_BYTES / long.len());
+        // Short topics still bind and resolve within the budget.
+        assert_eq!(
+            a.resolve("", Some(1), MAX_TOPIC_ALIASES, C2S).unwrap(),
+            long
+        );
+        let mut small = AliasState::default();
+        for i in 1..=MAX_TOPIC_ALIASES {
+            let topic = format!("site/plant-{i}/line/temperature");
+            assert!(
+                small
+                    .resolve(&topic, Some(i), MAX_TOPIC_ALIASES, C2S)
+                    .is_ok()
+            );
+        }
     }
 
     #[test]

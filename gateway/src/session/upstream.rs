@@ -16,6 +16,7 @@ use mqtt_inspect::{Connect, Properties, Property, PropertyContext, encode_proper
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
+use super::state::MAX_TOPIC_ALIASES;
 use crate::broker_stream::{BrokerStream, unix_path};
 use crate::config::Credentials;
 
@@ -154,7 +155,9 @@ pub(crate) fn connected_to_itself(s: &TcpStream) -> bool {
 /// An MQTT 5 CONNECT also tells the broker the largest packet the gateway relays to this client
 /// (Maximum Packet Size, the smaller of the client's own and the gateway's `max_packet_size`):
 /// the broker then skips a larger message for this client [MQTT-3.1.2-25] instead of sending
-/// it, which would end the client's session at the gateway's frame limit.
+/// it, which would end the client's session at the gateway's frame limit. A Topic Alias Maximum
+/// above the [`MAX_TOPIC_ALIASES`] the gateway tracks is lowered to it, so that the broker never
+/// uses an alias the gateway cannot resolve [MQTT-3.3.2-10].
 ///
 /// # Errors
 /// The re-encoding failed (a field too long), which cannot happen for a CONNECT that decoded.
@@ -168,16 +171,29 @@ pub fn upstream_connect(
         Property::MaximumPacketSize(m) => Some(m),
         _ => None,
     });
-    let lower = connect.version.is_v5() && announced.is_none_or(|m| m > max_packet_size);
+    let v5 = connect.version.is_v5();
+    let aliases = connect.properties.topic_alias_maximum();
+    let lower_size = v5 && announced.is_none_or(|m| m > max_packet_size);
+    let lower_aliases = v5 && aliases > MAX_TOPIC_ALIASES;
+    let lower = lower_size || lower_aliases;
     let mut rewritten = *connect;
     let props;
     if lower {
         let mut list: Vec<Property<'_>> = connect
             .properties
             .iter()
-            .filter(|p| !matches!(p, Property::MaximumPacketSize(_)))
+            .filter(|p| match p {
+                Property::MaximumPacketSize(_) => !lower_size,
+                Property::TopicAliasMaximum(_) => !lower_aliases,
+                _ => true,
+            })
             .collect();
-        list.push(Property::MaximumPacketSize(max_packet_size));
+        if lower_size {
+            list.push(Property::MaximumPacketSize(max_packet_size));
+        }
+        if lower_aliases {
+            list.push(Property::TopicAliasMaximum(MAX_TOPIC_ALIASES));
+        }
         let mut raw = Vec::new();
         encode_properties(&list, &mut raw)?;
         props = raw;
@@ -270,6 +286,23 @@ mod tests {
         let d = mqtt_inspect::decode_connect(&out).unwrap();
         assert_eq!(d.properties.topic_alias_maximum(), 10);
         assert_eq!((d.username, d.password), (Some("dev"), None));
+        // A Topic Alias Maximum above what the gateway tracks is lowered (and only it, when the
+        // packet size needs no change): the broker may then only use aliases the gateway resolves.
+        let many = [0x27, 0, 0, 0x04, 0, 0x22, 0xff, 0xff];
+        let c = connect_with(V5, &many);
+        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096)
+            .unwrap()
+            .unwrap();
+        let d = mqtt_inspect::decode_connect(&out).unwrap();
+        assert_eq!(d.properties.topic_alias_maximum(), MAX_TOPIC_ALIASES);
+        assert_eq!(max_packet_of(&out), Some(1024));
+        let at_cap = [0x22, 0x04, 0x00];
+        let c = connect_with(V5, &at_cap);
+        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096)
+            .unwrap()
+            .unwrap();
+        let d = mqtt_inspect::decode_connect(&out).unwrap();
+        assert_eq!(d.properties.topic_alias_maximum(), MAX_TOPIC_ALIASES);
         // MQTT 3.1.1 has no properties: passthrough forwards unchanged.
         let c = connect_with(V311, &[]);
         assert!(
