@@ -761,3 +761,53 @@ async fn a_will_is_judged_as_a_publish_at_connect() {
     }
     assert!(acl_denied(&gw, "will").await >= before + 5.0);
 }
+
+/// A certificate that TLS verified but whose subject cannot be read (an OU as a TeletexString)
+/// names nobody: refused at CONNECT (3.1.1 code 4, MQTT 5 0x86, `bad_credentials`) even with a
+/// good user name and password, rather than taken as no certificate at all, which would dodge its
+/// OU's deny rules and every CRL re-check of its live session. The same login with a readable
+/// certificate is let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_whose_subject_cannot_be_read_is_refused_not_ignored() {
+    let pki = Pki::new();
+    let mut setup = support::Setup::new(&pki);
+    setup.auth = password_auth(false);
+    setup.passwords = passwords(&[]);
+    let gw = setup.start().await;
+    let unreadable = pki.client("dev-odd", None, Flaw::UnreadableOu);
+    let readable = pki.client("dev-ok", None, Flaw::None);
+    let tls = |cert| client_tls(&pki, Some(cert), &[&rustls::version::TLS13]);
+    let before = auth_failures(&gw, "mqtts", "bad_credentials").await;
+    for version in VERSIONS {
+        let v = version.level();
+        let mut odd = TlsWire::tls(gw.tls_addr(), tls(&unreadable), version).await;
+        let code = odd
+            .connect(&connect(
+                version,
+                &format!("odd{v}"),
+                Some("alice"),
+                Some(b"secret"),
+            ))
+            .await;
+        assert_eq!(code, per_version(version, 4, 0x86));
+        odd.assert_closed().await;
+        assert_eq!(
+            broker_saw(&gw, &format!("odd{v}")),
+            None,
+            "never reached the broker"
+        );
+
+        let mut ok = TlsWire::tls(gw.tls_addr(), tls(&readable), version).await;
+        let code = ok
+            .connect(&connect(
+                version,
+                &format!("ok{v}"),
+                Some("alice"),
+                Some(b"secret"),
+            ))
+            .await;
+        assert_eq!(code, 0);
+        ok.ping().await;
+    }
+    assert!(auth_failures(&gw, "mqtts", "bad_credentials").await >= before + 2.0);
+}

@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
-use support::{Flaw, Pki, Raw, Setup, TestGateway, client_tls, connect_frame};
+use support::{Flaw, OPEN_POLICY, Pki, Raw, Setup, TestGateway, client_tls, connect_frame};
 
 /// Replaces `path` atomically, as editors, `openssl ca -gencrl > tmp && mv` and kubelet do.
 fn replace(path: &Path, content: &str) {
@@ -585,4 +585,232 @@ async fn a_broken_server_certificate_is_rejected_and_the_last_good_one_is_still_
     let fresh = connected(&gw, &pki, &cert, "fresh").await;
     assert_eq!(served(&fresh), pki.server.chain[0]);
     still_served(&mut old).await;
+}
+
+/// A client whose TLS handshake was done under the old CRL but whose CONNECT comes after the
+/// reload revoking it is refused at CONNECT (CONNACK 0x87), its session never reaches the broker;
+/// another connection opened at the same moment is admitted. DESIGN §3: revocation reaches every
+/// session, not only new handshakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_open_across_a_revocation_is_refused_at_its_connect() {
+    let pki = Pki::new();
+    let crl = pki.write_leaf_crl(&[]);
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let victim_cert = pki.client("victim", None, Flaw::None);
+    let other_cert = pki.client("bystander", None, Flaw::None);
+    let tls = |cert| client_tls(&pki, Some(cert), &[&rustls::version::TLS13]);
+    // A live session with the victim's certificate: its DISCONNECT shows the reload is in force.
+    let mut live = connected(&gw, &pki, &victim_cert, "victim-live").await;
+    // Handshakes done, no CONNECT yet.
+    let mut waiting = Raw::connect(gw.tls_addr(), tls(&victim_cert))
+        .await
+        .unwrap();
+    let mut bystander = Raw::connect(gw.tls_addr(), tls(&other_cert)).await.unwrap();
+    let refused_before = gw
+        .metric("mqtt_gateway_auth_failures_total{listener=\"mqtts\",reason=\"bad_credentials\"}")
+        .await;
+
+    let new_crl = std::fs::read_to_string(pki.write_leaf_crl(&[&victim_cert.serial])).unwrap();
+    replace(&crl, &new_crl);
+    disconnected_with(&mut live, ReasonCode::AdministrativeAction).await;
+
+    waiting
+        .send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.recv().await.expect("a CONNACK"),
+        [0x20, 3, 0, 0x87, 0],
+        "Not authorized: the certificate was revoked after its handshake"
+    );
+    assert!(waiting.recv().await.is_none(), "closed after the CONNACK");
+    assert!(
+        gw.metric(
+            "mqtt_gateway_auth_failures_total{listener=\"mqtts\",reason=\"bad_credentials\"}"
+        )
+        .await
+            >= refused_before + 1.0
+    );
+    assert!(
+        !gw.broker.log().contains("as victim "),
+        "the refused client must never reach the broker:\n{}",
+        gw.broker.log()
+    );
+
+    bystander
+        .send(&connect_frame(ProtocolVersion::V5, "bystander", None, None))
+        .await
+        .unwrap();
+    let connack = bystander.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(a)) if a.code.is_success()),
+        "{connack:?}"
+    );
+    still_served(&mut bystander).await;
+}
+
+/// A v5 CONNECT with a QoS 0 Will on `topic`.
+fn connect_with_will(client_id: &str, topic: &str) -> Vec<u8> {
+    let c = mqtt_inspect::Connect {
+        version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 30,
+        properties: mqtt_inspect::Properties::EMPTY,
+        client_id,
+        will: Some(mqtt_inspect::Will {
+            qos: mqtt_inspect::QoS::AtMostOnce,
+            retain: false,
+            properties: mqtt_inspect::Properties::EMPTY,
+            topic,
+            payload: b"gone",
+        }),
+        username: None,
+        password: None,
+    };
+    let mut out = Vec::new();
+    c.encode(&mut out).unwrap();
+    out
+}
+
+/// A 3.1.1 subscriber straight at the broker (not through the gateway) on `#`: it sees every
+/// message the broker publishes, Wills included.
+async fn broker_watcher(gw: &TestGateway) -> support::Plain {
+    let mut w = support::Plain::connect(gw.broker.addr(), "127.0.0.1")
+        .await
+        .unwrap();
+    w.send(&connect_frame(ProtocolVersion::V311, "watcher", None, None))
+        .await
+        .unwrap();
+    assert_eq!(w.recv().await.unwrap(), [0x20, 2, 0, 0]);
+    w.send(&[0x82, 6, 0, 1, 0, 1, b'#', 0]).await.unwrap();
+    assert_eq!(w.recv().await.unwrap(), [0x90, 3, 0, 1, 0]);
+    w
+}
+
+/// The topic of the next PUBLISH the watcher receives.
+async fn next_topic(w: &mut support::Plain) -> String {
+    let frame = w.recv().await.expect("a PUBLISH at the broker");
+    let Ok(Packet::Publish(p)) = decode(&frame, ProtocolVersion::V311) else {
+        panic!("not a PUBLISH: {frame:?}")
+    };
+    p.topic.to_owned()
+}
+
+/// The broker publishes a Will long after CONNECT, so a Will is judged again under every new
+/// policy: a session whose Will the new policy refuses is ended (DISCONNECT 0x98, `policy`), and
+/// the gateway tells the broker a normal DISCONNECT so that the Will is discarded, never published
+/// ([MQTT-3.14.4-3]). A session whose Will stays allowed goes on, and its Will is still published
+/// when it drops without a DISCONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_the_new_policy_refuses_ends_the_session_and_is_discarded() {
+    let pki = Pki::new();
+    let policy_v1 = r##"version = 1
+[[connect]]
+who = { any = true }
+client_ids = ["*"]
+[[rule]]
+who = { any = true }
+allow = ["publish", "subscribe", "receive"]
+topics = ["open/#", "will/#"]
+"##;
+    let mut setup = Setup::new(&pki);
+    setup.policy = policy_v1.to_owned();
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let mut watcher = broker_watcher(&gw).await;
+    let tls = |cert| client_tls(&pki, Some(cert), &[&rustls::version::TLS13]);
+    let (a_cert, b_cert) = (
+        pki.client("dev-a", None, Flaw::None),
+        pki.client("dev-b", None, Flaw::None),
+    );
+    let mut sessions = Vec::new();
+    for (cert, id, will) in [(&a_cert, "dev-a", "will/a"), (&b_cert, "dev-b", "open/b")] {
+        let mut c = Raw::connect(gw.tls_addr(), tls(cert)).await.unwrap();
+        c.send(&connect_with_will(id, will)).await.unwrap();
+        let connack = c.recv().await.expect("CONNACK");
+        assert!(
+            matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(k)) if k.code.is_success()),
+            "{connack:?}"
+        );
+        sessions.push(c);
+    }
+    let mut b = sessions.pop().unwrap();
+    let mut a = sessions.pop().unwrap();
+    let before = gw
+        .metric("mqtt_gateway_sessions_revoked_total{reason=\"policy\"}")
+        .await;
+
+    // will/# may no longer be published to.
+    replace(
+        &gw.dir.path().join("policy.toml"),
+        &policy_v1.replace("\"open/#\", \"will/#\"", "\"open/#\""),
+    );
+    disconnected_with(&mut a, ReasonCode::AdministrativeAction).await;
+    let line = gw
+        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "dev-a")
+        .await
+        .expect("audit line");
+    assert_eq!(line["reason"], "policy");
+    assert!(
+        gw.metric("mqtt_gateway_sessions_revoked_total{reason=\"policy\"}")
+            .await
+            >= before + 1.0
+    );
+    still_served(&mut b).await;
+
+    // b drops without a DISCONNECT: the broker publishes its Will (allowed), and the first thing
+    // the watcher sees is that Will, not dev-a's.
+    drop(b);
+    assert_eq!(next_topic(&mut watcher).await, "open/b");
+    assert!(!gw.broker.log().contains("will/a"), "{}", gw.broker.log());
+}
+
+/// `allow_anonymous` turned off by a config reload ends the anonymous sessions (0x98, `policy`);
+/// an authenticated one goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.auth =
+        "[auth]\nallow_anonymous = true\nprincipal_from = \"cert_cn\"\ncert_is_credential = true\n"
+            .into();
+    // Anonymous clients may connect (by the policy too); only the config reload takes that away.
+    setup.policy = format!(
+        "{OPEN_POLICY}\n[[connect]]\nwho = {{ anonymous = true }}\nclient_ids = [\"anon\"]\n"
+    );
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let mut anon = support::Plain::connect(gw.running.addr("plain").unwrap(), "127.0.0.1")
+        .await
+        .unwrap();
+    anon.send(&connect_frame(ProtocolVersion::V5, "anon", None, None))
+        .await
+        .unwrap();
+    let connack = anon.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(k)) if k.code.is_success()),
+        "{connack:?}"
+    );
+    let cert = pki.client("dev-1", None, Flaw::None);
+    let mut authed = connected(&gw, &pki, &cert, "dev-1").await;
+
+    let config = std::fs::read_to_string(&gw.config_path).unwrap();
+    replace(
+        &gw.config_path,
+        &config.replace("allow_anonymous = true", "allow_anonymous = false"),
+    );
+    let frame = anon.recv().await.expect("a DISCONNECT from the gateway");
+    let Ok(Packet::Disconnect(d)) = decode(&frame, ProtocolVersion::V5) else {
+        panic!("not a DISCONNECT: {frame:?}")
+    };
+    assert_eq!(d.reason, ReasonCode::AdministrativeAction);
+    let line = gw
+        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "anon")
+        .await
+        .expect("audit line");
+    assert_eq!(line["reason"], "policy");
+    still_served(&mut authed).await;
 }

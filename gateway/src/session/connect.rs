@@ -21,7 +21,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::auth::VerifyOutcome;
 use crate::config::PrincipalFrom;
 use crate::identity::ClientIdentity;
-use crate::policy::{ClientFacts, ClientPolicy, RuleRef};
+use crate::policy::{ClientFacts, ClientPolicy, Decision, RuleRef};
 use crate::shared::{Gateway, Snapshot};
 
 /// Why the first packet could not be read.
@@ -92,6 +92,31 @@ pub struct SessionIdentity {
     /// Fingerprint of that user's password-file entry at CONNECT: a reload that changes or
     /// removes it ends the session.
     pub password_fingerprint: Option<[u8; 32]>,
+    /// The topics of the client's Will: the broker publishes a Will long after CONNECT, so it is
+    /// judged again under every new policy (boxed: most clients have none).
+    pub will: Option<Box<WillTopics>>,
+}
+
+/// The topics of a Will, as judged at CONNECT and on every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillTopics {
+    /// The Will Topic (a publish by the client).
+    pub topic: String,
+    /// The Will's MQTT 5 Response Topic (the client must be allowed to receive the answer).
+    pub response: Option<String>,
+}
+
+impl WillTopics {
+    /// The first refusal of the Will under `policy`: the topic it was refused for and the decision.
+    fn refused(&self, policy: &ClientPolicy) -> Option<(&str, Decision)> {
+        let d = policy.publish(&self.topic);
+        if !d.allowed {
+            return Some((&self.topic, d));
+        }
+        let response = self.response.as_deref()?;
+        let d = policy.receive(response);
+        (!d.allowed).then_some((response, d))
+    }
 }
 
 impl SessionIdentity {
@@ -112,8 +137,9 @@ impl SessionIdentity {
     }
 
     /// Re-checks this session against a new snapshot: its certificate chain against the listener's
-    /// new verifier (a new CRL or CA), its password entry, its connect rule. `Some(reason)` (a
-    /// `sessions_revoked_total` label) when it may no longer stay.
+    /// new verifier (a new CRL or CA), its password entry, `allow_anonymous` for an anonymous
+    /// client, its connect rule and its Will. `Some(reason)` (a `sessions_revoked_total` label:
+    /// `crl`, `password`, or `policy` for the last three) when it may no longer stay.
     #[must_use]
     pub fn recheck(&self, snap: &Snapshot) -> Option<&'static str> {
         if let Some(cert) = &self.cert
@@ -133,7 +159,18 @@ impl SessionIdentity {
                 return Some("password");
             }
         }
-        if !snap.policy.resolve(&self.facts()).connect().allowed {
+        if self.anonymous && !snap.config.auth.allow_anonymous {
+            return Some("policy");
+        }
+        let policy = snap.policy.resolve(&self.facts());
+        if !policy.connect().allowed {
+            return Some("policy");
+        }
+        if self
+            .will
+            .as_ref()
+            .is_some_and(|w| w.refused(&policy).is_some())
+        {
             return Some("policy");
         }
         None
@@ -190,7 +227,7 @@ impl Refusal {
         }
     }
 
-    fn auth(reason: ReasonCode, auth_reason: &'static str) -> Self {
+    const fn auth(reason: ReasonCode, auth_reason: &'static str) -> Self {
         Self {
             reason,
             outcome: "auth_failed",
@@ -198,6 +235,31 @@ impl Refusal {
             acl_action: None,
             topic: None,
             rule: None,
+        }
+    }
+
+    /// A verified certificate whose subject names cannot be read (`IdentityError::UnreadableName`):
+    /// it names nobody, as a certificate without the configured name does.
+    #[must_use]
+    pub const fn unreadable_certificate() -> Self {
+        Self::auth(ReasonCode::BadUserNameOrPassword, "bad_credentials")
+    }
+
+    /// A client admitted under a snapshot that a reload replaced before its session began, and
+    /// that the new one refuses ([`SessionIdentity::recheck`]'s `why`).
+    #[must_use]
+    pub fn revoked(why: &'static str) -> Self {
+        match why {
+            "crl" | "password" => Self::auth(ReasonCode::NotAuthorized, "bad_credentials"),
+            // The connect rule, the Will or `allow_anonymous`: a policy refusal, not a bad login.
+            _ => Self {
+                reason: ReasonCode::NotAuthorized,
+                outcome: "denied",
+                auth_reason: None,
+                acl_action: Some("connect"),
+                topic: None,
+                rule: None,
+            },
         }
     }
 
@@ -290,23 +352,20 @@ pub async fn admit(
         cert,
         password_user,
         password_fingerprint,
+        will: connect.will.as_ref().map(|w| {
+            Box::new(WillTopics {
+                topic: w.topic.to_owned(),
+                response: w.properties.response_topic().map(str::to_owned),
+            })
+        }),
     };
     let policy = snap.policy.resolve(&identity.facts());
     let d = policy.connect();
     if !d.allowed {
         return Err(Refusal::policy("connect", d.rule, None));
     }
-    if let Some(will) = &connect.will {
-        let d = policy.publish(will.topic);
-        if !d.allowed {
-            return Err(Refusal::policy("will", d.rule, Some(will.topic.to_owned())));
-        }
-        if let Some(response) = will.properties.response_topic() {
-            let d = policy.receive(response);
-            if !d.allowed {
-                return Err(Refusal::policy("will", d.rule, Some(response.to_owned())));
-            }
-        }
+    if let Some((topic, d)) = identity.will.as_ref().and_then(|w| w.refused(&policy)) {
+        return Err(Refusal::policy("will", d.rule, Some(topic.to_owned())));
     }
     Ok(Admitted { identity, policy })
 }

@@ -1,9 +1,15 @@
 //! The TLS handshake of a connection (for a TLS listener), within the connect deadline: on
 //! failure the reason class, metric and audit line; on success the client's verified chain and
-//! the identity read from it.
+//! the identity read from it ([`PeerCert`]).
 
 #[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
 use super::*;
+
+/// The client's certificate after the handshake: none, or its verified chain with the identity
+/// read from it, or a verified chain whose subject names cannot be read (refused at CONNECT: a
+/// certificate must never count as absent because one of its names is unreadable, or an OU
+/// deny rule could be dodged and the chain would escape every CRL re-check).
+pub(super) type PeerCert = Result<Option<CertInfo>, crate::identity::IdentityError>;
 
 /// The TLS handshake (for a TLS listener), then the WebSocket upgrade (for a WebSocket
 /// listener), within the connect deadline.
@@ -13,7 +19,7 @@ pub(super) async fn handshake(
     ctx: &ListenerCtx,
     deadline: Instant,
     max_packet: usize,
-) -> Option<(ClientStream, Option<CertInfo>)> {
+) -> Option<(ClientStream, PeerCert)> {
     let (stream, cert) = tls_handshake(tcp, peer, ctx, deadline).await?;
     let Some(ws) = &ctx.websocket else {
         return Some((stream, cert));
@@ -48,9 +54,9 @@ async fn tls_handshake(
     peer: SocketAddr,
     ctx: &ListenerCtx,
     deadline: Instant,
-) -> Option<(ClientStream, Option<CertInfo>)> {
+) -> Option<(ClientStream, PeerCert)> {
     let Some(tls) = &ctx.tls else {
-        return Some((ClientStream::Plain(tcp), None));
+        return Some((ClientStream::Plain(tcp), Ok(None)));
     };
     let started = std::time::Instant::now();
     match timeout_at(
@@ -87,12 +93,12 @@ async fn tls_handshake(
                 .common()
                 .peer_certificates()
                 .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-            let cert = chain.and_then(|chain| {
-                ClientIdentity::from_chain(&chain)
-                    .ok()
-                    .map(|identity| CertInfo { chain, identity })
-            });
-            if let Some(c) = &cert {
+            let cert = chain
+                .map(|chain| {
+                    ClientIdentity::from_chain(&chain).map(|identity| CertInfo { chain, identity })
+                })
+                .transpose();
+            if let Ok(Some(c)) = &cert {
                 crate::metrics_tls::observe_client_certificate(c.identity.not_after_unix);
             }
             Some((ClientStream::Tls(Box::new(stream)), cert))

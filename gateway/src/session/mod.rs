@@ -102,6 +102,9 @@ pub async fn run(
     ctx: Arc<ListenerCtx>,
     _permit: crate::limits::ConnPermit,
 ) {
+    // Subscribed before the snapshot is read: a reload published at any later moment (during
+    // the handshake, while the CONNECT is judged, before the relay starts) is seen by this session.
+    let generations = ctx.gateway.watch_generation();
     let snap = ctx.gateway.current();
     let _active = ActiveGuard::new(&ctx.name);
     let Some(o) = Box::pin(open(tcp, peer, &ctx, &snap)).await else {
@@ -117,7 +120,13 @@ pub async fn run(
         max_packet: o.max_packet,
     };
     session
-        .relay(o.client, o.broker, o.rest, o.admitted, o.upstream_connect)
+        .relay(
+            o.client,
+            o.broker,
+            o.rest,
+            o.admitted,
+            (o.upstream_connect, generations),
+        )
         .await;
 }
 
@@ -181,6 +190,15 @@ async fn open(
         }
     };
     let version = connect.version;
+    let cert = match cert {
+        Ok(cert) => cert,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "client certificate refused: its subject cannot be read");
+            let refusal = Refusal::unreadable_certificate();
+            refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+            return None;
+        }
+    };
     let fingerprint = cert
         .as_ref()
         .map(|c| c.identity.fingerprint_sha256_hex.clone());
@@ -235,6 +253,15 @@ async fn open(
         }
     };
     gw.upstream_ok();
+    // Admitted under `snap`; a reload since then (a new CRL, password file or policy) is applied
+    // before the broker hears of the client, and answered with a CONNACK while one is still due.
+    if gw.generation() != snap.generation
+        && let Some(why) = admitted.identity.recheck(&gw.current())
+    {
+        let refusal = Refusal::revoked(why);
+        refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+        return None;
+    }
     // With `upstream.proxy_protocol`, a PROXY v2 header goes first, in the same write.
     let proxy_header = if upstream_cfg.proxy_protocol {
         let identity = &admitted.identity;
@@ -278,7 +305,11 @@ async fn open(
             return None;
         }
     };
-    let alias_max = connect.properties.topic_alias_maximum();
+    // The broker is told no more than the gateway tracks (`upstream_connect`).
+    let alias_max = connect
+        .properties
+        .topic_alias_maximum()
+        .min(state::MAX_TOPIC_ALIASES);
     // Keep-alive capped by `max_keepalive` (0, "never", is capped too): an idle socket is held at
     // most 1.5 × that. MQTT 5 clients are told through CONNACK's Server Keep Alive.
     let max_ka = u16::try_from(limits.max_keepalive.as_secs())
@@ -326,7 +357,7 @@ impl Session<'_> {
         broker: crate::broker_stream::BrokerStream,
         rest: BytesMut,
         admitted: Admitted,
-        connect: Vec<u8>,
+        (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
     ) {
         let gw = &*self.ctx.gateway;
         let identity = &admitted.identity;
@@ -399,7 +430,7 @@ impl Session<'_> {
         let reason = tokio::select! {
             r = c2b => r,
             r = b2c => r,
-            r = watch_revocation(gw, identity) => r,
+            r = watch_revocation(gw, identity, generations) => r,
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
         let said_goodbye = said_goodbye.load(Ordering::Relaxed);
@@ -500,6 +531,18 @@ impl Session<'_> {
             let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
         }
         let mut broker = broker_out.into_inner();
+        if matches!(reason, CloseReason::Revoked(_)) && !said_goodbye && !broker.is_dirty() {
+            // A normal DISCONNECT makes the broker discard the Will ([MQTT-3.14.4-3], MQTT 5
+            // [MQTT-3.1.2-10]): a client that may no longer connect, or whose Will the policy
+            // now refuses, must not have it published for it after the gateway cut it off.
+            let mut bytes = Vec::new();
+            if Disconnect::new(ReasonCode::Success)
+                .encode(self.version, &mut bytes)
+                .is_ok()
+            {
+                let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().write_all(&bytes)).await;
+            }
+        }
         let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().shutdown()).await;
     }
 }
@@ -515,8 +558,12 @@ fn note_goodbye(inspected: Inspected, said_goodbye: &AtomicBool) -> Inspected {
 }
 
 /// Waits for new snapshots and re-checks the session against each; returns when it must end.
-async fn watch_revocation(gw: &Gateway, identity: &SessionIdentity) -> CloseReason {
-    let mut rx = gw.watch_generation();
+/// `rx` was subscribed before the session's snapshot was read, so no reload falls between them.
+async fn watch_revocation(
+    gw: &Gateway,
+    identity: &SessionIdentity,
+    mut rx: tokio::sync::watch::Receiver<u64>,
+) -> CloseReason {
     loop {
         if rx.changed().await.is_err() {
             // The gateway is going away; shutdown ends the session.

@@ -61,6 +61,8 @@ pub enum Flaw {
     NotYetValid,
     /// serverAuth only, no clientAuth.
     NoClientAuth,
+    /// An extra OU as a TeletexString: verified by TLS, but no name the gateway can read.
+    UnreadableOu,
 }
 
 /// A test PKI: root → intermediate → leaves, in a temporary directory.
@@ -190,6 +192,12 @@ impl Pki {
                 p.not_after = now + time::Duration::days(10);
             }
             Flaw::NoClientAuth => p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Flaw::UnreadableOu => p.distinguished_name.push(
+                DnType::OrganizationalUnitName,
+                rcgen::DnValue::TeletexString(
+                    rcgen::string::TeletexString::try_from("plant").unwrap(),
+                ),
+            ),
         }
         self.issue(&format!("client-{cn}-{}", self.next_serial.get()), p)
     }
