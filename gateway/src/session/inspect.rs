@@ -327,13 +327,23 @@ pub struct BrokerInspector {
     alias_max: u16,
     /// The keep-alive to announce in CONNACK (MQTT 5), when the gateway capped the client's.
     server_keep_alive: Option<u16>,
+    /// The keep-alive the gateway enforces on the client (it cuts the client off after 1.5 × it
+    /// without a packet): a broker's Server Keep Alive is never let through above it.
+    enforced_keep_alive: u16,
     last_allowed: LastAllowed,
 }
 
 impl BrokerInspector {
-    /// For a connection whose CONNECT (of `version`, announcing `alias_max`) was forwarded.
+    /// For a connection whose CONNECT (of `version`, announcing `alias_max`) was forwarded, whose
+    /// keep-alive the gateway enforces as `enforced_keep_alive` (announced as `server_keep_alive`
+    /// when it differs from the client's own).
     #[must_use]
-    pub fn new(version: ProtocolVersion, alias_max: u16, server_keep_alive: Option<u16>) -> Self {
+    pub fn new(
+        version: ProtocolVersion,
+        alias_max: u16,
+        enforced_keep_alive: u16,
+        server_keep_alive: Option<u16>,
+    ) -> Self {
         Self {
             stream: StreamState::after_connect(version),
             version,
@@ -341,6 +351,7 @@ impl BrokerInspector {
             qos2: GatewayQos2::default(),
             alias_max,
             server_keep_alive,
+            enforced_keep_alive,
             last_allowed: LastAllowed::default(),
         }
     }
@@ -399,7 +410,8 @@ impl BrokerInspector {
     }
 
     /// Forwards the broker's CONNACK, rewritten (MQTT 5) when the client must learn the capped
-    /// keep-alive (Server Keep Alive) or a Topic Alias Maximum lower than the broker's (the gateway
+    /// keep-alive (Server Keep Alive: the gateway's cap, or the broker's when lower, never above
+    /// the one the gateway enforces) or a Topic Alias Maximum lower than the broker's (the gateway
     /// tracks at most [`MAX_TOPIC_ALIASES`] aliases).
     fn connack(&self, c: &mqtt_inspect::Connack<'_>) -> Verdict {
         if !self.version.is_v5() {
@@ -410,7 +422,11 @@ impl BrokerInspector {
             Property::ServerKeepAlive(k) => Some(k),
             _ => None,
         });
-        let keep_alive = match (self.server_keep_alive, broker_ka) {
+        // The client uses the Server Keep Alive instead of its own [MQTT-3.1.2-21]: one above what
+        // the gateway enforces (or 0, none at all) would have the client cut off for being idle.
+        let cap = self.enforced_keep_alive;
+        let theirs = broker_ka.map(|k| if k == 0 || k > cap { cap } else { k });
+        let keep_alive = match (self.server_keep_alive, theirs) {
             (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
             (ours, theirs) => ours.or(theirs),
         };
@@ -491,5 +507,57 @@ impl BrokerInspector {
             }
         };
         reply(DIR, |out| ack.encode(version, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mqtt_inspect::{Connack, Properties, PropertyContext};
+
+    use super::*;
+
+    /// The Server Keep Alive the client is told in the CONNACK `broker_props` turns into.
+    fn told(insp: &BrokerInspector, broker_props: &[u8]) -> Option<u16> {
+        let connack = Connack {
+            session_present: false,
+            code: mqtt_inspect::ConnackCode::V5(ReasonCode::Success),
+            properties: Properties::parse(broker_props, PropertyContext::Connack).unwrap(),
+        };
+        let bytes = match insp.connack(&connack) {
+            Verdict::Forward => {
+                let mut out = Vec::new();
+                connack.encode(ProtocolVersion::V5, &mut out).unwrap();
+                out
+            }
+            Verdict::Replace(b) => b,
+            other => panic!("{other:?}"),
+        };
+        let Ok(Packet::Connack(c)) = mqtt_inspect::decode(&bytes, ProtocolVersion::V5) else {
+            panic!("{bytes:?}")
+        };
+        c.properties.iter().find_map(|p| match p {
+            Property::ServerKeepAlive(k) => Some(k),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_client_is_never_told_a_keep_alive_above_the_one_the_gateway_enforces() {
+        // The client asked for 60 s and the gateway enforces 60 ([MQTT-3.1.2-21]: the client then
+        // uses whatever the CONNACK says).
+        let insp = BrokerInspector::new(ProtocolVersion::V5, 0, 60, None);
+        assert_eq!(told(&insp, &[]), None, "no Server Keep Alive: none added");
+        assert_eq!(told(&insp, &[0x13, 0, 30]), Some(30), "a lower one passes");
+        assert_eq!(
+            told(&insp, &[0x13, 0, 120]),
+            Some(60),
+            "a higher one is lowered"
+        );
+        assert_eq!(told(&insp, &[0x13, 0, 0]), Some(60), "0 (none) is replaced");
+        // The gateway capped the client's 65,535 at 600: announced, or the broker's if lower.
+        let capped = BrokerInspector::new(ProtocolVersion::V5, 0, 600, Some(600));
+        assert_eq!(told(&capped, &[]), Some(600));
+        assert_eq!(told(&capped, &[0x13, 0, 100]), Some(100));
+        assert_eq!(told(&capped, &[0x13, 0xff, 0xff]), Some(600));
     }
 }

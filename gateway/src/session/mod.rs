@@ -374,7 +374,12 @@ impl Session<'_> {
         let policy = Arc::new(policy);
         let on_deny = self.snap.config.policy.on_publish_deny;
         let mut c_insp = ClientInspector::new(self.version, on_deny);
-        let mut b_insp = BrokerInspector::new(self.version, self.alias_max, self.server_keep_alive);
+        let mut b_insp = BrokerInspector::new(
+            self.version,
+            self.alias_max,
+            self.keep_alive,
+            self.server_keep_alive,
+        );
         let mut throttle = crate::limits::ClientThrottle::new(&self.snap.config.limits);
         let mut c_pol = (self.snap.generation, Arc::clone(&policy));
         let mut b_pol = (self.snap.generation, policy);
