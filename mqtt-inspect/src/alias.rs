@@ -29,8 +29,8 @@ impl TopicAliases {
         }
     }
 
-    /// Bytes allocated for the bound topics (a rebinding to a shorter topic keeps its allocation,
-    /// so this is the sum of the longest topic each alias has held).
+    /// Bytes allocated for the bound topics: the sum of the longest topic each alias has held (a
+    /// rebinding to a shorter topic keeps its allocation).
     #[must_use]
     pub const fn heap_bytes(&self) -> usize {
         self.bytes
@@ -94,6 +94,8 @@ impl TopicAliases {
         if let Some(slot) = self.topics.get_mut(index) {
             let before = slot.capacity();
             slot.clear();
+            // Exactly what the topic needs: a String growing by itself would double its capacity.
+            slot.reserve_exact(topic.len());
             slot.push_str(topic);
             self.bytes = self
                 .bytes
@@ -101,6 +103,15 @@ impl TopicAliases {
                 .saturating_add(slot.capacity());
         }
         Ok(topic)
+    }
+
+    /// Bytes allocated for the topic of `alias` (the longest it has been bound to; 0 if never).
+    #[must_use]
+    pub fn held_bytes(&self, alias: u16) -> usize {
+        alias
+            .checked_sub(1)
+            .and_then(|i| self.topics.get(usize::from(i)))
+            .map_or(0, String::capacity)
     }
 
     /// The topic `alias` is bound to, without changing anything.
@@ -141,8 +152,14 @@ mod tests {
         t.resolve("s", Some(1)).unwrap();
         assert!(t.heap_bytes() >= 1000);
         t.resolve("abc", Some(2)).unwrap();
-        let both = t.heap_bytes();
-        assert!((1003..1100).contains(&both), "{both}");
+        assert_eq!(t.heap_bytes(), 1003);
+        assert_eq!(
+            (t.held_bytes(1), t.held_bytes(2), t.held_bytes(3)),
+            (1000, 3, 0)
+        );
+        // Rebound to a slightly longer topic: exactly its length, not a doubled allocation.
+        t.resolve(&"y".repeat(1001), Some(1)).unwrap();
+        assert_eq!(t.heap_bytes(), 1004);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the QoS 2 packet identifiers the gateway acknowledged itself.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 #[cfg(doc)]
 use mqtt_inspect::DecodeError;
@@ -37,6 +37,8 @@ pub struct SessionShared {
     pending: Mutex<Vec<PendingSuback>>,
     /// The Topic Alias Maximum the broker granted the client (from CONNACK).
     client_alias_max: AtomicU16,
+    /// The broker's CONNACK has been judged and passed on towards the client.
+    connack_relayed: AtomicBool,
 }
 
 impl SessionShared {
@@ -58,6 +60,16 @@ impl SessionShared {
         let mut v = self.pending.lock().ok()?;
         let i = v.iter().position(|e| e.packet_id == packet_id)?;
         Some(v.swap_remove(i))
+    }
+
+    /// Notes that the broker's CONNACK is on its way to the client.
+    pub fn note_connack(&self) {
+        self.connack_relayed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the broker's CONNACK has been passed on to the client.
+    pub fn connack_relayed(&self) -> bool {
+        self.connack_relayed.load(Ordering::Relaxed)
     }
 
     /// Sets the alias maximum the broker's CONNACK granted (capped).
@@ -106,11 +118,18 @@ impl AliasState {
             self.table = TopicAliases::new(maximum);
             self.delivered.clear();
         }
-        if alias.is_some()
+        // A valid binding that would hold more than the budget (an invalid alias is refused as
+        // such by the table, below): counted as the table would hold it, the longest topic each
+        // alias has had.
+        if let Some(a) = alias
+            && (1..=maximum).contains(&a)
             && !topic.is_empty()
-            && self.table.heap_bytes().saturating_add(topic.len()) > MAX_ALIAS_TOPIC_BYTES
         {
-            return Err(CloseReason::QuotaExceeded);
+            let held = self.table.held_bytes(a);
+            let after = self.table.heap_bytes().saturating_sub(held) + held.max(topic.len());
+            if after > MAX_ALIAS_TOPIC_BYTES {
+                return Err(CloseReason::QuotaExceeded);
+            }
         }
         self.table
             .resolve(topic, alias)
@@ -204,6 +223,8 @@ impl GatewayQos2 {
 
 #[cfg(test)]
 mod tests {
+    use mqtt_inspect::DecodeError;
+
     use super::*;
 
     const C2S: Direction = Direction::ClientToServer;
@@ -262,20 +283,34 @@ mod tests {
         };
         assert_eq!(refused, CloseReason::QuotaExceeded);
         assert_eq!(usize::from(bound - 1), MAX_ALIAS_TOPIC_BYTES / long.len());
-        // Short topics still bind and resolve within the budget.
+        // What is bound still resolves; an invalid alias is still refused as invalid.
         assert_eq!(
             a.resolve("", Some(1), MAX_TOPIC_ALIASES, C2S).unwrap(),
             long
         );
-        let mut small = AliasState::default();
-        for i in 1..=MAX_TOPIC_ALIASES {
-            let topic = format!("site/plant-{i}/line/temperature");
-            assert!(
-                small
-                    .resolve(&topic, Some(i), MAX_TOPIC_ALIASES, C2S)
-                    .is_ok()
-            );
+        assert!(matches!(
+            a.resolve(&long, Some(0), MAX_TOPIC_ALIASES, C2S),
+            Err(CloseReason::Malformed {
+                error: DecodeError::TopicAliasInvalid,
+                ..
+            })
+        ));
+        // The budget's own sizing case: 1,024 aliases of 256-byte topics, each rebound to another
+        // topic of that length, fit; one byte more does not.
+        let mut full = AliasState::default();
+        let topic = |i: u16, fill: char| format!("{i:05}/{}", fill.to_string().repeat(250));
+        for round in ['a', 'b'] {
+            for i in 1..=MAX_TOPIC_ALIASES {
+                let t = topic(i, round);
+                assert_eq!(t.len(), 256);
+                assert!(full.resolve(&t, Some(i), MAX_TOPIC_ALIASES, C2S).is_ok());
+            }
         }
+        let longer = format!("{}c", topic(1, 'c'));
+        assert_eq!(
+            full.resolve(&longer, Some(1), MAX_TOPIC_ALIASES, C2S),
+            Err(CloseReason::QuotaExceeded)
+        );
     }
 
     #[test]
