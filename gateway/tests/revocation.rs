@@ -814,3 +814,92 @@ async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
     assert_eq!(line["reason"], "policy");
     still_served(&mut authed).await;
 }
+
+/// A revoked device's Will that the policy still allows is left to the broker: a device's
+/// "offline" message is published when its session is cut for a revoked certificate, as when it
+/// drops. Only a Will the policy refuses is discarded (see the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_devices_allowed_will_is_still_published() {
+    let pki = Pki::new();
+    let crl = pki.write_leaf_crl(&[]);
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let mut watcher = broker_watcher(&gw).await;
+    let cert = pki.client("dev-w", None, Flaw::None);
+    let mut c = Raw::connect(
+        gw.tls_addr(),
+        client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
+    c.send(&connect_with_will("dev-w", "status/dev-w"))
+        .await
+        .unwrap();
+    let connack = c.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(k)) if k.code.is_success()),
+        "{connack:?}"
+    );
+    let new_crl = std::fs::read_to_string(pki.write_leaf_crl(&[&cert.serial])).unwrap();
+    replace(&crl, &new_crl);
+    disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
+    assert_eq!(next_topic(&mut watcher).await, "status/dev-w");
+}
+
+/// A reload of `[auth]` that comes while a client is between its handshake and its CONNECT is
+/// applied to that CONNECT: with `cert_is_credential` turned off, a certificate alone no longer
+/// logs in (0x86), and the certificate with its password does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
+    let pki = Pki::new();
+    let hash = mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"pw", 1000).unwrap();
+    let mut setup = Setup::new(&pki);
+    setup.passwords = format!("dev-p:{hash}\n");
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let cert = pki.client("dev-p", None, Flaw::None);
+    let tls = || client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+    let mut alone = Raw::connect(gw.tls_addr(), tls()).await.unwrap();
+    let mut with_password = Raw::connect(gw.tls_addr(), tls()).await.unwrap();
+    let series = "mqtt_gateway_reloads_total{source=\"config\",result=\"ok\"}";
+    let before = gw.metric(series).await;
+
+    let config = std::fs::read_to_string(&gw.config_path).unwrap();
+    replace(
+        &gw.config_path,
+        &config.replace("cert_is_credential = true", "cert_is_credential = false"),
+    );
+    // Waits (up to a deadline) for the reload to be in force.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while gw.metric(series).await < before + 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    alone
+        .send(&connect_frame(ProtocolVersion::V5, "dev-p", None, None))
+        .await
+        .unwrap();
+    assert_eq!(alone.recv().await.expect("CONNACK"), [0x20, 3, 0, 0x86, 0]);
+    assert!(alone.recv().await.is_none(), "closed after the CONNACK");
+    with_password
+        .send(&connect_frame(
+            ProtocolVersion::V5,
+            "dev-p",
+            Some("dev-p"),
+            Some(b"pw"),
+        ))
+        .await
+        .unwrap();
+    let connack = with_password.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(k)) if k.code.is_success()),
+        "{connack:?}"
+    );
+    still_served(&mut with_password).await;
+}

@@ -176,6 +176,14 @@ impl SessionIdentity {
         None
     }
 
+    /// Whether `snap`'s policy refuses this session's Will (its topic, or its Response Topic).
+    #[must_use]
+    pub fn will_refused(&self, snap: &Snapshot) -> bool {
+        self.will
+            .as_ref()
+            .is_some_and(|w| w.refused(&snap.policy.resolve(&self.facts())).is_some())
+    }
+
     /// Certificate fingerprint, for audit lines.
     #[must_use]
     pub fn fingerprint(&self) -> Option<&str> {

@@ -374,6 +374,7 @@ impl BrokerInspector {
         let version = self.version;
         let verdict = match packet {
             Packet::Connack(c) => {
+                shared.note_connack();
                 shared.set_client_alias_max(c.properties.topic_alias_maximum());
                 self.connack(&c)
             }

@@ -212,7 +212,7 @@ async fn open(
         refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
         return None;
     }
-    let admitted = match admit(&connect, &ctx.name, peer, cert, snap, gw).await {
+    let mut admitted = match admit(&connect, &ctx.name, peer, cert, snap, gw).await {
         Ok(a) => a,
         Err(refusal) => {
             if matches!(
@@ -253,14 +253,25 @@ async fn open(
         }
     };
     gw.upstream_ok();
-    // Admitted under `snap`; a reload since then (a new CRL, password file or policy) is applied
-    // before the broker hears of the client, and answered with a CONNACK while one is still due.
-    if gw.generation() != snap.generation
-        && let Some(why) = admitted.identity.recheck(&gw.current())
-    {
-        let refusal = Refusal::revoked(why);
-        refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
-        return None;
+    // Admitted under `snap`; after a reload since then (a new CRL, password file, policy or
+    // `[auth]`) the client is judged again, whole, before the broker hears of it, and refused with
+    // a CONNACK while one is still due.
+    if gw.generation() != snap.generation {
+        let now = gw.current();
+        let again = match admitted.identity.recheck(&now) {
+            Some(why) => Err(Refusal::revoked(why)),
+            None => {
+                let cert = admitted.identity.cert.clone();
+                admit(&connect, &ctx.name, peer, cert, &now, gw).await
+            }
+        };
+        match again {
+            Ok(a) => admitted = a,
+            Err(refusal) => {
+                refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+                return None;
+            }
+        }
     }
     // With `upstream.proxy_protocol`, a PROXY v2 header goes first, in the same write.
     let proxy_header = if upstream_cfg.proxy_protocol {
@@ -439,8 +450,15 @@ impl Session<'_> {
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
         let said_goodbye = said_goodbye.load(Ordering::Relaxed);
-        self.finish(identity, &reason, said_goodbye, client_out, broker_out)
-            .await;
+        let connack_relayed = shared.connack_relayed();
+        self.finish(
+            identity,
+            &reason,
+            (said_goodbye, connack_relayed),
+            client_out,
+            broker_out,
+        )
+        .await;
     }
 
     fn record_denials(&self, identity: &SessionIdentity, denials: &mut Vec<Denial>) {
@@ -469,7 +487,7 @@ impl Session<'_> {
         &self,
         identity: &SessionIdentity,
         reason: &CloseReason,
-        said_goodbye: bool,
+        (said_goodbye, connack_relayed): (bool, bool),
         client_out: Mutex<Out<C>>,
         broker_out: Mutex<Out<B>>,
     ) where
@@ -524,7 +542,22 @@ impl Session<'_> {
             let ours = reason
                 .disconnect_reason()
                 .filter(|_| self.version.is_v5() && !said_goodbye);
-            if let Some(code) = ours {
+            if matches!(reason, CloseReason::Revoked(_)) && !connack_relayed {
+                // Revoked before the broker's CONNACK reached the client: the answer still due is
+                // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
+                let connack = mqtt_inspect::Connack {
+                    session_present: false,
+                    code: mqtt_inspect::ConnackCode::for_version(
+                        self.version,
+                        ReasonCode::NotAuthorized,
+                    ),
+                    properties: mqtt_inspect::Properties::EMPTY,
+                };
+                let mut bytes = Vec::new();
+                if connack.encode(self.version, &mut bytes).is_ok() {
+                    let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().write_all(&bytes)).await;
+                }
+            } else if let Some(code) = ours {
                 let mut bytes = Vec::new();
                 if Disconnect::new(code)
                     .encode(self.version, &mut bytes)
@@ -536,10 +569,14 @@ impl Session<'_> {
             let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
         }
         let mut broker = broker_out.into_inner();
-        if matches!(reason, CloseReason::Revoked(_)) && !said_goodbye && !broker.is_dirty() {
+        if matches!(reason, CloseReason::Revoked(_))
+            && !broker.is_dirty()
+            && identity.will_refused(&gw.current())
+        {
             // A normal DISCONNECT makes the broker discard the Will ([MQTT-3.14.4-3], MQTT 5
-            // [MQTT-3.1.2-10]): a client that may no longer connect, or whose Will the policy
-            // now refuses, must not have it published for it after the gateway cut it off.
+            // [MQTT-3.1.2-10]): the broker must not publish a Will the policy now refuses. A Will
+            // still allowed is left to the broker (a device's "offline" message, say). After the
+            // client's own DISCONNECT this one is redundant, and harmless.
             let mut bytes = Vec::new();
             if Disconnect::new(ReasonCode::Success)
                 .encode(self.version, &mut bytes)
