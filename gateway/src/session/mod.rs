@@ -545,26 +545,13 @@ impl Session<'_> {
             if matches!(reason, CloseReason::Revoked(_)) && !connack_relayed {
                 // Revoked before the broker's CONNACK reached the client: the answer still due is
                 // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
-                let connack = mqtt_inspect::Connack {
-                    session_present: false,
-                    code: mqtt_inspect::ConnackCode::for_version(
-                        self.version,
-                        ReasonCode::NotAuthorized,
-                    ),
-                    properties: mqtt_inspect::Properties::EMPTY,
-                };
-                let mut bytes = Vec::new();
-                if connack.encode(self.version, &mut bytes).is_ok() {
-                    let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().write_all(&bytes)).await;
-                }
+                let connack = refuse::refusing_connack(self.version, ReasonCode::NotAuthorized);
+                write_goodbye(client.io_mut(), |b| connack.encode(self.version, b)).await;
             } else if let Some(code) = ours {
-                let mut bytes = Vec::new();
-                if Disconnect::new(code)
-                    .encode(self.version, &mut bytes)
-                    .is_ok()
-                {
-                    let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().write_all(&bytes)).await;
-                }
+                write_goodbye(client.io_mut(), |b| {
+                    Disconnect::new(code).encode(self.version, b)
+                })
+                .await;
             }
             let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
         }
@@ -577,15 +564,24 @@ impl Session<'_> {
             // [MQTT-3.1.2-10]): the broker must not publish a Will the policy now refuses. A Will
             // still allowed is left to the broker (a device's "offline" message, say). After the
             // client's own DISCONNECT this one is redundant, and harmless.
-            let mut bytes = Vec::new();
-            if Disconnect::new(ReasonCode::Success)
-                .encode(self.version, &mut bytes)
-                .is_ok()
-            {
-                let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().write_all(&bytes)).await;
-            }
+            write_goodbye(broker.io_mut(), |b| {
+                Disconnect::new(ReasonCode::Success).encode(self.version, b)
+            })
+            .await;
         }
         let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().shutdown()).await;
+    }
+}
+
+/// Writes the last packet of a closing connection, as `encode` writes it, within
+/// [`GOODBYE_TIMEOUT`]; a peer that does not take it is closed all the same.
+async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
+) {
+    let mut bytes = Vec::new();
+    if encode(&mut bytes).is_ok() {
+        let _ = timeout(GOODBYE_TIMEOUT, io.write_all(&bytes)).await;
     }
 }
 

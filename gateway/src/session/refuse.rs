@@ -42,11 +42,7 @@ pub(super) async fn refuse(
         topic: refusal.topic.as_deref(),
         ..AuditEvent::default()
     });
-    let connack = Connack {
-        session_present: false,
-        code: ConnackCode::for_version(version, refusal.reason),
-        properties: mqtt_inspect::Properties::EMPTY,
-    };
+    let connack = refusing_connack(version, refusal.reason);
     let mut bytes = Vec::new();
     if connack.encode(version, &mut bytes).is_ok() {
         let _ = timeout(GOODBYE_TIMEOUT, async {
@@ -54,6 +50,15 @@ pub(super) async fn refuse(
             client.shutdown().await
         })
         .await;
+    }
+}
+
+/// A CONNACK refusing the connection for `reason`, in the client's `version`.
+pub(super) fn refusing_connack(version: ProtocolVersion, reason: ReasonCode) -> Connack<'static> {
+    Connack {
+        session_present: false,
+        code: ConnackCode::for_version(version, reason),
+        properties: mqtt_inspect::Properties::EMPTY,
     }
 }
 
