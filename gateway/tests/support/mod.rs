@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod reload;
 pub mod shim;
 pub mod wire;
 
