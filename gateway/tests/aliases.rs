@@ -249,3 +249,35 @@ async fn alias_topics_beyond_the_byte_budget_disconnect_with_0x97() {
     );
     assert!(delivered.iter().all(|m| !m.ends_with("too much")));
 }
+
+/// The gateway tracks at most 1,024 topic aliases per direction, so the broker is never told it
+/// may use more [MQTT-3.3.2-10]: a client announcing 65,535 reaches the broker (seen by a tap in
+/// front of it) announcing 1,024, and is served; a client announcing 10 reaches it unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_is_told_at_most_the_aliases_the_gateway_tracks() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    // The tap between the gateway and the broker (a new snapshot, as a reload would).
+    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    let snap = gw.running.gateway.current();
+    let mut config = (*snap.config).clone();
+    config.upstream.address = Some(tap.addr.to_string());
+    gw.running
+        .gateway
+        .store(mqtt_gateway::server::load_snapshot(Arc::new(config), snap.generation + 1).unwrap());
+    for (id, announced, told) in [("alias-many", u16::MAX, 1024), ("alias-few", 10, 10)] {
+        let cert = pki.client(id, None, Flaw::None);
+        let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+        let mut c = TlsWire::tls(gw.tls_addr(), tls, V5).await;
+        let frame = support::wire::ConnectSpec {
+            client_id: id,
+            properties: vec![Property::TopicAliasMaximum(announced)],
+            ..support::wire::ConnectSpec::default()
+        }
+        .encode(V5);
+        assert_eq!(c.connect(&frame).await, 0, "{id}");
+        c.send(&aliased("al/ok/t", 1, 1, 1, b"served")).await;
+        assert_broker_ack(&c.next("PUBACK").await, AckKind::Puback, 1);
+        assert_eq!(tap.get(id).topic_alias_max, told, "{id}");
+    }
+}

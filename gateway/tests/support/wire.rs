@@ -516,6 +516,8 @@ pub struct Tapped {
     pub username: Option<String>,
     /// Password.
     pub password: Option<Vec<u8>>,
+    /// MQTT 5 Topic Alias Maximum (0 when absent).
+    pub topic_alias_max: u16,
 }
 
 /// A TCP relay in front of the broker that records the CONNECT of every connection.
@@ -554,6 +556,7 @@ impl ConnectTap {
                             client_id: c.client_id.to_owned(),
                             username: c.username.map(str::to_owned),
                             password: c.password.map(<[u8]>::to_vec),
+                            topic_alias_max: c.properties.topic_alias_maximum(),
                         });
                     }
                     let Ok(mut to) = TcpStream::connect(broker).await else {
