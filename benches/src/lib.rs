@@ -186,7 +186,17 @@ pub async fn count_publishes(
 /// # Errors
 /// The file cannot be read or parsed.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let mut total = Duration::ZERO;
+    cpu_split(pid).map(|(user, kernel)| user + kernel)
+}
+
+/// CPU time of process `pid` and its child processes, split into user and kernel (system) time,
+/// from `/proc/PID/stat`: how much of a proxy's cost is its own code and how much the kernel's
+/// TCP work (which every proxy pays for the same messages).
+///
+/// # Errors
+/// The file cannot be read or parsed.
+pub fn cpu_split(pid: u32) -> anyhow::Result<(Duration, Duration)> {
+    let (mut user, mut kernel) = (Duration::ZERO, Duration::ZERO);
     for p in process_tree(pid) {
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat"))?;
         let after = stat
@@ -197,9 +207,10 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
         let utime: u64 = fields.get(11).context("utime")?.parse()?;
         let stime: u64 = fields.get(12).context("stime")?.parse()?;
         // Clock ticks are 100 per second on Linux (USER_HZ).
-        total += Duration::from_millis((utime + stime) * 10);
+        user += Duration::from_millis(utime * 10);
+        kernel += Duration::from_millis(stime * 10);
     }
-    Ok(total)
+    Ok((user, kernel))
 }
 
 /// Resident memory (KiB) of process `pid` and its child processes.

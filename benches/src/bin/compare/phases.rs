@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bench::{
-    Io, client_tls, connect, connect_from, count_publishes, cpu_time, publish_batch, rss_kib,
-    subscribe,
+    Io, client_tls, connect, connect_from, count_publishes, cpu_split, cpu_time, publish_batch,
+    rss_kib, subscribe,
 };
 use mqtt_inspect::{PacketId, Properties, ProtocolVersion, Publish, QoS, split_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +29,9 @@ pub(crate) struct Row {
     pub(crate) fixed_cpu: Option<f64>,
     /// The same rate from 20 publishers, one message per write each.
     pub(crate) fixed_cpu_fleet: Option<f64>,
+    /// The kernel's (system) part of `fixed_cpu` and `fixed_cpu_fleet`.
+    pub(crate) fixed_kernel: Option<f64>,
+    pub(crate) fixed_kernel_fleet: Option<f64>,
     pub(crate) latency: (f64, f64),
     /// Every QoS 1 latency sample of this repetition (ns), for percentiles pooled over all.
     pub(crate) latency_samples: Vec<u64>,
@@ -115,12 +118,12 @@ pub(crate) async fn flood(
 /// every millisecond either one publisher writes 20 messages at once (`publishers` = 1: a
 /// gateway or bridge forwarding a batch), or each of 20 publishers writes one (`publishers` =
 /// 20: a fleet of devices, one TLS record and one wake-up per message — the costlier and more
-/// usual case).
+/// usual case). Returns (total, kernel) µs per message.
 pub(crate) async fn fixed_rate(
     t: &Target,
     pki: &Path,
     publishers: usize,
-) -> anyhow::Result<Option<f64>> {
+) -> anyhow::Result<Option<(f64, f64)>> {
     const PER_TICK: usize = 20;
     const TICKS: u64 = 10_000;
     let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
@@ -134,7 +137,7 @@ pub(crate) async fn fixed_rate(
     let counter =
         tokio::spawn(async move { count_publishes(&mut sub, want, Duration::from_secs(3)).await });
     let batch = publish_batch("bench/fixed/topic", 64, PER_TICK / publishers.max(1))?;
-    let before = t.pid.map(cpu_time).transpose()?;
+    let before = t.pid.map(cpu_split).transpose()?;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for _ in 0..TICKS {
         tick.tick().await;
@@ -143,7 +146,18 @@ pub(crate) async fn fixed_rate(
         }
     }
     let (delivered, _) = counter.await??;
-    let cpu = cpu_per_msg(t.pid, before, delivered)?;
+    let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    let cpu = match (t.pid, before) {
+        (Some(pid), Some((user0, kernel0))) => {
+            let (user, kernel) = cpu_split(pid)?;
+            let kernel = kernel.saturating_sub(kernel0);
+            Some((
+                per_msg(user.saturating_sub(user0) + kernel),
+                per_msg(kernel),
+            ))
+        }
+        _ => None,
+    };
     if delivered < want {
         eprintln!("{}: fixed rate delivered {delivered} of {want}", t.name);
     }
@@ -331,7 +345,8 @@ pub(crate) async fn idle(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Which measurements run: `COMPARE_ONLY=fixed,latency` (of `flood`, `fixed`, `latency`,
-/// `handshakes`, `idle`) narrows a run for profiling; unset runs all of them.
+/// `handshakes`, `idle`; `batched` or `fleet` for one of the two fixed-rate phases) narrows a run
+/// for profiling; unset runs all of them.
 pub(crate) fn wanted(what: &str) -> bool {
     std::env::var("COMPARE_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == what))
 }
@@ -352,9 +367,13 @@ pub(crate) async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
             row.flood.push(flood(t, pki, pubs, payload).await?);
         }
     }
-    if wanted("fixed") {
-        row.fixed_cpu = fixed_rate(t, pki, 1).await?;
-        row.fixed_cpu_fleet = fixed_rate(t, pki, 20).await?;
+    if wanted("fixed") || wanted("batched") {
+        let cpu = fixed_rate(t, pki, 1).await?;
+        (row.fixed_cpu, row.fixed_kernel) = (cpu.map(|c| c.0), cpu.map(|c| c.1));
+    }
+    if wanted("fixed") || wanted("fleet") {
+        let cpu = fixed_rate(t, pki, 20).await?;
+        (row.fixed_cpu_fleet, row.fixed_kernel_fleet) = (cpu.map(|c| c.0), cpu.map(|c| c.1));
     }
     if wanted("latency") {
         let samples = latency(t, pki).await?;

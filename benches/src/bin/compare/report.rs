@@ -27,6 +27,16 @@ pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
     if let Some(c) = row.fixed_cpu_fleet {
         let _ = writeln!(csv, "{rep},{},fixed_20k_20pubs_cpu_us_per_msg,{c:.3}", name);
     }
+    if let Some(c) = row.fixed_kernel {
+        let _ = writeln!(csv, "{rep},{},fixed_20k_kernel_us_per_msg,{c:.3}", name);
+    }
+    if let Some(c) = row.fixed_kernel_fleet {
+        let _ = writeln!(
+            csv,
+            "{rep},{},fixed_20k_20pubs_kernel_us_per_msg,{c:.3}",
+            name
+        );
+    }
     let _ = writeln!(csv, "{rep},{},qos1_p50_us,{:.0}", name, row.latency.0);
     let _ = writeln!(csv, "{rep},{},qos1_p99_us,{:.0}", name, row.latency.1);
     if let Some(h) = row.handshakes {
@@ -136,6 +146,42 @@ pub(crate) fn table(names: &[&str], runs: &[Vec<Row>], reps: usize) -> String {
                 fmt(percentile(all, 0.50), 0),
                 fmt(percentile(all, 0.99), 0),
                 fmt(percentile(all, 0.999), 0),
+            );
+        }
+    }
+    // Where the fixed-rate CPU goes: the proxy's own code (user) and the kernel's TCP work for
+    // its sockets (system; on loopback a sender also pays its receiver's TCP processing).
+    if (0..names.len()).any(|i| med(&|r: &Row| r.fixed_kernel, i).is_finite()) {
+        let _ = writeln!(
+            out,
+            "\nFixed-rate CPU split, medians, µs/msg (user = the proxy's own code, kernel = system time):\n\n| target | 1 pub × 20: user / kernel | 20 pubs × 1: user / kernel |\n| --- | --- | --- |"
+        );
+        for (i, t) in names.iter().enumerate() {
+            let kernel = med(&|r: &Row| r.fixed_kernel, i);
+            let kernel_fleet = med(&|r: &Row| r.fixed_kernel_fleet, i);
+            if !kernel.is_finite() && !kernel_fleet.is_finite() {
+                continue;
+            }
+            // Medians of the per-run user times, not median total minus median kernel.
+            let user = med(
+                &|r: &Row| r.fixed_cpu.zip(r.fixed_kernel).map(|(c, k)| c - k),
+                i,
+            );
+            let user_fleet = med(
+                &|r: &Row| {
+                    r.fixed_cpu_fleet
+                        .zip(r.fixed_kernel_fleet)
+                        .map(|(c, k)| c - k)
+                },
+                i,
+            );
+            let _ = writeln!(
+                out,
+                "| {t} | {} / {} | {} / {} |",
+                fmt(user, 2),
+                fmt(kernel, 2),
+                fmt(user_fleet, 2),
+                fmt(kernel_fleet, 2),
             );
         }
     }
