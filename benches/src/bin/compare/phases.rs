@@ -352,11 +352,15 @@ pub(crate) fn wanted(what: &str) -> bool {
 }
 
 /// Which targets run: `COMPARE_TARGETS=gateway,nginx` keeps the targets whose name contains one
-/// of the words; unset runs all of them.
+/// of the words, `=gateway mTLS` the one so named (names hold commas: `=` takes the rest of the
+/// variable, so it comes last); unset runs all of them.
 pub(crate) fn target_wanted(name: &str) -> bool {
     std::env::var("COMPARE_TARGETS").map_or(true, |only| {
-        only.split(',')
-            .any(|w| !w.trim().is_empty() && name.contains(w.trim()))
+        let (words, exact) = only.split_once('=').unwrap_or((&only, ""));
+        (!exact.trim().is_empty() && name == exact.trim())
+            || words
+                .split(',')
+                .any(|w| !w.trim().is_empty() && name.contains(w.trim()))
     })
 }
 
