@@ -26,7 +26,7 @@ const QUEUE: usize = 8192;
 #[derive(Debug, Default, Serialize)]
 pub struct AuditEvent<'a> {
     /// What happened: `tls_failed`, `auth_failed`, `banned`, `acl_denied`, `rate_limited`,
-    /// `session_revoked`, `malformed`, `reload_rejected`, ...
+    /// `session_revoked`, `quota_exceeded`, `malformed`, `reload_rejected`, ...
     pub event: &'static str,
     /// The listener's name.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -125,3 +125,55 @@ impl CloseReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::ClientLimit;
+    use crate::metrics::CLOSE_REASONS;
+
+    /// Every close reason has its `sessions_closed_total` series, exported at 0 from start-up, and
+    /// no two reasons share one.
+    #[test]
+    fn every_close_reason_has_its_metric_label() {
+        let all = [
+            CloseReason::ClientClosed,
+            CloseReason::BrokerClosed,
+            CloseReason::Malformed {
+                direction: Direction::ClientToServer,
+                error: DecodeError::UnexpectedEnd("test"),
+            },
+            CloseReason::KeepAliveTimeout,
+            CloseReason::WriteTimeout(Direction::ServerToClient),
+            CloseReason::Io(Direction::ClientToServer),
+            CloseReason::PublishDenied,
+            CloseReason::AuthNotSupported,
+            CloseReason::QuotaExceeded,
+            CloseReason::Revoked("crl"),
+            CloseReason::RateLimited(ClientLimit::Messages),
+            CloseReason::Shutdown,
+        ];
+        // No wildcard: a new variant stops this from compiling until it is added to `all`.
+        for r in &all {
+            match r {
+                CloseReason::ClientClosed
+                | CloseReason::BrokerClosed
+                | CloseReason::Malformed { .. }
+                | CloseReason::KeepAliveTimeout
+                | CloseReason::WriteTimeout(_)
+                | CloseReason::Io(_)
+                | CloseReason::PublishDenied
+                | CloseReason::AuthNotSupported
+                | CloseReason::QuotaExceeded
+                | CloseReason::Revoked(_)
+                | CloseReason::RateLimited(_)
+                | CloseReason::Shutdown => {}
+            }
+        }
+        let labels: std::collections::BTreeSet<&str> =
+            all.iter().map(CloseReason::as_str).collect();
+        assert_eq!(labels.len(), all.len(), "two reasons share a label");
+        let exported: std::collections::BTreeSet<&str> = CLOSE_REASONS.into_iter().collect();
+        assert_eq!(labels, exported);
+    }
+}

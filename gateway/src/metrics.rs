@@ -56,6 +56,11 @@ pub const SERVER_CERT_EXPIRY: &str = "mqtt_gateway_server_certificate_expiry_tim
 pub const CLIENT_CERT_REMAINING_DAYS: &str = "mqtt_gateway_client_certificate_remaining_days";
 /// `mqtt_gateway_tls_resumptions_total{listener}`: handshakes that resumed a TLS session.
 pub const TLS_RESUMPTIONS_TOTAL: &str = "mqtt_gateway_tls_resumptions_total";
+/// `mqtt_gateway_sessions_closed_total{reason}`: every session that got past its CONNECT, counted
+/// once when it ends, by [`crate::close::CloseReason::as_str`] (who ended it and why: a broker
+/// restart shows as `broker_closed`, a resource quota as `quota_exceeded`, dead devices as
+/// `keepalive_timeout`). Refused connect phases are `connections_total` outcomes instead.
+pub const SESSIONS_CLOSED_TOTAL: &str = "mqtt_gateway_sessions_closed_total";
 /// `mqtt_gateway_policy_deny_hits_total{rule}`: denials per deciding deny rule (`file:line`; the
 /// rules are finite, so the label is bounded). A default deny (no rule matched) is not counted here.
 pub const POLICY_DENY_HITS_TOTAL: &str = "mqtt_gateway_policy_deny_hits_total";
@@ -105,6 +110,21 @@ pub const UPSTREAM_REASONS: [&str; 3] = ["refused", "timeout", "closed"];
 pub const RELOAD_SOURCES: [&str; 5] = ["config", "policy", "passwords", "crl", "certs"];
 /// `sessions_revoked_total` reasons.
 pub const REVOKE_REASONS: [&str; 3] = ["crl", "policy", "password"];
+/// `sessions_closed_total` reasons: every [`crate::close::CloseReason::as_str`].
+pub const CLOSE_REASONS: [&str; 12] = [
+    "client_closed",
+    "broker_closed",
+    "malformed",
+    "keepalive_timeout",
+    "write_timeout",
+    "io_error",
+    "publish_denied",
+    "auth_not_supported",
+    "quota_exceeded",
+    "revoked",
+    "rate_limited",
+    "shutdown",
+];
 /// Both directions.
 pub const DIRECTIONS: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
 
@@ -192,6 +212,10 @@ pub fn init(listeners: &[&str]) {
         "Denials by the deny rule (file:line) that decided them."
     );
     describe_counter!(
+        SESSIONS_CLOSED_TOTAL,
+        "Sessions ended after their CONNECT was accepted, by who ended them and why."
+    );
+    describe_counter!(
         crate::audit::AUDIT_DROPPED_TOTAL,
         "Audit lines lost because the audit writer's queue was full."
     );
@@ -233,6 +257,9 @@ pub fn init(listeners: &[&str]) {
     }
     for reason in REVOKE_REASONS {
         counter!(SESSIONS_REVOKED_TOTAL, "reason" => reason).absolute(0);
+    }
+    for reason in CLOSE_REASONS {
+        counter!(SESSIONS_CLOSED_TOTAL, "reason" => reason).absolute(0);
     }
     // Registering a histogram exports it (empty buckets) before its first observation.
     let _ = histogram!(CLIENT_CERT_REMAINING_DAYS);

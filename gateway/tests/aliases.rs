@@ -223,11 +223,16 @@ async fn an_alias_whose_binding_the_broker_never_saw_is_written_out() {
 /// The aliases of one connection may not hold unbounded memory at the gateway: a topic may be
 /// 64 KiB long, so the table of one direction holds at most 256 KiB of topics. Four aliases of
 /// 60 KiB topics and a short one are carried; the binding that would pass the budget ends the
-/// connection with DISCONNECT 0x97 (Quota exceeded) and never reaches the broker.
+/// connection with DISCONNECT 0x97 (Quota exceeded) and never reaches the broker; the close is
+/// counted (`sessions_closed_total{reason="quota_exceeded"}`) and audited for that client only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alias_topics_beyond_the_byte_budget_disconnect_with_0x97() {
+    const QUOTA: &str = "mqtt_gateway_sessions_closed_total{reason=\"quota_exceeded\"}";
     let pki = Pki::new();
     let gw = gateway(&pki).await;
+    // The metrics recorder is shared by the gateways of this test binary; no other test here
+    // ends a session on a quota.
+    let quota_before = gw.metric(QUOTA).await;
     let spy = broker_spy(&gw, "al/#", 5, 10).await;
     let mut c = client(&gw, &pki, "alias-big").await;
     let long = |i: u16| format!("al/ok/{i}/{}", "x".repeat(60 * 1024));
@@ -248,6 +253,23 @@ async fn alias_topics_beyond_the_byte_budget_disconnect_with_0x97() {
         delivered.iter().map(|m| m.len()).collect::<Vec<_>>()
     );
     assert!(delivered.iter().all(|m| !m.ends_with("too much")));
+    assert_eq!(gw.metric(QUOTA).await - quota_before, 1.0);
+    let line = gw
+        .audit_line(|l| l["event"] == "quota_exceeded")
+        .await
+        .expect("the quota close is audited");
+    assert_eq!(line["client_id"], "alias-big");
+    assert_eq!(line["reason"], "quota_exceeded");
+    // One line for the one refused binding; the bindings within the budget were not refused.
+    let quotas = gw.audit().await;
+    assert_eq!(
+        quotas
+            .iter()
+            .filter(|l| l["event"] == "quota_exceeded")
+            .count(),
+        1,
+        "{quotas:?}"
+    );
 }
 
 /// The gateway tracks at most 1,024 topic aliases per direction, so the broker is never told it

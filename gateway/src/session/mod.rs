@@ -496,6 +496,7 @@ impl Session<'_> {
     {
         let gw = &self.ctx.gateway;
         tracing::debug!(peer = %identity.peer, client_id = %identity.client_id, reason = reason.as_str(), "session closed");
+        counter!(m::SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).increment(1);
         match reason {
             CloseReason::Malformed { direction, error } => gw.audit.record(&AuditEvent {
                 event: "malformed",
@@ -529,6 +530,15 @@ impl Session<'_> {
                 principal: identity.principal.as_deref(),
                 client_id: Some(&identity.client_id),
                 reason: limit.as_str(),
+                ..AuditEvent::default()
+            }),
+            CloseReason::QuotaExceeded => gw.audit.record(&AuditEvent {
+                event: "quota_exceeded",
+                listener: Some(&self.ctx.name),
+                peer: Some(identity.peer),
+                principal: identity.principal.as_deref(),
+                client_id: Some(&identity.client_id),
+                reason: reason.as_str(),
                 ..AuditEvent::default()
             }),
             CloseReason::BrokerClosed => {}
