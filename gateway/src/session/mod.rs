@@ -4,6 +4,7 @@
 //! phase and exactly one [`CloseReason`] ends the session.
 
 pub mod connect;
+mod finish;
 mod handshake;
 pub mod inspect;
 mod last_allowed;
@@ -32,6 +33,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
 };
+use self::finish::watch_revocation;
 use self::handshake::handshake;
 pub(crate) use self::handshake::refused;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
@@ -316,11 +318,8 @@ async fn open(
             return None;
         }
     };
-    // The broker is told no more than the gateway tracks (`upstream_connect`).
-    let alias_max = connect
-        .properties
-        .topic_alias_maximum()
-        .min(state::MAX_TOPIC_ALIASES);
+    // Capped where it is used (`AliasState::resolve`), as in the upstream CONNECT.
+    let alias_max = connect.properties.topic_alias_maximum();
     // Keep-alive capped by `max_keepalive` (0, "never", is capped too): an idle socket is held at
     // most 1.5 × that. MQTT 5 clients are told through CONNACK's Server Keep Alive.
     let max_ka = u16::try_from(limits.max_keepalive.as_secs())
@@ -461,137 +460,38 @@ impl Session<'_> {
         .await;
     }
 
+    /// An audit event about this session, with its listener, peer, principal and client id.
+    fn event<'a>(
+        &'a self,
+        identity: &'a SessionIdentity,
+        event: &'static str,
+        reason: &'a str,
+    ) -> AuditEvent<'a> {
+        AuditEvent {
+            event,
+            listener: Some(&self.ctx.name),
+            peer: Some(identity.peer),
+            principal: identity.principal.as_deref(),
+            client_id: Some(&identity.client_id),
+            reason,
+            ..AuditEvent::default()
+        }
+    }
+
     fn record_denials(&self, identity: &SessionIdentity, denials: &mut Vec<Denial>) {
         let gw = &self.ctx.gateway;
         for d in denials.drain(..) {
             counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
             m::deny_hit(d.rule.as_ref());
             gw.audit.record(&AuditEvent {
-                event: "acl_denied",
-                listener: Some(&self.ctx.name),
-                peer: Some(identity.peer),
-                principal: identity.principal.as_deref(),
-                client_id: Some(&identity.client_id),
-                reason: d.action,
                 rule: d.rule.as_ref().map(ToString::to_string),
                 action: Some(d.action),
                 topic: Some(&d.topic),
                 cert_fingerprint: identity.fingerprint(),
                 cert_serial: identity.serial(),
-                ..AuditEvent::default()
+                ..self.event(identity, "acl_denied", d.action)
             });
         }
-    }
-
-    async fn finish<C, B>(
-        &self,
-        identity: &SessionIdentity,
-        reason: &CloseReason,
-        (said_goodbye, connack_relayed): (bool, bool),
-        client_out: Mutex<Out<C>>,
-        broker_out: Mutex<Out<B>>,
-    ) where
-        C: tokio::io::AsyncWrite + Unpin,
-        B: tokio::io::AsyncWrite + Unpin,
-    {
-        let gw = &self.ctx.gateway;
-        tracing::debug!(peer = %identity.peer, client_id = %identity.client_id, reason = reason.as_str(), "session closed");
-        counter!(m::SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).increment(1);
-        match reason {
-            CloseReason::Malformed { direction, error } => gw.audit.record(&AuditEvent {
-                event: "malformed",
-                listener: Some(&self.ctx.name),
-                peer: Some(identity.peer),
-                principal: identity.principal.as_deref(),
-                client_id: Some(&identity.client_id),
-                reason: direction.as_str(),
-                detail: Some(&error.to_string()),
-                ..AuditEvent::default()
-            }),
-            CloseReason::Revoked(why) => {
-                counter!(m::SESSIONS_REVOKED_TOTAL, "reason" => *why).increment(1);
-                tracing::info!(peer = %identity.peer, client_id = %identity.client_id, reason = why, "live session revoked");
-                gw.audit.record(&AuditEvent {
-                    event: "session_revoked",
-                    listener: Some(&self.ctx.name),
-                    peer: Some(identity.peer),
-                    principal: identity.principal.as_deref(),
-                    client_id: Some(&identity.client_id),
-                    reason: why,
-                    cert_fingerprint: identity.fingerprint(),
-                    cert_serial: identity.serial(),
-                    ..AuditEvent::default()
-                });
-            }
-            CloseReason::RateLimited(limit) => gw.audit.record(&AuditEvent {
-                event: "rate_limited",
-                listener: Some(&self.ctx.name),
-                peer: Some(identity.peer),
-                principal: identity.principal.as_deref(),
-                client_id: Some(&identity.client_id),
-                reason: limit.as_str(),
-                ..AuditEvent::default()
-            }),
-            CloseReason::QuotaExceeded => gw.audit.record(&AuditEvent {
-                event: "quota_exceeded",
-                listener: Some(&self.ctx.name),
-                peer: Some(identity.peer),
-                principal: identity.principal.as_deref(),
-                client_id: Some(&identity.client_id),
-                reason: reason.as_str(),
-                ..AuditEvent::default()
-            }),
-            CloseReason::BrokerClosed => {}
-            CloseReason::Io(Direction::ServerToClient) => {
-                counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
-            }
-            _ => {}
-        }
-        let mut client = client_out.into_inner();
-        if !client.is_dirty() {
-            let ours = reason
-                .disconnect_reason()
-                .filter(|_| self.version.is_v5() && !said_goodbye);
-            if matches!(reason, CloseReason::Revoked(_)) && !connack_relayed {
-                // Revoked before the broker's CONNACK reached the client: the answer still due is
-                // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
-                let connack = refuse::refusing_connack(self.version, ReasonCode::NotAuthorized);
-                write_goodbye(client.io_mut(), |b| connack.encode(self.version, b)).await;
-            } else if let Some(code) = ours {
-                write_goodbye(client.io_mut(), |b| {
-                    Disconnect::new(code).encode(self.version, b)
-                })
-                .await;
-            }
-            let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
-        }
-        let mut broker = broker_out.into_inner();
-        if matches!(reason, CloseReason::Revoked(_))
-            && !broker.is_dirty()
-            && identity.will_refused(&gw.current())
-        {
-            // A normal DISCONNECT makes the broker discard the Will ([MQTT-3.14.4-3], MQTT 5
-            // [MQTT-3.1.2-10]): the broker must not publish a Will the policy now refuses. A Will
-            // still allowed is left to the broker (a device's "offline" message, say). After the
-            // client's own DISCONNECT this one is redundant, and harmless.
-            write_goodbye(broker.io_mut(), |b| {
-                Disconnect::new(ReasonCode::Success).encode(self.version, b)
-            })
-            .await;
-        }
-        let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().shutdown()).await;
-    }
-}
-
-/// Writes the last packet of a closing connection, as `encode` writes it, within
-/// [`GOODBYE_TIMEOUT`]; a peer that does not take it is closed all the same.
-async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
-    io: &mut W,
-    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
-) {
-    let mut bytes = Vec::new();
-    if encode(&mut bytes).is_ok() {
-        let _ = timeout(GOODBYE_TIMEOUT, io.write_all(&bytes)).await;
     }
 }
 
@@ -603,25 +503,6 @@ fn note_goodbye(inspected: Inspected, said_goodbye: &AtomicBool) -> Inspected {
         said_goodbye.store(true, Ordering::Relaxed);
     }
     inspected
-}
-
-/// Waits for new snapshots and re-checks the session against each; returns when it must end.
-/// `rx` was subscribed before the session's snapshot was read, so no reload falls between them.
-async fn watch_revocation(
-    gw: &Gateway,
-    identity: &SessionIdentity,
-    mut rx: tokio::sync::watch::Receiver<u64>,
-) -> CloseReason {
-    loop {
-        if rx.changed().await.is_err() {
-            // The gateway is going away; shutdown ends the session.
-            std::future::pending::<()>().await;
-        }
-        let snap = gw.current();
-        if let Some(reason) = identity.recheck(&snap) {
-            return CloseReason::Revoked(reason);
-        }
-    }
 }
 
 /// Re-resolves the client's policy when a new generation was published (checked per packet; a

@@ -1,0 +1,119 @@
+//! How a session ends: watching for a reload that revokes it, then, once one [`CloseReason`] has
+//! ended the relay, its metric and audit line and the last packets to the client and the broker
+//! (a DISCONNECT or a refusing CONNACK; a DISCONNECT that discards a Will the policy now refuses).
+
+#[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
+use super::*;
+
+impl Session<'_> {
+    /// Ends the session for `reason`: counted, audited where it is a security decision, and
+    /// answered to the client (and, for a revoked session whose Will is now refused, the broker)
+    /// before both connections are shut down.
+    pub(super) async fn finish<C, B>(
+        &self,
+        identity: &SessionIdentity,
+        reason: &CloseReason,
+        (said_goodbye, connack_relayed): (bool, bool),
+        client_out: Mutex<Out<C>>,
+        broker_out: Mutex<Out<B>>,
+    ) where
+        C: tokio::io::AsyncWrite + Unpin,
+        B: tokio::io::AsyncWrite + Unpin,
+    {
+        let gw = &self.ctx.gateway;
+        tracing::debug!(peer = %identity.peer, client_id = %identity.client_id, reason = reason.as_str(), "session closed");
+        counter!(m::SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).increment(1);
+        match reason {
+            CloseReason::Malformed { direction, error } => gw.audit.record(&AuditEvent {
+                detail: Some(&error.to_string()),
+                ..self.event(identity, "malformed", direction.as_str())
+            }),
+            CloseReason::Revoked(why) => {
+                counter!(m::SESSIONS_REVOKED_TOTAL, "reason" => *why).increment(1);
+                tracing::info!(peer = %identity.peer, client_id = %identity.client_id, reason = why, "live session revoked");
+                gw.audit.record(&AuditEvent {
+                    cert_fingerprint: identity.fingerprint(),
+                    cert_serial: identity.serial(),
+                    ..self.event(identity, "session_revoked", why)
+                });
+            }
+            CloseReason::RateLimited(limit) => {
+                gw.audit
+                    .record(&self.event(identity, "rate_limited", limit.as_str()));
+            }
+            CloseReason::QuotaExceeded => {
+                gw.audit
+                    .record(&self.event(identity, "quota_exceeded", reason.as_str()));
+            }
+            CloseReason::BrokerClosed => {}
+            CloseReason::Io(Direction::ServerToClient) => {
+                counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
+            }
+            _ => {}
+        }
+        let mut client = client_out.into_inner();
+        if !client.is_dirty() {
+            let ours = reason
+                .disconnect_reason()
+                .filter(|_| self.version.is_v5() && !said_goodbye);
+            if matches!(reason, CloseReason::Revoked(_)) && !connack_relayed {
+                // Revoked before the broker's CONNACK reached the client: the answer still due is
+                // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
+                let connack = refuse::refusing_connack(self.version, ReasonCode::NotAuthorized);
+                write_goodbye(client.io_mut(), |b| connack.encode(self.version, b)).await;
+            } else if let Some(code) = ours {
+                write_goodbye(client.io_mut(), |b| {
+                    Disconnect::new(code).encode(self.version, b)
+                })
+                .await;
+            }
+            let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
+        }
+        let mut broker = broker_out.into_inner();
+        if matches!(reason, CloseReason::Revoked(_))
+            && !broker.is_dirty()
+            && identity.will_refused(&gw.current())
+        {
+            // A normal DISCONNECT makes the broker discard the Will ([MQTT-3.14.4-3], MQTT 5
+            // [MQTT-3.1.2-10]): the broker must not publish a Will the policy now refuses. A Will
+            // still allowed is left to the broker (a device's "offline" message, say). After the
+            // client's own DISCONNECT this one is redundant, and harmless.
+            write_goodbye(broker.io_mut(), |b| {
+                Disconnect::new(ReasonCode::Success).encode(self.version, b)
+            })
+            .await;
+        }
+        let _ = timeout(GOODBYE_TIMEOUT, broker.io_mut().shutdown()).await;
+    }
+}
+
+/// Writes the last packet of a closing connection, as `encode` writes it, within
+/// [`GOODBYE_TIMEOUT`]; a peer that does not take it is closed all the same.
+async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
+) {
+    let mut bytes = Vec::new();
+    if encode(&mut bytes).is_ok() {
+        let _ = timeout(GOODBYE_TIMEOUT, io.write_all(&bytes)).await;
+    }
+}
+
+/// Waits for new snapshots and re-checks the session against each; returns when it must end.
+/// `rx` was subscribed before the session's snapshot was read, so no reload falls between them.
+pub(super) async fn watch_revocation(
+    gw: &Gateway,
+    identity: &SessionIdentity,
+    mut rx: tokio::sync::watch::Receiver<u64>,
+) -> CloseReason {
+    loop {
+        if rx.changed().await.is_err() {
+            // The gateway is going away; shutdown ends the session.
+            std::future::pending::<()>().await;
+        }
+        let snap = gw.current();
+        if let Some(reason) = identity.recheck(&snap) {
+            return CloseReason::Revoked(reason);
+        }
+    }
+}
