@@ -496,3 +496,171 @@ async fn the_gateway_prefers_aes128_unless_the_client_puts_chacha20_first() {
         assert_eq!(got.suite(), want, "{name}");
     }
 }
+
+/// Waits until the system clock is past `t` (the event the next step depends on: a certificate's
+/// `notAfter` or a CRL's `nextUpdate`, which have one-second resolution).
+async fn clock_past(t: time::OffsetDateTime) {
+    while time::OffsetDateTime::now_utc() <= t + time::Duration::seconds(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Offers the session stored in `config` again: the client's handshake resumes, and the gateway
+/// must close the connection without reading its CONNECT (no CONNACK). Returns the client's local
+/// address.
+async fn resumed_then_closed(
+    gw: &TestGateway,
+    config: &Arc<ClientConfig>,
+    client_id: &str,
+) -> SocketAddr {
+    let tcp = TcpStream::connect(gw.tls_addr()).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .expect("the client's side of a resumption completes");
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed),
+        "{client_id}: the test needs the client to resume"
+    );
+    let _ = tls
+        .write_all(&connect_frame(ProtocolVersion::V5, client_id, None, None))
+        .await;
+    let _ = tls.flush().await;
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+        Err(_) => panic!("{client_id}: no verdict from the gateway within 10 s"),
+        Ok(Ok(n)) => assert_eq!(n, 0, "{client_id} was admitted: {:02x?}", &buf[..n]),
+        Ok(Err(_)) => {}
+    }
+    local
+}
+
+/// Issue 20 item 1: a TLS 1.3 ticket or a TLS 1.2 session id made while the client certificate
+/// was valid must not resume after its `notAfter` (a full handshake with the same certificate is
+/// refused, so a resumption must be too). The refusal is counted and audited as `expired`; a
+/// device whose certificate is still valid resumes and is served next to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumed_after_the_certificate_expired_is_refused() {
+    let pki = Pki::new();
+    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let gw = Setup::new(&pki).start().await;
+    let good = pki.client("resume-good", None, Flaw::None);
+    let good_tls = client_tls(&pki, Some(&good), TLS13);
+
+    // One ClientConfig per version and device keeps its session (ticket or session id).
+    let mut short = Vec::new();
+    for (name, versions) in [("v13", TLS13), ("v12", TLS12)] {
+        let cert = pki.client_until(&format!("short-{name}"), until);
+        let config = client_tls(&pki, Some(&cert), versions);
+        let id = format!("short-{name}");
+        assert_eq!(
+            session(&gw, &config, &id).await,
+            HandshakeKind::Full,
+            "{name}"
+        );
+        short.push((id, config, cert));
+    }
+    assert_eq!(
+        session(&gw, &good_tls, "resume-good").await,
+        HandshakeKind::Full
+    );
+
+    clock_past(until).await;
+
+    for (id, config, cert) in &short {
+        // A full handshake with the expired certificate is refused by rustls...
+        let versions = if id.ends_with("v13") { TLS13 } else { TLS12 };
+        let (_, err) = refused(gw.tls_addr(), client_tls(&pki, Some(cert), versions)).await;
+        assert_eq!(
+            err,
+            rustls::Error::AlertReceived(AlertDescription::CertificateExpired),
+            "{id}"
+        );
+        // ...and so is the resumption of the session made while it was valid.
+        let before = counters(&gw, "expired").await;
+        let local = resumed_then_closed(&gw, config, id).await;
+        let line = assert_recorded(
+            &gw,
+            Some(local),
+            "expired",
+            Some("resumed TLS session"),
+            before,
+        )
+        .await;
+        assert!(line["principal"].is_null(), "{line}");
+    }
+
+    // The good device resumes and is served (PINGREQ answered through the broker).
+    let before = gw
+        .metric("mqtt_gateway_tls_resumptions_total{listener=\"mqtts\"}")
+        .await;
+    let c = admitted(&gw, Arc::clone(&good_tls), "resume-good").await;
+    assert_eq!(
+        c.stream.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed)
+    );
+    assert!(
+        gw.metric("mqtt_gateway_tls_resumptions_total{listener=\"mqtts\"}")
+            .await
+            >= before + 1.0
+    );
+}
+
+/// Issue 20 item 1, the CRL's side: once the CRL the listener enforces is past its `nextUpdate`,
+/// every certificate it covers is refused (fail closed), by resumption as by a full handshake.
+/// Beside it, a listener whose CRL is fresh lets the same kind of resumption in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumed_after_the_crl_went_stale_is_refused() {
+    let pki = Pki::new();
+    let device = pki.client("stale-crl", None, Flaw::None);
+    let stale_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let crl = pki.write_leaf_crl_until(&[], stale_at);
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = crl_extra(&[&crl], "leaf");
+    let gw = setup.start().await;
+
+    let pki2 = Pki::new();
+    let fresh_device = pki2.client("fresh-crl", None, Flaw::None);
+    let fresh_crl = pki2.write_leaf_crl(&[]);
+    let mut fresh_setup = Setup::new(&pki2);
+    fresh_setup.tls_extra = crl_extra(&[&fresh_crl], "leaf");
+    let fresh_gw = fresh_setup.start().await;
+
+    let config = client_tls(&pki, Some(&device), TLS13);
+    assert_eq!(
+        session(&gw, &config, "stale-crl").await,
+        HandshakeKind::Full
+    );
+    let fresh_config = client_tls(&pki2, Some(&fresh_device), TLS13);
+    assert_eq!(
+        session(&fresh_gw, &fresh_config, "fresh-crl").await,
+        HandshakeKind::Full
+    );
+
+    clock_past(stale_at).await;
+
+    // A full handshake is refused (`other`: the CRL, not the certificate, is at fault)...
+    let before = counters(&gw, "other").await;
+    let (_, err) = refused(gw.tls_addr(), client_tls(&pki, Some(&device), TLS13)).await;
+    assert!(matches!(err, rustls::Error::AlertReceived(_)), "{err:?}");
+    // ...and so is the resumption.
+    let local = resumed_then_closed(&gw, &config, "stale-crl").await;
+    assert_recorded(
+        &gw,
+        Some(local),
+        "other",
+        Some("resumed TLS session"),
+        before,
+    )
+    .await;
+
+    // The listener with a fresh CRL resumes the same kind of session and serves it.
+    let c = admitted(&fresh_gw, Arc::clone(&fresh_config), "fresh-crl").await;
+    assert_eq!(
+        c.stream.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Resumed)
+    );
+}

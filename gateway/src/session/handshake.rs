@@ -70,22 +70,10 @@ async fn tls_handshake(
             None
         }
         Ok(Err(e)) => {
-            let reason = classify(&e).as_str();
-            outcome(&ctx.name, "tls_failed");
-            counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
-                .increment(1);
-            tracing::info!(%peer, listener = %ctx.name, reason, error = %e, "TLS handshake failed");
-            ctx.gateway.audit.record(&AuditEvent {
-                event: "tls_failed",
-                listener: Some(&ctx.name),
-                peer: Some(peer),
-                reason,
-                detail: Some(&e.to_string()),
-                ..AuditEvent::default()
-            });
+            tls_failed(ctx, peer, classify(&e).as_str(), &e.to_string());
             None
         }
-        Ok(Ok(stream)) => {
+        Ok(Ok(mut stream)) => {
             histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
                 .record(started.elapsed().as_secs_f64());
             crate::metrics_tls::count_resumption(&ctx.name, stream.common());
@@ -93,6 +81,22 @@ async fn tls_handshake(
                 .common()
                 .peer_certificates()
                 .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+            // A resumed session was not verified by this handshake: judge its stored chain now,
+            // with the listener's current verifier, as a full handshake would be judged.
+            let snap = ctx.gateway.current();
+            if let Err(e) = crate::tls::judge_resumption(
+                stream.common().handshake_kind(),
+                snap.verifiers.get(&*ctx.name).map(AsRef::as_ref),
+                chain.as_deref().unwrap_or_default(),
+                rustls_pki_types::UnixTime::now(),
+            ) {
+                let reason = crate::tls::classify_rustls(&e).as_str();
+                tls_failed(ctx, peer, reason, &format!("resumed TLS session: {e}"));
+                // rustls has no way to send a fatal alert after the handshake: close cleanly
+                // before reading a byte of the client's.
+                let _ = timeout(GOODBYE_TIMEOUT, stream.shutdown()).await;
+                return None;
+            }
             let cert = chain
                 .map(|chain| {
                     ClientIdentity::from_chain(&chain).map(|identity| CertInfo { chain, identity })
@@ -104,6 +108,23 @@ async fn tls_handshake(
             Some((ClientStream::Tls(Box::new(stream)), cert))
         }
     }
+}
+
+/// Counts and audits a TLS refusal: `tls_handshake_failures_total{reason}`,
+/// `connections_total{outcome="tls_failed"}` and a `tls_failed` audit line with `detail`.
+fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: &'static str, detail: &str) {
+    outcome(&ctx.name, "tls_failed");
+    counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
+        .increment(1);
+    tracing::info!(%peer, listener = %ctx.name, reason, detail, "TLS handshake failed");
+    ctx.gateway.audit.record(&AuditEvent {
+        event: "tls_failed",
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        reason,
+        detail: Some(detail),
+        ..AuditEvent::default()
+    });
 }
 
 /// Counts a connection that ends before its session (`connections_total{outcome}`) and audits

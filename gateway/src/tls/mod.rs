@@ -17,6 +17,10 @@
 //!   client-certificate and CRL checks (rustls copies the stored chain without
 //!   re-verifying it), so a cache carried over a CA/CRL reload would let a just-revoked
 //!   client back in by resumption.
+//! - Within one build time still passes: a session resumed after its certificate's
+//!   `notAfter`, or after the CRL's `nextUpdate`, must be refused as a full handshake
+//!   would be. Every resumed handshake is judged again by [`judge_resumption`] with the
+//!   listener's current verifier at the current time before its first packet is read.
 //! - The server picks the cipher suite: AES-128-GCM first, unless the client lists
 //!   ChaCha20-Poly1305 first (a device without AES instructions), which then gets it
 //!   ([`ServerTls`], [`client_hello`]). Both configs of a listener share one session cache.
@@ -308,6 +312,31 @@ fn client_verifier_with(
         client_ca: client_ca.clone(),
         source: Box::new(e),
     })
+}
+
+/// Judges a completed handshake as a full one would have been judged at `now`. A full
+/// handshake was verified by rustls and passes unchanged; a resumed one (TLS 1.2 session id,
+/// TLS 1.3 ticket) was not verified at all (rustls restores the chain stored when the session
+/// was made), so its `chain` is verified again with `verifier`: validity window, CRLs and
+/// their freshness, key usage. `verifier` is the listener's current one (`None` when the
+/// listener asks for no certificate).
+///
+/// # Errors
+/// The rustls error a full handshake would have failed with (classify it with
+/// [`classify_rustls`]).
+pub fn judge_resumption(
+    kind: Option<rustls::HandshakeKind>,
+    verifier: Option<&dyn ClientCertVerifier>,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    if kind != Some(rustls::HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    match verifier {
+        Some(v) => reverify(v, chain, now),
+        None => Ok(()),
+    }
 }
 
 /// Would `chain` (leaf first, as stored from a live session's

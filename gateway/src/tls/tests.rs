@@ -277,3 +277,140 @@ fn crl_dates_from_pem_and_der_files() {
         Err(TlsError::Read { .. })
     ));
 }
+
+/// `judge_resumption` as a table: a resumed handshake is judged as a full one would be at
+/// `now` (validity window, CRL freshness, revocation), a full one is left to rustls.
+#[test]
+fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    use rustls::pki_types::{CertificateRevocationListDer, UnixTime};
+
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "resumption CA");
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let leaf = |serial: u64, until: i32| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("device-{serial}"));
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = date_time_ymd(2025, 1, 1);
+        p.not_after = date_time_ymd(until, 1, 1);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        p.signed_by(&key, &ca).unwrap().der().clone()
+    };
+    let good = leaf(10, 2030);
+    let revoked = leaf(11, 2030);
+    let short = leaf(12, 2027);
+    // The CA's CRL: valid 2025..2029, revokes serial 11.
+    let crl = CertificateRevocationListParams {
+        this_update: date_time_ymd(2025, 1, 1),
+        next_update: date_time_ymd(2029, 1, 1),
+        crl_number: SerialNumber::from(1),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from(11),
+            revocation_time: date_time_ymd(2025, 6, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca)
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .with_crls([CertificateRevocationListDer::from(crl.der().to_vec())])
+            .enforce_revocation_expiration()
+            .build()
+            .unwrap();
+
+    let at = |year| {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(jan1(year)).unwrap() + 86_400 * 30,
+        ))
+    };
+    let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
+    let v: Option<&dyn ClientCertVerifier> = Some(verifier.as_ref());
+    let rows: [(
+        &str,
+        Option<rustls::HandshakeKind>,
+        &CertificateDer<'_>,
+        i32,
+        Result<(), &str>,
+    ); 9] = [
+        // A full handshake was verified by rustls itself: nothing to judge again.
+        ("full, any time", Some(Full), &good, 2031, Ok(())),
+        ("not finished", None, &good, 2031, Ok(())),
+        // Resumed within the certificate's and the CRL's validity: admitted.
+        ("resumed, valid", Some(Resumed), &good, 2026, Ok(())),
+        // Resumed after the certificate's notAfter: refused as `expired`.
+        (
+            "resumed after notAfter",
+            Some(Resumed),
+            &short,
+            2027,
+            Err("expired"),
+        ),
+        // Resumed after the CRL's nextUpdate: a stale CRL refuses everyone (fail closed; the
+        // `other` class, as in a full handshake).
+        (
+            "resumed, CRL stale",
+            Some(Resumed),
+            &good,
+            2029,
+            Err("other"),
+        ),
+        // Resumed by a certificate the (current) CRL revokes.
+        (
+            "resumed, revoked",
+            Some(Resumed),
+            &revoked,
+            2026,
+            Err("revoked"),
+        ),
+        // Resumed before the certificate's notBefore (a clock set back).
+        (
+            "resumed before notBefore",
+            Some(Resumed),
+            &good,
+            2024,
+            Err("not_yet_valid"),
+        ),
+        (
+            "full, revoked (rustls judged it)",
+            Some(Full),
+            &revoked,
+            2026,
+            Ok(()),
+        ),
+        (
+            "resumed, short-lived, still valid",
+            Some(Resumed),
+            &short,
+            2026,
+            Ok(()),
+        ),
+    ];
+    for (name, kind, cert, year, want) in rows {
+        let got = label(judge_resumption(
+            kind,
+            v,
+            std::slice::from_ref(cert),
+            at(year),
+        ));
+        assert_eq!(got, want, "{name}");
+    }
+    // A resumed session without a certificate on a listener that asks for none passes.
+    assert_eq!(judge_resumption(Some(Resumed), None, &[], at(2031)), Ok(()));
+    // A resumed session without a certificate where one is mandatory is refused.
+    assert!(judge_resumption(Some(Resumed), v, &[], at(2026)).is_err());
+}

@@ -203,6 +203,16 @@ impl Pki {
         self.issue(&format!("client-{cn}-{}", self.next_serial.get()), p)
     }
 
+    /// A client certificate with CN `cn`, valid from an hour ago until `not_after`.
+    pub fn client_until(&self, cn: &str, not_after: OffsetDateTime) -> Issued {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = OffsetDateTime::now_utc() - time::Duration::hours(1);
+        p.not_after = not_after;
+        self.issue(&format!("client-{cn}-{}", self.next_serial.get()), p)
+    }
+
     /// A client certificate from a CA the gateway does not trust.
     pub fn foreign_client(&self, cn: &str) -> Issued {
         let other =
@@ -229,10 +239,22 @@ impl Pki {
     }
 
     fn crl_for(issuer: &Issuer<'_, KeyPair>, revoked: &[&[u8]]) -> String {
+        Self::crl_until(
+            issuer,
+            revoked,
+            OffsetDateTime::now_utc() + time::Duration::days(7),
+        )
+    }
+
+    fn crl_until(
+        issuer: &Issuer<'_, KeyPair>,
+        revoked: &[&[u8]],
+        next_update: OffsetDateTime,
+    ) -> String {
         let now = OffsetDateTime::now_utc();
         CertificateRevocationListParams {
             this_update: now - time::Duration::minutes(5),
-            next_update: now + time::Duration::days(7),
+            next_update,
             crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs: revoked
@@ -256,6 +278,13 @@ impl Pki {
     pub fn write_leaf_crl(&self, revoked: &[&[u8]]) -> PathBuf {
         let path = self.path("inter.crl");
         std::fs::write(&path, Self::crl_for(&self.inter, revoked)).unwrap();
+        path
+    }
+
+    /// [`Pki::write_leaf_crl`] with its `nextUpdate` at `next_update`.
+    pub fn write_leaf_crl_until(&self, revoked: &[&[u8]], next_update: OffsetDateTime) -> PathBuf {
+        let path = self.path("inter.crl");
+        std::fs::write(&path, Self::crl_until(&self.inter, revoked, next_update)).unwrap();
         path
     }
 
