@@ -72,6 +72,16 @@ async fn a_connection_open_across_a_revocation_is_refused_at_its_connect() {
 
 /// A v5 CONNECT with a QoS 0 Will on `topic`.
 fn connect_with_will(client_id: &str, topic: &str) -> Vec<u8> {
+    connect_with_delayed_will(client_id, topic, None)
+}
+
+/// A v5 CONNECT with a QoS 0 Will on `topic`, with a Will Delay Interval when `delay` is given.
+fn connect_with_delayed_will(client_id: &str, topic: &str, delay: Option<u32>) -> Vec<u8> {
+    let mut will_props = Vec::new();
+    if let Some(d) = delay {
+        will_props.push(0x18);
+        will_props.extend_from_slice(&d.to_be_bytes());
+    }
     let c = mqtt_inspect::Connect {
         version: ProtocolVersion::V5,
         clean_start: true,
@@ -81,7 +91,11 @@ fn connect_with_will(client_id: &str, topic: &str) -> Vec<u8> {
         will: Some(mqtt_inspect::Will {
             qos: mqtt_inspect::QoS::AtMostOnce,
             retain: false,
-            properties: mqtt_inspect::Properties::EMPTY,
+            properties: mqtt_inspect::Properties::parse(
+                &will_props,
+                mqtt_inspect::PropertyContext::Will,
+            )
+            .unwrap(),
             topic,
             payload: b"gone",
         }),
@@ -285,4 +299,105 @@ async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
     let login = connect_frame(ProtocolVersion::V5, "dev-p", Some("dev-p"), Some(b"pw"));
     accepted(&mut with_password, &login).await;
     still_served(&mut with_password).await;
+}
+
+/// Points the running gateway at `tap` (in front of its broker) with the configuration and policy
+/// files as they are now: a new snapshot, as a reload makes.
+fn through_tap(gw: &TestGateway, tap: &support::wire::ConnectTap) {
+    let snap = gw.running.gateway.current();
+    let mut config = (*snap.config).clone();
+    config.upstream.address = Some(tap.addr.to_string());
+    gw.running.gateway.store(
+        mqtt_gateway::server::load_snapshot(std::sync::Arc::new(config), snap.generation + 1)
+            .unwrap(),
+    );
+}
+
+/// Issue 20 item 2: a Will the broker holds after the connection is gone (MQTT 5 Will Delay
+/// Interval) is out of the gateway's reach, so a revocation or policy change during the delay
+/// could not stop it. The broker is told at most `limits.max_will_delay` (default 0: no delay):
+/// - still allowed: a device asking for an hour's delay reaches the broker without one (seen by a
+///   tap in front of it), and when it drops without DISCONNECT its Will is published at once,
+///   under the policy that allowed it;
+/// - revoked: a device whose delayed Will the new policy refuses is cut off (0x98) and the broker
+///   told a normal DISCONNECT, so the Will is discarded [MQTT-3.14.4-3]: the watcher's next
+///   message is a marker published after it, and the broker never logs the Will's topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_delay_is_not_left_to_the_broker() {
+    let pki = Pki::new();
+    let policy_v1 = r##"version = 1
+[[connect]]
+who = { any = true }
+client_ids = ["*"]
+[[rule]]
+who = { any = true }
+allow = ["publish", "subscribe", "receive"]
+topics = ["open/#", "will/#"]
+"##;
+    let mut setup = Setup::new(&pki);
+    setup.policy = policy_v1.to_owned();
+    let gw = setup.start().await;
+    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    through_tap(&gw, &tap);
+    let mut watcher = broker_watcher(&gw).await;
+
+    // Still allowed: published at once when the device drops.
+    let cert = pki.client("dev-delay-s", None, Flaw::None);
+    let mut c = tls13(&gw, &pki, &cert).await;
+    accepted(
+        &mut c,
+        &connect_with_delayed_will("dev-delay-s", "open/s", Some(3600)),
+    )
+    .await;
+    assert_eq!(
+        tap.get("dev-delay-s").will_delay,
+        None,
+        "the broker holds no delayed Will"
+    );
+    drop(c);
+    assert_eq!(next_topic(&mut watcher).await, "open/s");
+
+    // Revoked while connected: the Will is discarded.
+    let cert = pki.client("dev-delay-r", None, Flaw::None);
+    let mut c = tls13(&gw, &pki, &cert).await;
+    accepted(
+        &mut c,
+        &connect_with_delayed_will("dev-delay-r", "will/r", Some(3600)),
+    )
+    .await;
+    assert_eq!(tap.get("dev-delay-r").will_delay, None);
+    std::fs::write(
+        gw.dir.path().join("policy.toml"),
+        policy_v1.replace("\"open/#\", \"will/#\"", "\"open/#\""),
+    )
+    .unwrap();
+    through_tap(&gw, &tap);
+    disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
+    drop(c);
+    support::wire::broker_pub(&gw, &["-t", "open/marker", "-m", "m"]).await;
+    assert_eq!(next_topic(&mut watcher).await, "open/marker");
+    assert!(!gw.broker.log().contains("will/r"), "{}", gw.broker.log());
+}
+
+/// `limits.max_will_delay` set: a longer Will Delay Interval reaches the broker lowered to it, a
+/// shorter one unchanged, and both devices are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_will_delay_caps_what_the_broker_is_told() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.limits = "max_will_delay = \"30s\"".to_owned();
+    let gw = setup.start().await;
+    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    through_tap(&gw, &tap);
+    for (id, asked, told) in [("dev-cap-long", 3600, 30), ("dev-cap-short", 10, 10)] {
+        let cert = pki.client(id, None, Flaw::None);
+        let mut c = tls13(&gw, &pki, &cert).await;
+        accepted(
+            &mut c,
+            &connect_with_delayed_will(id, &format!("status/{id}"), Some(asked)),
+        )
+        .await;
+        still_served(&mut c).await;
+        assert_eq!(tap.get(id).will_delay, Some(told), "{id}");
+    }
 }

@@ -321,6 +321,11 @@ pub struct LimitsConfig {
     /// How long a banned IP is refused. Default 10 min.
     #[serde(deserialize_with = "units::duration")]
     pub ban_duration: Duration,
+    /// Longest MQTT 5 Will Delay Interval the broker is told (longer ones are lowered): a Will
+    /// the broker holds after the connection is gone is out of the gateway's reach, so a
+    /// revocation or a policy change in between cannot stop it. Default 0 (published at once).
+    #[serde(deserialize_with = "units::duration")]
+    pub max_will_delay: Duration,
 }
 
 /// A `NonZeroU32` default, checked at compile time (the functions are only
@@ -353,6 +358,7 @@ impl Default for LimitsConfig {
             auth_failures_before_ban: nonzero!(5),
             ban_window: Duration::from_secs(60),
             ban_duration: Duration::from_secs(600),
+            max_will_delay: Duration::ZERO,
         }
     }
 }

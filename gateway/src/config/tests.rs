@@ -181,6 +181,8 @@ fn broken_cases() -> Vec<Case> {
         (appended("[limits]\n\nmax_packet_size = \"1GiB\"\n"), Some(12), Some("limits.max_packet_size"), "out of range"),
         (appended("[limits]\nconnect_timeout = \"0s\"\n"), Some(11), Some("limits.connect_timeout"), "greater than zero"),
         (appended("[limits]\nmax_keepalive = \"100000s\"\n"), Some(11), Some("limits.max_keepalive"), "65535s"),
+        (appended("[limits]\nmax_will_delay = \"5000000000s\"\n"), Some(11), Some("limits.max_will_delay"), "4294967295s"),
+        (appended("[limits]\nmax_will_delay = \"1500ms\"\n"), Some(11), Some("limits.max_will_delay"), "whole seconds"),
         (appended("[limits]\nbytes_per_client_per_second = 0\n"), Some(11), Some("limits.bytes_per_client_per_second"), "out of range"),
         (appended("[[listener]]\nname = \"b\"\nbind = \"localhost:1\"\n"), Some(12), Some("listener[1].bind"), "invalid socket address"),
         (appended("[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "duplicate listener name \"plain\""),

@@ -240,6 +240,14 @@ fn check_limits(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
             "must be between 1s and 65535s (MQTT keep-alive is a 16-bit number of seconds)",
         ));
     }
+    if limits.max_will_delay.as_secs() > u64::from(u32::MAX)
+        || limits.max_will_delay.subsec_nanos() != 0
+    {
+        return Err(src.invalid(
+            &at.key("max_will_delay"),
+            "must be whole seconds, at most 4294967295s (MQTT's Will Delay Interval is a 32-bit number of seconds)",
+        ));
+    }
     let size = limits.max_packet_size.bytes();
     if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&size) {
         return Err(src.invalid(

@@ -297,6 +297,7 @@ async fn open(
         upstream_cfg.credentials,
         admitted.identity.principal.as_deref(),
         max_packet,
+        u32::try_from(limits.max_will_delay.as_secs()).unwrap_or(u32::MAX),
     ) {
         Ok(connect_bytes) => {
             let mut bytes = proxy_header.unwrap_or_default();

@@ -159,6 +159,12 @@ pub(crate) fn connected_to_itself(s: &TcpStream) -> bool {
 /// above the [`MAX_TOPIC_ALIASES`] the gateway tracks is lowered to it, so that the broker never
 /// uses an alias the gateway cannot resolve [MQTT-3.3.2-10].
 ///
+/// A Will Delay Interval above `max_will_delay` seconds is lowered to it (absent when 0, which
+/// means "at once"). A delayed Will is held and published by the broker after the connection is
+/// gone, out of the gateway's reach: a revocation or a policy change in between could not stop
+/// it. With the delay capped, the broker publishes the Will at most `max_will_delay` after a
+/// disconnection that the policy of that moment allowed (`limits.max_will_delay`, default 0).
+///
 /// # Errors
 /// The re-encoding failed (a field too long), which cannot happen for a CONNECT that decoded.
 pub fn upstream_connect(
@@ -166,6 +172,7 @@ pub fn upstream_connect(
     credentials: Credentials,
     principal: Option<&str>,
     max_packet_size: u32,
+    max_will_delay: u32,
 ) -> Result<Option<Vec<u8>>, mqtt_inspect::EncodeError> {
     let announced = connect.properties.iter().find_map(|p| match p {
         Property::MaximumPacketSize(m) => Some(m),
@@ -175,10 +182,34 @@ pub fn upstream_connect(
     let aliases = connect.properties.topic_alias_maximum();
     let lower_size = v5 && announced.is_none_or(|m| m > max_packet_size);
     let lower_aliases = v5 && aliases > MAX_TOPIC_ALIASES;
-    let lower = lower_size || lower_aliases;
+    let will_delay = connect.will.as_ref().and_then(|w| {
+        w.properties.iter().find_map(|p| match p {
+            Property::WillDelayInterval(d) => Some(d),
+            _ => None,
+        })
+    });
+    let lower_will_delay = v5 && will_delay.is_some_and(|d| d > max_will_delay);
+    let lower = lower_size || lower_aliases || lower_will_delay;
     let mut rewritten = *connect;
     let props;
-    if lower {
+    let will_props;
+    if lower_will_delay && let Some(will) = &mut rewritten.will {
+        let mut list: Vec<Property<'_>> = will
+            .properties
+            .iter()
+            .filter(|p| !matches!(p, Property::WillDelayInterval(_)))
+            .collect();
+        if max_will_delay > 0 {
+            list.push(Property::WillDelayInterval(max_will_delay));
+        }
+        let mut raw = Vec::new();
+        encode_properties(&list, &mut raw)?;
+        will_props = raw;
+        will.properties = Properties::parse(&will_props, PropertyContext::Will)
+            .map_err(|_| mqtt_inspect::EncodeError::InvalidValue("Will properties"))?;
+    }
+    let lower_connect_props = lower_size || lower_aliases;
+    if lower_connect_props {
         let mut list: Vec<Property<'_>> = connect
             .properties
             .iter()
@@ -260,7 +291,7 @@ mod tests {
         use mqtt_inspect::ProtocolVersion::{V5, V311};
         // MQTT 5 without the property: added (passthrough keeps the credentials).
         let c = connect_with(V5, &[]);
-        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096)
+        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096, 0)
             .unwrap()
             .unwrap();
         assert_eq!(max_packet_of(&out), Some(4096));
@@ -272,14 +303,14 @@ mod tests {
         let small = [0x27, 0, 0, 0x04, 0];
         let c = connect_with(V5, &small);
         assert!(
-            upstream_connect(&c, Credentials::Passthrough, None, 4096)
+            upstream_connect(&c, Credentials::Passthrough, None, 4096, 0)
                 .unwrap()
                 .is_none()
         );
         // A client asking for more is lowered; other properties are kept.
         let big = [0x27, 0, 1, 0, 0, 0x22, 0, 10];
         let c = connect_with(V5, &big);
-        let out = upstream_connect(&c, Credentials::Principal, Some("dev"), 4096)
+        let out = upstream_connect(&c, Credentials::Principal, Some("dev"), 4096, 0)
             .unwrap()
             .unwrap();
         assert_eq!(max_packet_of(&out), Some(4096));
@@ -290,7 +321,7 @@ mod tests {
         // packet size needs no change): the broker may then only use aliases the gateway resolves.
         let many = [0x27, 0, 0, 0x04, 0, 0x22, 0xff, 0xff];
         let c = connect_with(V5, &many);
-        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096)
+        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096, 0)
             .unwrap()
             .unwrap();
         let d = mqtt_inspect::decode_connect(&out).unwrap();
@@ -298,7 +329,7 @@ mod tests {
         assert_eq!(max_packet_of(&out), Some(1024));
         let at_cap = [0x22, 0x04, 0x00];
         let c = connect_with(V5, &at_cap);
-        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096)
+        let out = upstream_connect(&c, Credentials::Passthrough, None, 4096, 0)
             .unwrap()
             .unwrap();
         let d = mqtt_inspect::decode_connect(&out).unwrap();
@@ -306,7 +337,86 @@ mod tests {
         // MQTT 3.1.1 has no properties: passthrough forwards unchanged.
         let c = connect_with(V311, &[]);
         assert!(
-            upstream_connect(&c, Credentials::Passthrough, None, 4096)
+            upstream_connect(&c, Credentials::Passthrough, None, 4096, 0)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// The Will Delay Interval the broker is told, for what the client asked and the cap, as a
+    /// table; the Will's other properties and every other field are kept.
+    #[test]
+    fn the_broker_is_told_at_most_max_will_delay() {
+        use mqtt_inspect::ProtocolVersion::{V5, V311};
+        fn will_delay_of(bytes: &[u8]) -> Option<u32> {
+            let c = mqtt_inspect::decode_connect(bytes).unwrap();
+            c.will.unwrap().properties.iter().find_map(|p| match p {
+                Property::WillDelayInterval(d) => Some(d),
+                _ => None,
+            })
+        }
+        // Will properties: Will Delay Interval (0x18) 3600, Content Type (0x03) "t".
+        let long = [0x18, 0, 0, 0x0e, 0x10, 0x03, 0, 1, b't'];
+        let short = [0x18, 0, 0, 0, 5];
+        let none: [u8; 0] = [];
+        // (client's Will properties, max_will_delay, credentials, what the broker gets:
+        //  None = the original bytes, Some(delay) = re-encoded with that delay)
+        let rows: [(&[u8], u32, Credentials, Option<Option<u32>>); 7] = [
+            (&long, 0, Credentials::Passthrough, Some(None)),
+            (&long, 60, Credentials::Passthrough, Some(Some(60))),
+            (&long, 3600, Credentials::Passthrough, None),
+            (&short, 60, Credentials::Passthrough, None),
+            (&short, 0, Credentials::Passthrough, Some(None)),
+            (&none, 0, Credentials::Passthrough, None),
+            (&long, 0, Credentials::Principal, Some(None)),
+        ];
+        // The CONNECT's own properties ask for less than 4096, so only the Will can change it.
+        let own = [0x27, 0, 0, 0x04, 0];
+        for (i, (will_props, cap, creds, want)) in rows.into_iter().enumerate() {
+            let mut c = connect_with(V5, &own);
+            c.will = Some(mqtt_inspect::Will {
+                qos: mqtt_inspect::QoS::AtLeastOnce,
+                retain: true,
+                properties: Properties::parse(will_props, PropertyContext::Will).unwrap(),
+                topic: "site/dev/status",
+                payload: b"offline",
+            });
+            let out = upstream_connect(&c, creds, Some("dev"), 4096, cap).unwrap();
+            match (want, out) {
+                (None, None) => {}
+                (Some(delay), Some(bytes)) => {
+                    assert_eq!(will_delay_of(&bytes), delay, "row {i}");
+                    let d = mqtt_inspect::decode_connect(&bytes).unwrap();
+                    let w = d.will.unwrap();
+                    assert_eq!(
+                        (w.topic, w.payload, w.retain),
+                        ("site/dev/status", &b"offline"[..], true)
+                    );
+                    let kept = w
+                        .properties
+                        .iter()
+                        .any(|p| matches!(p, Property::ContentType("t")));
+                    assert_eq!(
+                        kept,
+                        will_props == long,
+                        "row {i}: other Will properties kept"
+                    );
+                    assert_eq!(max_packet_of(&bytes), Some(1024), "row {i}");
+                }
+                (want, got) => panic!("row {i}: want {want:?}, got {got:?}"),
+            }
+        }
+        // MQTT 3.1.1 has no Will Delay Interval: nothing to lower.
+        let mut c = connect_with(V311, &[]);
+        c.will = Some(mqtt_inspect::Will {
+            qos: mqtt_inspect::QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::parse(&[], PropertyContext::Will).unwrap(),
+            topic: "t",
+            payload: b"x",
+        });
+        assert!(
+            upstream_connect(&c, Credentials::Passthrough, None, 4096, 0)
                 .unwrap()
                 .is_none()
         );

@@ -518,6 +518,8 @@ pub struct Tapped {
     pub password: Option<Vec<u8>>,
     /// MQTT 5 Topic Alias Maximum (0 when absent).
     pub topic_alias_max: u16,
+    /// MQTT 5 Will Delay Interval of the Will (`None` when absent, or no Will).
+    pub will_delay: Option<u32>,
 }
 
 /// A TCP relay in front of the broker that records the CONNECT of every connection.
@@ -557,6 +559,12 @@ impl ConnectTap {
                             username: c.username.map(str::to_owned),
                             password: c.password.map(<[u8]>::to_vec),
                             topic_alias_max: c.properties.topic_alias_maximum(),
+                            will_delay: c.will.and_then(|w| {
+                                w.properties.iter().find_map(|p| match p {
+                                    mqtt_inspect::Property::WillDelayInterval(d) => Some(d),
+                                    _ => None,
+                                })
+                            }),
                         });
                     }
                     let Ok(mut to) = TcpStream::connect(broker).await else {
