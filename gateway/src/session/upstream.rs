@@ -361,7 +361,8 @@ mod tests {
         let none: [u8; 0] = [];
         // (client's Will properties, max_will_delay, credentials, what the broker gets:
         //  None = the original bytes, Some(delay) = re-encoded with that delay)
-        let rows: [(&[u8], u32, Credentials, Option<Option<u32>>); 7] = [
+        type Row<'a> = (&'a [u8], u32, Credentials, Option<Option<u32>>);
+        let rows: [Row<'_>; 7] = [
             (&long, 0, Credentials::Passthrough, Some(None)),
             (&long, 60, Credentials::Passthrough, Some(Some(60))),
             (&long, 3600, Credentials::Passthrough, None),

@@ -340,13 +340,14 @@ fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
     };
     let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
     let v: Option<&dyn ClientCertVerifier> = Some(verifier.as_ref());
-    let rows: [(
-        &str,
+    type Row<'a> = (
+        &'a str,
         Option<rustls::HandshakeKind>,
-        &CertificateDer<'_>,
+        &'a CertificateDer<'a>,
         i32,
-        Result<(), &str>,
-    ); 9] = [
+        Result<(), &'a str>,
+    );
+    let rows: [Row<'_>; 9] = [
         // A full handshake was verified by rustls itself: nothing to judge again.
         ("full, any time", Some(Full), &good, 2031, Ok(())),
         ("not finished", None, &good, 2031, Ok(())),
