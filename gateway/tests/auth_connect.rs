@@ -231,6 +231,9 @@ async fn the_certificate_wins_over_the_connect_user_name() {
         let line = audit_of(&gw, other.local, "auth_failed", None, None).await;
         assert_eq!(line["reason"], "bad_credentials", "{line}");
         assert_eq!(line["listener"], "mqtts", "{line}");
+        // Logged as the certificate's principal, which claimed another account.
+        assert_eq!(line["principal"], "dev-7", "{line}");
+        assert_eq!(line["cert_serial"], hex(&cert.serial), "{line}");
 
         let mut own = TlsWire::tls(gw.tls_addr(), Arc::clone(&tls), version).await;
         let code = own
@@ -416,11 +419,8 @@ async fn a_sensor_cannot_take_over_another_sensors_client_id() {
     let mut setup = enforcement_setup(&pki);
     setup.policy = EXAMPLE_POLICY.to_owned();
     let gw = setup.start().await;
-    let s1 = client_tls(
-        &pki,
-        Some(&pki.client("sensor-1", Some("sensors"), Flaw::None)),
-        &[&rustls::version::TLS13],
-    );
+    let s1_cert = pki.client("sensor-1", Some("sensors"), Flaw::None);
+    let s1 = client_tls(&pki, Some(&s1_cert), &[&rustls::version::TLS13]);
     let s2 = client_tls(
         &pki,
         Some(&pki.client("sensor-2", Some("sensors"), Flaw::None)),
@@ -453,6 +453,14 @@ async fn a_sensor_cannot_take_over_another_sensors_client_id() {
         let line = audit_of(&gw, thief.local, "acl_denied", Some("connect"), None).await;
         assert_eq!(line["reason"], "client_id", "{line}");
         assert_eq!(line["client_id"], "sensor-2", "{line}");
+        // The line names the thief, not only the victim's client id (issue 20 item 9).
+        assert_eq!(line["principal"], "sensor-1", "{line}");
+        assert_eq!(line["cert_serial"], hex(&s1_cert.serial), "{line}");
+        assert_eq!(
+            line["cert_fingerprint"].as_str().map(str::len),
+            Some(64),
+            "{line}"
+        );
 
         let mut own = TlsWire::tls(gw.tls_addr(), Arc::clone(&s1), version).await;
         assert_eq!(
@@ -810,4 +818,10 @@ async fn a_certificate_whose_subject_cannot_be_read_is_refused_not_ignored() {
         ok.ping().await;
     }
     assert!(auth_failures(&gw, "mqtts", "bad_credentials").await >= before + 2.0);
+}
+
+/// Lower-case hex without leading zero bytes, as the audit log writes certificate serials.
+fn hex(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    bytes[start..].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -214,9 +214,19 @@ pub struct Refusal {
     pub topic: Option<String>,
     /// The rule that decided.
     pub rule: Option<RuleRef>,
+    /// The principal the client was established as before it was refused (a device refused for
+    /// another device's client id is logged under its own name, not only the victim's id).
+    pub principal: Option<String>,
 }
 
 impl Refusal {
+    /// This refusal, known to come from `principal` (for its audit line).
+    #[must_use]
+    pub fn by(mut self, principal: Option<&str>) -> Self {
+        self.principal = principal.map(str::to_owned);
+        self
+    }
+
     /// A refusal that is neither an authentication failure nor a policy decision of its own
     /// (a ban, an unreachable broker).
     #[must_use]
@@ -232,6 +242,7 @@ impl Refusal {
             acl_action: None,
             topic: None,
             rule: None,
+            principal: None,
         }
     }
 
@@ -243,6 +254,7 @@ impl Refusal {
             acl_action: None,
             topic: None,
             rule: None,
+            principal: None,
         }
     }
 
@@ -267,6 +279,7 @@ impl Refusal {
                 acl_action: Some("connect"),
                 topic: None,
                 rule: None,
+                principal: None,
             },
         }
     }
@@ -283,6 +296,7 @@ impl Refusal {
             acl_action: Some(action),
             topic,
             rule,
+            principal: None,
         }
     }
 }
@@ -330,7 +344,10 @@ pub async fn admit(
         }
         (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(_), Some(name)) => {
             if connect.username.is_some_and(|u| u != name) {
-                return Err(Refusal::auth(ReasonCode::NotAuthorized, "bad_credentials"));
+                // The certificate names the client; it claimed another account.
+                return Err(
+                    Refusal::auth(ReasonCode::NotAuthorized, "bad_credentials").by(Some(&name))
+                );
             }
             if auth.cert_is_credential {
                 (Some(name), false, None)
@@ -369,11 +386,12 @@ pub async fn admit(
     };
     let policy = snap.policy.resolve(&identity.facts());
     let d = policy.connect();
+    let who = identity.principal.as_deref();
     if !d.allowed {
-        return Err(Refusal::policy("connect", d.rule, None));
+        return Err(Refusal::policy("connect", d.rule, None).by(who));
     }
     if let Some((topic, d)) = identity.will.as_ref().and_then(|w| w.refused(&policy)) {
-        return Err(Refusal::policy("will", d.rule, Some(topic.to_owned())));
+        return Err(Refusal::policy("will", d.rule, Some(topic.to_owned())).by(who));
     }
     Ok(Admitted { identity, policy })
 }

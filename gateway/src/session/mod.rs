@@ -197,21 +197,41 @@ async fn open(
         Err(e) => {
             tracing::info!(%peer, error = %e, "client certificate refused: its subject cannot be read");
             let refusal = Refusal::unreadable_certificate();
-            refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+            refuse(
+                &mut client,
+                ctx,
+                peer,
+                version,
+                connect.client_id,
+                None,
+                &refusal,
+            )
+            .await;
             return None;
         }
     };
-    let fingerprint = cert
+    // The certificate's names, for the audit line of any refusal below (admit takes the chain).
+    let cert_identity = cert.as_ref().map(|c| c.identity.clone());
+    let fingerprint = cert_identity
         .as_ref()
-        .map(|c| c.identity.fingerprint_sha256_hex.clone());
+        .map(|c| c.fingerprint_sha256_hex.as_str());
     let now = std::time::Instant::now();
     if gw
         .bans
-        .identity_banned(peer.ip(), connect.username, fingerprint.as_deref(), now)
+        .identity_banned(peer.ip(), connect.username, fingerprint, now)
         .is_some()
     {
         let refusal = Refusal::other(ReasonCode::Banned, "banned", Some("banned"));
-        refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+        refuse(
+            &mut client,
+            ctx,
+            peer,
+            version,
+            connect.client_id,
+            cert_identity.as_ref(),
+            &refusal,
+        )
+        .await;
         return None;
     }
     let mut admitted = match admit(&connect, &ctx.name, peer, cert, snap, gw).await {
@@ -220,13 +240,22 @@ async fn open(
             if matches!(
                 refusal.auth_reason,
                 Some("bad_credentials" | "unknown_user")
-            ) && let Some(what) =
-                gw.bans
-                    .failure(peer.ip(), connect.username, fingerprint.as_deref(), now)
+            ) && let Some(what) = gw
+                .bans
+                .failure(peer.ip(), connect.username, fingerprint, now)
             {
                 tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
             }
-            refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+            refuse(
+                &mut client,
+                ctx,
+                peer,
+                version,
+                connect.client_id,
+                cert_identity.as_ref(),
+                &refusal,
+            )
+            .await;
             return None;
         }
     };
@@ -249,8 +278,18 @@ async fn open(
     {
         Ok((s, _node)) => s,
         Err(_) => {
-            let refusal = Refusal::other(ReasonCode::ServerUnavailable, "upstream_failed", None);
-            refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+            let refusal = Refusal::other(ReasonCode::ServerUnavailable, "upstream_failed", None)
+                .by(admitted.identity.principal.as_deref());
+            refuse(
+                &mut client,
+                ctx,
+                peer,
+                version,
+                connect.client_id,
+                cert_identity.as_ref(),
+                &refusal,
+            )
+            .await;
             return None;
         }
     };
@@ -261,7 +300,7 @@ async fn open(
     if gw.generation() != snap.generation {
         let now = gw.current();
         let again = match admitted.identity.recheck(&now) {
-            Some(why) => Err(Refusal::revoked(why)),
+            Some(why) => Err(Refusal::revoked(why).by(admitted.identity.principal.as_deref())),
             None => {
                 let cert = admitted.identity.cert.clone();
                 admit(&connect, &ctx.name, peer, cert, &now, gw).await
@@ -270,7 +309,16 @@ async fn open(
         match again {
             Ok(a) => admitted = a,
             Err(refusal) => {
-                refuse(&mut client, ctx, peer, version, connect.client_id, &refusal).await;
+                refuse(
+                    &mut client,
+                    ctx,
+                    peer,
+                    version,
+                    connect.client_id,
+                    cert_identity.as_ref(),
+                    &refusal,
+                )
+                .await;
                 return None;
             }
         }

@@ -12,6 +12,7 @@ pub(super) async fn refuse(
     peer: SocketAddr,
     version: ProtocolVersion,
     client_id: &str,
+    cert: Option<&ClientIdentity>,
     refusal: &Refusal,
 ) {
     outcome(&ctx.name, refusal.outcome);
@@ -33,6 +34,9 @@ pub(super) async fn refuse(
         listener: Some(&ctx.name),
         peer: Some(peer),
         client_id: Some(client_id),
+        principal: refusal.principal.as_deref(),
+        cert_fingerprint: cert.map(|c| c.fingerprint_sha256_hex.as_str()),
+        cert_serial: cert.map(|c| c.serial_hex.as_str()),
         reason: refusal
             .auth_reason
             .or(refusal.acl_action)
