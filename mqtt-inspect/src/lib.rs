@@ -44,7 +44,8 @@ pub use framing::{
 pub use packet::{
     Ack, AckKind, Auth, Connack, ConnackCode, Connect, Disconnect, Packet, PacketId, PacketType,
     Publish, QoS, RetainHandling, Suback, Subscribe, SubscribeFilters, SubscriptionOptions,
-    Unsuback, Unsubscribe, UnsubscribeFilters, Will, decode, decode_connect,
+    Unsuback, Unsubscribe, UnsubscribeFilters, Will, check_connect_first_byte, decode,
+    decode_connect,
 };
 pub use properties::{Properties, Property, PropertyContext, PropertyIter, encode_properties};
 pub use reader::check_utf8;

@@ -948,3 +948,28 @@ fn oversize_and_malformed_lengths() {
         ReasonCode::PacketTooLarge
     );
 }
+
+/// [MQTT-3.1.0-1] and [MQTT-2.2.2-2] from the first byte alone: only 0x10 can start a
+/// connection; every other first byte is refused before its body is read, and agrees with what
+/// `decode_connect` says of the whole frame.
+#[test]
+fn the_first_byte_of_a_connection_must_be_a_connects() {
+    assert_eq!(mqtt_inspect::check_connect_first_byte(0x10), Ok(()));
+    for byte in 0..=u8::MAX {
+        let early = mqtt_inspect::check_connect_first_byte(byte);
+        if byte == 0x10 {
+            continue;
+        }
+        let expected = if byte >> 4 == 1 {
+            DecodeError::ReservedFlags("CONNECT")
+        } else {
+            DecodeError::ProtocolViolation("the first packet must be CONNECT")
+        };
+        assert_eq!(early, Err(expected), "{byte:#04x}");
+        // The whole frame is refused too (never accepted by one and refused by the other).
+        let body = connect_body("MQTT", 4, 0x02, None, &s("c"));
+        assert!(decode_connect(&frame(byte, &body)).is_err(), "{byte:#04x}");
+    }
+    let good = frame(0x10, &connect_body("MQTT", 4, 0x02, None, &s("c")));
+    assert!(decode_connect(&good).is_ok());
+}

@@ -47,6 +47,13 @@ pub async fn read_first_frame<S: AsyncRead + Unpin>(
 ) -> Result<(BytesMut, BytesMut), ReadError> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
+        // Judged as soon as it arrives: a first byte that is not a CONNECT's is closed at once,
+        // not held until the deadline waiting for the rest of a packet that cannot be accepted.
+        if let Some(&first) = buf.first()
+            && let Err(e) = mqtt_inspect::check_connect_first_byte(first)
+        {
+            return Err(ReadError::Malformed(e));
+        }
         match peek_frame(&buf, max_packet_size) {
             Ok(Peek::Complete(h)) => {
                 let frame = buf.split_to(h.frame_len());

@@ -301,6 +301,23 @@ pub fn decode(frame: &[u8], version: ProtocolVersion) -> Result<Packet<'_>, Deco
     Ok(packet)
 }
 
+/// Judges the first byte of a connection's first packet before its body has arrived: it must be
+/// a CONNECT's, type 1 with the reserved flags 0 ([MQTT-3.1.0-1], [MQTT-2.2.2-2]). A server can
+/// then close a connection that cannot be MQTT at once, instead of waiting for a body that may
+/// never come.
+///
+/// # Errors
+/// `ProtocolViolation` for another packet type, `ReservedFlags` for a CONNECT type with flags.
+pub const fn check_connect_first_byte(byte: u8) -> Result<(), DecodeError> {
+    match byte {
+        0x10 => Ok(()),
+        b if b >> 4 == 1 => Err(DecodeError::ReservedFlags("CONNECT")),
+        _ => Err(DecodeError::ProtocolViolation(
+            "the first packet must be CONNECT",
+        )),
+    }
+}
+
 /// Decodes the first packet of a connection, which must be a CONNECT ([MQTT-3.1.0-1]).
 ///
 /// # Errors
