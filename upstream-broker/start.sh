@@ -11,6 +11,8 @@
 #
 # With UNIX_SOCKET=/path in the environment the broker also listens on that Unix domain socket
 # (the gateway's `upstream.address = "unix:/path"`, for a broker on the gateway's host).
+# With EXTRA_CONF=/path the lines of that file are appended (e.g. a bridge `connection` section
+# of a second, "remote site" broker in a test).
 set -euo pipefail
 
 usage() {
@@ -54,6 +56,11 @@ conf=$rundir/mosquitto.conf
         # Mosquitto concatenates location and file name: the trailing slash is required.
         echo "persistence_location $datadir/"
         echo "persistence_file mosquitto.db"
+    fi
+    if [[ -n ${EXTRA_CONF:-} ]]; then
+        echo
+        echo "# Appended from $EXTRA_CONF (EXTRA_CONF)."
+        cat "$EXTRA_CONF"
     fi
     if [[ $(id -u) -eq 0 ]]; then
         # Started as root, Mosquitto 2.0 drops privileges to user "mosquitto" after reading the config,

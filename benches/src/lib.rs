@@ -71,6 +71,7 @@ pub async fn connect_from(
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     let mut out = Vec::new();
     c.encode(&mut out)?;

@@ -825,3 +825,102 @@ fn hex(bytes: &[u8]) -> String {
     let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
     bytes[start..].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Issue 20 item 13: a Mosquitto bridge from a remote site (protocol level with the bridge bit,
+/// 0x84 for 3.1.1, as `try_private true`, Mosquitto's default, sends it) connects through the
+/// gateway with its certificate, and is judged like any client: its connect rule, and every
+/// message it forwards against its publish rights. Shown with a real second Mosquitto bridging
+/// `site/a/#` and `blocked/#` out: the allowed message reaches the central broker, the refused one
+/// is dropped (acl_denied, audited under the bridge's principal), and the central broker saw a
+/// bridge (Mosquitto logs "New bridge connected"), so the bit reached it. Before, the gateway
+/// refused the bridge's CONNECT with return code 1 and the site never connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mosquitto_bridge_connects_through_the_gateway_and_is_judged_like_a_client() {
+    let pki = Pki::new();
+    let mut setup = support::wire::enforcement_setup(&pki);
+    setup.policy = r##"version = 1
+[[connect]]
+who = { any = true }
+client_ids = ["%u"]
+[[rule]]
+who = { principals = ["site-a"] }
+allow = ["publish"]
+topics = ["site/a/#"]
+[[rule]]
+who = { any = true }
+allow = ["subscribe", "receive"]
+topics = ["#"]
+"##
+    .to_owned();
+    let gw = setup.start().await;
+    // The first message the central broker delivers (it exits after one).
+    let watcher = support::wire::broker_spy(&gw, "#", 1, 30).await;
+    let denied_before = acl_denied(&gw, "publish").await;
+
+    let cert = pki.client("site-a", None, Flaw::None);
+    let site = e2e::Mosquitto::start_with_conf(&format!(
+        "connection to-central\n\
+         address {gw}\n\
+         remote_clientid site-a\n\
+         bridge_cafile {ca}\n\
+         bridge_certfile {chain}\n\
+         bridge_keyfile {key}\n\
+         try_private true\n\
+         notifications false\n\
+         restart_timeout 1\n\
+         topic site/a/# out 1\n\
+         topic blocked/# out 1\n",
+        gw = gw.tls_addr(),
+        ca = pki.root_path.display(),
+        chain = cert.chain_path.display(),
+        key = cert.key_path.display(),
+    ))
+    .unwrap();
+
+    // The bridge is in once the central broker logs it, as a bridge (the bit reached it).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let bridged = |log: String| {
+        log.lines()
+            .any(|l| l.contains("New bridge connected") && l.contains(" as site-a "))
+    };
+    while !bridged(gw.broker.log()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never reached the central broker.\nsite log:\n{}\ncentral log:\n{}\naudit:\n{}",
+            site.log(),
+            gw.broker.log(),
+            std::fs::read_to_string(&gw.audit_path).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Published at the remote site, forwarded by its bridge through the gateway.
+    for (topic, payload) in [("blocked/x", "refused"), ("site/a/t", "allowed")] {
+        let out = tokio::task::spawn_blocking({
+            let addr = site.addr();
+            move || {
+                e2e::mosquitto_pub(
+                    addr,
+                    e2e::MqttVersion::V311,
+                    &["-t", topic, "-m", payload, "-q", "1"],
+                )
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(out.success(), "{out:?}");
+    }
+    let line = gw
+        .audit_line(|v| v["event"] == "acl_denied" && v["topic"] == "blocked/x")
+        .await
+        .expect("the refused message is audited");
+    assert_eq!(line["principal"], "site-a", "{line}");
+    assert_eq!(line["client_id"], "site-a", "{line}");
+    assert!(acl_denied(&gw, "publish").await >= denied_before + 1.0);
+    // The central broker got the allowed message and never the refused one (sent before it).
+    assert_eq!(
+        support::wire::spy_messages(watcher).await,
+        ["site/a/t allowed"]
+    );
+}

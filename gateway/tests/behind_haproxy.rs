@@ -197,6 +197,7 @@ impl Client {
             will: None,
             username: Some("alice"),
             password: Some(password),
+            bridge: false,
         }
         .encode(&mut frame)
         .unwrap();

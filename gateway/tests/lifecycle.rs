@@ -132,6 +132,7 @@ fn connect(version: ProtocolVersion, client_id: &str, keep_alive: u16) -> Vec<u8
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     let mut out = Vec::new();
     c.encode(&mut out).unwrap();

@@ -33,6 +33,7 @@ fn connect(
         will: None,
         username: user,
         password: pw,
+        bridge: false,
     };
     let mut out = Vec::new();
     c.encode(&mut out).unwrap();

@@ -336,6 +336,7 @@ impl Session {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
         .encode(&mut connect)
         .unwrap();

@@ -101,6 +101,7 @@ fn connect_with_delayed_will(client_id: &str, topic: &str, delay: Option<u32>) -
         }),
         username: None,
         password: None,
+        bridge: false,
     };
     let mut out = Vec::new();
     c.encode(&mut out).unwrap();

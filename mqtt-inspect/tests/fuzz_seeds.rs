@@ -115,6 +115,7 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
         }),
         username: Some("user"),
         password: Some(b"secret"),
+        bridge: false,
     };
     let v31_connect = Connect {
         version: V31,

@@ -119,6 +119,35 @@ fn connect_protocol_name_and_level_must_agree() {
     }
 }
 
+/// A Mosquitto bridge sets the level's high bit (`try_private`): 0x83, 0x84, 0x85 decode as
+/// 3.1, 3.1.1 and 5 with `bridge` set, and encode back to the same bytes; the bit does not make
+/// an unsupported level or a mismatched name acceptable.
+#[test]
+fn the_bridge_bit_is_read_with_the_level_it_marks() {
+    let payload = s("site-a");
+    for (name, level, version) in [("MQIsdp", 3, V31), ("MQTT", 4, V311), ("MQTT", 5, V5)] {
+        let props: Option<&[u8]> = version.is_v5().then_some(&[]);
+        let plain = frame(0x10, &connect_body(name, level, 2, props, &payload));
+        let bridge = frame(0x10, &connect_body(name, level | 0x80, 2, props, &payload));
+        let p = decode_connect(&plain).unwrap();
+        assert!(!p.bridge);
+        let b = decode_connect(&bridge).unwrap();
+        assert!(b.bridge, "{level:#x}");
+        assert_eq!((b.version, b.client_id), (version, "site-a"));
+        let mut out = Vec::new();
+        b.encode(&mut out).unwrap();
+        assert_eq!(out, bridge, "{level:#x} re-encodes with the bit");
+    }
+    for (name, level) in [("MQTT", 0x86), ("MQTT", 0x83), ("MQIsdp", 0x84), ("MQTT", 0x80)] {
+        let body = connect_body(name, level, 2, None, &payload);
+        assert_eq!(
+            decode_connect(&frame(0x10, &body)).unwrap_err(),
+            DecodeError::UnsupportedProtocolVersion(level),
+            "{name} {level:#x}"
+        );
+    }
+}
+
 #[test]
 fn connect_flag_rules() {
     let p = s("c");

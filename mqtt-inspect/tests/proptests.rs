@@ -340,6 +340,7 @@ enum Spec {
         will: Option<WillSpec>,
         username: Option<String>,
         password: Option<Vec<u8>>,
+        bridge: bool,
     },
     Connack {
         session_present: bool,
@@ -409,6 +410,7 @@ impl Spec {
                 will,
                 username,
                 password,
+                bridge,
             } => Packet::Connect(Connect {
                 version: *version,
                 clean_start: *clean_start,
@@ -424,6 +426,7 @@ impl Spec {
                 }),
                 username: username.as_deref(),
                 password: password.as_deref(),
+                bridge: *bridge,
             }),
             Self::Connack {
                 session_present,
@@ -589,9 +592,19 @@ fn connect_spec(version: ProtocolVersion) -> BoxedStrategy<Spec> {
         proptest::option::of(will),
         proptest::option::of(mqtt_string(16)),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+        any::<bool>(),
     )
         .prop_map(
-            move |(clean_start, keep_alive, props, client_id, will, mut username, password)| {
+            move |(
+                clean_start,
+                keep_alive,
+                props,
+                client_id,
+                will,
+                mut username,
+                password,
+                bridge,
+            )| {
                 // [MQTT-3.1.2-22]: before MQTT 5 a password needs a user name.
                 if password.is_some() && username.is_none() && !version.is_v5() {
                     username = Some("user".to_owned());
@@ -605,6 +618,7 @@ fn connect_spec(version: ProtocolVersion) -> BoxedStrategy<Spec> {
                     will,
                     username,
                     password,
+                    bridge,
                 }
             },
         )
@@ -889,6 +903,7 @@ fn connect_frame(version: ProtocolVersion) -> Vec<u8> {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     encode(&Packet::Connect(connect), version)
 }

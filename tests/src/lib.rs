@@ -127,6 +127,8 @@ pub struct Mosquitto {
     port: u16,
     dir: PathBuf,
     data_dir: Option<PathBuf>,
+    /// Configuration lines appended to the reference config, kept in `dir` (EXTRA_CONF).
+    extra_conf: Option<PathBuf>,
 }
 
 impl fmt::Debug for Mosquitto {
@@ -143,23 +145,39 @@ impl fmt::Debug for Mosquitto {
 impl Mosquitto {
     /// Starts the reference broker without persistence and waits until it accepts TCP.
     pub fn start() -> io::Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, None)
+    }
+
+    /// Starts the reference broker with `extra` appended to its configuration (for example a
+    /// bridge `connection` section, for a broker standing for a remote site) and waits until it
+    /// accepts TCP.
+    pub fn start_with_conf(extra: &str) -> io::Result<Self> {
+        Self::start_with(false, Some(extra))
     }
 
     /// Starts the reference broker with persistence in a data directory of its own (kept across
     /// [`Mosquitto::restart`]) and waits until it accepts TCP.
     pub fn start_persistent() -> io::Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(persistent: bool) -> io::Result<Self> {
+    fn start_with(persistent: bool, extra: Option<&str>) -> io::Result<Self> {
         let dir = scratch_dir("mosquitto")?;
         let data_dir = persistent.then(|| dir.join("data"));
+        let extra_conf = match extra {
+            Some(text) => {
+                let path = dir.join("extra.conf");
+                fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut broker = Self {
             child: None,
             port: 0,
             dir,
             data_dir,
+            extra_conf,
         };
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
@@ -229,6 +247,9 @@ impl Mosquitto {
             cmd.arg(data);
         }
         // start.sh writes its per-run config with `mktemp -d`: keep it in our directory.
+        if let Some(extra) = &self.extra_conf {
+            cmd.env("EXTRA_CONF", extra);
+        }
         cmd.env("TMPDIR", &self.dir)
             .env("UNIX_SOCKET", self.unix_socket())
             .stdin(Stdio::null())

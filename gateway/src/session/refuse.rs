@@ -78,7 +78,8 @@ pub(super) fn connect_level(frame: &[u8]) -> Option<u8> {
     };
     let at = usize::from(header.header_len);
     let name_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
-    frame.get(at + 2 + usize::from(name_len)).copied()
+    // Without a Mosquitto bridge's high bit (0x85 is an MQTT 5 bridge).
+    frame.get(at + 2 + usize::from(name_len)).map(|l| l & 0x7f)
 }
 
 /// Closes a connection whose first frame is not an acceptable CONNECT. An unsupported protocol

@@ -275,6 +275,7 @@ mod tests {
             will: None,
             username: Some("u"),
             password: Some(b"p"),
+            bridge: false,
         }
     }
 

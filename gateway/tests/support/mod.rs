@@ -669,6 +669,7 @@ pub fn connect_frame(
         will: None,
         username: user,
         password,
+        bridge: false,
     };
     let mut out = Vec::new();
     c.encode(&mut out).unwrap();

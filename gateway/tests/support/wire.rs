@@ -346,6 +346,7 @@ impl ConnectSpec<'_> {
             will,
             username: self.username,
             password: self.password,
+            bridge: false,
         };
         let mut out = Vec::new();
         c.encode(&mut out).unwrap();

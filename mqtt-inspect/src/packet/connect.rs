@@ -30,6 +30,10 @@ pub struct Connect<'a> {
     pub username: Option<&'a str>,
     /// Password, when its flag is set.
     pub password: Option<&'a [u8]>,
+    /// The bridge bit: the protocol level's high bit (0x83, 0x84, 0x85), which Mosquitto sets
+    /// for a bridge connection (`try_private`, its default) and understands. Not part of the
+    /// OASIS specifications; the level without it must be one the gateway speaks.
+    pub bridge: bool,
 }
 
 /// The Will of a CONNECT.
@@ -58,9 +62,13 @@ impl fmt::Debug for Connect<'_> {
             .field("will", &self.will)
             .field("username", &self.username)
             .field("password", &self.password.map(|_| "<redacted>"))
+            .field("bridge", &self.bridge)
             .finish()
     }
 }
+
+/// The high bit of the protocol level that marks a Mosquitto bridge.
+const BRIDGE_BIT: u8 = 0x80;
 
 impl<'a> Connect<'a> {
     pub(crate) fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
@@ -69,7 +77,8 @@ impl<'a> Connect<'a> {
             return Err(DecodeError::InvalidProtocolName);
         }
         let level = r.u8("protocol level")?;
-        let version = ProtocolVersion::from_name_and_level(name, level)
+        let bridge = level & BRIDGE_BIT != 0;
+        let version = ProtocolVersion::from_name_and_level(name, level & !BRIDGE_BIT)
             .ok_or(DecodeError::UnsupportedProtocolVersion(level))?;
         let flags = r.u8("connect flags")?;
         // [MQTT-3.1.2-3]: the reserved flag is 0.
@@ -143,6 +152,7 @@ impl<'a> Connect<'a> {
             will,
             username,
             password,
+            bridge,
         })
     }
 
@@ -159,7 +169,10 @@ impl<'a> Connect<'a> {
         }
         put_packet(out, 0x10, |s| {
             put_str(s, self.version.protocol_name(), "protocol name")?;
-            put_u8(s, self.version.level());
+            put_u8(
+                s,
+                self.version.level() | if self.bridge { BRIDGE_BIT } else { 0 },
+            );
             let mut flags = 0u8;
             if self.clean_start {
                 flags |= 0x02;
