@@ -194,6 +194,68 @@ async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
     );
 }
 
+/// Field finding (issue 20, item 4): an account ban guards a password. Ten wrong passwords for a
+/// device's name on the password listener, from two addresses, ban that account for guessing;
+/// the device itself, which sends its CN as user name but proves who it is with its certificate
+/// (`cert_is_credential = true`), still connects on the TLS listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.passwords = format!(
+        "device-7:{}\n",
+        mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap()
+    );
+    setup.limits = "auth_failures_before_ban = 5\nconnections_per_ip_per_second = 100".into();
+    let gw = setup.start().await;
+    let addr = gw.plain_addr();
+    // 2 × 5 failures for "device-7", five from each of two addresses.
+    for i in 0..10 {
+        let mut c = Plain::connect(addr, &format!("127.0.5.{}", 1 + i % 2))
+            .await
+            .unwrap();
+        c.send(&connect(
+            ProtocolVersion::V311,
+            "guess",
+            Some("device-7"),
+            Some(b"guess"),
+            30,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4], "guess {i}");
+    }
+    // The guesser is banned for that account, from a fresh address too: 0x8A.
+    let mut c = Plain::connect(addr, "127.0.5.3").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        "guess",
+        Some("device-7"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 3, 0, 0x8a, 0]);
+    // The device, with its certificate and its CN as user name, still connects.
+    let cert = pki.client("device-7", None, support::Flaw::None);
+    let tls = support::client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut device = support::Raw::connect(gw.tls_addr(), std::sync::Arc::clone(&tls))
+            .await
+            .unwrap();
+        device
+            .send(&connect(version, "device-7", Some("device-7"), None, 30))
+            .await
+            .unwrap();
+        let connack = device.recv().await.unwrap();
+        assert!(
+            matches!(decode(&connack, version), Ok(Packet::Connack(a)) if a.code.is_success()),
+            "{version:?}: {connack:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_rate_per_address() {
     let pki = Pki::new();

@@ -296,6 +296,29 @@ pub struct Admitted {
     pub policy: ClientPolicy,
 }
 
+/// The account whose password judges this CONNECT, if any (the decision [`admit`] makes): what a
+/// per-account ban guards and what a failure counts against. `None` when a verified certificate
+/// is the credential (`cert_is_credential = true` and the certificate names the principal), or
+/// when no account is named: a stranger guessing passwords for a device's name must not lock
+/// out the device that proves who it is with its certificate.
+#[must_use]
+pub fn password_account<'a>(
+    auth: &crate::config::AuthConfig,
+    cert: Option<&'a CertInfo>,
+    username: Option<&'a str>,
+) -> Option<&'a str> {
+    match (auth.principal_from, cert) {
+        (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(c)) => {
+            if auth.cert_is_credential {
+                None
+            } else {
+                c.identity.principal(auth.principal_from)
+            }
+        }
+        _ => username,
+    }
+}
+
 /// Authenticates `connect` and applies the connect rules and the Will check.
 ///
 /// # Errors
@@ -417,5 +440,63 @@ async fn verify_password(
             ReasonCode::BadUserNameOrPassword,
             "bad_credentials",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthConfig;
+
+    fn cert(cn: Option<&str>) -> CertInfo {
+        CertInfo {
+            chain: Vec::new(),
+            identity: ClientIdentity {
+                cn: cn.map(str::to_owned),
+                sans: Vec::new(),
+                ous: Vec::new(),
+                serial_hex: "01".into(),
+                fingerprint_sha256_hex: "ab".into(),
+                not_after_unix: 0,
+            },
+        }
+    }
+
+    /// The account a ban guards: the one whose password is checked, never the user name a
+    /// certificate-authenticated client also sends.
+    #[test]
+    fn password_account_follows_the_credential() {
+        let dev = cert(Some("dev-7"));
+        let nameless = cert(None);
+        let auth = |principal_from, cert_is_credential| AuthConfig {
+            principal_from,
+            cert_is_credential,
+            ..AuthConfig::default()
+        };
+        let cn = PrincipalFrom::CertCn;
+        let user = PrincipalFrom::Username;
+        type Row<'a> = (
+            AuthConfig,
+            Option<&'a CertInfo>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let table: [Row<'_>; 8] = [
+            // The certificate is the credential: no password, no account to guard.
+            (auth(cn, true), Some(&dev), Some("dev-7"), None),
+            (auth(cn, true), Some(&dev), Some("other"), None),
+            (auth(cn, true), Some(&nameless), Some("dev-7"), None),
+            // A certificate that also needs its password: the certificate's name.
+            (auth(cn, false), Some(&dev), Some("dev-7"), Some("dev-7")),
+            (auth(cn, false), Some(&dev), None, Some("dev-7")),
+            // No certificate: the password of the user name (the guesser's case).
+            (auth(cn, true), None, Some("dev-7"), Some("dev-7")),
+            // principal_from = "username": the password is always checked.
+            (auth(user, true), Some(&dev), Some("dev-7"), Some("dev-7")),
+            (auth(user, true), None, None, None),
+        ];
+        for (i, (auth, cert, username, want)) in table.iter().enumerate() {
+            assert_eq!(password_account(auth, *cert, *username), *want, "row {i}");
+        }
     }
 }

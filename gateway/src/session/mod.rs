@@ -31,7 +31,8 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use self::connect::{
-    Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
+    Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, password_account,
+    read_first_frame,
 };
 use self::finish::watch_revocation;
 use self::handshake::handshake;
@@ -205,9 +206,13 @@ async fn open(
         .as_ref()
         .map(|c| c.identity.fingerprint_sha256_hex.clone());
     let now = std::time::Instant::now();
+    // Account bans guard a password: they follow the account a password will be checked for,
+    // not the username a certificate-authenticated client also sends.
+    let account =
+        password_account(&snap.config.auth, cert.as_ref(), connect.username).map(str::to_owned);
     if gw
         .bans
-        .identity_banned(peer.ip(), connect.username, fingerprint.as_deref(), now)
+        .identity_banned(peer.ip(), account.as_deref(), fingerprint.as_deref(), now)
         .is_some()
     {
         let refusal = Refusal::other(ReasonCode::Banned, "banned", Some("banned"));
@@ -222,7 +227,7 @@ async fn open(
                 Some("bad_credentials" | "unknown_user")
             ) && let Some(what) =
                 gw.bans
-                    .failure(peer.ip(), connect.username, fingerprint.as_deref(), now)
+                    .failure(peer.ip(), account.as_deref(), fingerprint.as_deref(), now)
             {
                 tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
             }
