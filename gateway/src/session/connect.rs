@@ -421,7 +421,7 @@ async fn verify_password(
             "bad_credentials",
         ));
     };
-    let Ok(_permit) = Arc::clone(&gateway.auth_permits).acquire_owned().await else {
+    let Ok(permit) = Arc::clone(&gateway.auth_permits).acquire_owned().await else {
         return Err(Refusal::auth(
             ReasonCode::ServerUnavailable,
             "bad_credentials",
@@ -429,7 +429,15 @@ async fn verify_password(
     };
     let user = user.to_owned();
     let password = password.to_vec();
-    let outcome = tokio::task::spawn_blocking(move || file.verify(&user, &password)).await;
+    // The permit goes with the check: it is held until the hashing ends, even when this
+    // connection gives up waiting (the cap bounds the argon2 work buffers in use, see
+    // `auth::hash`).
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = file.verify(&user, &password);
+        drop(permit);
+        outcome
+    })
+    .await;
     match outcome {
         Ok(VerifyOutcome::Ok) => Ok(()),
         Ok(VerifyOutcome::UnknownUser) => Err(Refusal::auth(
