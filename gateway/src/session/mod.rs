@@ -121,6 +121,7 @@ pub async fn run(
         keep_alive: o.keep_alive,
         server_keep_alive: o.server_keep_alive,
         max_packet: o.max_packet,
+        denials: std::sync::Mutex::default(),
     };
     session
         .relay(
@@ -363,6 +364,8 @@ struct Session<'a> {
     keep_alive: u16,
     server_keep_alive: Option<u16>,
     max_packet: u32,
+    /// The budget of this session's ACL denial lines (both directions).
+    denials: std::sync::Mutex<crate::audit::DenialBudget>,
 }
 
 impl Session<'_> {
@@ -483,11 +486,48 @@ impl Session<'_> {
         }
     }
 
+    /// The base of this session's `acl_denied_summary` line.
+    fn summary_event<'a>(&'a self, identity: &'a SessionIdentity) -> AuditEvent<'a> {
+        AuditEvent {
+            cert_fingerprint: identity.fingerprint(),
+            cert_serial: identity.serial(),
+            ..self.event(identity, "acl_denied_summary", "budget")
+        }
+    }
+
+    /// Writes the summary of the denials not written as lines, if any (at the session's end).
+    fn flush_denials(&self, identity: &SessionIdentity) {
+        let due = self
+            .denials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .finish();
+        if let Some(summary) = due {
+            summary.record(&self.ctx.gateway.audit, self.summary_event(identity));
+        }
+    }
+
     fn record_denials(&self, identity: &SessionIdentity, denials: &mut Vec<Denial>) {
         let gw = &self.ctx.gateway;
         for d in denials.drain(..) {
             counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
             m::deny_hit(d.rule.as_ref());
+            // Every denial is counted; its line only within the session's budget.
+            let (due, write) = self
+                .denials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .denial(
+                    d.action,
+                    std::time::Instant::now(),
+                    std::time::SystemTime::now(),
+                );
+            if let Some(summary) = due {
+                summary.record(&gw.audit, self.summary_event(identity));
+            }
+            if !write {
+                continue;
+            }
             gw.audit.record(&AuditEvent {
                 rule: d.rule.as_ref().map(ToString::to_string),
                 action: Some(d.action),
