@@ -1,7 +1,7 @@
 //! The admin HTTP listener: `GET /metrics` (Prometheus text format), `/healthz` (the process
 //! serves), `/readyz` (every listener is bound and the upstream broker answered a connection
 //! within the last few seconds). A deliberately tiny HTTP/1.1 responder: GET only, request head
-//! capped at 8 KiB and 5 s, one request per connection.
+//! capped at 8 KiB and 5 s, one request per connection, at most `admin.max_connections` at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 use crate::shared::Gateway;
@@ -24,16 +25,48 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     metrics: Option<PrometheusHandle>,
 ) {
+    // Its own cap, apart from the MQTT listeners' (`admin.max_connections`, read at start: the
+    // admin table needs a restart): idle admin connections cannot take the descriptors MQTT needs.
+    let cap = gateway
+        .current()
+        .config
+        .admin
+        .as_ref()
+        .map_or(64, |a| a.max_connections.get());
+    let permits = Arc::new(Semaphore::new(usize::try_from(cap).unwrap_or(64)));
+    let mut full = false;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             () = gateway.shutdown.cancelled() => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            // Full: closed at once, unanswered (logged once per episode, not per connection).
+            if !full {
+                tracing::warn!(
+                    max_connections = cap,
+                    "admin listener full: closing new admin connections until some end"
+                );
+                full = true;
+            }
+            drop(stream);
+            continue;
+        };
+        full = false;
         let gw = Arc::clone(&gateway);
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _ = timeout(REQUEST_TIMEOUT, handle(stream, &gw, metrics.as_ref())).await;
+            drop(permit);
         });
     }
 }

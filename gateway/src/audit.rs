@@ -1,26 +1,49 @@
 //! The JSON-lines audit log: one object per line for every security decision that refuses
 //! something (TLS failure, auth failure, ban, ACL deny, rate limit, revocation of a live session).
 //!
-//! Lines are formatted on the caller's task and handed to one writer thread through a bounded
-//! queue, so a slow disk never stalls the relay; when the queue is full the line is dropped and
-//! counted in `mqtt_gateway_audit_dropped_total` (a flood that large is itself visible in the other
-//! metrics). The file is reopened on request (SIGHUP), for logrotate. Passwords and whole packets
-//! are never part of an event: the fields are fixed below.
+//! Lines are formatted on the caller's task and handed to one writer thread through a queue
+//! bounded in bytes ([`MAX_QUEUED_BYTES`]), so a slow disk never stalls the relay and a stalled one
+//! never holds more than that; when the queue is full the line is dropped and counted in
+//! `mqtt_gateway_audit_dropped_total` (a flood that large is itself visible in the other metrics).
+//! The file is reopened on request (SIGHUP), for logrotate. Passwords and whole packets are never
+//! part of an event: the fields are fixed below, and the client-chosen strings in them (client id,
+//! principal, topic) are cut at [`MAX_FIELD_BYTES`].
+//!
+//! A session's ACL denials have a budget ([`DenialBudget`]): the first
+//! [`DENIAL_LINES_PER_INTERVAL`] of each [`DENIAL_INTERVAL`] are written in full, the rest are
+//! counted and written as one `acl_denied_summary` line (counts per action), so one client
+//! cannot fill the disk or the queue with denials.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// Name of the counter of audit lines lost to a full queue.
 pub const AUDIT_DROPPED_TOTAL: &str = "mqtt_gateway_audit_dropped_total";
 
-/// Lines that may wait for the writer thread.
-const QUEUE: usize = 8192;
+/// Bytes of lines that may wait for the writer thread (a stalled disk holds no more than this).
+pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a queued line costs besides its text (the `String` and the queue's node).
+const LINE_OVERHEAD: usize = 64;
+
+/// Client-chosen strings (client id, principal, topic: up to 64 KiB each in MQTT) are cut to this
+/// many bytes in a line, at a character boundary, and end with `…` when cut.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// Denial lines a session writes in full per [`DENIAL_INTERVAL`]; the rest are summarised.
+pub const DENIAL_LINES_PER_INTERVAL: u32 = 10;
+
+/// The interval of a session's denial budget.
+pub const DENIAL_INTERVAL: Duration = Duration::from_secs(60);
 
 /// One audit event. Optional fields are left out of the JSON when unknown.
 #[derive(Debug, Default, Serialize)]
@@ -35,10 +58,10 @@ pub struct AuditEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<SocketAddr>,
     /// The authenticated principal, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cut")]
     pub principal: Option<&'a str>,
     /// The MQTT client id, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cut")]
     pub client_id: Option<&'a str>,
     /// Why (a metric label value, e.g. `revoked`, `bad_credentials`).
     pub reason: &'a str,
@@ -49,7 +72,7 @@ pub struct AuditEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<&'a str>,
     /// The topic or filter of an ACL decision.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cut")]
     pub topic: Option<&'a str>,
     /// SHA-256 fingerprint of the client certificate (hex).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +83,106 @@ pub struct AuditEvent<'a> {
     /// Free text for the operator (an error message with file:line for a rejected reload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
+    /// `acl_denied_summary`: the denials not written as lines, by action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<&'a BTreeMap<&'static str, u64>>,
+    /// `acl_denied_summary`: when the first of them happened (RFC 3339 UTC, milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// `s` cut to at most [`MAX_FIELD_BYTES`] at a character boundary, `…` appended when cut.
+fn cut_str(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_FIELD_BYTES {
+        return s.into();
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", s.get(..end).unwrap_or_default()).into()
+}
+
+#[allow(clippy::ref_option, clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` signature
+fn cut<S: Serializer>(v: &Option<&str>, ser: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(s) => ser.serialize_str(&cut_str(s)),
+        None => ser.serialize_none(),
+    }
+}
+
+/// A session's budget of ACL denial lines: pure, time passed in. Per [`DENIAL_INTERVAL`] (from
+/// the first denial of the interval), the first [`DENIAL_LINES_PER_INTERVAL`] denials are written
+/// as lines; later ones are counted by action, and the counts are written as one
+/// `acl_denied_summary` line when the next interval begins (at the session's next denial) or
+/// when the session ends.
+#[derive(Debug, Default)]
+pub struct DenialBudget {
+    interval_start: Option<Instant>,
+    written: u32,
+    suppressed: BTreeMap<&'static str, u64>,
+    since: Option<SystemTime>,
+}
+
+/// Counts of denials not written as lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenialSummary {
+    /// By action (`publish`, `subscribe`, `receive`, ...).
+    pub suppressed: BTreeMap<&'static str, u64>,
+    /// When the first of them happened.
+    pub since: SystemTime,
+}
+
+impl DenialBudget {
+    /// One denial of `action` at `now` (`wall`: the same moment on the wall clock): the summary
+    /// of the interval that ended, if one is due, and whether this denial gets its own line.
+    pub fn denial(
+        &mut self,
+        action: &'static str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> (Option<DenialSummary>, bool) {
+        let mut due = None;
+        if self
+            .interval_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= DENIAL_INTERVAL)
+        {
+            due = self.finish();
+            self.interval_start = Some(now);
+            self.written = 0;
+        }
+        if self.written < DENIAL_LINES_PER_INTERVAL {
+            self.written += 1;
+            return (due, true);
+        }
+        let n = self.suppressed.entry(action).or_insert(0);
+        *n = n.saturating_add(1);
+        self.since.get_or_insert(wall);
+        (due, false)
+    }
+
+    /// The summary still due (at the end of the session), if any denial was not written.
+    pub fn finish(&mut self) -> Option<DenialSummary> {
+        let since = self.since.take()?;
+        Some(DenialSummary {
+            suppressed: std::mem::take(&mut self.suppressed),
+            since,
+        })
+    }
+}
+
+impl DenialSummary {
+    /// Its audit line, with the session's fields from `base` (listener, peer, principal, client
+    /// id, certificate).
+    pub fn record(&self, audit: &Audit, base: AuditEvent<'_>) {
+        audit.record(&AuditEvent {
+            event: "acl_denied_summary",
+            reason: "budget",
+            suppressed: Some(&self.suppressed),
+            since: Some(humantime::format_rfc3339_millis(self.since).to_string()),
+            ..base
+        });
+    }
 }
 
 #[derive(Serialize)]
@@ -77,7 +200,9 @@ enum Msg {
 /// Handle to the audit log; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
+    /// Bytes of the lines in the queue (each counted with [`LINE_OVERHEAD`]).
+    queued: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -92,12 +217,34 @@ impl Audit {
     /// # Errors
     /// The file cannot be opened for appending.
     pub fn start(path: Option<&Path>) -> io::Result<Self> {
-        let sink = Sink::open(path.map(Path::to_path_buf))?;
-        let (tx, rx) = sync_channel(QUEUE);
+        Self::start_sink(Sink::open(path.map(Path::to_path_buf))?)
+    }
+
+    /// Starts the writer thread on any writer (tests: a stalled sink).
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start_writer(out: Box<dyn Write + Send>) -> io::Result<Self> {
+        Self::start_sink(Sink {
+            path: None,
+            out: BufWriter::new(out),
+        })
+    }
+
+    fn start_sink(sink: Sink) -> io::Result<Self> {
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = Arc::clone(&queued);
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || writer(sink, rx))?;
-        Ok(Self { tx })
+            .spawn(move || writer(sink, &rx, &writer_queued))?;
+        Ok(Self { tx, queued })
+    }
+
+    /// Bytes of lines waiting for the writer now.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Records an event (never blocks).
@@ -110,18 +257,22 @@ impl Audit {
             return;
         };
         text.push('\n');
-        match self.tx.try_send(Msg::Line(text)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics::counter!(AUDIT_DROPPED_TOTAL).increment(1),
-            Err(TrySendError::Disconnected(_)) => {
-                tracing::error!("audit log writer has stopped; event lost");
-            }
+        let cost = text.len() + LINE_OVERHEAD;
+        let before = self.queued.fetch_add(cost, Ordering::AcqRel);
+        if before.saturating_add(cost) > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            metrics::counter!(AUDIT_DROPPED_TOTAL).increment(1);
+            return;
+        }
+        if self.tx.send(Msg::Line(text)).is_err() {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            tracing::error!("audit log writer has stopped; event lost");
         }
     }
 
     /// Asks the writer to reopen its file (after logrotate moved it).
     pub fn reopen(&self) {
-        let _ = self.tx.try_send(Msg::Reopen);
+        let _ = self.tx.send(Msg::Reopen);
     }
 }
 
@@ -147,12 +298,12 @@ fn open_append(p: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(p)
 }
 
-fn writer(mut sink: Sink, rx: Receiver<Msg>) {
+fn writer(mut sink: Sink, rx: &Receiver<Msg>, queued: &AtomicUsize) {
     while let Ok(msg) = rx.recv() {
-        handle(&mut sink, msg);
+        handle(&mut sink, msg, queued);
         // Drain what else is queued, then flush once.
         while let Ok(msg) = rx.try_recv() {
-            handle(&mut sink, msg);
+            handle(&mut sink, msg, queued);
         }
         if let Err(e) = sink.out.flush() {
             tracing::error!(error = %e, "cannot write the audit log");
@@ -160,9 +311,11 @@ fn writer(mut sink: Sink, rx: Receiver<Msg>) {
     }
 }
 
-fn handle(sink: &mut Sink, msg: Msg) {
+fn handle(sink: &mut Sink, msg: Msg, queued: &AtomicUsize) {
     match msg {
         Msg::Line(text) => {
+            // Off the queue's budget once taken (the write below may stall on the disk).
+            queued.fetch_sub(text.len() + LINE_OVERHEAD, Ordering::AcqRel);
             if let Err(e) = sink.out.write_all(text.as_bytes()) {
                 tracing::error!(error = %e, "cannot write the audit log");
             }
@@ -176,5 +329,113 @@ fn handle(sink: &mut Sink, msg: Msg) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that never returns from `write`: the disk has stalled.
+    struct Stalled;
+
+    impl Write for Stalled {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Field finding (issue 20, item 5): with a stalled sink, long-topic denials held 177 MiB in
+    /// a queue bounded by lines. Bounded by bytes, the queue holds at most `MAX_QUEUED_BYTES`
+    /// whatever the lines, and each client-chosen field is cut at `MAX_FIELD_BYTES`.
+    #[test]
+    fn a_stalled_sink_holds_at_most_the_byte_bound() {
+        let audit = Audit::start_writer(Box::new(Stalled)).unwrap();
+        let topic = "t/".repeat(32 * 1024);
+        let client_id = "c".repeat(65_535);
+        let mut most = 0;
+        for _ in 0..20_000 {
+            audit.record(&AuditEvent {
+                event: "acl_denied",
+                reason: "publish",
+                action: Some("publish"),
+                topic: Some(&topic),
+                client_id: Some(&client_id),
+                principal: Some(&client_id),
+                ..AuditEvent::default()
+            });
+            most = most.max(audit.queued_bytes());
+        }
+        assert!(
+            most <= MAX_QUEUED_BYTES,
+            "{most} bytes queued, bound {MAX_QUEUED_BYTES}"
+        );
+        assert!(most > MAX_QUEUED_BYTES / 2, "{most}: the queue filled up");
+    }
+
+    #[test]
+    fn client_chosen_fields_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_str("short"), "short");
+        let exact = "x".repeat(MAX_FIELD_BYTES);
+        assert_eq!(cut_str(&exact), exact);
+        // 'é' is two bytes: the cut backs off to the boundary before it.
+        let long = format!("{}é{}", "x".repeat(MAX_FIELD_BYTES - 1), "y".repeat(10));
+        let cut = cut_str(&long);
+        assert_eq!(cut, format!("{}…", "x".repeat(MAX_FIELD_BYTES - 1)));
+        let line = serde_json::to_string(&AuditEvent {
+            event: "acl_denied",
+            reason: "publish",
+            topic: Some(&long),
+            ..AuditEvent::default()
+        })
+        .unwrap();
+        assert!(line.len() < MAX_FIELD_BYTES + 100, "{}", line.len());
+    }
+
+    /// The budget as a table over time: ten lines per interval, the rest counted by action and
+    /// summarised when the next interval begins or the session ends.
+    #[test]
+    fn denial_budget_writes_the_first_lines_then_one_summary_per_interval() {
+        let mut b = DenialBudget::default();
+        let t0 = Instant::now();
+        let w0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| (t0 + Duration::from_secs(s), w0 + Duration::from_secs(s));
+        let mut written = 0;
+        for i in 0..25 {
+            let (now, wall) = at(i % 30);
+            let action = if i % 5 == 0 { "subscribe" } else { "publish" };
+            let (due, write) = b.denial(action, now, wall);
+            assert_eq!(due, None, "no summary within the interval ({i})");
+            written += u32::from(write);
+        }
+        assert_eq!(written, DENIAL_LINES_PER_INTERVAL);
+        // The next interval: the summary of the previous one, and this denial written again.
+        let (now, wall) = at(61);
+        let (due, write) = b.denial("receive", now, wall);
+        let due = due.expect("the previous interval's summary");
+        assert!(write);
+        assert_eq!(
+            due.suppressed,
+            BTreeMap::from([("publish", 12), ("subscribe", 3)])
+        );
+        assert_eq!(due.since, w0 + Duration::from_secs(10), "the 11th denial");
+        // Nothing suppressed since: nothing due at the end.
+        assert_eq!(b.finish(), None);
+        // A quiet session never writes a summary; a noisy one does at its end.
+        for s in 62..61 + u64::from(DENIAL_LINES_PER_INTERVAL) {
+            let (now, wall) = at(s);
+            assert_eq!(b.denial("publish", now, wall), (None, true));
+        }
+        let (now, wall) = at(100);
+        assert_eq!(b.denial("publish", now, wall), (None, false));
+        assert_eq!(
+            b.finish().map(|s| s.suppressed),
+            Some(BTreeMap::from([("publish", 1)]))
+        );
     }
 }

@@ -301,3 +301,87 @@ async fn a_packet_id_freed_by_a_denied_qos2_publish_can_be_reused() {
     c.ping().await;
     assert_eq!(spy_messages(later_spy).await, ["pub/ok/later ok"]);
 }
+
+/// Field finding (issue 20, item 5): one denied 5-byte PUBLISH wrote a 336-byte audit line, so a
+/// client could make the gateway write tens of GB a day. A session's denials now have a budget:
+/// the first ten of a minute are written in full, the rest counted by action in one
+/// `acl_denied_summary` line (here at the session's end). Every denial is still counted in
+/// `acl_denied_total`. A client with few denials beside it keeps every line and gets no summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_beyond_a_sessions_budget_become_one_summary_line() {
+    let pki = Pki::new();
+    let gw = gateway(&pki, "").await;
+    let version = ProtocolVersion::V5;
+    let before = acl_denied(&gw, "publish").await;
+    let mut quiet = client(&gw, &pki, version, "quiet").await;
+    for i in 0..3 {
+        quiet
+            .send(&publish(
+                version,
+                &format!("pub/denied/q{i}"),
+                0,
+                0,
+                &[],
+                b"x",
+            ))
+            .await;
+    }
+    quiet.ping().await;
+    quiet.disconnect().await;
+    let mut noisy = client(&gw, &pki, version, "noisy").await;
+    for i in 0..50 {
+        noisy
+            .send(&publish(
+                version,
+                &format!("pub/denied/n{i}"),
+                0,
+                0,
+                &[],
+                b"x",
+            ))
+            .await;
+    }
+    noisy
+        .send(&subscribe(version, 7, &[("$CONTROL/x", 0)]))
+        .await;
+    assert_eq!(
+        noisy.next("SUBACK").await,
+        Got::Suback {
+            id: 7,
+            codes: vec![0x87]
+        }
+    );
+    noisy.ping().await;
+    noisy.disconnect().await;
+
+    let summary = gw
+        .audit_line(|v| v["event"] == "acl_denied_summary" && v["client_id"] == "noisy")
+        .await
+        .expect("the noisy session's summary line");
+    assert_eq!(summary["reason"], "budget", "{summary}");
+    assert_eq!(summary["listener"], "mqtts", "{summary}");
+    assert_eq!(summary["principal"], "noisy", "{summary}");
+    assert!(summary["cert_serial"].is_string(), "{summary}");
+    assert!(summary["since"].is_string(), "{summary}");
+    assert_eq!(
+        summary["suppressed"],
+        serde_json::json!({"publish": 40, "subscribe": 1}),
+        "{summary}"
+    );
+    let lines = gw.audit().await;
+    let denied = |id: &str| {
+        lines
+            .iter()
+            .filter(|v| v["event"] == "acl_denied" && v["client_id"] == id)
+            .count()
+    };
+    assert_eq!(denied("noisy"), 10, "the first ten in full");
+    assert_eq!(denied("quiet"), 3, "a quiet client keeps every line");
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["event"] == "acl_denied_summary" && v["client_id"] == "quiet"),
+        "nothing suppressed, no summary"
+    );
+    assert!(acl_denied(&gw, "publish").await >= before + 53.0);
+}

@@ -195,6 +195,133 @@ async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
     );
 }
 
+/// Field finding (issue 20, item 4): an account ban guards a password. Ten wrong passwords for a
+/// device's name on the password listener, from two addresses, ban that account for guessing;
+/// the device itself, which sends its CN as user name but proves who it is with its certificate
+/// (`cert_is_credential = true`), still connects on the TLS listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki);
+    setup.passwords = format!(
+        "device-7:{}\n",
+        mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap()
+    );
+    setup.limits = "auth_failures_before_ban = 5\nconnections_per_ip_per_second = 100".into();
+    let gw = setup.start().await;
+    let addr = gw.plain_addr();
+    // 2 × 5 failures for "device-7", five from each of two addresses.
+    for i in 0..10 {
+        let mut c = Plain::connect(addr, &format!("127.0.5.{}", 1 + i % 2))
+            .await
+            .unwrap();
+        c.send(&connect(
+            ProtocolVersion::V311,
+            "guess",
+            Some("device-7"),
+            Some(b"guess"),
+            30,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4], "guess {i}");
+    }
+    // The guesser is banned for that account, from a fresh address too: 0x8A.
+    let mut c = Plain::connect(addr, "127.0.5.3").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        "guess",
+        Some("device-7"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 3, 0, 0x8a, 0]);
+    // The device, with its certificate and its CN as user name, still connects.
+    let cert = pki.client("device-7", None, support::Flaw::None);
+    let tls = support::client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut device = support::Raw::connect(gw.tls_addr(), std::sync::Arc::clone(&tls))
+            .await
+            .unwrap();
+        device
+            .send(&connect(version, "device-7", Some("device-7"), None, 30))
+            .await
+            .unwrap();
+        let connack = device.recv().await.unwrap();
+        assert!(
+            matches!(decode(&connack, version), Ok(Packet::Connack(a)) if a.code.is_success()),
+            "{version:?}: {connack:?}"
+        );
+    }
+}
+
+/// One admin request: `Some(status line and body)`, or `None` when the connection is closed
+/// without an answer.
+async fn admin_request(admin: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let _ = s
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Field finding (issue 20, item 7): the admin listener has its own connection cap
+/// (`admin.max_connections`), apart from the MQTT listeners'. With it full of idle connections,
+/// one more admin connection is closed unanswered, MQTT clients still connect, and `/metrics`
+/// answers again once the idle ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_are_capped_apart_from_mqtt() {
+    let pki = Pki::new();
+    let mut setup = password_setup(&pki, "");
+    setup.admin_extra = "max_connections = 4".into();
+    let gw = setup.start().await;
+    let admin = gw.running.admin.unwrap();
+    // Four idle connections, each with half a request head, fill the admin listener (accepted
+    // in order, before the fifth).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    let fifth = admin_request(admin, "/metrics").await;
+    assert_eq!(
+        fifth.as_deref().and_then(|a| a.lines().next()),
+        None,
+        "a fifth admin connection is closed unanswered"
+    );
+    // MQTT is not affected.
+    let mut c = Plain::connect(gw.plain_addr(), "127.0.0.1").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V311,
+        "while-full",
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 0]);
+    // The idle ones go: /metrics answers again (as soon as their handlers have seen them close).
+    drop(idle);
+    let mut answer = None;
+    for _ in 0..100 {
+        answer = admin_request(admin, "/metrics").await;
+        if answer.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = answer.expect("/metrics never answered again");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("mqtt_gateway_connections_total"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_rate_per_address() {
     let pki = Pki::new();

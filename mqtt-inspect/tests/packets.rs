@@ -138,7 +138,12 @@ fn the_bridge_bit_is_read_with_the_level_it_marks() {
         b.encode(&mut out).unwrap();
         assert_eq!(out, bridge, "{level:#x} re-encodes with the bit");
     }
-    for (name, level) in [("MQTT", 0x86), ("MQTT", 0x83), ("MQIsdp", 0x84), ("MQTT", 0x80)] {
+    for (name, level) in [
+        ("MQTT", 0x86),
+        ("MQTT", 0x83),
+        ("MQIsdp", 0x84),
+        ("MQTT", 0x80),
+    ] {
         let body = connect_body(name, level, 2, None, &payload);
         assert_eq!(
             decode_connect(&frame(0x10, &body)).unwrap_err(),

@@ -1,7 +1,9 @@
 //! Bans: `auth_failures_before_ban` authentication failures within `ban_window` ban the source
 //! address for `ban_duration`. Failures are also counted per username and per certificate
 //! fingerprint (with twice the threshold), so a botnet spread over many addresses against one
-//! account or one stolen certificate is stopped too. So that such an attack cannot lock the real
+//! account or one stolen certificate is stopped too. The username is the account whose password
+//! is checked (`session::connect::password_account`): a ban stops guessing that password, and
+//! never refuses a client whose certificate is its credential. So that such an attack cannot lock the real
 //! owner out ("smart lockout"), an account ban does not apply to an address from which that account
 //! authenticated successfully within [`KNOWN_GOOD_FOR`].
 //!

@@ -4,8 +4,10 @@
 
 use std::fmt;
 
+use std::sync::{Mutex, PoisonError};
+
 use argon2::password_hash::phc::{PasswordHash, Salt};
-use argon2::{Argon2, Params, PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha512};
@@ -130,12 +132,88 @@ impl Hash {
                 pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
                 out.ct_eq(digest).into()
             }
-            // argon2's output comparison is constant-time (phc `Output` `PartialEq`).
-            Self::Argon2id(h) => Argon2::default()
-                .verify_password(password, h.as_ref())
-                .is_ok(),
+            Self::Argon2id(h) => verify_argon2(h, password),
         }
     }
+}
+
+/// Argon2 work buffers kept for reuse: at most one per verification slot
+/// ([`crate::shared::AUTH_CONCURRENCY`]). Allocating a fresh buffer (19 MiB with the default
+/// parameters) per check let the allocator keep each one after it was freed: unauthenticated
+/// clients grew the process by hundreds of MiB with a few dozen wrong passwords. With the
+/// verifications capped at `AUTH_CONCURRENCY` at a time, the buffers in use and kept together
+/// never exceed `AUTH_CONCURRENCY` × the largest `m` of the password file.
+static ARGON2_BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// Buffers kept at most (more, checked out at once, are freed when returned).
+const ARGON2_BUFFERS_KEPT: usize = crate::shared::AUTH_CONCURRENCY;
+
+/// A buffer of at least `blocks` blocks: a kept one, grown if needed, or a new one. `None` when
+/// the memory cannot be had (the check then fails closed).
+fn checkout_argon2_buffer(blocks: usize) -> Option<Vec<Block>> {
+    let kept = ARGON2_BUFFERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop();
+    let mut buf = kept.unwrap_or_default();
+    if buf.len() < blocks {
+        buf.try_reserve_exact(blocks - buf.len()).ok()?;
+        buf.resize(blocks, Block::new());
+    }
+    Some(buf)
+}
+
+fn return_argon2_buffer(buf: Vec<Block>) {
+    let mut kept = ARGON2_BUFFERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if kept.len() < ARGON2_BUFFERS_KEPT {
+        kept.push(buf);
+    }
+}
+
+/// Buffers kept now and their bytes (for tests).
+#[cfg(test)]
+fn argon2_buffers_kept() -> (usize, usize) {
+    let kept = ARGON2_BUFFERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let bytes = kept.iter().map(|b| b.len() * Block::SIZE).sum();
+    (kept.len(), bytes)
+}
+
+/// What `PasswordVerifier::verify_password` does for a PHC string (the algorithm, version and
+/// parameters of the hash, its salt, an output of its length), in a kept work buffer.
+fn verify_argon2(h: &PasswordHash, password: &[u8]) -> bool {
+    let (Some(salt), Some(expected)) = (&h.salt, &h.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(h) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(h.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    let mut out = [0u8; argon2::password_hash::phc::Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let Some(mut buf) = checkout_argon2_buffer(blocks) else {
+        return false;
+    };
+    let hashed = buf.get_mut(..blocks).is_some_and(|memory| {
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, out, memory)
+            .is_ok()
+    });
+    return_argon2_buffer(buf);
+    hashed && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
 fn decode_b64(s: &str, what: &str) -> Result<Vec<u8>, String> {
@@ -256,6 +334,40 @@ mod tests {
             (d.m_cost(), d.t_cost(), d.p_cost())
         );
         assert!(matches!(Hash::default_dummy(), Hash::Argon2id(_)));
+    }
+
+    /// The pooled verifier agrees with the crate's own (`PasswordVerifier`), for the default
+    /// parameters and for others (two lanes, a larger and a smaller `m`), and keeps at most
+    /// `AUTH_CONCURRENCY` buffers however many checks run.
+    #[test]
+    fn pooled_argon2_agrees_with_the_crate_and_keeps_at_most_the_cap() {
+        use argon2::PasswordVerifier as _;
+        let mut lines = vec![hash_argon2id(b"secret").unwrap()];
+        for (m, t, p) in [(8192, 1, 2), (32768, 1, 1), (64, 3, 1)] {
+            let a = Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(m, t, p, Some(32)).unwrap(),
+            );
+            lines.push(a.hash_password(b"secret").unwrap().to_string());
+        }
+        for line in &lines {
+            let Hash::Argon2id(h) = parse_hash(line).unwrap() else {
+                panic!("{line}")
+            };
+            for (pw, want) in [(&b"secret"[..], true), (b"Secret", false), (b"", false)] {
+                assert_eq!(verify_argon2(&h, pw), want, "{line}");
+                assert_eq!(Argon2::default().verify_password(pw, &*h).is_ok(), want);
+            }
+        }
+        std::thread::scope(|s| {
+            for _ in 0..3 * crate::shared::AUTH_CONCURRENCY {
+                s.spawn(|| assert!(!Hash::default_dummy().verify(b"x")));
+            }
+        });
+        let (kept, bytes) = argon2_buffers_kept();
+        assert!(kept <= crate::shared::AUTH_CONCURRENCY, "{kept}");
+        assert!(bytes <= kept * 32768 * 1024, "{bytes}");
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct Config {
 pub struct AdminConfig {
     /// Address of the admin HTTP listener. Keep it on loopback or a management network.
     pub listen: SocketAddr,
+    /// Concurrent admin connections; one more is closed as soon as it is accepted, so idle admin
+    /// connections cannot take the descriptors the MQTT listeners need. Default 64.
+    #[serde(default = "defaults::admin_max_connections")]
+    pub max_connections: NonZeroU32,
 }
 
 /// `[upstream]`.
@@ -375,8 +379,14 @@ pub struct LogConfig {
 mod defaults {
     use std::time::Duration;
 
+    use super::{NonZeroU32, nonzero_const};
+
     pub(super) fn upstream_connect_timeout() -> Duration {
         Duration::from_secs(5)
+    }
+
+    pub(super) const fn admin_max_connections() -> NonZeroU32 {
+        nonzero!(64)
     }
 }
 

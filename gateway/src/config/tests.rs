@@ -172,6 +172,8 @@ fn broken_cases() -> Vec<Case> {
     const TLS_LISTENER: &str = "[[listener]]\nname = \"t\"\nbind = \"127.0.0.1:8883\"\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n";
     vec![
         (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nlisne = 1\n"), Some(12), Some("admin.lisne"), "unknown field `lisne`, expected `listen`"),
+        (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nmax_connections = 0\n"), Some(12), Some("admin.max_connections"), "nonzero"),
+        (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nmax_connections = 10001\n"), Some(12), Some("admin.max_connections"), "at most 10000"),
         (appended("[limits]\nmax_packet_size = \"12 apples\"\n"), Some(11), Some("limits.max_packet_size"), r#"invalid size "12 apples": expected"#),
         (appended("[limits]\nmax_packet_size = -1\n"), Some(11), Some("limits.max_packet_size"), "invalid size -1"),
         (appended("[limits]\nconnect_timeout = 10\n"), Some(11), Some("limits.connect_timeout"), "expected a duration string"),

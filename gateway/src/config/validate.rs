@@ -22,7 +22,25 @@ pub(super) fn validate(config: &Config, src: &Source<'_>) -> Result<(), ConfigEr
     check_upstream(config, src)?;
     check_listeners(&config.listeners, src)?;
     check_auth_and_policy(config, src)?;
-    check_limits(config, src)
+    check_limits(config, src)?;
+    check_admin(config, src)
+}
+
+/// At most this many concurrent admin connections (`admin.max_connections`).
+pub const MAX_ADMIN_CONNECTIONS: u32 = 10_000;
+
+fn check_admin(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    if let Some(admin) = &config.admin
+        && admin.max_connections.get() > MAX_ADMIN_CONNECTIONS
+    {
+        return Err(src.invalid(
+            &KeyPath::new("admin").key("max_connections"),
+            format!(
+                "at most {MAX_ADMIN_CONNECTIONS}: each takes a file descriptor the MQTT listeners may need"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A `Duration` that must be strictly positive.

@@ -317,6 +317,29 @@ pub struct Admitted {
     pub policy: ClientPolicy,
 }
 
+/// The account whose password judges this CONNECT, if any (the decision [`admit`] makes): what a
+/// per-account ban guards and what a failure counts against. `None` when a verified certificate
+/// is the credential (`cert_is_credential = true` and the certificate names the principal), or
+/// when no account is named: a stranger guessing passwords for a device's name must not lock
+/// out the device that proves who it is with its certificate.
+#[must_use]
+pub fn password_account<'a>(
+    auth: &crate::config::AuthConfig,
+    cert: Option<&'a CertInfo>,
+    username: Option<&'a str>,
+) -> Option<&'a str> {
+    match (auth.principal_from, cert) {
+        (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(c)) => {
+            if auth.cert_is_credential {
+                None
+            } else {
+                c.identity.principal(auth.principal_from)
+            }
+        }
+        _ => username,
+    }
+}
+
 /// Authenticates `connect` and applies the connect rules and the Will check.
 ///
 /// # Errors
@@ -423,7 +446,7 @@ async fn verify_password(
             "bad_credentials",
         ));
     };
-    let Ok(_permit) = Arc::clone(&gateway.auth_permits).acquire_owned().await else {
+    let Ok(permit) = Arc::clone(&gateway.auth_permits).acquire_owned().await else {
         return Err(Refusal::auth(
             ReasonCode::ServerUnavailable,
             "bad_credentials",
@@ -431,7 +454,15 @@ async fn verify_password(
     };
     let user = user.to_owned();
     let password = password.to_vec();
-    let outcome = tokio::task::spawn_blocking(move || file.verify(&user, &password)).await;
+    // The permit goes with the check: it is held until the hashing ends, even when this
+    // connection gives up waiting (the cap bounds the argon2 work buffers in use, see
+    // `auth::hash`).
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = file.verify(&user, &password);
+        drop(permit);
+        outcome
+    })
+    .await;
     match outcome {
         Ok(VerifyOutcome::Ok) => Ok(()),
         Ok(VerifyOutcome::UnknownUser) => Err(Refusal::auth(
@@ -442,5 +473,63 @@ async fn verify_password(
             ReasonCode::BadUserNameOrPassword,
             "bad_credentials",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthConfig;
+
+    fn cert(cn: Option<&str>) -> CertInfo {
+        CertInfo {
+            chain: Vec::new(),
+            identity: ClientIdentity {
+                cn: cn.map(str::to_owned),
+                sans: Vec::new(),
+                ous: Vec::new(),
+                serial_hex: "01".into(),
+                fingerprint_sha256_hex: "ab".into(),
+                not_after_unix: 0,
+            },
+        }
+    }
+
+    /// The account a ban guards: the one whose password is checked, never the user name a
+    /// certificate-authenticated client also sends.
+    #[test]
+    fn password_account_follows_the_credential() {
+        let dev = cert(Some("dev-7"));
+        let nameless = cert(None);
+        let auth = |principal_from, cert_is_credential| AuthConfig {
+            principal_from,
+            cert_is_credential,
+            ..AuthConfig::default()
+        };
+        let cn = PrincipalFrom::CertCn;
+        let user = PrincipalFrom::Username;
+        type Row<'a> = (
+            AuthConfig,
+            Option<&'a CertInfo>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let table: [Row<'_>; 8] = [
+            // The certificate is the credential: no password, no account to guard.
+            (auth(cn, true), Some(&dev), Some("dev-7"), None),
+            (auth(cn, true), Some(&dev), Some("other"), None),
+            (auth(cn, true), Some(&nameless), Some("dev-7"), None),
+            // A certificate that also needs its password: the certificate's name.
+            (auth(cn, false), Some(&dev), Some("dev-7"), Some("dev-7")),
+            (auth(cn, false), Some(&dev), None, Some("dev-7")),
+            // No certificate: the password of the user name (the guesser's case).
+            (auth(cn, true), None, Some("dev-7"), Some("dev-7")),
+            // principal_from = "username": the password is always checked.
+            (auth(user, true), Some(&dev), Some("dev-7"), Some("dev-7")),
+            (auth(user, true), None, None, None),
+        ];
+        for (i, (auth, cert, username, want)) in table.iter().enumerate() {
+            assert_eq!(password_account(auth, *cert, *username), *want, "row {i}");
+        }
     }
 }

@@ -23,6 +23,7 @@ impl Session<'_> {
         let gw = &self.ctx.gateway;
         tracing::debug!(peer = %identity.peer, client_id = %identity.client_id, reason = reason.as_str(), "session closed");
         counter!(m::SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).increment(1);
+        self.flush_denials(identity);
         match reason {
             CloseReason::Malformed { direction, error } => gw.audit.record(&AuditEvent {
                 detail: Some(&error.to_string()),

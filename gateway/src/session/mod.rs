@@ -31,7 +31,8 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use self::connect::{
-    Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, read_first_frame,
+    Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, password_account,
+    read_first_frame,
 };
 use self::finish::watch_revocation;
 use self::handshake::handshake;
@@ -120,6 +121,7 @@ pub async fn run(
         keep_alive: o.keep_alive,
         server_keep_alive: o.server_keep_alive,
         max_packet: o.max_packet,
+        denials: std::sync::Mutex::default(),
     };
     session
         .relay(
@@ -216,9 +218,13 @@ async fn open(
         .as_ref()
         .map(|c| c.fingerprint_sha256_hex.as_str());
     let now = std::time::Instant::now();
+    // Account bans guard a password: they follow the account a password will be checked for,
+    // not the username a certificate-authenticated client also sends.
+    let account =
+        password_account(&snap.config.auth, cert.as_ref(), connect.username).map(str::to_owned);
     if gw
         .bans
-        .identity_banned(peer.ip(), connect.username, fingerprint, now)
+        .identity_banned(peer.ip(), account.as_deref(), fingerprint, now)
         .is_some()
     {
         let refusal = Refusal::other(ReasonCode::Banned, "banned", Some("banned"));
@@ -240,9 +246,9 @@ async fn open(
             if matches!(
                 refusal.auth_reason,
                 Some("bad_credentials" | "unknown_user")
-            ) && let Some(what) = gw
-                .bans
-                .failure(peer.ip(), connect.username, fingerprint, now)
+            ) && let Some(what) =
+                gw.bans
+                    .failure(peer.ip(), account.as_deref(), fingerprint, now)
             {
                 tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
             }
@@ -407,6 +413,8 @@ struct Session<'a> {
     keep_alive: u16,
     server_keep_alive: Option<u16>,
     max_packet: u32,
+    /// The budget of this session's ACL denial lines (both directions).
+    denials: std::sync::Mutex<crate::audit::DenialBudget>,
 }
 
 impl Session<'_> {
@@ -527,11 +535,48 @@ impl Session<'_> {
         }
     }
 
+    /// The base of this session's `acl_denied_summary` line.
+    fn summary_event<'a>(&'a self, identity: &'a SessionIdentity) -> AuditEvent<'a> {
+        AuditEvent {
+            cert_fingerprint: identity.fingerprint(),
+            cert_serial: identity.serial(),
+            ..self.event(identity, "acl_denied_summary", "budget")
+        }
+    }
+
+    /// Writes the summary of the denials not written as lines, if any (at the session's end).
+    fn flush_denials(&self, identity: &SessionIdentity) {
+        let due = self
+            .denials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .finish();
+        if let Some(summary) = due {
+            summary.record(&self.ctx.gateway.audit, self.summary_event(identity));
+        }
+    }
+
     fn record_denials(&self, identity: &SessionIdentity, denials: &mut Vec<Denial>) {
         let gw = &self.ctx.gateway;
         for d in denials.drain(..) {
             counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
             m::deny_hit(d.rule.as_ref());
+            // Every denial is counted; its line only within the session's budget.
+            let (due, write) = self
+                .denials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .denial(
+                    d.action,
+                    std::time::Instant::now(),
+                    std::time::SystemTime::now(),
+                );
+            if let Some(summary) = due {
+                summary.record(&gw.audit, self.summary_event(identity));
+            }
+            if !write {
+                continue;
+            }
             gw.audit.record(&AuditEvent {
                 rule: d.rule.as_ref().map(ToString::to_string),
                 action: Some(d.action),

@@ -349,6 +349,8 @@ pub struct Setup<'a> {
     pub upstream_keys: Option<String>,
     /// Runtimes that accept and carry the connections (`start_on`); empty: the test's own.
     pub workers: Vec<tokio::runtime::Handle>,
+    /// Extra keys of the `[admin]` table (e.g. `max_connections = 4`).
+    pub admin_extra: String,
 }
 
 /// A policy that lets every authenticated client connect with any client id and do anything
@@ -379,6 +381,7 @@ impl<'a> Setup<'a> {
             listener_extra: String::new(),
             upstream_keys: None,
             workers: Vec::new(),
+            admin_extra: String::new(),
         }
     }
 
@@ -406,6 +409,7 @@ impl<'a> Setup<'a> {
             r#"
 [admin]
 listen = "127.0.0.1:0"
+{admin_extra}
 
 [upstream]
 {upstream}
@@ -452,6 +456,7 @@ audit_file = "{audit}"
                     .collect();
                 format!("addresses = [{}]", all.join(", "))
             },
+            admin_extra = self.admin_extra,
             credentials = self.credentials,
             listener_extra = self.listener_extra,
             cert = pki.server.chain_path.display(),
