@@ -75,7 +75,7 @@ async fn tls_handshake(
             counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
                 .increment(1);
             tracing::info!(%peer, listener = %ctx.name, reason, error = %e, "TLS handshake failed");
-            ctx.gateway.audit.record(&AuditEvent {
+            ctx.gateway.audit.record_refusal(&AuditEvent {
                 event: "tls_failed",
                 listener: Some(&ctx.name),
                 peer: Some(peer),
@@ -116,7 +116,7 @@ pub(crate) fn refused(
     reason: &str,
 ) {
     outcome(&ctx.name, outcome_label);
-    ctx.gateway.audit.record(&AuditEvent {
+    ctx.gateway.audit.record_refusal(&AuditEvent {
         event,
         listener: Some(&ctx.name),
         peer: Some(peer),
