@@ -12,16 +12,18 @@
 //! A session's ACL denials have a budget ([`DenialBudget`]): the first
 //! [`DENIAL_LINES_PER_INTERVAL`] of each [`DENIAL_INTERVAL`] are written in full, the rest are
 //! counted and written as one `acl_denied_summary` line (counts per action), so one client
-//! cannot fill the disk or the queue with denials.
+//! cannot fill the disk or the queue with denials. Refusals before a session have the same kind
+//! of budget per client address ([`Audit::record_refusal`]: `refusals_summary`).
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Serialize, Serializer};
@@ -44,6 +46,14 @@ pub const DENIAL_LINES_PER_INTERVAL: u32 = 10;
 
 /// The interval of a session's denial budget.
 pub const DENIAL_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Connection refusal lines (before a session: bans, connection limits, TLS failures, refused
+/// CONNECTs) one client address writes in full per [`DENIAL_INTERVAL`]; the rest are summarised.
+pub const REFUSAL_LINES_PER_INTERVAL: u32 = 20;
+
+/// Client addresses whose refusal budget is tracked at most; beyond, lines are written (the
+/// queue's byte bound still holds) until the sweep frees entries.
+pub const MAX_BUDGET_ADDRESSES: usize = 10_000;
 
 /// One audit event. Optional fields are left out of the JSON when unknown.
 #[derive(Debug, Default, Serialize)]
@@ -83,7 +93,10 @@ pub struct AuditEvent<'a> {
     /// Free text for the operator (an error message with file:line for a rejected reload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
-    /// `acl_denied_summary`: the denials not written as lines, by action.
+    /// `refusals_summary`: the client address (IPv6: its /64) whose lines were summarised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// `acl_denied_summary`, `refusals_summary`: the lines not written, by action or by event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<&'a BTreeMap<&'static str, u64>>,
     /// `acl_denied_summary`: when the first of them happened (RFC 3339 UTC, milliseconds).
@@ -116,12 +129,20 @@ fn cut<S: Serializer>(v: &Option<&str>, ser: S) -> Result<S::Ok, S::Error> {
 /// as lines; later ones are counted by action, and the counts are written as one
 /// `acl_denied_summary` line when the next interval begins (at the session's next denial) or
 /// when the session ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DenialBudget {
+    /// Lines written in full per interval.
+    lines: u32,
     interval_start: Option<Instant>,
     written: u32,
     suppressed: BTreeMap<&'static str, u64>,
     since: Option<SystemTime>,
+}
+
+impl Default for DenialBudget {
+    fn default() -> Self {
+        Self::new(DENIAL_LINES_PER_INTERVAL)
+    }
 }
 
 /// Counts of denials not written as lines.
@@ -134,6 +155,24 @@ pub struct DenialSummary {
 }
 
 impl DenialBudget {
+    /// A budget of `lines` full lines per [`DENIAL_INTERVAL`].
+    #[must_use]
+    pub const fn new(lines: u32) -> Self {
+        Self {
+            lines,
+            interval_start: None,
+            written: 0,
+            suppressed: BTreeMap::new(),
+            since: None,
+        }
+    }
+
+    /// Whether the current interval has ended at `now` (or none began).
+    fn interval_over(&self, now: Instant) -> bool {
+        self.interval_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= DENIAL_INTERVAL)
+    }
+
     /// One denial of `action` at `now` (`wall`: the same moment on the wall clock): the summary
     /// of the interval that ended, if one is due, and whether this denial gets its own line.
     pub fn denial(
@@ -143,15 +182,12 @@ impl DenialBudget {
         wall: SystemTime,
     ) -> (Option<DenialSummary>, bool) {
         let mut due = None;
-        if self
-            .interval_start
-            .is_none_or(|start| now.saturating_duration_since(start) >= DENIAL_INTERVAL)
-        {
+        if self.interval_over(now) {
             due = self.finish();
             self.interval_start = Some(now);
             self.written = 0;
         }
-        if self.written < DENIAL_LINES_PER_INTERVAL {
+        if self.written < self.lines {
             self.written += 1;
             return (due, true);
         }
@@ -203,6 +239,8 @@ pub struct Audit {
     tx: Sender<Msg>,
     /// Bytes of the lines in the queue (each counted with [`LINE_OVERHEAD`]).
     queued: Arc<AtomicUsize>,
+    /// Per client address (IPv6 by /64), the budget of connection refusal lines.
+    refusals: Arc<Mutex<HashMap<IpAddr, DenialBudget>>>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -238,7 +276,79 @@ impl Audit {
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || writer(sink, &rx, &writer_queued))?;
-        Ok(Self { tx, queued })
+        Ok(Self {
+            tx,
+            queued,
+            refusals: Arc::default(),
+        })
+    }
+
+    /// Records a refusal of a connection before its session (its `peer` is the client), within
+    /// the address's budget: the first [`REFUSAL_LINES_PER_INTERVAL`] of an interval in full, the
+    /// rest counted by event into one `refusals_summary` line (at the address's next refusal
+    /// after the interval, or at [`Audit::sweep_refusals`]).
+    pub fn record_refusal(&self, event: &AuditEvent<'_>) {
+        let Some(peer) = event.peer else {
+            return self.record(event);
+        };
+        let address = crate::limits::address_key(peer.ip());
+        let (due, write) = {
+            let mut map = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() >= MAX_BUDGET_ADDRESSES && !map.contains_key(&address) {
+                (None, true)
+            } else {
+                map.entry(address)
+                    .or_insert_with(|| DenialBudget::new(REFUSAL_LINES_PER_INTERVAL))
+                    .denial(event.event, Instant::now(), SystemTime::now())
+            }
+        };
+        if let Some(summary) = due {
+            self.record_refusals_summary(address, &summary);
+        }
+        if write {
+            self.record(event);
+        }
+    }
+
+    fn record_refusals_summary(&self, address: IpAddr, summary: &DenialSummary) {
+        self.record(&AuditEvent {
+            event: "refusals_summary",
+            reason: "budget",
+            address: Some(address),
+            suppressed: Some(&summary.suppressed),
+            since: Some(humantime::format_rfc3339_millis(summary.since).to_string()),
+            ..AuditEvent::default()
+        });
+    }
+
+    /// Writes the summaries of the addresses whose interval has ended and forgets them (called
+    /// every few seconds, so that an address that went quiet is summarised too).
+    pub fn sweep_refusals(&self, now: Instant) {
+        let mut due = Vec::new();
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|address, budget| {
+                if !budget.interval_over(now) {
+                    return true;
+                }
+                if let Some(summary) = budget.finish() {
+                    due.push((*address, summary));
+                }
+                false
+            });
+        for (address, summary) in due {
+            self.record_refusals_summary(address, &summary);
+        }
+    }
+
+    /// Client addresses whose refusal budget is tracked now.
+    #[must_use]
+    pub fn refusal_addresses(&self) -> usize {
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Bytes of lines waiting for the writer now.
@@ -395,6 +505,107 @@ mod tests {
         })
         .unwrap();
         assert!(line.len() < MAX_FIELD_BYTES + 100, "{}", line.len());
+    }
+
+    /// A writer whose bytes the test can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// The lines written, once `done` holds for them (the writer thread runs on its own).
+        fn lines_when(
+            &self,
+            done: impl Fn(&[serde_json::Value]) -> bool,
+        ) -> Vec<serde_json::Value> {
+            for _ in 0..500 {
+                let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+                let lines: Vec<serde_json::Value> = text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+                if done(&lines) {
+                    return lines;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("the audit writer never wrote the lines awaited");
+        }
+    }
+
+    /// Connection refusals before a session have a per-address budget: 20 lines a minute in full,
+    /// the rest counted by event into one `refusals_summary` line, written by the sweep once the
+    /// minute is over. Another address beside it keeps every line.
+    #[test]
+    fn refusals_of_one_address_beyond_its_budget_become_one_summary_line() {
+        let out = Captured::default();
+        let audit = Audit::start_writer(Box::new(out.clone())).unwrap();
+        let flood: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let other: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        for i in 0..50 {
+            audit.record_refusal(&AuditEvent {
+                event: if i < 3 { "auth_failed" } else { "banned" },
+                listener: Some("plain"),
+                peer: Some(flood),
+                reason: "address",
+                ..AuditEvent::default()
+            });
+        }
+        for _ in 0..3 {
+            audit.record_refusal(&AuditEvent {
+                event: "tls_failed",
+                listener: Some("plain"),
+                peer: Some(other),
+                reason: "unknown_ca",
+                ..AuditEvent::default()
+            });
+        }
+        audit.sweep_refusals(Instant::now());
+        assert_eq!(audit.refusal_addresses(), 2, "the minute is not over");
+        audit.sweep_refusals(Instant::now() + DENIAL_INTERVAL);
+        assert_eq!(audit.refusal_addresses(), 0, "ended budgets are forgotten");
+        let lines = out.lines_when(|l| l.iter().any(|v| v["event"] == "refusals_summary"));
+        let from = |ip: &str| {
+            lines
+                .iter()
+                .filter(|v| v["peer"].as_str().is_some_and(|p| p.starts_with(ip)))
+                .count()
+        };
+        assert_eq!(from("198.51.100.7:"), 20);
+        assert_eq!(from("203.0.113.9:"), 3);
+        let summaries: Vec<_> = lines
+            .iter()
+            .filter(|v| v["event"] == "refusals_summary")
+            .collect();
+        assert_eq!(summaries.len(), 1, "{summaries:?}");
+        let s = summaries[0];
+        assert_eq!(s["address"], "198.51.100.7", "{s}");
+        assert_eq!(s["reason"], "budget", "{s}");
+        assert_eq!(s["suppressed"], serde_json::json!({"banned": 30}), "{s}");
+        assert!(s["since"].is_string(), "{s}");
+    }
+
+    #[test]
+    fn refusal_budgets_track_a_bounded_number_of_addresses() {
+        let audit = Audit::start_writer(Box::new(io::sink())).unwrap();
+        for i in 0..u32::try_from(MAX_BUDGET_ADDRESSES).unwrap() + 100 {
+            audit.record_refusal(&AuditEvent {
+                event: "banned",
+                peer: Some(SocketAddr::from((i.to_be_bytes(), 1))),
+                reason: "address",
+                ..AuditEvent::default()
+            });
+        }
+        assert_eq!(audit.refusal_addresses(), MAX_BUDGET_ADDRESSES);
     }
 
     /// The budget as a table over time: ten lines per interval, the rest counted by action and

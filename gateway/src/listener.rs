@@ -123,7 +123,7 @@ fn admit(ctx: &ListenerCtx, peer: SocketAddr) -> Option<crate::limits::ConnPermi
     let ip = peer.ip();
     let refused = |outcome: &'static str, event: &'static str, reason: &'static str| {
         metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome).increment(1);
-        gw.audit.record(&crate::audit::AuditEvent {
+        gw.audit.record_refusal(&crate::audit::AuditEvent {
             event,
             listener: Some(&ctx.name),
             peer: Some(peer),

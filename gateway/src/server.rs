@@ -288,8 +288,8 @@ pub async fn start_on(
     })
 }
 
-/// Every 10 s: forget idle per-address rate state and expired ban entries, so memory follows the
-/// live attackers, not every address ever seen.
+/// Every 10 s: forget idle per-address rate state, expired ban entries and ended audit budgets
+/// (writing their summaries), so memory follows the live attackers, not every address ever seen.
 async fn sweep(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
@@ -299,5 +299,6 @@ async fn sweep(gateway: Arc<Gateway>) {
         }
         gateway.conn_limits.sweep();
         gateway.bans.sweep(std::time::Instant::now());
+        gateway.audit.sweep_refusals(std::time::Instant::now());
     }
 }

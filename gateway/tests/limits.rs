@@ -257,6 +257,86 @@ async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
     }
 }
 
+/// Field finding (issue 20, item 5), before a session: every refused connection was an audit
+/// line, so one address hammering the gateway made it write without end. An address's
+/// refusals (here: three wrong passwords, then 40 connections while banned) write 20 lines a
+/// minute in full (the rest go into one `refusals_summary` line when the minute is over, see the
+/// unit tests); the metrics still count every one, and another address keeps its lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_one_address_have_an_audit_budget() {
+    let pki = Pki::new();
+    let gw = password_setup(
+        &pki,
+        "auth_failures_before_ban = 3\nconnections_per_ip_per_second = 1000",
+    )
+    .start()
+    .await;
+    let addr = gw.plain_addr();
+    let banned_before = gw
+        .metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}")
+        .await;
+    for i in 0..3 {
+        let mut c = Plain::connect(addr, "127.0.7.1").await.unwrap();
+        c.send(&connect(
+            ProtocolVersion::V311,
+            &format!("g{i}"),
+            Some("alice"),
+            Some(b"guess"),
+            30,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4]);
+    }
+    for _ in 0..40 {
+        let mut c = Plain::connect(addr, "127.0.7.1").await.unwrap();
+        assert_eq!(c.recv().await, None, "banned: closed before CONNACK");
+    }
+    assert!(
+        gw.metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}")
+            .await
+            >= banned_before + 40.0,
+        "every refusal is counted"
+    );
+    // Another address: its refusal is written, and, the queue being in order, after every line
+    // of the flood.
+    let mut c = Plain::connect(addr, "127.0.7.2").await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V311,
+        "other",
+        Some("alice"),
+        Some(b"guess"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4]);
+    gw.audit_line(|v| v["client_id"] == "other" && v["event"] == "auth_failed")
+        .await
+        .expect("the other address's line");
+    let lines = gw.audit().await;
+    let flood = lines
+        .iter()
+        .filter(|v| {
+            v["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.7.1:"))
+        })
+        .count();
+    assert_eq!(flood, 20, "20 lines a minute for one address");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|v| v["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.7.1:"))
+                && v["event"] == "auth_failed")
+            .count(),
+        3,
+        "the wrong passwords are among them"
+    );
+}
+
 /// One admin request: `Some(status line and body)`, or `None` when the connection is closed
 /// without an answer.
 async fn admin_request(admin: SocketAddr, path: &str) -> Option<String> {

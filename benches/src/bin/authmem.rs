@@ -32,6 +32,7 @@ fn connect_frame(user: &str, password: &[u8]) -> Vec<u8> {
         will: None,
         username: Some(user),
         password: Some(password),
+        bridge: false,
     };
     let mut out = Vec::new();
     let _ = c.encode(&mut out);

@@ -117,7 +117,7 @@ fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: &'static str, detail:
     counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
         .increment(1);
     tracing::info!(%peer, listener = %ctx.name, reason, detail, "TLS handshake failed");
-    ctx.gateway.audit.record(&AuditEvent {
+    ctx.gateway.audit.record_refusal(&AuditEvent {
         event: "tls_failed",
         listener: Some(&ctx.name),
         peer: Some(peer),
@@ -137,7 +137,7 @@ pub(crate) fn refused(
     reason: &str,
 ) {
     outcome(&ctx.name, outcome_label);
-    ctx.gateway.audit.record(&AuditEvent {
+    ctx.gateway.audit.record_refusal(&AuditEvent {
         event,
         listener: Some(&ctx.name),
         peer: Some(peer),

@@ -25,7 +25,7 @@ pub(super) async fn refuse(
         m::deny_hit(refusal.rule.as_ref());
     }
     let rule = refusal.rule.as_ref().map(ToString::to_string);
-    ctx.gateway.audit.record(&AuditEvent {
+    ctx.gateway.audit.record_refusal(&AuditEvent {
         event: match refusal.outcome {
             "auth_failed" => "auth_failed",
             "denied" => "acl_denied",
@@ -94,7 +94,7 @@ pub(super) async fn refuse_malformed(
 ) {
     outcome(&ctx.name, "malformed");
     ctx.gateway.c2b.malformed();
-    ctx.gateway.audit.record(&AuditEvent {
+    ctx.gateway.audit.record_refusal(&AuditEvent {
         event: "malformed",
         listener: Some(&ctx.name),
         peer: Some(peer),
