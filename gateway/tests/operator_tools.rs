@@ -632,6 +632,57 @@ fn check_names_the_file_and_line_of_each_mistake() {
     assert!(err.contains("passwords:3:"), "{err}");
 }
 
+/// A gateway.toml (plain listener only) beside `policy` in a fresh directory under `dir`.
+fn config_with_policy(dir: &Path, policy: &str) -> tempfile::TempDir {
+    let case = tempfile::tempdir_in(dir).unwrap();
+    let gateway = "[upstream]\naddress = \"127.0.0.1:1883\"\n\n\
+                   [[listener]]\nname = \"internal\"\nbind = \"127.0.0.1:1884\"\n\n\
+                   [auth]\nallow_anonymous = true\n\n[policy]\nfile = \"policy.toml\"\n";
+    std::fs::write(case.path().join("gateway.toml"), gateway).unwrap();
+    std::fs::write(case.path().join("policy.toml"), policy).unwrap();
+    case
+}
+
+/// Issue 20, item 10: `policy explain --subscribe` judges `$share/g1/$share/g2/F` as the broker
+/// takes it, group `g1`'s subscription to `$share/g2/F` ([MQTT-4.8.2-1]), which `#` does not
+/// allow ([MQTT-4.7.2-1]); it was judged as `F` (the prefix taken off twice) and allowed.
+#[test]
+fn explain_takes_a_share_prefix_off_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy =
+        "version = 1\n[[rule]]\nwho = { any = true }\nallow = [\"subscribe\"]\ntopics = [\"#\"]\n";
+    let case = config_with_policy(dir.path(), policy);
+    let config = case.path().join("gateway.toml");
+    let explain = |filter: &str| {
+        gw(
+            &[
+                "policy",
+                "explain",
+                "--config",
+                s(&config),
+                "--principal",
+                "p",
+                "--client-id",
+                "c",
+                "--subscribe",
+                filter,
+            ],
+            "",
+        )
+    };
+    for good in ["F", "$share/g1/F", "$share/g1/a/+/F"] {
+        let out = ok(&explain(good));
+        assert!(out.starts_with("allow:"), "{good}: {out}");
+    }
+    let out = explain("$share/g1/$share/g2/F");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.starts_with("deny:") && text.contains("(group \"g1\", filter \"$share/g2/F\")"),
+        "{text}"
+    );
+}
+
 // === deploy/systemd ===
 
 #[test]

@@ -275,7 +275,8 @@ impl ClientInspector {
         let denied_code = if self.version.is_v5() { 0x87 } else { 0x80 };
         let mut codes: Vec<Option<u8>> = Vec::with_capacity(s.len());
         for (filter, _) in s.filters() {
-            let d = policy.subscribe(filter.effective().as_str());
+            // As sent: `subscribe` takes a `$share/<group>/` prefix off (once) itself.
+            let d = policy.subscribe(filter.as_str());
             if d.allowed {
                 codes.push(None);
             } else {
