@@ -683,6 +683,53 @@ fn explain_takes_a_share_prefix_off_once() {
     );
 }
 
+/// Issue 20, item 14: `check` warns about policy shapes that hand out session takeovers — a
+/// `[[connect]]` rule with `client_ids = ["*"]` (its clients may connect with any device's id, and
+/// a CONNECT with an id in use ends the session holding it, [MQTT-3.1.4-3]) and a `*` next to `%u`
+/// (`%u-*`: principal `a` may use `a-b-1`, an id of principal `a-b`) — naming file:line, and
+/// still exits 0 (warnings, not errors). Beside them, `%u` and `%u/*` get no warning.
+#[test]
+fn check_warns_about_policies_that_hand_out_takeovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |ids: &str| {
+        format!(
+            "version = 1\n\n[[connect]]\nwho = {{ any = true }}\nclient_ids = [{ids}]\n\n\
+             [[rule]]\nwho = {{ any = true }}\nallow = [\"publish\"]\ntopics = [\"d/%u/#\"]\n"
+        )
+    };
+    let check = |ids: &str| {
+        let case = config_with_policy(dir.path(), &policy(ids));
+        let out = gw(
+            &["check", "--config", s(&case.path().join("gateway.toml"))],
+            "",
+        );
+        let stdout = ok(&out);
+        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (ids, needle) in [
+        (
+            "\"*\"",
+            "\"*\" lets every client of this rule connect with any client id",
+        ),
+        ("\"%u\", \"%u-*\"", "\"%u-*\" lets principals collide"),
+    ] {
+        let (stdout, stderr) = check(ids);
+        assert!(
+            stdout.contains("ok:") && stdout.contains("1 warning(s)"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("policy.toml:5: warning: client id pattern") && stderr.contains(needle),
+            "{ids}: {stderr}"
+        );
+    }
+    for ids in ["\"%u\"", "\"%u/*\", \"dev-%u\""] {
+        let (stdout, stderr) = check(ids);
+        assert!(!stdout.contains("warning"), "{ids}: {stdout}");
+        assert!(!stderr.contains("warning"), "{ids}: {stderr}");
+    }
+}
+
 // === deploy/systemd ===
 
 #[test]
