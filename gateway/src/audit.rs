@@ -233,6 +233,34 @@ enum Msg {
     Reopen,
 }
 
+/// The JSON line of `event` at `time`, newline included. The code points that reorder or break
+/// what an operator reads (U+2028, U+2029, the bidi controls U+202A..U+202E and U+2066..U+2069)
+/// are written as `\uXXXX` escapes: the decoder refuses them in MQTT strings, but a certificate's
+/// CN or a file name can still carry them. They can only occur inside JSON strings, where the
+/// escape means the same character.
+fn format_line(event: &AuditEvent<'_>, time: SystemTime) -> Option<String> {
+    let line = Line {
+        time: humantime::format_rfc3339_millis(time).to_string(),
+        event,
+    };
+    let text = serde_json::to_string(&line).ok()?;
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if is_reordering(c) {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
+    Some(out)
+}
+
+/// Line/paragraph separators and the bidi embeddings, overrides and isolates.
+fn is_reordering(c: char) -> bool {
+    matches!(u32::from(c), 0x2028..=0x202e | 0x2066..=0x2069)
+}
+
 /// Handle to the audit log; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -359,14 +387,9 @@ impl Audit {
 
     /// Records an event (never blocks).
     pub fn record(&self, event: &AuditEvent<'_>) {
-        let line = Line {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            event,
-        };
-        let Ok(mut text) = serde_json::to_string(&line) else {
+        let Some(text) = format_line(event, SystemTime::now()) else {
             return;
         };
-        text.push('\n');
         let cost = text.len() + LINE_OVERHEAD;
         let before = self.queued.fetch_add(cost, Ordering::AcqRel);
         if before.saturating_add(cost) > MAX_QUEUED_BYTES {
@@ -648,5 +671,40 @@ mod tests {
             b.finish().map(|s| s.suppressed),
             Some(BTreeMap::from([("publish", 1)]))
         );
+    }
+
+    /// Issue 20, item 11: separators and bidi controls never reach an audit line raw, whatever
+    /// field carries them; the line is still one JSON object that reads back to the same text.
+    #[test]
+    fn reordering_code_points_are_escaped_in_every_field() {
+        let nasty = "dev\u{202e}gpj.exe\u{2028}x\u{2069}";
+        let event = AuditEvent {
+            event: "acl_denied",
+            principal: Some(nasty),
+            client_id: Some(nasty),
+            reason: "publish",
+            topic: Some(nasty),
+            detail: Some(nasty),
+            ..AuditEvent::default()
+        };
+        let line = format_line(&event, SystemTime::UNIX_EPOCH).unwrap();
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        assert!(!line.chars().any(is_reordering), "{line}");
+        assert!(line.contains("dev\\u202egpj.exe\\u2028x\\u2069"), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for field in ["principal", "client_id", "topic", "detail"] {
+            assert_eq!(back[field], nasty, "{field}");
+        }
+        // The good case: other non-ASCII text is written as it is.
+        let event = AuditEvent {
+            event: "acl_denied",
+            topic: Some("capteurs/é/€/\u{5e9}"),
+            ..AuditEvent::default()
+        };
+        let line = format_line(&event, SystemTime::UNIX_EPOCH).unwrap();
+        assert!(line.contains("capteurs/é/€/\u{5e9}"), "{line}");
     }
 }

@@ -5,10 +5,14 @@
 //! (governor's keyed GCRA, burst = rate). IPv6 addresses are keyed by their /64, so one host cannot
 //! mint 2^64 keys; every map keyed by address has a cap and is swept of idle entries.
 //!
-//! Per client, after CONNECT: PUBLISH messages and bytes per second (governor direct limiters owned
-//! by the connection, no shared state). Over the rate the gateway stops reading (TCP pushes back on
-//! the client); a client that stays over it for [`SUSTAINED_OVER_RATE`] is disconnected (MQTT 5:
-//! 0x96 Message rate too high, 0x97 Quota exceeded for bytes).
+//! Per client, after CONNECT: packets and bytes per second (governor direct limiters owned by the
+//! connection, no shared state). Every packet the client sends counts as a message (PINGREQ,
+//! SUBSCRIBE, ... too), except the acknowledgements of QoS 1/2 messages the broker delivered to it
+//! (see `session::relay`). Over the rate the gateway stops reading (TCP pushes back on the client);
+//! a client that stays over it for [`SUSTAINED_OVER_RATE`] is disconnected (MQTT 5: 0x96 Message
+//! rate too high, 0x97 Quota exceeded for bytes). "Stays over it": its pauses follow each other
+//! with less than [`CALM`] between them, however small each batch read is (a TLS stream hands over
+//! at most a record or so per read, a TCP socket up to 64 KiB).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -31,6 +35,9 @@ use crate::config::LimitsConfig;
 pub const MAX_TRACKED_ADDRESSES: usize = 200_000;
 /// A client over its message or byte rate for this long, continuously, is disconnected.
 pub const SUSTAINED_OVER_RATE: Duration = Duration::from_secs(5);
+/// A client that needed no pause for this long after its last one is back under its rate (the
+/// buckets, a second's worth of burst, have refilled): a later pause starts a new episode.
+pub const CALM: Duration = Duration::from_secs(1);
 
 /// The address a limit is keyed by: the IPv4 address, or the /64 of an IPv6 address.
 #[must_use]
@@ -222,7 +229,10 @@ pub struct ClientThrottle {
     messages_rate: u32,
     bytes_rate: u32,
     clock: MonotonicClock,
+    /// When the current episode over the rate began.
     over_since: Option<std::time::Instant>,
+    /// When the last pause ends.
+    paused_until: Option<std::time::Instant>,
     /// Messages and bytes read but not yet charged (their batch is waiting).
     pending: (u32, u32),
 }
@@ -266,11 +276,12 @@ impl ClientThrottle {
             bytes_rate: byte_rate.get(),
             clock,
             over_since: None,
+            paused_until: None,
             pending: (0, 0),
         }
     }
 
-    /// Accounts for a batch of `messages` PUBLISH and `bytes` bytes just read, and says whether
+    /// Accounts for a batch of `messages` packets and `bytes` bytes just read, and says whether
     /// to read on, pause, or close. After a pause, call it again with `(0, 0)`: what could not be
     /// charged before is charged then.
     pub fn account(&mut self, messages: u32, bytes: usize) -> Throttle {
@@ -296,16 +307,26 @@ impl ClientThrottle {
         } else {
             (wait_m, ClientLimit::Messages)
         };
-        if wait.is_zero() {
+        let now = std::time::Instant::now();
+        // The episode ends only after a calm second, not as soon as one pause is over: a client
+        // whose every read fits in the burst (small reads, as over TLS) but that is over the rate
+        // again right after each pause is continuously over it.
+        if self
+            .paused_until
+            .is_some_and(|p| now.saturating_duration_since(p) >= CALM)
+        {
             self.over_since = None;
+            self.paused_until = None;
+        }
+        if wait.is_zero() {
             return Throttle::Go;
         }
-        let now = std::time::Instant::now();
         let first = self.over_since.is_none();
         let since = *self.over_since.get_or_insert(now);
         if now.duration_since(since) + wait + backlog > SUSTAINED_OVER_RATE {
             return Throttle::Close(CloseReason::RateLimited(limit));
         }
+        self.paused_until = Some(now + wait);
         Throttle::Wait(wait, limit, first)
     }
 }
@@ -442,5 +463,62 @@ mod tests {
             t.account(1000, 100),
             Throttle::Close(CloseReason::RateLimited(ClientLimit::Messages))
         );
+    }
+
+    /// Issue 20, item 8: batches that each fit in the burst, sent again as soon as each pause is
+    /// over (what a flooding client looks like through a TLS stream, which hands over about one
+    /// record per read), are one episode over the rate: closed once it has lasted
+    /// SUSTAINED_OVER_RATE. Before, every pause's end started the count again, so such a client
+    /// was slowed forever and never cut. The client does what the throttle says: it sleeps
+    /// exactly the pauses it is given, nothing else.
+    #[test]
+    fn small_batches_over_the_rate_are_one_episode_and_close() {
+        let l = LimitsConfig {
+            messages_per_client_per_second: NonZeroU32::new(400).unwrap(),
+            ..LimitsConfig::default()
+        };
+        let mut t = ClientThrottle::new(&l);
+        let mut batches = 0u32;
+        let closed = loop {
+            batches += 1;
+            assert!(
+                batches <= 30,
+                "not closed after 30 batches (15 s at twice the rate)"
+            );
+            let mut verdict = t.account(200, 2000);
+            while let Throttle::Wait(d, _, _) = verdict {
+                std::thread::sleep(d);
+                verdict = t.account(0, 0);
+            }
+            if let Throttle::Close(reason) = verdict {
+                break reason;
+            }
+        };
+        assert_eq!(closed, CloseReason::RateLimited(ClientLimit::Messages));
+        // Twice the rate: the 400 burst, then 200 every half second. Closed when the episode
+        // reached SUSTAINED_OVER_RATE (about ten pauses), not at the first pause.
+        assert!(batches >= 8, "{batches}");
+    }
+
+    /// The good case beside it: a client under its rate with bursts and calm seconds between
+    /// them is paused at most briefly and never closed.
+    #[test]
+    fn bursts_with_calm_between_them_are_never_closed() {
+        let l = LimitsConfig {
+            messages_per_client_per_second: NonZeroU32::new(400).unwrap(),
+            ..LimitsConfig::default()
+        };
+        let mut t = ClientThrottle::new(&l);
+        for _ in 0..3 {
+            // 600 at once: the 400 burst passes, 200 wait half a second.
+            let mut verdict = t.account(600, 600);
+            while let Throttle::Wait(d, _, _) = verdict {
+                std::thread::sleep(d);
+                verdict = t.account(0, 0);
+            }
+            assert_eq!(verdict, Throttle::Go);
+            // Quiet for longer than CALM plus a full refill.
+            std::thread::sleep(CALM + Duration::from_millis(1100));
+        }
     }
 }

@@ -385,3 +385,55 @@ async fn denials_beyond_a_sessions_budget_become_one_summary_line() {
     );
     assert!(acl_denied(&gw, "publish").await >= before + 53.0);
 }
+
+/// Issue 20, item 11: U+2028/U+2029 and the bidi controls (U+202A..U+202E, U+2066..U+2069) are
+/// refused in MQTT strings like the control characters ([MQTT-1.5.4] lets a receiver refuse such
+/// code points): a PUBLISH whose topic holds one is malformed (MQTT 5: DISCONNECT 0x81, then close;
+/// 3.1.1: close), is never forwarded, and no audit line carries the character raw. Before, the
+/// topic passed the string check and a denied one was written raw into the `acl_denied` line.
+/// Beside it, a topic in right-to-left script (no controls) is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separators_and_bidi_controls_in_a_topic_are_malformed() {
+    let pki = Pki::new();
+    let gw = gateway(&pki, "").await;
+    let spy = broker_spy(&gw, "pub/#", 2, 10).await;
+    for version in VERSIONS {
+        let v = version.level();
+        let mut c = client(&gw, &pki, version, &format!("bidi-{v}")).await;
+        let good = format!("pub/ok/\u{5e9}\u{5dc}\u{5d5}\u{5dd}/{v}");
+        c.send(&publish(version, &good, 1, 1, &[], b"rtl")).await;
+        assert_broker_ack(&c.next("PUBACK").await, AckKind::Puback, 1);
+        for (i, bad) in [
+            "pub/denied/\u{202e}gpj.exe",
+            "pub/ok/a\u{2028}b",
+            "pub/ok/\u{2066}x",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                c = client(&gw, &pki, version, &format!("bidi-{v}-{i}")).await;
+            }
+            c.send(&publish(version, bad, 1, 2, &[], b"bad")).await;
+            if version.is_v5() {
+                assert!(
+                    matches!(
+                        c.next("DISCONNECT").await,
+                        Got::Disconnect { reason: 0x81, .. }
+                    ),
+                    "{bad:?}"
+                );
+            }
+            c.assert_closed().await;
+            audit_of(&gw, c.local, "malformed", None, None).await;
+        }
+    }
+    let got = spy_messages(spy).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|m| m.ends_with(" rtl")), "{got:?}");
+    let text = std::fs::read_to_string(&gw.audit_path).unwrap();
+    assert!(
+        !text.contains(['\u{202e}', '\u{2028}', '\u{2066}']),
+        "{text}"
+    );
+}

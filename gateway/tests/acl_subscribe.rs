@@ -196,6 +196,48 @@ async fn shared_subscriptions_are_judged_by_their_filter() {
     assert!(acl_denied(&gw, "subscribe").await >= before + 6.0);
 }
 
+/// Issue 20, item 10: `$share/g1/$share/g2/a/x` is group `g1`'s shared subscription to the filter
+/// `$share/g2/a/x` ([MQTT-4.8.2-1], [MQTT-4.8.2-2]; Mosquitto grants it so), and is judged as that
+/// filter: the `$share/` prefix is taken off once, not twice (which judged it as `a/x`, allowed).
+/// `$share/g2/a/x` starts with `$`, so neither `a/+` nor `#` allows it ([MQTT-4.7.2-1]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_prefix_is_taken_off_once() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    let before = acl_denied(&gw, "subscribe").await;
+    for v in VERSIONS {
+        let denied = per_version(v, 0x80, 0x87);
+        for cn in ["narrow-2", "wide"] {
+            let mut c = client(&gw, &pki, v, cn, &format!("twice-{cn}-{}", v.level())).await;
+            c.send(&subscribe(
+                v,
+                4,
+                &[("$share/g1/a/x", 1), ("$share/g1/$share/g2/a/x", 1)],
+            ))
+            .await;
+            assert_eq!(
+                c.next("SUBACK").await,
+                Got::Suback {
+                    id: 4,
+                    codes: vec![1, denied]
+                },
+                "{cn}"
+            );
+            audit_of(
+                &gw,
+                c.local,
+                "acl_denied",
+                Some("subscribe"),
+                Some("$share/g1/$share/g2/a/x"),
+            )
+            .await;
+            c.ping().await;
+            c.disconnect().await;
+        }
+    }
+    assert!(acl_denied(&gw, "subscribe").await >= before + 4.0);
+}
+
 /// `#` does not match topics that start with `$` ([MQTT-4.7.2-1]), in the policy as in the
 /// broker: a rule allowing `#` does not allow `$SYS/#` (nor any filter that reaches `$SYS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

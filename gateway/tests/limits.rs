@@ -766,3 +766,330 @@ async fn connection_limits_and_ban_settings_follow_a_config_reload_without_dropp
     let (code, _) = try_connect(addr, "127.0.4.2", "fresh", ALICE).await;
     assert_eq!(code, Some(0));
 }
+
+// === Issue 20, items 6 and 8: floods over TLS, every packet counted ===
+
+/// What a flood over TLS came to.
+struct Flooded {
+    /// The reason of the DISCONNECT the gateway sent (`None`: closed without one).
+    reason: Option<ReasonCode>,
+    /// PINGRESPs received: the PINGREQs the broker answered.
+    pingresps: u64,
+    /// From the CONNACK to the end of the connection.
+    lasted: Duration,
+}
+
+/// Connects over TLS (client certificate `cn`, user alice) with MQTT 5, then writes `unit` again
+/// and again, `per_write` copies per write (one TLS record each), until the gateway closes the
+/// connection; reads everything that comes back meanwhile.
+async fn flood_tls(
+    gw: &support::TestGateway,
+    pki: &Pki,
+    cn: &str,
+    unit: &[u8],
+    per_write: usize,
+) -> Flooded {
+    let cert = pki.client(cn, None, support::Flaw::None);
+    let tls = support::client_tls(pki, Some(&cert), &[&rustls::version::TLS13]);
+    let mut c = support::Raw::connect(gw.tls_addr(), tls).await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        cn,
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    let connack = c.recv().await.expect("CONNACK");
+    assert!(
+        matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(a)) if a.code.is_success()),
+        "{connack:?}"
+    );
+    let started = std::time::Instant::now();
+    let (mut rd, mut wr) = tokio::io::split(c.stream);
+    let batch: Vec<u8> = unit.repeat(per_write);
+    let writer = tokio::spawn(async move {
+        while wr.write_all(&batch).await.is_ok() && wr.flush().await.is_ok() {}
+    });
+    let mut buf = Vec::new();
+    let mut pingresps = 0u64;
+    let mut reason = None;
+    let read_all = async {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            while let Ok(Some((frame, _))) =
+                mqtt_inspect::split_frame(&buf, mqtt_inspect::MAX_PACKET_SIZE)
+            {
+                let f = frame.to_vec();
+                buf.drain(..f.len());
+                match decode(&f, ProtocolVersion::V5) {
+                    Ok(Packet::Pingresp) => pingresps += 1,
+                    Ok(Packet::Disconnect(d)) => reason = Some(d.reason),
+                    _ => {}
+                }
+            }
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    // A deadline, not a measurement: before the fix the flood was slowed forever.
+    tokio::time::timeout(Duration::from_secs(40), read_all)
+        .await
+        .unwrap_or_else(|_| panic!("{cn}: still connected after 40 s of flooding"));
+    writer.abort();
+    Flooded {
+        reason,
+        pingresps,
+        lasted: started.elapsed(),
+    }
+}
+
+/// A calm client over TLS, connected, for the good cases.
+async fn calm_tls(gw: &support::TestGateway, pki: &Pki, cn: &str) -> support::Raw {
+    let cert = pki.client(cn, None, support::Flaw::None);
+    let tls = support::client_tls(pki, Some(&cert), &[&rustls::version::TLS13]);
+    let mut c = support::Raw::connect(gw.tls_addr(), tls).await.unwrap();
+    c.send(&connect(
+        ProtocolVersion::V5,
+        cn,
+        Some("alice"),
+        Some(b"secret"),
+        30,
+    ))
+    .await
+    .unwrap();
+    assert!(c.recv().await.is_some());
+    c
+}
+
+/// Issue 20, item 8: on a TLS listener a client over its message rate, or its byte rate, is cut
+/// after being over it for 5 s (DISCONNECT 0x96 / 0x97), as on the plain listener and as
+/// documented. The flood is written in small records, so each read of the gateway's TLS stream
+/// fits in a second's burst: before the fix the end of every pause started the 5 s again, and
+/// such a client was slowed forever. A calm client on the same listener is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_over_tls_is_cut_like_over_plain_tcp() {
+    let pki = Pki::new();
+    let gw = password_setup(
+        &pki,
+        "messages_per_client_per_second = 200\nbytes_per_client_per_second = \"64KiB\"\nmax_packet_size = \"16KiB\"",
+    )
+    .start()
+    .await;
+    let mut calm = calm_tls(&gw, &pki, "calm-tls").await;
+    let before_m = gw
+        .metric("mqtt_gateway_rate_limited_total{limit=\"messages\"}")
+        .await;
+    let before_b = gw
+        .metric("mqtt_gateway_rate_limited_total{limit=\"bytes\"}")
+        .await;
+    // Messages: 20 small PUBLISH per record (about 600 B/s at 200/s: far under the byte rate).
+    let small = publish_qos0("rate/tls", b"0123456789");
+    let m = flood_tls(&gw, &pki, "flood-msgs", &small, 20).await;
+    assert_eq!(m.reason, Some(ReasonCode::MessageRateTooHigh));
+    // Bytes: one 4 KB PUBLISH per record (16 a second fill 64 KiB/s, far under 200 messages).
+    let big = publish_qos0("rate/tls", &[b'x'; 4000]);
+    let b = flood_tls(&gw, &pki, "flood-bytes", &big, 1).await;
+    assert_eq!(b.reason, Some(ReasonCode::QuotaExceeded));
+    eprintln!(
+        "message flood cut after {:?}, byte flood after {:?}",
+        m.lasted, b.lasted
+    );
+    assert!(
+        gw.metric("mqtt_gateway_rate_limited_total{limit=\"messages\"}")
+            .await
+            >= before_m + 1.0
+    );
+    assert!(
+        gw.metric("mqtt_gateway_rate_limited_total{limit=\"bytes\"}")
+            .await
+            >= before_b + 1.0
+    );
+    for who in ["flood-msgs", "flood-bytes"] {
+        let line = gw
+            .audit_line(|l| l["event"] == "rate_limited" && l["client_id"] == who)
+            .await;
+        assert!(line.is_some(), "no rate_limited audit line for {who}");
+    }
+    // The calm client, under its rates, is still served.
+    for _ in 0..3 {
+        calm.send(&[0xc0, 0]).await.unwrap();
+        assert_eq!(calm.recv().await.unwrap(), [0xd0, 0]);
+    }
+}
+
+/// Issue 20, item 6: every packet a client sends counts against
+/// `messages_per_client_per_second`, not only PUBLISH. A PINGREQ flood (each one answered by
+/// the broker) is slowed to the rate and cut after 5 s with 0x96; before, 174,000 PINGREQ/s
+/// passed a 1,000/s limit and were never cut. The PINGRESPs counted are what the broker received.
+/// A client pinging at a normal keep-alive cadence, and the acknowledgements of QoS 1 messages
+/// delivered faster than the rate, never trip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_packet_counts_against_the_message_rate() {
+    let pki = Pki::new();
+    // The default rate; the flood is one PINGREQ per TLS record, so that each read of the
+    // gateway fits in the burst and the flood is slowed, not cut at its first read.
+    let gw = password_setup(&pki, "messages_per_client_per_second = 1000")
+        .start()
+        .await;
+    let mut calm = calm_tls(&gw, &pki, "pinger").await;
+    let f = flood_tls(&gw, &pki, "ping-flood", &[0xc0, 0x00], 1).await;
+    assert_eq!(f.reason, Some(ReasonCode::MessageRateTooHigh));
+    let per_second = f64::from(u32::try_from(f.pingresps).unwrap()) / f.lasted.as_secs_f64();
+    eprintln!(
+        "PINGREQ flood at a 1000/s limit: {} reached the broker in {:?} ({per_second:.0}/s), then cut",
+        f.pingresps, f.lasted
+    );
+    // Bounded by the rate and its one-second burst (each packet of a read is forwarded before
+    // the read is charged, so add one read's worth): far from the flood's own rate.
+    assert!(
+        f.pingresps <= 1000 * (f.lasted.as_secs() + 2) + 8192,
+        "{} PINGREQ reached the broker in {:?}",
+        f.pingresps,
+        f.lasted
+    );
+    // A normal keep-alive cadence: a few PINGREQs, each answered.
+    for _ in 0..3 {
+        calm.send(&[0xc0, 0]).await.unwrap();
+        assert_eq!(calm.recv().await.unwrap(), [0xd0, 0]);
+    }
+}
+
+/// The good case of counting every packet: a subscriber that acknowledges QoS 1 messages
+/// delivered to it faster than its own message rate is not slowed into a disconnect (the
+/// acknowledgements it owes for deliveries are not charged; anything else it sends is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledging_deliveries_faster_than_the_rate_is_not_charged() {
+    let pki = Pki::new();
+    let gw = password_setup(&pki, "messages_per_client_per_second = 50")
+        .start()
+        .await;
+    let mut sub = calm_tls(&gw, &pki, "fast-sub").await;
+    // SUBSCRIBE acks/q1 at QoS 1 (MQTT 5: no properties).
+    sub.send(&[
+        0x82, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x07, b'a', b'c', b'k', b's', b'/', b'q', b'1', 0x01,
+    ])
+    .await
+    .unwrap();
+    let suback = sub.recv().await.expect("SUBACK");
+    assert_eq!(suback[0], 0x90, "{suback:?}");
+    // 600 QoS 1 messages into the broker: 12 s of this client's packet rate in acknowledgements.
+    support::wire::broker_pub(
+        &gw,
+        &["-q", "1", "-t", "acks/q1", "-m", "m", "--repeat", "600"],
+    )
+    .await;
+    let mut got = 0;
+    while got < 600 {
+        let frame = sub
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("cut after {got} messages"));
+        match decode(&frame, ProtocolVersion::V5) {
+            Ok(Packet::Publish(p)) => {
+                let id = p.packet_id.expect("QoS 1").get().to_be_bytes();
+                sub.send(&[0x40, 0x02, id[0], id[1]]).await.unwrap();
+                got += 1;
+            }
+            other => panic!("after {got} messages: {other:?}"),
+        }
+    }
+    sub.send(&[0xc0, 0]).await.unwrap();
+    assert_eq!(sub.recv().await.unwrap(), [0xd0, 0]);
+}
+
+/// An UNSUBSCRIBE of `filters`.
+fn unsubscribe(version: ProtocolVersion, id: u16, filters: &[&str]) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    if version.is_v5() {
+        body.push(0);
+    }
+    for filter in filters {
+        body.extend_from_slice(&u16::try_from(filter.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(filter.as_bytes());
+    }
+    support::wire::frame(0xa2, &body)
+}
+
+/// Issue 20, item 6: `max_subscriptions_per_client` bounds the filters one client connection
+/// holds (SUBSCRIBE adds, UNSUBSCRIBE removes). A filter beyond it gets 0x97 Quota exceeded
+/// (MQTT 5) / 0x80 Failure (3.1.1) in its position of the SUBACK, is never subscribed at the
+/// broker, and is audited as `quota_exceeded`; the other filters of the same SUBSCRIBE, a new
+/// SUBSCRIBE to a filter already held (it replaces, [MQTT-3.8.4-3]), and a filter subscribed
+/// after an UNSUBSCRIBE made room, are served. Before, there was no bound at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_client_are_capped_and_refused_in_position() {
+    use support::wire::{
+        Got, TlsWire, VERSIONS, audit_of, broker_pub, enforcement_setup, per_version, subscribe,
+    };
+    let pki = Pki::new();
+    let mut setup = enforcement_setup(&pki);
+    setup.limits.push_str("max_subscriptions_per_client = 3\n");
+    let gw = setup.start().await;
+    for v in VERSIONS {
+        let quota = per_version(v, 0x80, 0x97);
+        let cn = format!("subs-{}", v.level());
+        let cert = pki.client(&cn, None, support::Flaw::None);
+        let tls = support::client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+        let mut c = TlsWire::tls(gw.tls_addr(), tls, v).await;
+        assert_eq!(
+            c.connect(&support::wire::connect(v, &cn, None, None)).await,
+            0
+        );
+        c.send(&subscribe(v, 1, &[("q/a", 1), ("q/b", 1)])).await;
+        assert_eq!(
+            c.next("SUBACK").await,
+            Got::Suback {
+                id: 1,
+                codes: vec![1, 1]
+            }
+        );
+        // One left: q/a again replaces (no room needed), q/c takes the last place, q/d and
+        // $share/g/q/a (another subscription at the broker) are over the quota.
+        c.send(&subscribe(
+            v,
+            2,
+            &[("q/a", 0), ("q/c", 1), ("q/d", 1), ("$share/g/q/a", 1)],
+        ))
+        .await;
+        assert_eq!(
+            c.next("SUBACK").await,
+            Got::Suback {
+                id: 2,
+                codes: vec![0, 1, quota, quota]
+            }
+        );
+        let line = audit_of(
+            &gw,
+            c.local,
+            "quota_exceeded",
+            Some("subscribe"),
+            Some("q/d"),
+        )
+        .await;
+        assert_eq!(line["reason"], "max_subscriptions_per_client", "{line}");
+        // q/d does not exist at the broker: its message is not delivered, q/c's is.
+        broker_pub(&gw, &["-q", "1", "-t", "q/d", "-m", "refused"]).await;
+        broker_pub(&gw, &["-q", "1", "-t", "q/c", "-m", "held"]).await;
+        assert_eq!(
+            c.publishes_until("q/c").await,
+            [("q/c".to_owned(), b"held".to_vec())]
+        );
+        // An UNSUBSCRIBE makes room again.
+        c.send(&unsubscribe(v, 3, &["q/b"])).await;
+        assert!(matches!(c.next("UNSUBACK").await, Got::Other(_)));
+        c.send(&subscribe(v, 4, &[("q/d", 1)])).await;
+        assert_eq!(
+            c.next("SUBACK").await,
+            Got::Suback {
+                id: 4,
+                codes: vec![1]
+            }
+        );
+        c.disconnect().await;
+    }
+}

@@ -633,6 +633,104 @@ fn check_names_the_file_and_line_of_each_mistake() {
     assert!(err.contains("passwords:3:"), "{err}");
 }
 
+/// A gateway.toml (plain listener only) beside `policy` in a fresh directory under `dir`.
+fn config_with_policy(dir: &Path, policy: &str) -> tempfile::TempDir {
+    let case = tempfile::tempdir_in(dir).unwrap();
+    let gateway = "[upstream]\naddress = \"127.0.0.1:1883\"\n\n\
+                   [[listener]]\nname = \"internal\"\nbind = \"127.0.0.1:1884\"\n\n\
+                   [auth]\nallow_anonymous = true\n\n[policy]\nfile = \"policy.toml\"\n";
+    std::fs::write(case.path().join("gateway.toml"), gateway).unwrap();
+    std::fs::write(case.path().join("policy.toml"), policy).unwrap();
+    case
+}
+
+/// Issue 20, item 10: `policy explain --subscribe` judges `$share/g1/$share/g2/F` as the broker
+/// takes it, group `g1`'s subscription to `$share/g2/F` ([MQTT-4.8.2-1]), which `#` does not
+/// allow ([MQTT-4.7.2-1]); it was judged as `F` (the prefix taken off twice) and allowed.
+#[test]
+fn explain_takes_a_share_prefix_off_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy =
+        "version = 1\n[[rule]]\nwho = { any = true }\nallow = [\"subscribe\"]\ntopics = [\"#\"]\n";
+    let case = config_with_policy(dir.path(), policy);
+    let config = case.path().join("gateway.toml");
+    let explain = |filter: &str| {
+        gw(
+            &[
+                "policy",
+                "explain",
+                "--config",
+                s(&config),
+                "--principal",
+                "p",
+                "--client-id",
+                "c",
+                "--subscribe",
+                filter,
+            ],
+            "",
+        )
+    };
+    for good in ["F", "$share/g1/F", "$share/g1/a/+/F"] {
+        let out = ok(&explain(good));
+        assert!(out.starts_with("allow:"), "{good}: {out}");
+    }
+    let out = explain("$share/g1/$share/g2/F");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.starts_with("deny:") && text.contains("(group \"g1\", filter \"$share/g2/F\")"),
+        "{text}"
+    );
+}
+
+/// Issue 20, item 14: `check` warns about policy shapes that hand out session takeovers — a
+/// `[[connect]]` rule with `client_ids = ["*"]` (its clients may connect with any device's id, and
+/// a CONNECT with an id in use ends the session holding it, [MQTT-3.1.4-3]) and a `*` next to `%u`
+/// (`%u-*`: principal `a` may use `a-b-1`, an id of principal `a-b`) — naming file:line, and
+/// still exits 0 (warnings, not errors). Beside them, `%u` and `%u/*` get no warning.
+#[test]
+fn check_warns_about_policies_that_hand_out_takeovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |ids: &str| {
+        format!(
+            "version = 1\n\n[[connect]]\nwho = {{ any = true }}\nclient_ids = [{ids}]\n\n\
+             [[rule]]\nwho = {{ any = true }}\nallow = [\"publish\"]\ntopics = [\"d/%u/#\"]\n"
+        )
+    };
+    let check = |ids: &str| {
+        let case = config_with_policy(dir.path(), &policy(ids));
+        let out = gw(
+            &["check", "--config", s(&case.path().join("gateway.toml"))],
+            "",
+        );
+        let stdout = ok(&out);
+        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (ids, needle) in [
+        (
+            "\"*\"",
+            "\"*\" lets every client of this rule connect with any client id",
+        ),
+        ("\"%u\", \"%u-*\"", "\"%u-*\" lets principals collide"),
+    ] {
+        let (stdout, stderr) = check(ids);
+        assert!(
+            stdout.contains("ok:") && stdout.contains("1 warning(s)"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains("policy.toml:5: warning: client id pattern") && stderr.contains(needle),
+            "{ids}: {stderr}"
+        );
+    }
+    for ids in ["\"%u\"", "\"%u/*\", \"dev-%u\""] {
+        let (stdout, stderr) = check(ids);
+        assert!(!stdout.contains("warning"), "{ids}: {stdout}");
+        assert!(!stderr.contains("warning"), "{ids}: {stderr}");
+    }
+}
+
 // === deploy/systemd ===
 
 #[test]

@@ -84,7 +84,25 @@ fn example_policy_decides_as_its_comments_say() {
         LISTENERS,
     )
     .unwrap();
-    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    // No mistakes; one takeover warning (issue 20, item 14): the operators' `%u-*` lets one
+    // operator use an id of another whose principal extends its own (`a` / `a-b`).
+    let shown: Vec<String> = p.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert!(
+        shown[0].ends_with(&format!(
+            "policy.example.toml:{}: warning: client id pattern \"%u-*\" lets principals collide: \
+             `*` next to %u matches part of a longer principal (with \"%u-*\", principal \"a\" may \
+             use \"a-b-1\", an id of principal \"a-b\"), so one can take over the other's sessions; \
+             separate %u from `*` with `/`, which no principal may hold (\"%u/*\"), or drop the `*`",
+            EXAMPLE.lines().position(|l| l.contains("\"%u-*\"")).unwrap() + 1
+        )),
+        "{shown:#?}"
+    );
+    assert!(
+        p.warnings()
+            .iter()
+            .all(|w| w.kind == mqtt_gateway::policy::WarningKind::Takeover)
+    );
     assert_eq!(p.rule_count(), 6);
     let rule = |n| Some(header_line(EXAMPLE, "[[rule]]", n));
     let connect = |n| Some(header_line(EXAMPLE, "[[connect]]", n));

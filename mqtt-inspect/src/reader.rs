@@ -194,7 +194,10 @@ pub(crate) fn scan(bytes: &[u8]) -> u8 {
 /// Checks a UTF-8 Encoded String as [MQTT-1.5.4-1] and [MQTT-1.5.4-2] require, and refuses the code
 /// points that [MQTT-1.5.4] allows a receiver to treat as malformed: U+0001..U+001F, U+007F..U+009F
 /// and the Unicode non-characters. A security gateway takes that option: such names break log lines
-/// and terminal output and no legitimate topic or client id needs them.
+/// and terminal output and no legitimate topic or client id needs them. For the same reason it also
+/// refuses the line and paragraph separators U+2028 and U+2029 (line breaks to JavaScript and many
+/// log viewers) and the bidirectional embeddings, overrides and isolates U+202A..U+202E and
+/// U+2066..U+2069 (they reorder what an operator reads: "Trojan Source", CVE-2021-42574).
 pub fn check_utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, DecodeError> {
     check_utf8_scanned(bytes, scan(bytes), what)
 }
@@ -222,6 +225,8 @@ fn is_disallowed(c: char) -> bool {
         || (0x7f..=0x9f).contains(&cp)
         || (0xfdd0..=0xfdef).contains(&cp)
         || (cp & 0xfffe) == 0xfffe
+        || (0x2028..=0x202e).contains(&cp)
+        || (0x2066..=0x2069).contains(&cp)
 }
 
 #[cfg(test)]
@@ -300,6 +305,13 @@ mod tests {
             "\u{fffe}",
             "\u{1ffff}",
             "\u{10ffff}",
+            // Line and paragraph separators, bidi embeddings, overrides and isolates.
+            "a\u{2028}b",
+            "\u{2029}",
+            "\u{202a}",
+            "x/\u{202e}gpj.exe",
+            "\u{2066}",
+            "\u{2069}",
         ] {
             assert_eq!(
                 check_utf8(bad.as_bytes(), "t"),
@@ -311,6 +323,17 @@ mod tests {
             check_utf8("\u{a0}\u{fffd}".as_bytes(), "t"),
             Ok("\u{a0}\u{fffd}")
         );
+        // Their neighbours stay allowed (dashes, per mille, the word joiner, the math operators
+        // after the isolates), as do right-to-left scripts themselves.
+        for good in [
+            "\u{2010}\u{2027}",
+            "\u{2030}",
+            "\u{2060}",
+            "\u{206a}",
+            "\u{5e9}\u{5dc}\u{5d5}\u{5dd}/\u{645}\u{631}\u{62d}\u{628}\u{627}",
+        ] {
+            assert_eq!(check_utf8(good.as_bytes(), "t"), Ok(good), "{good:?}");
+        }
     }
 
     #[test]

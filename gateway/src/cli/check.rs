@@ -7,7 +7,9 @@
 //! the line of gateway.toml that names it. Two things `run` accepts are refused here: policy rules
 //! that can never match (unknown group or listener, contradictory `who`; a deny that never matches
 //! lets through what it was written to stop) and a CRL past its nextUpdate (the gateway would
-//! refuse every certificate it covers).
+//! refuse every certificate it covers). Policy shapes that hand out session takeovers (`[[connect]]`
+//! `client_ids = ["*"]`, a `*` next to `%u`) are warned about (`file:line: warning: ...` on
+//! stderr): legal, perhaps meant, so `check` still exits 0 when there is nothing else.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -16,7 +18,7 @@ use std::process::ExitCode;
 
 use mqtt_gateway::auth::{PasswordFile, PasswordFileError};
 use mqtt_gateway::config::{Config, TlsConfig};
-use mqtt_gateway::policy::{Policy, PolicyError};
+use mqtt_gateway::policy::{Policy, PolicyError, WarningKind};
 use mqtt_gateway::tls::{self, TlsError};
 use toml::de::{DeTable, DeValue};
 
@@ -37,7 +39,12 @@ pub fn check(path: &Path) -> ExitCode {
     };
     let at = Located { path, src: &src };
     let mut problems = Vec::new();
-    let rules = check_policy(&config, &at, &mut problems);
+    let mut warnings = Vec::new();
+    let rules = check_policy(&config, &at, &mut problems, &mut warnings);
+    // Warnings are printed whatever the outcome; they never make `check` fail.
+    for w in &warnings {
+        eprintln!("{w}");
+    }
     let users = check_passwords(&config, &at, &mut problems);
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(t) = &l.tls {
@@ -52,12 +59,17 @@ pub fn check(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!(
-        "{}: ok: {} listener(s), {} policy rule(s), {} password entr{}",
+        "{}: ok: {} listener(s), {} policy rule(s), {} password entr{}{}",
         path.display(),
         config.listeners.len(),
         rules,
         users,
-        if users == 1 { "y" } else { "ies" }
+        if users == 1 { "y" } else { "ies" },
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(", {} warning(s)", warnings.len())
+        }
     );
     let binds: Vec<String> = config
         .listeners
@@ -73,7 +85,12 @@ pub fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check_policy(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -> usize {
+fn check_policy(
+    config: &Config,
+    at: &Located<'_>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> usize {
     let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
     let (file, acl) = (
         config.policy.file.as_deref(),
@@ -81,7 +98,12 @@ fn check_policy(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -
     );
     match Policy::load(file, acl, &names) {
         Ok(policy) => {
-            problems.extend(policy.warnings().iter().map(ToString::to_string));
+            for w in policy.warnings() {
+                match w.kind {
+                    WarningKind::Mistake => problems.push(w.to_string()),
+                    WarningKind::Takeover => warnings.push(w.to_string()),
+                }
+            }
             policy.rule_count()
         }
         Err(e) => {

@@ -39,7 +39,8 @@ pub struct ExplainArgs {
     /// Judge a PUBLISH to this topic.
     #[arg(long)]
     publish: Option<String>,
-    /// Judge a SUBSCRIBE to this filter ($share/<group>/<filter> is judged by <filter>).
+    /// Judge a SUBSCRIBE to this filter ($share/<group>/<filter> is judged by <filter>, the prefix
+    /// taken off once).
     #[arg(long)]
     subscribe: Option<String>,
     /// Judge the delivery of a message on this topic.
@@ -69,9 +70,10 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let (action, topic): (Action, String) = if let Some(t) = &a.publish {
         (Action::Publish, t.clone())
     } else if let Some(f) = &a.subscribe {
-        let filter =
-            mqtt_inspect::TopicFilter::new(f).map_err(|e| anyhow::anyhow!("{f:?}: {e}"))?;
-        (Action::Subscribe, filter.effective().as_str().to_owned())
+        // Validated here for a clear error; judged as sent (the policy takes a `$share/<group>/`
+        // prefix off once, as the gateway does for a SUBSCRIBE).
+        mqtt_inspect::TopicFilter::new(f).map_err(|e| anyhow::anyhow!("{f:?}: {e}"))?;
+        (Action::Subscribe, f.clone())
     } else if let Some(t) = &a.receive {
         (Action::Receive, t.clone())
     } else {
@@ -79,13 +81,23 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let decision = snap.policy.explain(&facts, action, &topic);
     let verdict = if decision.allowed { "allow" } else { "deny" };
+    // For a shared subscription, the filter that was judged too.
+    let judged = match mqtt_inspect::TopicFilter::new(&topic)
+        .ok()
+        .and_then(|f| f.shared())
+    {
+        Some((group, inner)) if action == Action::Subscribe => {
+            format!(" (group {group:?}, filter {:?})", inner.as_str())
+        }
+        _ => String::new(),
+    };
     match &decision.rule {
         Some(rule) => println!(
-            "{verdict}: {} {topic:?} by the rule at {rule}",
+            "{verdict}: {} {topic:?}{judged} by the rule at {rule}",
             action.as_str()
         ),
         None => println!(
-            "{verdict}: {} {topic:?}: no rule matches (default deny)",
+            "{verdict}: {} {topic:?}{judged}: no rule matches (default deny)",
             action.as_str()
         ),
     }

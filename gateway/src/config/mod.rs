@@ -312,8 +312,11 @@ pub struct LimitsConfig {
     /// New connections per source IP per second, burst the same (reconnect storms,
     /// handshake CPU). Default 20.
     pub connections_per_ip_per_second: NonZeroU32,
-    /// PUBLISH-rate per client (broker flooding). Default 1000.
+    /// Packets per client per second, every packet the client sends (broker flooding, PINGREQ
+    /// floods included). Default 1000.
     pub messages_per_client_per_second: NonZeroU32,
+    /// Filters one client connection may hold subscribed at once (broker memory). Default 1000.
+    pub max_subscriptions_per_client: NonZeroU32,
     /// Bytes per client per second (bandwidth hogging). Default 1 MiB.
     pub bytes_per_client_per_second: ByteSize,
     /// Authentication failures per source IP within `ban_window` before a ban
@@ -358,6 +361,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: nonzero!(100),
             connections_per_ip_per_second: nonzero!(20),
             messages_per_client_per_second: nonzero!(1000),
+            max_subscriptions_per_client: nonzero!(1000),
             bytes_per_client_per_second: ByteSize(1 << 20),
             auth_failures_before_ban: nonzero!(5),
             ban_window: Duration::from_secs(60),

@@ -186,6 +186,8 @@ fn broken_cases() -> Vec<Case> {
         (appended("[limits]\nmax_will_delay = \"5000000000s\"\n"), Some(11), Some("limits.max_will_delay"), "4294967295s"),
         (appended("[limits]\nmax_will_delay = \"1500ms\"\n"), Some(11), Some("limits.max_will_delay"), "whole seconds"),
         (appended("[limits]\nbytes_per_client_per_second = 0\n"), Some(11), Some("limits.bytes_per_client_per_second"), "out of range"),
+        (appended("[limits]\nmax_subscriptions_per_client = 0\n"), Some(11), Some("limits.max_subscriptions_per_client"), "nonzero"),
+        (appended("[limits]\nmax_subscriptions_per_client = 100001\n"), Some(11), Some("limits.max_subscriptions_per_client"), "between 1 and 100000"),
         (appended("[[listener]]\nname = \"b\"\nbind = \"localhost:1\"\n"), Some(12), Some("listener[1].bind"), "invalid socket address"),
         (appended("[[listener]]\nname = \"plain\"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "duplicate listener name \"plain\""),
         (appended("[[listener]]\nname = \" \"\nbind = \"127.0.0.1:1885\"\n"), Some(11), Some("listener[1].name"), "must not be empty"),

@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::locate::{KeyPath, Source};
 use super::{ClientAuth, Config, ConfigError, ListenerConfig, ListenerProtocol, TlsConfig};
 
+/// Largest accepted `limits.max_subscriptions_per_client`.
+pub const MAX_SUBSCRIPTIONS_PER_CLIENT: u32 = 100_000;
 /// Smallest accepted `limits.max_packet_size`: below this even a CONNECT does not fit.
 pub const MIN_PACKET_SIZE: u64 = 16;
 /// Largest MQTT packet: 268,435,455 bytes of Remaining Length + 5 bytes of fixed header.
@@ -272,6 +274,15 @@ fn check_limits(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
             &at.key("max_packet_size"),
             format!(
                 "{size} bytes is out of range: must be between {MIN_PACKET_SIZE} and {MAX_PACKET_SIZE} bytes (the MQTT maximum)"
+            ),
+        ));
+    }
+    let subs = limits.max_subscriptions_per_client.get();
+    if subs > MAX_SUBSCRIPTIONS_PER_CLIENT {
+        return Err(src.invalid(
+            &at.key("max_subscriptions_per_client"),
+            format!(
+                "{subs} is out of range: must be between 1 and {MAX_SUBSCRIPTIONS_PER_CLIENT} (the gateway keeps 8 bytes per filter per connection, the broker much more)"
             ),
         ));
     }

@@ -123,8 +123,10 @@ impl ClientPolicy {
 
     /// May the client subscribe to `filter`? Allowed when an allow rule's filter contains all of
     /// it and no deny rule forbids it (see the module docs of `policy` for how subscribe denies
-    /// work). The caller passes the effective filter of `$share/<group>/<filter>`; a `$share`
-    /// filter passed anyway is judged by its inner filter too. An invalid filter is denied.
+    /// work). `filter` is the filter as the client sent it: `$share/<group>/<filter>` is judged
+    /// by `<filter>`, the prefix taken off once, here and nowhere else, as the broker takes it
+    /// ([MQTT-4.8.2-1], [MQTT-4.8.2-2]): `$share/g1/$share/g2/F` is group `g1`'s subscription to
+    /// the filter `$share/g2/F`, never to `F`. An invalid filter is denied.
     #[must_use]
     pub fn subscribe(&self, filter: &str) -> Decision {
         let Ok(parsed) = TopicFilter::new(filter) else {

@@ -185,3 +185,28 @@ proptest! {
         prop_assert_eq!((got.allowed, got.rule.map(|r| r.line)), want, "filter {}", filter);
     }
 }
+
+/// Issue 20, item 10: a `$share/<group>/` prefix is taken off once ([MQTT-4.8.2-1]):
+/// `$share/g1/$share/g2/a/x` is judged as `$share/g2/a/x`, which neither `a/+` nor `#` allows
+/// ([MQTT-4.7.2-1]); `$share/g1/a/x` is judged as `a/x`. (Before the fix the caller took the prefix
+/// off and `subscribe` took it off again; the e2e test `acl_subscribe` and `operator_tools`'s
+/// explain test show that path.)
+#[test]
+fn a_share_prefix_is_taken_off_once() {
+    for allow in ["a/+", "#", "+/+/+/+"] {
+        let cp = client_policy(&[TestRule {
+            deny: false,
+            contained: false,
+            publish: false,
+            subscribe: true,
+            filter: allow.to_owned(),
+        }]);
+        for (filter, want) in [
+            ("a/x", allow != "+/+/+/+"),
+            ("$share/g1/a/x", allow != "+/+/+/+"),
+            ("$share/g1/$share/g2/a/x", false),
+        ] {
+            assert_eq!(cp.subscribe(filter).allowed, want, "{allow} {filter}");
+        }
+    }
+}

@@ -11,9 +11,9 @@ use toml::Spanned;
 
 use super::compile::{Actions, ConnectSpec, Effect, Parsed, RuleSpec};
 use super::file_who::{RawWho, compile_who};
-use super::glob::Glob;
+use super::glob::{Glob, Takeover};
 use super::template::{self, Var};
-use super::{PolicyError, PolicyWarning, RuleRef};
+use super::{PolicyError, PolicyWarning, RuleRef, WarningKind};
 
 pub(super) type Strings = Spanned<Vec<Spanned<String>>>;
 
@@ -82,10 +82,20 @@ impl Ctx<'_> {
     }
 
     pub(super) fn warn(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.warn_as(span, message, WarningKind::Mistake);
+    }
+
+    pub(super) fn warn_as(
+        &mut self,
+        span: &Range<usize>,
+        message: impl Into<String>,
+        kind: WarningKind,
+    ) {
         let at = self.at(span);
         self.warnings.push(PolicyWarning {
             at,
             message: message.into(),
+            kind,
         });
     }
 }
@@ -200,7 +210,32 @@ fn compile_connect(
                 "`client_ids`: %c cannot be used here (it is the client id itself)",
             ));
         }
-        client_ids.push(Glob::with_principal(id.get_ref()));
+        let glob = Glob::with_principal(id.get_ref());
+        match glob.takeover() {
+            Some(Takeover::AnyId) => ctx.warn_as(
+                &id.span(),
+                format!(
+                    "client id pattern {:?} lets every client of this rule connect with any client id, \
+                     so it can take over any device's session (a CONNECT with a client id in use \
+                     ends the session holding it); give each client its own ids, e.g. \"%u\" or \"%u/*\"",
+                    id.get_ref()
+                ),
+                WarningKind::Takeover,
+            ),
+            Some(Takeover::PrincipalsCollide) => ctx.warn_as(
+                &id.span(),
+                format!(
+                    "client id pattern {:?} lets principals collide: `*` next to %u matches part of \
+                     a longer principal (with \"%u-*\", principal \"a\" may use \"a-b-1\", an id of \
+                     principal \"a-b\"), so one can take over the other's sessions; separate %u from \
+                     `*` with `/`, which no principal may hold (\"%u/*\"), or drop the `*`",
+                    id.get_ref()
+                ),
+                WarningKind::Takeover,
+            ),
+            None => {}
+        }
+        client_ids.push(glob);
     }
     if who.anonymous && client_ids.iter().all(Glob::uses_principal) {
         ctx.warn(

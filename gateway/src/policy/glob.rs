@@ -15,6 +15,15 @@ pub(crate) enum Part {
     Principal,
 }
 
+/// How a client-id pattern hands out session takeovers (see [`Glob::takeover`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Takeover {
+    /// `*`: any client id.
+    AnyId,
+    /// A `*` next to `%u`: the ids of one principal include those of another.
+    PrincipalsCollide,
+}
+
 /// A compiled glob: the pieces between the `*`s.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Glob {
@@ -67,6 +76,35 @@ impl Glob {
                 _ => None,
             },
             Self::WithPrincipal(_) => None,
+        }
+    }
+
+    /// Whether this client-id pattern lets clients take over each other's sessions: `*` alone
+    /// (any id), or a `*` next to `%u` without a `/` between them (`%u-*`: principal `a` may use
+    /// `a-b-1`, an id of principal `a-b`). A `/` is safe: no usable principal holds one.
+    pub(crate) fn takeover(&self) -> Option<Takeover> {
+        match self {
+            Self::Plain(pieces) => {
+                (pieces.len() > 1 && pieces.iter().all(|p| p.is_empty())).then_some(Takeover::AnyId)
+            }
+            Self::WithPrincipal(segments) => {
+                let has = |s: &[Part]| s.contains(&Part::Principal);
+                let first = segments.iter().position(|s| has(s))?;
+                let last = segments.iter().rposition(|s| has(s))?;
+                // A `*` before the first %u: the literal just before %u must end with '/'.
+                let before_ok = first == 0
+                    || segments.get(first).is_some_and(|s| {
+                        let at = s.iter().position(|p| *p == Part::Principal).unwrap_or(0);
+                        matches!(at.checked_sub(1).and_then(|i| s.get(i)), Some(Part::Lit(l)) if l.ends_with('/'))
+                    });
+                // A `*` after the last %u: the literal just after %u must start with '/'.
+                let after_ok = last + 1 == segments.len()
+                    || segments.get(last).is_some_and(|s| {
+                        let at = s.iter().rposition(|p| *p == Part::Principal).unwrap_or(0);
+                        matches!(s.get(at + 1), Some(Part::Lit(l)) if l.starts_with('/'))
+                    });
+                (!(before_ok && after_ok)).then_some(Takeover::PrincipalsCollide)
+            }
         }
     }
 
@@ -130,6 +168,41 @@ fn match_segments<S: AsRef<str>>(text: &str, segments: &[S]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20, item 14: the client-id shapes that hand out session takeovers, next to those
+    /// that do not.
+    #[test]
+    fn takeover_shapes() {
+        let any = Some(Takeover::AnyId);
+        let collide = Some(Takeover::PrincipalsCollide);
+        for (pattern, want) in [
+            ("*", any),
+            ("**", any),
+            ("%u-*", collide),
+            ("%u*", collide),
+            ("*-%u", collide),
+            ("*%u", collide),
+            ("%u-sensor-*", collide),
+            ("dev-%u.*", collide),
+            ("*%u/*", collide),
+            ("%u/*", None),
+            ("*/%u", None),
+            ("*/%u/*", None),
+            ("dev/%u/*", None),
+            ("%u", None),
+            ("dev-%u", None),
+            ("%u-sensor", None),
+            ("dev-*", None),
+            ("gateway-1", None),
+        ] {
+            assert_eq!(Glob::with_principal(pattern).takeover(), want, "{pattern}");
+        }
+        // What the warning says, shown: with `%u-*` principal `a` matches an id of `a-b`.
+        let g = Glob::with_principal("%u-*");
+        assert!(g.matches("a-b-1", Some("a")) && g.matches("a-b-1", Some("a-b")));
+        let g = Glob::with_principal("%u/*");
+        assert!(g.matches("a/b-1", Some("a")) && !g.matches("a/b-1", Some("a-b")));
+    }
 
     #[test]
     fn plain_globs() {

@@ -143,18 +143,36 @@ impl fmt::Display for Decision {
     }
 }
 
-/// Something legal that is probably a mistake (a rule that can never match), for `check`.
+/// Something legal that is probably a mistake (a rule that can never match), or that hands out
+/// session takeovers, for `check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyWarning {
     /// Where.
     pub at: RuleRef,
     /// What.
     pub message: String,
+    /// How `check` treats it.
+    pub kind: WarningKind,
+}
+
+/// How `check` treats a [`PolicyWarning`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WarningKind {
+    /// A rule that can never match, or does not do what it was written to do: `check` refuses
+    /// the policy.
+    Mistake,
+    /// Legal and perhaps meant, but it lets clients take over other clients' sessions (a CONNECT
+    /// with a client id in use ends the session that holds it, [MQTT-3.1.4-3]): `check` prints
+    /// it and still succeeds.
+    Takeover,
 }
 
 impl fmt::Display for PolicyWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
+        match self.kind {
+            WarningKind::Mistake => write!(f, "{}: {}", self.at, self.message),
+            WarningKind::Takeover => write!(f, "{}: warning: {}", self.at, self.message),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::compile::{Actions, Effect, Parsed, RuleSpec};
 use super::template::{self, Var};
 use super::who::Who;
-use super::{PolicyError, PolicyWarning, RuleRef};
+use super::{PolicyError, PolicyWarning, RuleRef, WarningKind};
 
 /// C `isspace`: what Mosquitto strips from the end of every line.
 fn is_c_space(c: char) -> bool {
@@ -75,6 +75,7 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Parsed, PolicyError> {
                         message: format!(
                             "pattern {topic:?} has no %u or %c: it applies to every client"
                         ),
+                        kind: WarningKind::Mistake,
                     });
                 }
                 let (effect, actions) = access;

@@ -15,7 +15,9 @@ use mqtt_inspect::{
 };
 
 use super::last_allowed::LastAllowed;
-use super::state::{AliasState, GatewayQos2, MAX_TOPIC_ALIASES, PendingSuback, SessionShared};
+use super::state::{
+    AliasState, GatewayQos2, MAX_TOPIC_ALIASES, PendingSuback, SessionShared, Subscriptions,
+};
 
 /// User Properties one packet may carry (each costs the broker memory per queued message).
 pub const MAX_USER_PROPERTIES: u16 = 64;
@@ -40,7 +42,8 @@ pub enum Verdict {
     Close(CloseReason),
 }
 
-/// A policy refusal, for the audit log and `acl_denied_total`.
+/// A policy refusal, for the audit log and `acl_denied_total`; or, with `quota`, a filter refused
+/// by `max_subscriptions_per_client` (audited as `quota_exceeded`, not an ACL decision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     /// `publish`, `subscribe`, `receive`.
@@ -49,6 +52,8 @@ pub struct Denial {
     pub topic: String,
     /// The rule that decided, if one did.
     pub rule: Option<RuleRef>,
+    /// Refused by a quota, not by the policy.
+    pub quota: bool,
 }
 
 /// The result of inspecting one frame.
@@ -101,6 +106,7 @@ fn deny(action: &'static str, topic: &str, d: &Decision, denials: &mut Vec<Denia
         action,
         topic: topic.to_owned(),
         rule: d.rule.clone(),
+        quota: false,
     });
 }
 
@@ -130,13 +136,20 @@ pub struct ClientInspector {
     qos2: GatewayQos2,
     on_publish_deny: OnPublishDeny,
     last_allowed: LastAllowed,
+    subscriptions: Subscriptions,
 }
 
 impl ClientInspector {
-    /// For a connection whose CONNECT (of `version`) has been accepted.
+    /// For a connection whose CONNECT (of `version`) has been accepted, that may hold at most
+    /// `max_subscriptions` filters at once.
     #[must_use]
-    pub fn new(version: ProtocolVersion, on_publish_deny: OnPublishDeny) -> Self {
+    pub fn new(
+        version: ProtocolVersion,
+        on_publish_deny: OnPublishDeny,
+        max_subscriptions: u32,
+    ) -> Self {
         Self {
+            subscriptions: Subscriptions::new(max_subscriptions),
             stream: StreamState::after_connect(version),
             version,
             aliases: AliasState::default(),
@@ -170,6 +183,12 @@ impl ClientInspector {
             }
             Packet::Publish(p) => self.publish(&p, (generation, policy), shared, denials),
             Packet::Subscribe(s) => self.subscribe(&s, policy, shared, denials),
+            Packet::Unsubscribe(u) => {
+                for filter in u.filters() {
+                    self.subscriptions.remove(filter.as_str());
+                }
+                Verdict::Forward
+            }
             Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
                 reply(DIR, |out| {
                     Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
@@ -273,14 +292,25 @@ impl ClientInspector {
     ) -> Verdict {
         const DIR: Direction = Direction::ClientToServer;
         let denied_code = if self.version.is_v5() { 0x87 } else { 0x80 };
+        // 0x97 Quota exceeded; 3.1.1 has only 0x80 Failure.
+        let quota_code = if self.version.is_v5() { 0x97 } else { 0x80 };
         let mut codes: Vec<Option<u8>> = Vec::with_capacity(s.len());
         for (filter, _) in s.filters() {
-            let d = policy.subscribe(filter.effective().as_str());
-            if d.allowed {
-                codes.push(None);
-            } else {
+            // As sent: `subscribe` takes a `$share/<group>/` prefix off (once) itself.
+            let d = policy.subscribe(filter.as_str());
+            if !d.allowed {
                 deny("subscribe", filter.as_str(), &d, denials);
                 codes.push(Some(denied_code));
+            } else if self.subscriptions.add(filter.as_str()) {
+                codes.push(None);
+            } else {
+                denials.push(Denial {
+                    action: "subscribe",
+                    topic: filter.as_str().to_owned(),
+                    rule: None,
+                    quota: true,
+                });
+                codes.push(Some(quota_code));
             }
         }
         if codes.iter().all(Option::is_none) {

@@ -440,7 +440,11 @@ impl Session<'_> {
         let shared = SessionShared::default();
         let policy = Arc::new(policy);
         let on_deny = self.snap.config.policy.on_publish_deny;
-        let mut c_insp = ClientInspector::new(self.version, on_deny);
+        let mut c_insp = ClientInspector::new(
+            self.version,
+            on_deny,
+            self.snap.config.limits.max_subscriptions_per_client.get(),
+        );
         let mut b_insp = BrokerInspector::new(
             self.version,
             self.alias_max,
@@ -448,6 +452,7 @@ impl Session<'_> {
             self.server_keep_alive,
         );
         let mut throttle = crate::limits::ClientThrottle::new(&self.snap.config.limits);
+        let ack_credit = std::sync::atomic::AtomicU32::new(0);
         let mut c_pol = (self.snap.generation, Arc::clone(&policy));
         let mut b_pol = (self.snap.generation, policy);
         let idle_limit =
@@ -465,6 +470,7 @@ impl Session<'_> {
                 write_limit: WRITE_TIMEOUT,
                 counters: &gw.c2b,
                 throttle: Some(&mut throttle),
+                ack_credit: &ack_credit,
             },
             &mut client_reader,
             &broker_out,
@@ -486,6 +492,7 @@ impl Session<'_> {
                 write_limit: WRITE_TIMEOUT,
                 counters: &gw.b2c,
                 throttle: None,
+                ack_credit: &ack_credit,
             },
             &mut broker_rd,
             &client_out,
@@ -559,6 +566,17 @@ impl Session<'_> {
     fn record_denials(&self, identity: &SessionIdentity, denials: &mut Vec<Denial>) {
         let gw = &self.ctx.gateway;
         for d in denials.drain(..) {
+            if d.quota {
+                // A filter over `max_subscriptions_per_client`: not a policy decision.
+                gw.audit.record(&AuditEvent {
+                    action: Some(d.action),
+                    topic: Some(&d.topic),
+                    cert_fingerprint: identity.fingerprint(),
+                    cert_serial: identity.serial(),
+                    ..self.event(identity, "quota_exceeded", "max_subscriptions_per_client")
+                });
+                continue;
+            }
             counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
             m::deny_hit(d.rule.as_ref());
             // Every denial is counted; its line only within the session's budget.

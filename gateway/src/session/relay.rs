@@ -17,6 +17,7 @@
 //! small read followed by the rest. Packet counters are added up per read, not per packet.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -104,6 +105,39 @@ pub struct PumpSettings<'a> {
     pub counters: &'a PacketCounters,
     /// The per-client message and byte limits (client to broker only).
     pub throttle: Option<&'a mut crate::limits::ClientThrottle>,
+    /// Acknowledgements the client owes for QoS 1/2 messages delivered to it (broker to client:
+    /// added; client to broker: such an acknowledgement is not charged to the client's message
+    /// rate, every other packet is). Shared by the two pumps of a session.
+    pub ack_credit: &'a AtomicU32,
+}
+
+/// At most this many acknowledgements are owed at once (a QoS 2 delivery owes two, PUBREC and
+/// PUBCOMP, and MQTT 5's Receive Maximum bounds the messages in flight to 65,535).
+pub const MAX_ACK_CREDIT: u32 = 2 * 65_535;
+
+/// The acknowledgements the client will owe for `frame`, a PUBLISH delivered to it.
+fn owed_for(frame: &[u8]) -> u32 {
+    match frame.first().map(|b| (b >> 1) & 0x03) {
+        Some(1) => 1,
+        Some(2) => 2,
+        _ => 0,
+    }
+}
+
+/// Adds `n` owed acknowledgements, up to [`MAX_ACK_CREDIT`].
+fn owe(credit: &AtomicU32, n: u32) {
+    if n > 0 {
+        let _ = credit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            Some(c.saturating_add(n).min(MAX_ACK_CREDIT))
+        });
+    }
+}
+
+/// Takes one owed acknowledgement, if any is owed.
+fn settle(credit: &AtomicU32) -> bool {
+    credit
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1))
+        .is_ok()
 }
 
 /// Runs one direction until the connection must close, and says why.
@@ -230,7 +264,8 @@ where
             let mut run_start = 0usize;
             let mut pos = 0usize;
             let mut saw_packet = false;
-            let mut publishes = 0u32;
+            // Packets charged to the client's message rate.
+            let mut charged = 0u32;
             loop {
                 let rest = buf.get(pos..).unwrap_or_default();
                 let header = match peek_frame(rest, settings.max_packet_size) {
@@ -255,8 +290,23 @@ where
                 }
                 match inspected.packet_type {
                     Some(t) => {
-                        if t == mqtt_inspect::PacketType::Publish {
-                            publishes = publishes.saturating_add(1);
+                        use mqtt_inspect::PacketType as T;
+                        match dir {
+                            // A delivered QoS 1/2 message: its acknowledgements are owed.
+                            Direction::ServerToClient
+                                if t == T::Publish
+                                    && matches!(
+                                        inspected.verdict,
+                                        Verdict::Forward | Verdict::Replace(_)
+                                    ) =>
+                            {
+                                owe(settings.ack_credit, owed_for(frame));
+                            }
+                            Direction::ClientToServer
+                                if matches!(t, T::Puback | T::Pubrec | T::Pubcomp)
+                                    && settle(settings.ack_credit) => {}
+                            Direction::ClientToServer => charged = charged.saturating_add(1),
+                            Direction::ServerToClient => {}
                         }
                         batch.add(t, frame.len());
                     }
@@ -303,7 +353,7 @@ where
             // Over the client's rate: stop reading (TCP pushes back) until it conforms, or close if
             // it stays over for too long.
             if let Some(t) = settings.throttle.as_deref_mut() {
-                let (mut m, mut b) = (publishes, pos);
+                let (mut m, mut b) = (charged, pos);
                 loop {
                     match t.account(m, b) {
                         crate::limits::Throttle::Go => break,

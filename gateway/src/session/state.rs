@@ -21,6 +21,65 @@ pub const MAX_TOPIC_ALIASES: u16 = 1024;
 /// topic may be 64 KiB long, and 1,024 of them would be 64 MiB per connection.
 pub const MAX_ALIAS_TOPIC_BYTES: usize = 256 * 1024;
 
+/// The filters a client holds at the broker through this connection (SUBSCRIBE adds minus
+/// UNSUBSCRIBE removes), at most `max` of them. Kept as keyed 64-bit hashes of the filter as sent
+/// (`$share/g/a` and `a` are two subscriptions at the broker), 8 bytes each, never the text: a
+/// filter may be 64 KiB long. A subscription the broker refuses in its SUBACK stays counted until
+/// it is unsubscribed (this errs towards refusing). The count starts at zero with each connection:
+/// what a persistent session holds from an earlier connection is not known to the gateway.
+#[derive(Debug)]
+pub struct Subscriptions {
+    held: std::collections::HashSet<u64>,
+    keys: std::hash::RandomState,
+    max: usize,
+}
+
+impl Subscriptions {
+    /// Room for `max` filters.
+    #[must_use]
+    pub fn new(max: u32) -> Self {
+        Self {
+            held: std::collections::HashSet::new(),
+            keys: std::hash::RandomState::new(),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Whether `filter` may be subscribed: it is held already (a new SUBSCRIBE to it replaces the
+    /// old one, [MQTT-3.8.4-3]) or there is room for one more, which it then takes.
+    pub fn add(&mut self, filter: &str) -> bool {
+        let key = std::hash::BuildHasher::hash_one(&self.keys, filter);
+        if self.held.contains(&key) {
+            return true;
+        }
+        if self.held.len() >= self.max {
+            return false;
+        }
+        self.held.insert(key)
+    }
+
+    /// `filter` was unsubscribed (or never held).
+    pub fn remove(&mut self, filter: &str) {
+        let key = std::hash::BuildHasher::hash_one(&self.keys, filter);
+        self.held.remove(&key);
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = std::collections::HashSet::new();
+        }
+    }
+
+    /// Filters held now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// No filter held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 /// A SUBSCRIBE forwarded without some of its filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSuback {
