@@ -451,7 +451,8 @@ impl Session<'_> {
             self.keep_alive,
             self.server_keep_alive,
         );
-        let mut throttle = crate::limits::ClientThrottle::new(&self.snap.config.limits);
+        let mut throttle =
+            crate::limits::ClientThrottle::new(&self.snap.config.limits, std::time::Instant::now());
         let ack_credit = std::sync::atomic::AtomicU32::new(0);
         let mut c_pol = (self.snap.generation, Arc::clone(&policy));
         let mut b_pol = (self.snap.generation, policy);

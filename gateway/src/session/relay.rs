@@ -355,7 +355,7 @@ where
             if let Some(t) = settings.throttle.as_deref_mut() {
                 let (mut m, mut b) = (charged, pos);
                 loop {
-                    match t.account(m, b) {
+                    match t.account(m, b, std::time::Instant::now()) {
                         crate::limits::Throttle::Go => break,
                         crate::limits::Throttle::Wait(d, limit, first) => {
                             if first {
