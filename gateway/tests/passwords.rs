@@ -176,7 +176,8 @@ fn debug_never_shows_hashes() {
 }
 
 /// Mosquitto 2.0 itself accepts a `$7$` line from `hash_mosquitto_pbkdf2` and refuses a wrong
-/// password. Needs `mosquitto` and `mosquitto_pub`; skipped when they are missing. Runs its own
+/// password. Needs `mosquitto` and `mosquitto_pub` (the test command installs them): fails when
+/// they are missing, never passes without having run. Runs its own
 /// broker (loopback, password file, no anonymous): upstream-broker/start.sh has no password file.
 #[test]
 fn real_mosquitto_accepts_our_pbkdf2_lines() {
@@ -188,10 +189,10 @@ fn real_mosquitto_accepts_our_pbkdf2_lines() {
             .status()
             .is_ok()
     };
-    if !have("mosquitto") || !have("mosquitto_pub") {
-        eprintln!("skipped: mosquitto or mosquitto_pub not installed");
-        return;
-    }
+    assert!(
+        have("mosquitto") && have("mosquitto_pub"),
+        "mosquitto and mosquitto_pub are needed (bash scripts/test.sh installs them)"
+    );
     let dir = scratch_dir();
     let line = hash_mosquitto_pbkdf2(b"pa55word", 1000).unwrap();
     std::fs::write(dir.join("passwords"), format!("gary:{line}\n")).unwrap();
