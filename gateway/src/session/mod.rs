@@ -254,7 +254,6 @@ async fn open(
             return None;
         }
     };
-    gw.upstream_ok();
     // Admitted under `snap`; after a reload since then (a new CRL, password file, policy or
     // `[auth]`) the client is judged again, whole, before the broker hears of it, and refused with
     // a CONNACK while one is still due.
@@ -408,6 +407,7 @@ impl Session<'_> {
                 write_limit: WRITE_TIMEOUT,
                 counters: &gw.c2b,
                 throttle: Some(&mut throttle),
+                broker_seen: None,
             },
             &mut client_reader,
             &broker_out,
@@ -429,6 +429,7 @@ impl Session<'_> {
                 write_limit: WRITE_TIMEOUT,
                 counters: &gw.b2c,
                 throttle: None,
+                broker_seen: Some(&gw.broker_seen),
             },
             &mut broker_rd,
             &client_out,

@@ -104,6 +104,9 @@ pub struct PumpSettings<'a> {
     pub counters: &'a PacketCounters,
     /// The per-client message and byte limits (client to broker only).
     pub throttle: Option<&'a mut crate::limits::ClientThrottle>,
+    /// Where packets read prove the broker alive (broker to client only): `/readyz` counts them
+    /// and the prober stays away from a broker its sessions hear from.
+    pub broker_seen: Option<&'a crate::shared::BrokerSeen>,
 }
 
 /// Runs one direction until the connection must close, and says why.
@@ -322,6 +325,9 @@ where
                         }
                     }
                 }
+            }
+            if saw_packet && let Some(seen) = settings.broker_seen {
+                seen.record();
             }
             if saw_packet && let Some(limit) = settings.idle_limit {
                 deadline = Some(Instant::now() + limit);

@@ -142,6 +142,99 @@ pub async fn dial(address: &str, limit: Duration) -> Result<BrokerStream, (Upstr
     }
 }
 
+/// The client id of the readiness probe's MQTT connections (`admin::probe_upstream`), so that a
+/// broker's log and its `$SYS` client counts show them for what they are.
+pub const PROBE_CLIENT_ID: &str = "mqtt-gateway-readyz-probe";
+
+/// The PROXY protocol v2 header of a connection the proxy makes on its own behalf (command
+/// LOCAL, no addresses: the PROXY protocol spec, section 2.2, names health checks): sent before
+/// the probe's CONNECT to a broker that expects a header (`upstream.proxy_protocol`).
+const PROXY_V2_LOCAL: [u8; 16] = *b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
+/// The probe's CONNECT: MQTT 3.1.1 (every broker speaks it), clean session (it leaves no state),
+/// no credentials, no Will.
+fn probe_connect() -> Vec<u8> {
+    let connect = Connect {
+        version: mqtt_inspect::ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 30,
+        properties: Properties::EMPTY,
+        client_id: PROBE_CLIENT_ID,
+        will: None,
+        username: None,
+        password: None,
+    };
+    let mut out = Vec::new();
+    // A fixed, short CONNECT always encodes.
+    let _ = connect.encode(&mut out);
+    out
+}
+
+/// Connects to the broker at `address` as [`PROBE_CLIENT_ID`] and reads its CONNACK, all within
+/// `limit`; after an accepting CONNACK, says DISCONNECT. Any CONNACK proves the broker alive and
+/// speaking MQTT, a refusing one too (a broker that forbids anonymous clients answers 5, Not
+/// authorized): its return code is returned.
+///
+/// # Errors
+/// Why no CONNACK came: not reachable, no answer in time, closed, or an answer that is not one.
+pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result<u8, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// A CONNACK is 4 bytes in 3.1.1; a broker's answer is read no further than this.
+    const MAX_ANSWER: u32 = 64;
+    let deadline = tokio::time::Instant::now() + limit;
+    let (mut rd, mut wr) = dial(address, limit)
+        .await
+        .map_err(|(_, cause)| cause)?
+        .into_split();
+    let answer = async {
+        let mut hello = if proxy_header {
+            PROXY_V2_LOCAL.to_vec()
+        } else {
+            Vec::new()
+        };
+        hello.extend_from_slice(&probe_connect());
+        wr.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(64);
+        loop {
+            match mqtt_inspect::peek_frame(&buf, MAX_ANSWER) {
+                Ok(mqtt_inspect::Peek::Complete(h)) => {
+                    let frame = buf.get(..h.frame_len()).unwrap_or_default();
+                    return match mqtt_inspect::decode(frame, mqtt_inspect::ProtocolVersion::V311) {
+                        Ok(mqtt_inspect::Packet::Connack(c)) => Ok(c.code),
+                        _ => {
+                            Err("the broker answered the probe's CONNECT with no CONNACK"
+                                .to_owned())
+                        }
+                    };
+                }
+                Ok(mqtt_inspect::Peek::Incomplete { .. }) => {
+                    if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                        return Err(
+                            "the broker closed the probe's connection unanswered".to_owned()
+                        );
+                    }
+                }
+                Err(e) => return Err(format!("the broker's answer is not MQTT: {e}")),
+            }
+        }
+    };
+    let code = tokio::time::timeout_at(deadline, answer)
+        .await
+        .map_err(|_| format!("no CONNACK within {limit:?}"))??;
+    if code.is_success() {
+        // DISCONNECT: a normal end, not a dropped connection, in the broker's log.
+        let _ = tokio::time::timeout_at(deadline, wr.write_all(&[0xe0, 0x00])).await;
+    }
+    let _ = tokio::time::timeout_at(deadline, wr.shutdown()).await;
+    // Until the broker closes too: an orderly end on both sides, never a reset.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout_at(deadline, async {
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(code.to_u8())
+}
+
 /// Whether a dialled socket is connected to itself. Dialling a local port that nobody listens on
 /// can succeed when the kernel picks that very port as the source (TCP simultaneous open): a
 /// broker on a port in the ephemeral range that is down would then be "reached", and the gateway
