@@ -183,20 +183,26 @@ async fn a_proxy_v2_header_upstream_carries_the_client_address_and_identity() {
     // The gateway's own test broker stays unused: the relay in front of `broker` replaces it.
     setup.upstream_keys = Some(format!("address = \"{front}\"\nproxy_protocol = true"));
     let gw = setup.start().await;
+    // Ready before any client: the readiness probe got through the header-reading relay.
+    readyz_becomes(&gw, 200).await;
     let mut w = publish_where(&gw, &pki, "sensor-9", "via-proxy").await;
     w.ping().await;
-    // Besides the client's, the readiness probe's connections: a LOCAL header (a connection the
-    // proxy makes on its own behalf), no addresses.
-    let (probes, headers): (Vec<_>, Vec<_>) = seen
-        .lock()
-        .unwrap()
-        .clone()
-        .into_iter()
-        .partition(|h| h.command == ppp::v2::Command::Local);
+    // Besides the client's, the readiness probe's connections: a PROXY header naming the
+    // gateway's own connection to the relay, with no TLS or principal TLV.
+    let (headers, probes): (Vec<_>, Vec<_>) =
+        seen.lock().unwrap().clone().into_iter().partition(|h| {
+            matches!(h.addresses, ppp::v2::Addresses::IPv4(a)
+                if SocketAddr::from((a.source_address, a.source_port)) == w.local)
+        });
     for p in &probes {
-        assert_eq!(p.addresses, ppp::v2::Addresses::Unspecified, "{p:?}");
+        assert_eq!(p.command, ppp::v2::Command::Proxy, "{p:?}");
+        let ppp::v2::Addresses::IPv4(a) = p.addresses else {
+            panic!("{p:?}")
+        };
+        assert_eq!(a.destination_port, front.port(), "{p:?}");
         assert_eq!(p.tlvs().count(), 0, "{p:?}");
     }
+    assert!(!probes.is_empty(), "the probe sent its own header");
     assert_eq!(headers.len(), 1);
     let h = &headers[0];
     assert_eq!(h.command, ppp::v2::Command::Proxy);

@@ -146,11 +146,6 @@ pub async fn dial(address: &str, limit: Duration) -> Result<BrokerStream, (Upstr
 /// broker's log and its `$SYS` client counts show them for what they are.
 pub const PROBE_CLIENT_ID: &str = "mqtt-gateway-readyz-probe";
 
-/// The PROXY protocol v2 header of a connection the proxy makes on its own behalf (command
-/// LOCAL, no addresses: the PROXY protocol spec, section 2.2, names health checks): sent before
-/// the probe's CONNECT to a broker that expects a header (`upstream.proxy_protocol`).
-const PROXY_V2_LOCAL: [u8; 16] = *b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
-
 /// The probe's CONNECT: MQTT 3.1.1 (every broker speaks it), clean session (it leaves no state),
 /// no credentials, no Will.
 fn probe_connect() -> Vec<u8> {
@@ -182,16 +177,31 @@ pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result
     /// A CONNACK is 4 bytes in 3.1.1; a broker's answer is read no further than this.
     const MAX_ANSWER: u32 = 64;
     let deadline = tokio::time::Instant::now() + limit;
-    let (mut rd, mut wr) = dial(address, limit)
-        .await
-        .map_err(|(_, cause)| cause)?
-        .into_split();
-    let answer = async {
-        let mut hello = if proxy_header {
-            PROXY_V2_LOCAL.to_vec()
-        } else {
-            Vec::new()
+    let stream = dial(address, limit).await.map_err(|(_, cause)| cause)?;
+    // With `upstream.proxy_protocol`, a PROXY v2 header first, naming the probe's own connection:
+    // the gateway is the client here. (Not the LOCAL command that the PROXY protocol suggests for
+    // health checks: Mosquitto 2.1 rejects LOCAL connections.)
+    let mut hello = Vec::new();
+    if proxy_header {
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let (from, to) = match &stream {
+            BrokerStream::Tcp(s) => (
+                s.local_addr().unwrap_or(unspecified),
+                s.peer_addr().unwrap_or(unspecified),
+            ),
+            BrokerStream::Unix(_) => (unspecified, unspecified),
         };
+        hello = crate::proxy_protocol::encode_upstream(&crate::proxy_protocol::UpstreamInfo {
+            client: from,
+            listener: to,
+            tls_version: None,
+            cert_cn: None,
+            principal: None,
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let answer = async {
         hello.extend_from_slice(&probe_connect());
         wr.write_all(&hello).await.map_err(|e| e.to_string())?;
         let mut buf = Vec::with_capacity(64);
