@@ -592,3 +592,62 @@ async fn connection_limits_and_ban_settings_follow_a_config_reload_without_dropp
     let (code, _) = try_connect(addr, "127.0.4.2", "fresh", ALICE).await;
     assert_eq!(code, Some(0));
 }
+
+/// A connection the gateway ends gives its per-address slot back before the client hears of it
+/// (the refusing CONNACK, the DISCONNECT): with `max_connections_per_ip = 1`, a device that
+/// reconnects the moment it is refused or disconnected is served, not turned away for its own old
+/// connection. Before, the slot was freed only when the session's task ended, after the answer,
+/// and such a reconnect was refused without a CONNACK now and then (issue 20, item 15: the race
+/// the reload test hit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_the_gateway_ends_can_reconnect_at_once_under_a_per_address_limit_of_one() {
+    let pki = Pki::new();
+    let gw = password_setup(
+        &pki,
+        "max_connections_per_ip = 1\nauth_failures_before_ban = 10000\nconnections_per_ip_per_second = 10000",
+    )
+    .start()
+    .await;
+    let addr = gw.plain_addr();
+    for i in 0..30 {
+        // Refused with a CONNACK; the next connection follows at once, without waiting for the
+        // close.
+        let (code, _refused) =
+            try_connect(addr, "127.0.9.1", &format!("bad-{i}"), ("alice", b"wrong")).await;
+        assert_eq!(code, Some(4), "round {i}: bad password");
+        let mut c = Plain::connect(addr, "127.0.9.1").await.unwrap();
+        let _ = c
+            .send(&connect(
+                ProtocolVersion::V5,
+                &format!("good-{i}"),
+                Some("alice"),
+                Some(b"secret"),
+                30,
+            ))
+            .await;
+        let connack = c.recv().await;
+        assert!(
+            connack
+                .as_deref()
+                .is_some_and(|f| f.first() == Some(&0x20) && f.get(3) == Some(&0)),
+            "round {i}: the reconnect after a refusal is served: {connack:?}"
+        );
+        // Ended by the gateway (an AUTH after CONNECT, DISCONNECT 0x82); the next round's
+        // connection follows at once.
+        c.send(&[0xf0, 0x00]).await.unwrap();
+        let goodbye = c.recv().await;
+        assert_eq!(
+            goodbye.as_deref().map(|f| f.get(2).copied()),
+            Some(Some(0x82)),
+            "round {i}: {goodbye:?}"
+        );
+    }
+    // The limit still holds for connections that are open.
+    let (code, _held) = try_connect(addr, "127.0.9.2", "held", ALICE).await;
+    assert_eq!(code, Some(0));
+    let (code, _) = try_connect(addr, "127.0.9.2", "second", ALICE).await;
+    assert_eq!(
+        code, None,
+        "a second open connection from the address is refused"
+    );
+}

@@ -60,6 +60,8 @@ impl Session<'_> {
             }
             _ => {}
         }
+        // The slot before the goodbye: a client that reads it may reconnect at once.
+        crate::limits::release_slot();
         let mut client = client_out.into_inner();
         if !client.is_dirty() {
             let ours = reason

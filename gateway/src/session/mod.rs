@@ -102,8 +102,13 @@ pub async fn run(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
-    _permit: crate::limits::ConnPermit,
+    permit: crate::limits::ConnPermit,
 ) {
+    crate::limits::holding(permit, serve(tcp, peer, ctx)).await;
+}
+
+/// [`run`] with the connection's slots held (see [`crate::limits::release_slot`]).
+async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     // Subscribed before the snapshot is read: a reload published at any later moment (during
     // the handshake, while the CONNECT is judged, before the relay starts) is seen by this session.
     let generations = ctx.gateway.watch_generation();
