@@ -454,4 +454,65 @@ mod tests {
             }
         }
     }
+
+    /// A one-connection fake broker: reads the probe's CONNECT, answers `answer`, then closes.
+    async fn fake_broker(answer: &'static [u8]) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut connect = vec![0u8; 2];
+            s.read_exact(&mut connect).await.unwrap();
+            let mut rest = vec![0u8; usize::from(connect[1])];
+            s.read_exact(&mut rest).await.unwrap();
+            connect.extend_from_slice(&rest);
+            s.write_all(answer).await.unwrap();
+            let mut after = Vec::new();
+            // Until the probe closes: what it said after the CONNACK.
+            let _ = s.read_to_end(&mut after).await;
+            connect.extend_from_slice(&after);
+            connect
+        });
+        (addr, task)
+    }
+
+    /// Any CONNACK proves the broker alive, a refusing one too (a broker that forbids anonymous
+    /// clients); DISCONNECT follows an accepting one only; an answer that is not a CONNACK, or
+    /// none, is a failed probe.
+    #[tokio::test]
+    async fn the_probe_counts_any_connack_and_nothing_else() {
+        let limit = Duration::from_secs(10);
+        let (addr, broker) = fake_broker(&[0x20, 2, 0, 0]).await;
+        assert_eq!(probe(&addr, limit, false).await, Ok(0));
+        let said = broker.await.unwrap();
+        assert_eq!(said.first(), Some(&0x10), "a CONNECT");
+        assert!(
+            said.windows(PROBE_CLIENT_ID.len())
+                .any(|w| w == PROBE_CLIENT_ID.as_bytes()),
+            "under the probe's client id"
+        );
+        assert_eq!(
+            said.get(said.len() - 2..),
+            Some(&[0xe0, 0x00][..]),
+            "then DISCONNECT"
+        );
+
+        let (addr, broker) = fake_broker(&[0x20, 2, 0, 5]).await;
+        assert_eq!(probe(&addr, limit, false).await, Ok(5));
+        let said = broker.await.unwrap();
+        assert_ne!(said.last(), Some(&0x00), "no DISCONNECT after a refusal");
+
+        let (addr, _broker) = fake_broker(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        assert!(probe(&addr, limit, false).await.is_err());
+        let (addr, _broker) = fake_broker(&[0xd0, 0x00]).await;
+        assert!(
+            probe(&addr, limit, false).await.is_err(),
+            "a PINGRESP is not a CONNACK"
+        );
+        // No answer: the probe gives up at its limit.
+        let (addr, _broker) = fake_broker(&[]).await;
+        let short = Duration::from_millis(300);
+        assert!(probe(&addr, short, false).await.is_err(), "no answer");
+    }
 }
