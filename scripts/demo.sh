@@ -15,7 +15,7 @@ demo=$root/demo
 BROKER_PORT=${BROKER_PORT:-18830}
 GATEWAY_PORT=${GATEWAY_PORT:-8883}
 ADMIN_PORT=${ADMIN_PORT:-9090}
-bin=$root/target/release/mqtt-gateway
+bin=${CARGO_TARGET_DIR:-$root/target}/release/mqtt-gateway
 
 stop() {
     for name in gateway mosquitto; do
@@ -109,7 +109,10 @@ echo $! >"$demo/gateway.pid"
 
 ready=""
 for _ in $(seq 1 50); do
-    if exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT" 2>/dev/null; then
+    # The braces scope the 2>/dev/null to this one connection attempt: bash reports a refused
+    # connection itself (`connect: Connection refused`) while the port is not open yet, and an
+    # `exec` with a bare redirection would silence the script's stderr for good once it succeeds.
+    if { exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT"; } 2>/dev/null; then
         printf 'GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n' >&3
         if head -n 1 <&3 | grep -q ' 200 '; then ready=yes; fi
         exec 3>&-

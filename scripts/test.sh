@@ -7,6 +7,7 @@
 #                 observability tests), systemd (systemd-analyze, for the unit in deploy/),
 #                 haproxy (two gateways behind it, send-proxy-v2), nodejs + npm (apt-get, only
 #                 when missing), MQTT.js for the WebSocket tests (npm ci in tests/mqttjs),
+#                 python3-paho-mqtt (paho-mqtt over WebSocket, gateway/tests/websocket.rs),
 #                 rustfmt + clippy
 #   2. fmt        cargo fmt --all -- --check
 #   3. clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -43,7 +44,7 @@ trap on_exit EXIT
 # shellcheck source=scripts/as_root.sh
 source scripts/as_root.sh
 
-step "tools: mosquitto, mosquitto-clients, prometheus, systemd, haproxy, node, MQTT.js, rustfmt, clippy"
+step "tools: mosquitto, mosquitto-clients, prometheus, systemd, haproxy, node, MQTT.js, paho-mqtt, rustfmt, clippy"
 packages=()
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
     packages+=(mosquitto mosquitto-clients)
@@ -63,6 +64,10 @@ fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     packages+=(nodejs npm)
 fi
+# paho-mqtt for Python over WebSocket (gateway/tests/websocket.rs), for the system Python 3.
+if ! /usr/bin/python3 -c 'import paho.mqtt.client' 2>/dev/null; then
+    packages+=(python3-paho-mqtt)
+fi
 if ((${#packages[@]} > 0)); then
     echo "installing ${packages[*]} with apt-get"
     as_root apt-get update
@@ -73,6 +78,7 @@ fi
 for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze haproxy node npm cargo; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import paho.mqtt.client' || { echo "missing: python3-paho-mqtt" >&2; exit 1; }
 # MQTT.js at the version pinned in tests/mqttjs/package-lock.json.
 if [[ ! -d tests/mqttjs/node_modules/mqtt ]]; then
     npm ci --prefix tests/mqttjs --no-audit --no-fund

@@ -1,7 +1,12 @@
 //! The admin HTTP listener: `GET /metrics` (Prometheus text format), `/healthz` (the process
-//! serves), `/readyz` (every listener is bound and the upstream broker answered a connection
-//! within the last few seconds). A deliberately tiny HTTP/1.1 responder: GET only, request head
-//! capped at 8 KiB and 5 s, one request per connection, at most `admin.max_connections` at once.
+//! serves), `/readyz` (every listener is bound and an upstream broker spoke MQTT within the last
+//! few seconds). A deliberately tiny HTTP/1.1 responder: GET only, request head capped at 8 KiB
+//! and 5 s, one request per connection, at most `admin.max_connections` at once.
+//!
+//! What proves a broker alive: a packet from it to any session (its CONNACK, a PINGRESP, a
+//! delivery), or else a probe: a whole MQTT connection under the client id [`PROBE_CLIENT_ID`]
+//! (CONNECT, CONNACK, DISCONNECT), made only when nothing else has shown a broker alive for
+//! [`PROBE_AFTER_MS`], so a broker with active clients sees no probe at all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +21,15 @@ use crate::shared::Gateway;
 
 const MAX_HEAD: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// `/readyz` wants an upstream connection at most this old (the prober makes one every 2 s).
+/// `/readyz` wants a proof of a live broker at most this old.
 pub const READY_UPSTREAM_AGE_MS: u64 = 5_000;
+/// The prober connects when no broker has been seen alive for this long: with the 1 s tick, an
+/// idle broker is probed every 2 s, and the proof `/readyz` reads is at most about 2 s old.
+pub const PROBE_AFTER_MS: u64 = 1_500;
+/// How often the prober looks at the last proof (a look costs nothing upstream).
+const PROBE_TICK: Duration = Duration::from_secs(1);
+/// The client id of the prober's MQTT connections, as the broker logs them.
+pub use crate::session::upstream::PROBE_CLIENT_ID;
 
 /// Serves the admin endpoints until shutdown.
 pub async fn serve(
@@ -71,24 +83,39 @@ pub async fn serve(
     }
 }
 
-/// Probes the upstream brokers every 2 s so that `/readyz` knows one is reachable even when no
-/// client is connecting (with several brokers: ready while any of them answers).
+/// Whether the prober must connect, given how long ago a broker was last seen alive.
+#[must_use]
+pub const fn probe_due(seen_age_ms: u64) -> bool {
+    seen_age_ms >= PROBE_AFTER_MS
+}
+
+/// Keeps `/readyz` informed when no session does: each [`PROBE_TICK`], if no broker has been seen
+/// alive for [`PROBE_AFTER_MS`], probes the brokers in turn until one answers a CONNECT with a
+/// CONNACK (with several brokers: ready while any of them answers).
 pub async fn probe_upstream(gateway: Arc<Gateway>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(PROBE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = gateway.shutdown.cancelled() => return,
         }
+        if !probe_due(gateway.upstream_age_ms()) {
+            continue;
+        }
         let snap = gateway.current();
         let up = &snap.config.upstream;
         for node in up.nodes() {
-            if crate::session::upstream::dial(node, up.connect_timeout)
-                .await
-                .is_ok()
+            match crate::session::upstream::probe(node, up.connect_timeout, up.proxy_protocol).await
             {
-                gateway.upstream_ok();
-                break;
+                Ok(code) => {
+                    tracing::debug!(broker = node, code, "readiness probe answered");
+                    gateway.upstream_ok();
+                    break;
+                }
+                Err(cause) => {
+                    tracing::debug!(broker = node, %cause, "readiness probe failed");
+                }
             }
         }
     }
@@ -183,4 +210,22 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prober_connects_only_when_no_proof_is_recent() {
+        for (age, due) in [
+            (0, false),
+            (PROBE_AFTER_MS - 1, false),
+            (PROBE_AFTER_MS, true),
+            (READY_UPSTREAM_AGE_MS, true),
+            (u64::MAX, true),
+        ] {
+            assert_eq!(probe_due(age), due, "{age}");
+        }
+    }
 }

@@ -118,6 +118,27 @@ impl Drop for ConnPermit {
     }
 }
 
+tokio::task_local! {
+    /// The slots of the connection this task serves, held until [`release_slot`] or the task ends.
+    static SLOT: std::cell::RefCell<Option<ConnPermit>>;
+}
+
+/// Runs `session` holding `permit`: its slots are given back by [`release_slot`], or when the
+/// session ends.
+pub async fn holding<F: Future>(permit: ConnPermit, session: F) -> F::Output {
+    SLOT.scope(std::cell::RefCell::new(Some(permit)), session)
+        .await
+}
+
+/// Gives the current connection's global and per-address slots back now: called when the gateway
+/// ends a connection, before the client is told (a refusing CONNACK, a DISCONNECT, the close), so
+/// that a client which sees the end and reconnects at once is not refused for its own old
+/// connection (with `max_connections_per_ip = 1`, say). What a closing connection still holds
+/// meanwhile is bounded by the goodbye timeout and the connection rate. No-op outside a session.
+pub fn release_slot() {
+    let _ = SLOT.try_with(|slot| slot.borrow_mut().take());
+}
+
 impl ConnLimits {
     /// Limits from `[limits]`.
     #[must_use]

@@ -233,6 +233,7 @@ pub async fn start_on(
                 crate::websocket::WsSettings {
                     path: l.websocket_path().to_owned(),
                     origins: l.websocket_origins.clone(),
+                    secure: l.tls.is_some(),
                 }
             }),
         });

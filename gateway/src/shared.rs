@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use mqtt_inspect::Direction;
@@ -56,8 +56,8 @@ pub struct Gateway {
     pub c2b: PacketCounters,
     /// Per-packet counters, broker to client.
     pub b2c: PacketCounters,
-    /// Unix milliseconds of the last successful connection to the upstream broker.
-    upstream_ok_ms: AtomicU64,
+    /// When a broker was last seen alive (a packet from it to a session, or a probe's CONNACK).
+    pub broker_seen: BrokerSeen,
     /// The generation of the current snapshot, for live sessions to wake on.
     generation_tx: watch::Sender<u64>,
     /// Connection limits checked before the TLS handshake; they follow `[limits]` on reload.
@@ -89,7 +89,7 @@ impl Gateway {
             auth_permits: Arc::new(Semaphore::new(AUTH_CONCURRENCY)),
             c2b: PacketCounters::new(Direction::ClientToServer),
             b2c: PacketCounters::new(Direction::ServerToClient),
-            upstream_ok_ms: AtomicU64::new(0),
+            broker_seen: BrokerSeen::new(),
         }
     }
 
@@ -127,23 +127,107 @@ impl Gateway {
         self.generation_tx.subscribe()
     }
 
-    /// Notes a successful upstream connection.
+    /// Notes that a broker answered in MQTT just now (a session's packet from it, a probe's
+    /// CONNACK).
     pub fn upstream_ok(&self) {
-        self.upstream_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.broker_seen.record();
     }
 
-    /// Milliseconds since the last successful upstream connection (`u64::MAX` if never).
+    /// Milliseconds since a broker was last seen alive (`u64::MAX` if never).
     #[must_use]
     pub fn upstream_age_ms(&self) -> u64 {
-        match self.upstream_ok_ms.load(Ordering::Relaxed) {
+        self.broker_seen.age_ms()
+    }
+}
+
+/// When an upstream broker last proved alive by speaking MQTT: lock-free, written by every
+/// session as packets come from its broker, read by `/readyz` and by the prober, which connects
+/// only when no session has shown the broker alive lately (`admin::probe_upstream`).
+///
+/// Monotonic (a wall-clock step does not make the gateway ready or unready). Many sessions record
+/// at once: the shared value is written at most once per [`BrokerSeen::RESOLUTION_MS`], so that
+/// busy sessions do not keep taking its cache line from each other; between writes they only read.
+#[derive(Debug)]
+pub struct BrokerSeen {
+    epoch: Instant,
+    /// Milliseconds since `epoch`, plus one, of the last proof; 0: none yet.
+    at: AtomicU64,
+}
+
+impl BrokerSeen {
+    /// How stale a record may be left, in milliseconds (far below the prober's interval).
+    pub const RESOLUTION_MS: u64 = 100;
+
+    /// Nothing seen yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// A broker spoke MQTT just now.
+    pub fn record(&self) {
+        self.record_at(self.now());
+    }
+
+    /// Milliseconds since the last record (`u64::MAX` if none).
+    #[must_use]
+    pub fn age_ms(&self) -> u64 {
+        self.age_at(self.now())
+    }
+
+    /// [`Self::record`] at `now` (milliseconds since the epoch, plus one).
+    fn record_at(&self, now: u64) {
+        let last = self.at.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= Self::RESOLUTION_MS {
+            self.at.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Self::age_ms`] at `now`.
+    fn age_at(&self, now: u64) -> u64 {
+        match self.at.load(Ordering::Relaxed) {
             0 => u64::MAX,
-            t => now_ms().saturating_sub(t),
+            t => now.saturating_sub(t),
         }
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+impl Default for BrokerSeen {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BrokerSeen;
+
+    #[test]
+    fn broker_seen_keeps_the_last_proof_to_its_resolution() {
+        let seen = BrokerSeen::new();
+        assert_eq!(seen.age_at(1), u64::MAX, "never seen");
+        // (record at, then age asked at, expected age)
+        for (record, at, age) in [
+            (1, 1, 0),
+            (1, 2_001, 2_000),
+            // Within the resolution of the last write: not written again.
+            (50, 2_001, 2_000),
+            (101, 2_001, 1_900),
+            (5_000, 5_000, 0),
+            // Clocks do not run backwards; an age is never negative.
+            (5_000, 4_000, 0),
+        ] {
+            seen.record_at(record);
+            assert_eq!(seen.age_at(at), age, "record {record}, at {at}");
+        }
+    }
 }

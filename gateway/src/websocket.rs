@@ -2,8 +2,9 @@
 //! plain (`ws://`) or after the listener's TLS handshake (`wss://`).
 //!
 //! The HTTP upgrade is checked before it is accepted: the request path must be the listener's
-//! `websocket_path` (404 otherwise), a browser's `Origin` must be in `websocket_origins` (403; a
-//! request without `Origin`, from a non-browser client, is let through), and the client must
+//! `websocket_path` (404 otherwise), a browser's `Origin` must be in `websocket_origins` or name
+//! the same host and port as the request's `Host` (403 otherwise; a request without `Origin`,
+//! from a non-browser client, is let through: see [`same_origin`]), and the client must
 //! offer the `mqtt` subprotocol (or the MQTT 3.1 era `mqttv3.1`), which is echoed back (400
 //! otherwise) [MQTT-6.0.0-3] [MQTT-6.0.0-4]. Frame and message sizes are bounded by the
 //! listener's `max_packet_size` plus framing slack, and the read and write buffers are small.
@@ -37,8 +38,67 @@ const FRAMING_SLACK: usize = 1024;
 pub struct WsSettings {
     /// The request path (`websocket_path`, default `/mqtt`).
     pub path: String,
-    /// Allowed `Origin` values (`websocket_origins`); a request with another Origin is refused.
+    /// Allowed `Origin` values (`websocket_origins`); a request with another Origin is refused
+    /// unless it is the request's own ([`same_origin`]).
     pub origins: Vec<String>,
+    /// `wss://` (the listener has TLS): a `Host` without a port means 443, else 80.
+    pub secure: bool,
+}
+
+/// Whether `origin` (an `Origin` header: `scheme://host[:port]`) names the same host and port as
+/// `host` (the `Host` header: `host[:port]`, its port by default 443 on a `secure` listener,
+/// else 80). The Origin's default port follows its scheme: http and ws 80, https and wss 443;
+/// another scheme, `null`, a path, user info or a malformed port is never the same origin.
+///
+/// This is what clients that are not a web page send: paho-mqtt (Python) says `Origin:
+/// https://HOST:PORT` for the very host and port it connects to. It does not weaken the guard
+/// against a foreign web page using the browser's client certificate: such a page can make its
+/// Origin equal the Host only by pointing its own name at the gateway (DNS rebinding), and over
+/// TLS, where a browser has certificates to offer, the gateway's certificate does not match that
+/// name, so the browser never gets that far.
+#[must_use]
+pub fn same_origin(origin: &str, host: &str, secure: bool) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let origin_default = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return false,
+    };
+    let host_default = if secure { 443 } else { 80 };
+    match (
+        host_and_port(authority, origin_default),
+        host_and_port(host, host_default),
+    ) {
+        (Some((a, a_port)), Some((b, b_port))) => a.eq_ignore_ascii_case(b) && a_port == b_port,
+        _ => false,
+    }
+}
+
+/// `host[:port]` or `[v6]:port` split, with `default` for a missing port; `None` when malformed.
+fn host_and_port(authority: &str, default: u16) -> Option<(&str, u16)> {
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#', ' ']) {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        match after {
+            "" => (v6, None),
+            p => (v6, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        None => default,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+        Some(_) => return None,
+    };
+    (!host.is_empty()).then_some((host, port))
 }
 
 /// Why an upgrade was refused; the audit `reason`.
@@ -97,9 +157,14 @@ pub fn check_request(
         return Err(WsRefusal::Path);
     }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| settings.origins.iter().any(|a| a == o));
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let allowed = origin.to_str().is_ok_and(|o| {
+            settings.origins.iter().any(|a| a == o)
+                || host.is_some_and(|h| same_origin(o, h, settings.secure))
+        });
         if !allowed {
             return Err(WsRefusal::Origin);
         }
@@ -269,6 +334,7 @@ mod tests {
         let s = WsSettings {
             path: "/mqtt".into(),
             origins: vec!["https://dash.example".into()],
+            secure: false,
         };
         let check = |r: &Request| check_request(&s, r, Response::new(()));
         let ok = check(&request("/mqtt", None, Some("mqtt"))).unwrap();
@@ -301,5 +367,105 @@ mod tests {
             check(&request("/mqtt", None, Some("chat"))).unwrap_err(),
             WsRefusal::Subprotocol
         );
+    }
+
+    fn request_to(host: &str, origin: &str) -> Request {
+        Request::builder()
+            .uri("/mqtt")
+            .header(header::HOST, host)
+            .header(header::ORIGIN, origin)
+            .header(header::SEC_WEBSOCKET_PROTOCOL, "mqtt")
+            .body(())
+            .unwrap()
+    }
+
+    /// Issue 20, item 17: paho-mqtt's `Origin: https://HOST:PORT` for its own host and port is
+    /// let through; a foreign Origin is still refused, on a listener with or without a list.
+    #[test]
+    fn an_origin_naming_the_request_host_and_port_is_let_through() {
+        for secure in [false, true] {
+            for origins in [vec![], vec!["https://dash.example".to_owned()]] {
+                let s = WsSettings {
+                    path: "/mqtt".into(),
+                    origins,
+                    secure,
+                };
+                let check = |host: &str, origin: &str| {
+                    check_request(&s, &request_to(host, origin), Response::new(())).map(|_| ())
+                };
+                assert_eq!(check("gw.example:8080", "https://gw.example:8080"), Ok(()));
+                assert_eq!(
+                    check("gw.example:8080", "https://evil.example:8080"),
+                    Err(WsRefusal::Origin)
+                );
+                assert_eq!(
+                    check("gw.example:8080", "https://gw.example:8081"),
+                    Err(WsRefusal::Origin)
+                );
+            }
+        }
+        // Without a Host header only the list counts.
+        let s = WsSettings {
+            path: "/mqtt".into(),
+            origins: vec![],
+            secure: false,
+        };
+        let r = Request::builder()
+            .uri("/mqtt")
+            .header(header::ORIGIN, "http://gw.example")
+            .header(header::SEC_WEBSOCKET_PROTOCOL, "mqtt")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            check_request(&s, &r, Response::new(())).map(|_| ()),
+            Err(WsRefusal::Origin)
+        );
+    }
+
+    #[test]
+    fn same_origin_compares_host_and_port_with_default_ports() {
+        for (origin, host, secure, same) in [
+            ("https://gw.example:8443", "gw.example:8443", true, true),
+            ("https://gw.example:8443", "gw.example:8443", false, true),
+            ("http://gw.example:8080", "gw.example:8080", false, true),
+            ("HTTPS://GW.example:443", "gw.EXAMPLE", true, true),
+            ("https://gw.example", "gw.example:443", false, true),
+            ("https://gw.example", "gw.example", true, true),
+            ("http://gw.example", "gw.example", false, true),
+            ("wss://gw.example", "gw.example", true, true),
+            ("ws://gw.example", "gw.example:80", true, true),
+            // The listener's default port: ws 80, wss 443.
+            ("https://gw.example", "gw.example", false, false),
+            ("http://gw.example", "gw.example", true, false),
+            ("https://[::1]:8443", "[::1]:8443", true, true),
+            ("https://[::1]:8443", "[::1]:8444", true, false),
+            ("https://[::1]", "[::1]", true, true),
+            ("https://127.0.0.1:1883", "127.0.0.1:1883", false, true),
+            ("https://127.0.0.1:1883", "127.0.0.2:1883", false, false),
+            ("https://evil.example:8443", "gw.example:8443", true, false),
+            (
+                "https://gw.example.evil:8443",
+                "gw.example:8443",
+                true,
+                false,
+            ),
+            // Not an origin this rule knows: refused.
+            ("null", "gw.example", true, false),
+            ("file://gw.example", "gw.example", true, false),
+            ("https://user@gw.example", "gw.example", true, false),
+            ("https://gw.example/path", "gw.example", true, false),
+            ("https://gw.example:", "gw.example:443", true, false),
+            ("https://gw.example:+443", "gw.example:443", true, false),
+            ("https://gw.example:99999", "gw.example:99999", true, false),
+            ("https://:443", ":443", true, false),
+            ("https://[::1", "[::1", true, false),
+            ("https://gw.example", "", true, false),
+        ] {
+            assert_eq!(
+                same_origin(origin, host, secure),
+                same,
+                "{origin} {host} secure={secure}"
+            );
+        }
     }
 }

@@ -393,11 +393,15 @@ async fn an_auth_packet_after_connect_closes_with_disconnect_and_changes_nothing
     body.extend_from_slice(&props);
     c.send(&support::wire::frame(0xf0, &body)).await;
     let got = c.recv_within(support::wire::ANSWER).await;
-    // The broker saw this client once, as dev-6, and nothing else.
+    // The broker saw this client once, as dev-6, and nothing else (besides the gateway's own
+    // readiness probe, under its own client id).
     let log = gw.broker.log();
     assert_eq!(broker_saw(&gw, "dev-6"), Some(Some("dev-6".into())));
     assert_eq!(
-        log.matches("New client connected").count(),
+        log.lines()
+            .filter(|l| l.contains("New client connected")
+                && !l.contains(&format!("as {} ", mqtt_gateway::admin::PROBE_CLIENT_ID)))
+            .count(),
         1,
         "only the accepted client reached the broker:\n{log}"
     );
@@ -408,6 +412,14 @@ async fn an_auth_packet_after_connect_closes_with_disconnect_and_changes_nothing
         "DISCONNECT before the close"
     );
     c.assert_closed().await;
+    // Audited (issue 20, item 18), for this session and its identity, not the claimed one.
+    let line = gw
+        .audit_line(|v| v["event"] == "auth_failed" && v["reason"] == "auth_not_supported")
+        .await
+        .expect("the refused AUTH is audited");
+    assert_eq!(line["client_id"], "dev-6", "{line}");
+    assert_eq!(line["principal"], "dev-6", "{line}");
+    assert!(line["cert_fingerprint"].is_string(), "{line}");
 }
 
 /// Connect rules of the contract's example policy: a sensor (certificate OU `sensors`) must use

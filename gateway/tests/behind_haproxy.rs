@@ -260,13 +260,21 @@ async fn two_gateways_behind_haproxy_see_real_client_addresses_and_share_the_pol
     // A client outside the rule's sources is refused: 0x87, audited with its own address.
     let (code, _) = Client::connect(front, "127.0.7.1", "outsider", b"secret").await;
     assert_eq!(code, Some(0x87));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let audited = gws.iter().flat_map(Gateway::audit_lines).any(|v| {
-        v["event"] == "acl_denied"
-            && v["peer"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("127.0.7.1:"))
-    });
+    // The audit log is written by a task of its own: wait for the line (not a fixed pause).
+    let refusal_audited = || {
+        gws.iter().flat_map(Gateway::audit_lines).any(|v| {
+            v["event"] == "acl_denied"
+                && v["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("127.0.7.1:"))
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut audited = refusal_audited();
+    while !audited && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        audited = refusal_audited();
+    }
     assert!(audited, "the refusal is audited with the client's address");
 
     // Three wrong passwords from 127.0.8.1 ban that address (and only it).

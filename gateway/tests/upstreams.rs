@@ -183,9 +183,26 @@ async fn a_proxy_v2_header_upstream_carries_the_client_address_and_identity() {
     // The gateway's own test broker stays unused: the relay in front of `broker` replaces it.
     setup.upstream_keys = Some(format!("address = \"{front}\"\nproxy_protocol = true"));
     let gw = setup.start().await;
+    // Ready before any client: the readiness probe got through the header-reading relay.
+    readyz_becomes(&gw, 200).await;
     let mut w = publish_where(&gw, &pki, "sensor-9", "via-proxy").await;
     w.ping().await;
-    let headers = seen.lock().unwrap().clone();
+    // Besides the client's, the readiness probe's connections: a PROXY header naming the
+    // gateway's own connection to the relay, with no TLS or principal TLV.
+    let (headers, probes): (Vec<_>, Vec<_>) =
+        seen.lock().unwrap().clone().into_iter().partition(|h| {
+            matches!(h.addresses, ppp::v2::Addresses::IPv4(a)
+                if SocketAddr::from((a.source_address, a.source_port)) == w.local)
+        });
+    for p in &probes {
+        assert_eq!(p.command, ppp::v2::Command::Proxy, "{p:?}");
+        let ppp::v2::Addresses::IPv4(a) = p.addresses else {
+            panic!("{p:?}")
+        };
+        assert_eq!(a.destination_port, front.port(), "{p:?}");
+        assert_eq!(p.tlvs().count(), 0, "{p:?}");
+    }
+    assert!(!probes.is_empty(), "the probe sent its own header");
     assert_eq!(headers.len(), 1);
     let h = &headers[0];
     assert_eq!(h.command, ppp::v2::Command::Proxy);
@@ -275,4 +292,111 @@ async fn a_unix_socket_upstream_carries_sessions_and_a_dead_socket_is_server_una
     tokio::task::block_in_place(|| gw.broker.restart()).unwrap();
     let mut again = publish_where(&gw, &pki, "dev-unix", "u2").await;
     again.ping().await;
+}
+
+/// The broker's log from byte `from` on.
+fn broker_log_since(gw: &TestGateway, from: usize) -> String {
+    gw.broker.log().get(from..).unwrap_or_default().to_owned()
+}
+
+/// Waits until `what` occurs `times` times in the broker's log after byte `from`.
+async fn broker_logs(gw: &TestGateway, from: usize, what: &str, times: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while broker_log_since(gw, from).matches(what).count() < times {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker never logged {what:?} {times} times:\n{}",
+            broker_log_since(gw, from)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `/readyz` answers `status`.
+async fn readyz_becomes(gw: &TestGateway, status: u16) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gw.admin_get("/readyz").await.0 != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The offset in the broker's log after the line of the test harness's own start-up check (a bare
+/// TCP connection, made before `Mosquitto::start` or `restart` returns), which comes after `from`.
+async fn after_startup_check(gw: &TestGateway, from: usize) -> usize {
+    const CHECK: &str = "Client <unknown> closed its connection.\n";
+    broker_logs(gw, from, CHECK, 1).await;
+    let log = broker_log_since(gw, from);
+    from + log.find(CHECK).unwrap() + CHECK.len()
+}
+
+/// What a probe must not leave in the broker's log: a connection without a CONNECT, or one
+/// dropped without DISCONNECT.
+fn assert_no_half_connections(log: &str) {
+    for bad in ["<unknown>", "protocol error", "closed its connection"] {
+        assert!(!log.contains(bad), "{bad:?} in the broker's log:\n{log}");
+    }
+}
+
+/// Issue 20, item 16: the readiness prober does not spam the broker. With no client it makes whole
+/// MQTT connections as `mqtt-gateway-readyz-probe` (CONNECT, CONNACK, DISCONNECT: no "protocol
+/// error" or "closed its connection" lines in Mosquitto's log); while a client is active its
+/// packets prove the broker alive and no probe comes; `/readyz` still turns 503 when the broker
+/// stops and 200 when it is back. Before, a bare TCP connection every 2 s, whatever the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_only_an_idle_broker_with_a_whole_mqtt_connection() {
+    const PROBE_END: &str = "Client mqtt-gateway-readyz-probe disconnected.";
+    let pki = Pki::new();
+    let mut gw = enforcement_setup(&pki).start().await;
+    let start = after_startup_check(&gw, 0).await;
+
+    // No client: probes, each a whole MQTT connection under the probe's client id.
+    broker_logs(&gw, start, PROBE_END, 2).await;
+    readyz_becomes(&gw, 200).await;
+    let idle = broker_log_since(&gw, start);
+    assert!(idle.contains("as mqtt-gateway-readyz-probe ("), "{idle}");
+    assert_no_half_connections(&idle);
+
+    // An active client: its PINGRESPs come from the broker, and no probe connects. Three probe
+    // intervals of traffic; a probe already under way when the client began may still finish.
+    let cert = pki.client("active", None, Flaw::None);
+    let mut active = TlsWire::tls(
+        gw.tls_addr(),
+        client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]),
+        V5,
+    )
+    .await;
+    assert_eq!(active.connect(&connect(V5, "active", None, None)).await, 0);
+    active.ping().await;
+    let from = gw.broker.log().len();
+    let until = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(3 * mqtt_gateway::admin::PROBE_AFTER_MS);
+    while tokio::time::Instant::now() < until {
+        active.ping().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let during = broker_log_since(&gw, from);
+    assert!(
+        during.matches("New connection from").count() <= 1,
+        "probes while a client was active:\n{during}"
+    );
+    assert_eq!(gw.admin_get("/readyz").await.0, 200);
+    active.disconnect().await;
+    active.assert_closed().await;
+
+    // Idle again: probes again. The broker stops: not ready; back: ready, by a probe.
+    let from = gw.broker.log().len();
+    broker_logs(&gw, from, PROBE_END, 1).await;
+    assert_no_half_connections(&broker_log_since(&gw, from));
+    tokio::task::block_in_place(|| gw.broker.stop()).unwrap();
+    readyz_becomes(&gw, 503).await;
+    let from = gw.broker.log().len();
+    tokio::task::block_in_place(|| gw.broker.restart()).unwrap();
+    let from = after_startup_check(&gw, from).await;
+    readyz_becomes(&gw, 200).await;
+    broker_logs(&gw, from, PROBE_END, 1).await;
+    assert_no_half_connections(&broker_log_since(&gw, from));
 }

@@ -240,3 +240,98 @@ async fn wss_with_a_client_certificate_and_refused_without_one() {
     // Without a certificate the TLS layer refuses (TLS 1.3: seen at the first read).
     assert!(tls_then_ws(None).await.is_err());
 }
+
+/// A Python with paho-mqtt (`bash scripts/test.sh` installs Debian's python3-paho-mqtt): the
+/// system one first, as a `python3` earlier on PATH (pyenv, a venv) may not see Debian's packages.
+fn python_with_paho() -> &'static str {
+    ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|python| {
+            std::process::Command::new(python)
+                .args(["-c", "import paho.mqtt.client"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("paho-mqtt for Python is missing: bash scripts/test.sh installs python3-paho-mqtt")
+}
+
+/// Runs `gateway/tests/paho/ws_roundtrip.py` with `args`: its exit code and what it printed.
+async fn paho(args: Vec<String>) -> (Option<i32>, String) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paho/ws_roundtrip.py");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(python_with_paho());
+        cmd.arg(script).args(args);
+        e2e::run_with_timeout(&mut cmd, Duration::from_secs(90)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.timed_out, "{out:?}");
+    (out.status.code(), format!("{}{}", out.stdout, out.stderr))
+}
+
+/// Issue 20, item 17: paho-mqtt, the most used MQTT client library, with its default WebSocket
+/// settings (it sends `Origin: https://HOST:PORT` for the host and port it connects to) over
+/// `ws://` (password) and `wss://` (client certificate) publishes and receives through the
+/// gateway; the same client with a foreign Origin is refused with 403 and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_mqtt_over_ws_and_wss_with_its_default_settings() {
+    let pki = Pki::new();
+    let gw = gateway(&pki).await;
+    let s = |v: &str| v.to_owned();
+    let plain = gw.plain_addr();
+    let ws = |origin: Option<&str>| {
+        let mut args = vec![
+            s("ws"),
+            plain.ip().to_string(),
+            plain.port().to_string(),
+            s("paho-ws"),
+            s("ws/paho/plain"),
+            s("--user"),
+            s("alice"),
+            s("--password"),
+            s("secret"),
+        ];
+        if let Some(o) = origin {
+            args.extend([s("--origin"), o.to_owned()]);
+        }
+        args
+    };
+    let (code, out) = paho(ws(None)).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("received hello from paho over ws"), "{out}");
+
+    let cert = pki.client("paho-wss", None, Flaw::None);
+    let (code, out) = paho(vec![
+        s("wss"),
+        s("localhost"),
+        gw.tls_addr().port().to_string(),
+        s("paho-wss"),
+        s("ws/paho/tls"),
+        s("--ca"),
+        pki.root_path.display().to_string(),
+        s("--cert"),
+        cert.chain_path.display().to_string(),
+        s("--key"),
+        cert.key_path.display().to_string(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("received hello from paho over wss"), "{out}");
+
+    // Another site's page: still refused (paho does not show the status; the 403 itself is in
+    // the_upgrade_is_refused_for_a_wrong_path_a_foreign_origin_or_no_mqtt_subprotocol).
+    let (code, out) = paho(ws(Some("https://evil.example"))).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("WebsocketConnectionError"), "{out}");
+    assert!(
+        gw.metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"denied\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        gw.audit_line(|v| v["event"] == "connection_refused" && v["reason"] == "websocket_origin")
+            .await
+            .is_some()
+    );
+}

@@ -46,12 +46,23 @@ impl Session<'_> {
                 gw.audit
                     .record(&self.event(identity, "quota_exceeded", reason.as_str()));
             }
+            CloseReason::AuthNotSupported => {
+                // An attempt to re-authenticate (MQTT 5 AUTH) after CONNECT: refused, and the
+                // identity bound at CONNECT stays; a security decision, so audited.
+                gw.audit.record(&AuditEvent {
+                    cert_fingerprint: identity.fingerprint(),
+                    cert_serial: identity.serial(),
+                    ..self.event(identity, "auth_failed", reason.as_str())
+                });
+            }
             CloseReason::BrokerClosed => {}
             CloseReason::Io(Direction::ServerToClient) => {
                 counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
             }
             _ => {}
         }
+        // The slot before the goodbye: a client that reads it may reconnect at once.
+        crate::limits::release_slot();
         let mut client = client_out.into_inner();
         if !client.is_dirty() {
             let ours = reason

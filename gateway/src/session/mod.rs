@@ -103,8 +103,13 @@ pub async fn run(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
-    _permit: crate::limits::ConnPermit,
+    permit: crate::limits::ConnPermit,
 ) {
+    crate::limits::holding(permit, serve(tcp, peer, ctx)).await;
+}
+
+/// [`run`] with the connection's slots held (see [`crate::limits::release_slot`]).
+async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     // Subscribed before the snapshot is read: a reload published at any later moment (during
     // the handshake, while the CONNECT is judged, before the relay starts) is seen by this session.
     let generations = ctx.gateway.watch_generation();
@@ -299,7 +304,6 @@ async fn open(
             return None;
         }
     };
-    gw.upstream_ok();
     // Admitted under `snap`; after a reload since then (a new CRL, password file, policy or
     // `[auth]`) the client is judged again, whole, before the broker hears of it, and refused with
     // a CONNACK while one is still due.
@@ -472,6 +476,7 @@ impl Session<'_> {
                 counters: &gw.c2b,
                 throttle: Some(&mut throttle),
                 ack_credit: &ack_credit,
+                broker_seen: None,
             },
             &mut client_reader,
             &broker_out,
@@ -494,6 +499,7 @@ impl Session<'_> {
                 counters: &gw.b2c,
                 throttle: None,
                 ack_credit: &ack_credit,
+                broker_seen: Some(&gw.broker_seen),
             },
             &mut broker_rd,
             &client_out,

@@ -46,6 +46,8 @@ pub(super) async fn refuse(
         topic: refusal.topic.as_deref(),
         ..AuditEvent::default()
     });
+    // The slot first: a client that reads this CONNACK may reconnect at once.
+    crate::limits::release_slot();
     let connack = refusing_connack(version, refusal.reason);
     let mut bytes = Vec::new();
     if connack.encode(version, &mut bytes).is_ok() {
@@ -124,10 +126,12 @@ pub(super) async fn refuse_malformed(
             out
         }
     };
+    crate::limits::release_slot();
     let _ = timeout(GOODBYE_TIMEOUT, client.write_all(&bytes)).await;
     shutdown_quietly(client).await;
 }
 
 pub(super) async fn shutdown_quietly(client: &mut ClientStream) {
+    crate::limits::release_slot();
     let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
 }

@@ -109,6 +109,9 @@ pub struct PumpSettings<'a> {
     /// added; client to broker: such an acknowledgement is not charged to the client's message
     /// rate, every other packet is). Shared by the two pumps of a session.
     pub ack_credit: &'a AtomicU32,
+    /// Where packets read prove the broker alive (broker to client only): `/readyz` counts them
+    /// and the prober stays away from a broker its sessions hear from.
+    pub broker_seen: Option<&'a crate::shared::BrokerSeen>,
 }
 
 /// At most this many acknowledgements are owed at once (a QoS 2 delivery owes two, PUBREC and
@@ -372,6 +375,9 @@ where
                         }
                     }
                 }
+            }
+            if saw_packet && let Some(seen) = settings.broker_seen {
+                seen.record();
             }
             if saw_packet && let Some(limit) = settings.idle_limit {
                 deadline = Some(Instant::now() + limit);

@@ -142,6 +142,110 @@ pub async fn dial(address: &str, limit: Duration) -> Result<BrokerStream, (Upstr
     }
 }
 
+/// The client id of the readiness probe's MQTT connections (`admin::probe_upstream`), so that a
+/// broker's log and its `$SYS` client counts show them for what they are.
+pub const PROBE_CLIENT_ID: &str = "mqtt-gateway-readyz-probe";
+
+/// The probe's CONNECT: MQTT 3.1.1 (every broker speaks it), clean session (it leaves no state),
+/// no credentials, no Will.
+fn probe_connect() -> Vec<u8> {
+    let connect = Connect {
+        version: mqtt_inspect::ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 30,
+        properties: Properties::EMPTY,
+        client_id: PROBE_CLIENT_ID,
+        will: None,
+        username: None,
+        password: None,
+        bridge: false,
+    };
+    let mut out = Vec::new();
+    // A fixed, short CONNECT always encodes.
+    let _ = connect.encode(&mut out);
+    out
+}
+
+/// Connects to the broker at `address` as [`PROBE_CLIENT_ID`] and reads its CONNACK, all within
+/// `limit`; after an accepting CONNACK, says DISCONNECT. Any CONNACK proves the broker alive and
+/// speaking MQTT, a refusing one too (a broker that forbids anonymous clients answers 5, Not
+/// authorized): its return code is returned.
+///
+/// # Errors
+/// Why no CONNACK came: not reachable, no answer in time, closed, or an answer that is not one.
+pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result<u8, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// A CONNACK is 4 bytes in 3.1.1; a broker's answer is read no further than this.
+    const MAX_ANSWER: u32 = 64;
+    let deadline = tokio::time::Instant::now() + limit;
+    let stream = dial(address, limit).await.map_err(|(_, cause)| cause)?;
+    // With `upstream.proxy_protocol`, a PROXY v2 header first, naming the probe's own connection:
+    // the gateway is the client here. (Not the LOCAL command that the PROXY protocol suggests for
+    // health checks: Mosquitto 2.1 rejects LOCAL connections.)
+    let mut hello = Vec::new();
+    if proxy_header {
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let (from, to) = match &stream {
+            BrokerStream::Tcp(s) => (
+                s.local_addr().unwrap_or(unspecified),
+                s.peer_addr().unwrap_or(unspecified),
+            ),
+            BrokerStream::Unix(_) => (unspecified, unspecified),
+        };
+        hello = crate::proxy_protocol::encode_upstream(&crate::proxy_protocol::UpstreamInfo {
+            client: from,
+            listener: to,
+            tls_version: None,
+            cert_cn: None,
+            principal: None,
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let answer = async {
+        hello.extend_from_slice(&probe_connect());
+        wr.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(64);
+        loop {
+            match mqtt_inspect::peek_frame(&buf, MAX_ANSWER) {
+                Ok(mqtt_inspect::Peek::Complete(h)) => {
+                    let frame = buf.get(..h.frame_len()).unwrap_or_default();
+                    return match mqtt_inspect::decode(frame, mqtt_inspect::ProtocolVersion::V311) {
+                        Ok(mqtt_inspect::Packet::Connack(c)) => Ok(c.code),
+                        _ => {
+                            Err("the broker answered the probe's CONNECT with no CONNACK"
+                                .to_owned())
+                        }
+                    };
+                }
+                Ok(mqtt_inspect::Peek::Incomplete { .. }) => {
+                    if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                        return Err(
+                            "the broker closed the probe's connection unanswered".to_owned()
+                        );
+                    }
+                }
+                Err(e) => return Err(format!("the broker's answer is not MQTT: {e}")),
+            }
+        }
+    };
+    let code = tokio::time::timeout_at(deadline, answer)
+        .await
+        .map_err(|_| format!("no CONNACK within {limit:?}"))??;
+    if code.is_success() {
+        // DISCONNECT: a normal end, not a dropped connection, in the broker's log.
+        let _ = tokio::time::timeout_at(deadline, wr.write_all(&[0xe0, 0x00])).await;
+    }
+    let _ = tokio::time::timeout_at(deadline, wr.shutdown()).await;
+    // Until the broker closes too: an orderly end on both sides, never a reset.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout_at(deadline, async {
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(code.to_u8())
+}
+
 /// Whether a dialled socket is connected to itself. Dialling a local port that nobody listens on
 /// can succeed when the kernel picks that very port as the source (TCP simultaneous open): a
 /// broker on a port in the ephemeral range that is down would then be "reached", and the gateway
@@ -462,5 +566,66 @@ mod tests {
                 assert_eq!(before, after);
             }
         }
+    }
+
+    /// A one-connection fake broker: reads the probe's CONNECT, answers `answer`, then closes.
+    async fn fake_broker(answer: &'static [u8]) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut connect = vec![0u8; 2];
+            s.read_exact(&mut connect).await.unwrap();
+            let mut rest = vec![0u8; usize::from(connect[1])];
+            s.read_exact(&mut rest).await.unwrap();
+            connect.extend_from_slice(&rest);
+            s.write_all(answer).await.unwrap();
+            let mut after = Vec::new();
+            // Until the probe closes: what it said after the CONNACK.
+            let _ = s.read_to_end(&mut after).await;
+            connect.extend_from_slice(&after);
+            connect
+        });
+        (addr, task)
+    }
+
+    /// Any CONNACK proves the broker alive, a refusing one too (a broker that forbids anonymous
+    /// clients); DISCONNECT follows an accepting one only; an answer that is not a CONNACK, or
+    /// none, is a failed probe.
+    #[tokio::test]
+    async fn the_probe_counts_any_connack_and_nothing_else() {
+        let limit = Duration::from_secs(10);
+        let (addr, broker) = fake_broker(&[0x20, 2, 0, 0]).await;
+        assert_eq!(probe(&addr, limit, false).await, Ok(0));
+        let said = broker.await.unwrap();
+        assert_eq!(said.first(), Some(&0x10), "a CONNECT");
+        assert!(
+            said.windows(PROBE_CLIENT_ID.len())
+                .any(|w| w == PROBE_CLIENT_ID.as_bytes()),
+            "under the probe's client id"
+        );
+        assert_eq!(
+            said.get(said.len() - 2..),
+            Some(&[0xe0, 0x00][..]),
+            "then DISCONNECT"
+        );
+
+        let (addr, broker) = fake_broker(&[0x20, 2, 0, 5]).await;
+        assert_eq!(probe(&addr, limit, false).await, Ok(5));
+        let said = broker.await.unwrap();
+        assert_ne!(said.last(), Some(&0x00), "no DISCONNECT after a refusal");
+
+        let (addr, _broker) = fake_broker(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        assert!(probe(&addr, limit, false).await.is_err());
+        let (addr, _broker) = fake_broker(&[0xd0, 0x00]).await;
+        assert!(
+            probe(&addr, limit, false).await.is_err(),
+            "a PINGRESP is not a CONNACK"
+        );
+        // No answer: the probe gives up at its limit.
+        let (addr, _broker) = fake_broker(&[]).await;
+        let short = Duration::from_millis(300);
+        assert!(probe(&addr, short, false).await.is_err(), "no answer");
     }
 }
