@@ -807,6 +807,27 @@ fn client_alias_table() {
             ],
         },
         Row {
+            name: "rebound by a dropped PUBLISH, then allowed: written out, never the stale binding",
+            setup: v5().broker_grants_aliases(10),
+            policy: POLICY,
+            steps: vec![
+                c(publish_with(V5, 0, "ok/a", 0, &alias(3)), Verdict::Forward),
+                // The broker keeps 3 = ok/a; the gateway now has 3 = no/b.
+                Client(
+                    publish_with(V5, 0, "no/b", 0, &alias(3)),
+                    Verdict::Drop,
+                    denied("publish", "no/b"),
+                ),
+                Reload(ALLOW_ALL),
+                // Forwarded as sent, the broker would file it under ok/a.
+                c(
+                    publish_with(V5, 0, "", 0, &alias(3)),
+                    Verdict::Replace(publish_with(V5, 0, "no/b", 0, &alias(3))),
+                ),
+                c(publish_with(V5, 0, "", 0, &alias(3)), Verdict::Forward),
+            ],
+        },
+        Row {
             name: "alias used before binding: 0x94 Topic Alias invalid",
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
@@ -932,6 +953,19 @@ fn subscribe_table() {
                 ),
                 Held(0),
             ],
+        },
+        Row {
+            name: "all denied (MQTT 3.1): answered as 3.1.1, 0x80",
+            setup: Setup {
+                version: ProtocolVersion::V31,
+                ..v3()
+            },
+            policy: POLICY,
+            steps: vec![Client(
+                subscribe(ProtocolVersion::V31, 2, &["no/a"]),
+                Verdict::Reply(suback(ProtocolVersion::V31, 2, &[0x80])),
+                denied("subscribe", "no/a"),
+            )],
         },
         Row {
             name: "all denied (3.1.1): SUBACK 0x80 from the gateway",
@@ -1310,6 +1344,24 @@ fn broker_alias_table() {
             ],
         },
         Row {
+            name: "rebound by a dropped delivery, then allowed: written out, never the stale one",
+            setup: v5().client_accepts_aliases(5),
+            policy: POLICY,
+            steps: vec![
+                b(publish_with(V5, 0, "ok/a", 0, &alias(3)), Verdict::Forward),
+                Broker(
+                    publish_with(V5, 0, "muted/x", 0, &alias(3)),
+                    Verdict::Drop,
+                    denied("receive", "muted/x"),
+                ),
+                Reload(ALLOW_ALL),
+                b(
+                    publish_with(V5, 0, "", 0, &alias(3)),
+                    Verdict::Replace(publish_with(V5, 0, "muted/x", 0, &alias(3))),
+                ),
+            ],
+        },
+        Row {
             name: "alias above the client's Topic Alias Maximum: 0x94 [MQTT-3.3.2-11]",
             setup: v5().client_accepts_aliases(5),
             policy: POLICY,
@@ -1382,4 +1434,63 @@ fn connack_table() {
             )],
         },
     ]);
+}
+
+/// The closes the rows above end in, as the MQTT 5 client is told them: "any malformed packet,
+/// in either direction, closes the connection (MQTT 5: DISCONNECT with reason 0x81 first)" (or
+/// the error's own, more precise code); limits "get reason 0x96 or 0x97".
+#[test]
+fn close_reason_table() {
+    let rows: [(&str, CloseReason, ReasonCode); 7] = [
+        (
+            "alias before binding or over the maximum: 0x94",
+            CloseReason::Malformed {
+                direction: Direction::ClientToServer,
+                error: DecodeError::TopicAliasInvalid,
+            },
+            ReasonCode::TopicAliasInvalid,
+        ),
+        (
+            "wildcard or empty topic name: 0x90",
+            CloseReason::Malformed {
+                direction: Direction::ClientToServer,
+                error: DecodeError::InvalidTopicName("empty"),
+            },
+            ReasonCode::TopicNameInvalid,
+        ),
+        (
+            "a second CONNECT, a server packet from the client: 0x82 Protocol Error",
+            CloseReason::Malformed {
+                direction: Direction::ClientToServer,
+                error: DecodeError::ProtocolViolation("a second CONNECT"),
+            },
+            ReasonCode::ProtocolError,
+        ),
+        (
+            "malformed from the broker: the client is told too",
+            CloseReason::Malformed {
+                direction: Direction::ServerToClient,
+                error: DecodeError::TopicAliasInvalid,
+            },
+            ReasonCode::TopicAliasInvalid,
+        ),
+        (
+            "on_publish_deny = disconnect: 0x87",
+            CloseReason::PublishDenied,
+            ReasonCode::NotAuthorized,
+        ),
+        (
+            "filter, user-property, QoS 2 and pending-SUBACK caps: 0x97",
+            CloseReason::QuotaExceeded,
+            ReasonCode::QuotaExceeded,
+        ),
+        (
+            "AUTH after CONNECT: 0x82",
+            CloseReason::AuthNotSupported,
+            ReasonCode::ProtocolError,
+        ),
+    ];
+    for (name, close, code) in rows {
+        assert_eq!(close.disconnect_reason(), Some(code), "{name}");
+    }
 }
