@@ -592,3 +592,7 @@ mod tests {
         assert_eq!(told(&capped, &[0x13, 0xff, 0xff]), Some(600));
     }
 }
+
+#[cfg(test)]
+#[path = "inspect_tests.rs"]
+mod inspect_tests;
