@@ -25,6 +25,7 @@ pub const MAX_USER_PROPERTIES: u16 = 64;
 pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
 use crate::close::CloseReason;
 use crate::config::OnPublishDeny;
+use crate::metrics::AclAction;
 use crate::policy::{ClientPolicy, Decision, RuleRef};
 
 /// What the relay does with one frame.
@@ -46,8 +47,8 @@ pub enum Verdict {
 /// by `max_subscriptions_per_client` (audited as `quota_exceeded`, not an ACL decision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// `publish`, `subscribe`, `receive`.
-    pub action: &'static str,
+    /// [`AclAction::Publish`], [`AclAction::Subscribe`] or [`AclAction::Receive`].
+    pub action: AclAction,
     /// The topic or filter that was judged.
     pub topic: String,
     /// The rule that decided, if one did.
@@ -101,7 +102,7 @@ fn replace(
     encode_or_close(direction, f).map_or_else(|v| v, Verdict::Replace)
 }
 
-fn deny(action: &'static str, topic: &str, d: &Decision, denials: &mut Vec<Denial>) {
+fn deny(action: AclAction, topic: &str, d: &Decision, denials: &mut Vec<Denial>) {
     denials.push(Denial {
         action,
         topic: topic.to_owned(),
@@ -255,7 +256,7 @@ impl ClientInspector {
             self.aliases.forwarded(alias);
             return verdict;
         }
-        deny("publish", judged, &decision, denials);
+        deny(AclAction::Publish, judged, &decision, denials);
         self.aliases.dropped(alias, had_topic);
         if self.on_publish_deny == OnPublishDeny::Disconnect {
             return Verdict::Close(CloseReason::PublishDenied);
@@ -299,13 +300,13 @@ impl ClientInspector {
             // As sent: `subscribe` takes a `$share/<group>/` prefix off (once) itself.
             let d = policy.subscribe(filter.as_str());
             if !d.allowed {
-                deny("subscribe", filter.as_str(), &d, denials);
+                deny(AclAction::Subscribe, filter.as_str(), &d, denials);
                 codes.push(Some(denied_code));
             } else if self.subscriptions.add(filter.as_str()) {
                 codes.push(None);
             } else {
                 denials.push(Denial {
-                    action: "subscribe",
+                    action: AclAction::Subscribe,
                     topic: filter.as_str().to_owned(),
                     rule: None,
                     quota: true,
@@ -524,7 +525,7 @@ impl BrokerInspector {
             self.aliases.forwarded(alias);
             return verdict;
         }
-        deny("receive", topic, &decision, denials);
+        deny(AclAction::Receive, topic, &decision, denials);
         self.aliases.dropped(alias, had_topic);
         // Acknowledged to the broker as delivered, so its inflight window does not fill.
         let ack = match (p.qos, p.packet_id) {

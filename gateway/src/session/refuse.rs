@@ -17,19 +17,19 @@ pub(super) async fn refuse(
 ) {
     outcome(&ctx.name, refusal.outcome);
     if let Some(r) = refusal.auth_reason {
-        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r)
+        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r.as_str())
             .increment(1);
     }
     if let Some(a) = refusal.acl_action {
-        counter!(m::ACL_DENIED_TOTAL, "action" => a).increment(1);
+        counter!(m::ACL_DENIED_TOTAL, "action" => a.as_str()).increment(1);
         m::deny_hit(refusal.rule.as_ref());
     }
     let rule = refusal.rule.as_ref().map(ToString::to_string);
     ctx.gateway.audit.record_refusal(&AuditEvent {
+        // The audit event: the outcome's label, but `acl_denied` for a policy refusal.
         event: match refusal.outcome {
-            "auth_failed" => "auth_failed",
-            "denied" => "acl_denied",
-            other => other,
+            ConnectOutcome::Denied => "acl_denied",
+            other => other.as_str(),
         },
         listener: Some(&ctx.name),
         peer: Some(peer),
@@ -39,10 +39,11 @@ pub(super) async fn refuse(
         cert_serial: cert.map(|c| c.serial_hex.as_str()),
         reason: refusal
             .auth_reason
-            .or(refusal.acl_action)
-            .unwrap_or(refusal.outcome),
+            .map(AuthFailure::as_str)
+            .or(refusal.acl_action.map(AclAction::as_str))
+            .unwrap_or(refusal.outcome.as_str()),
         rule,
-        action: refusal.acl_action,
+        action: refusal.acl_action.map(AclAction::as_str),
         topic: refusal.topic.as_deref(),
         ..AuditEvent::default()
     });
@@ -92,7 +93,7 @@ pub(super) async fn refuse_malformed(
     level: Option<u8>,
     e: DecodeError,
 ) {
-    outcome(&ctx.name, "malformed");
+    outcome(&ctx.name, ConnectOutcome::Malformed);
     ctx.gateway.c2b.malformed();
     ctx.gateway.audit.record_refusal(&AuditEvent {
         event: "malformed",
