@@ -111,6 +111,17 @@ fn deny(action: AclAction, topic: &str, d: &Decision, denials: &mut Vec<Denial>)
     });
 }
 
+/// The SUBACK code refusing a filter for `reason`: the MQTT 5 reason itself, or before MQTT 5 the
+/// one refusal there is, 0x80 Failure (3.1.1 §3.9.3), the byte of MQTT 5's Unspecified error.
+fn suback_refusal(version: ProtocolVersion, reason: ReasonCode) -> u8 {
+    if version.is_v5() {
+        reason
+    } else {
+        ReasonCode::UnspecifiedError
+    }
+    .to_u8()
+}
+
 /// Rewrites a PUBLISH with its topic written out (its alias kept, so the binding is renewed).
 fn publish_with_topic(
     p: &Publish<'_>,
@@ -292,9 +303,8 @@ impl ClientInspector {
         denials: &mut Vec<Denial>,
     ) -> Verdict {
         const DIR: Direction = Direction::ClientToServer;
-        let denied_code = if self.version.is_v5() { 0x87 } else { 0x80 };
-        // 0x97 Quota exceeded; 3.1.1 has only 0x80 Failure.
-        let quota_code = if self.version.is_v5() { 0x97 } else { 0x80 };
+        let denied_code = suback_refusal(self.version, ReasonCode::NotAuthorized);
+        let quota_code = suback_refusal(self.version, ReasonCode::QuotaExceeded);
         let mut codes: Vec<Option<u8>> = Vec::with_capacity(s.len());
         for (filter, _) in s.filters() {
             // As sent: `subscribe` takes a `$share/<group>/` prefix off (once) itself.
@@ -423,7 +433,13 @@ impl BrokerInspector {
                     let merged: Vec<u8> = pending
                         .codes
                         .iter()
-                        .map(|c| c.unwrap_or_else(|| broker_codes.next().unwrap_or(0x80)))
+                        .map(|c| {
+                            c.unwrap_or_else(|| {
+                                broker_codes
+                                    .next()
+                                    .unwrap_or(ReasonCode::UnspecifiedError.to_u8())
+                            })
+                        })
                         .collect();
                     let suback = Suback {
                         packet_id: s.packet_id,

@@ -103,32 +103,77 @@ pub(super) async fn refuse_malformed(
         detail: Some(&e.to_string()),
         ..AuditEvent::default()
     });
-    let reply: Option<&[u8]> = match (e, level) {
-        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
-            Some(&[0x20, 2, 0, 1])
-        }
-        (_, Some(5)) => None,
-        _ => return shutdown_quietly(client).await,
+    let Some((version, code)) = malformed_connack(e, level) else {
+        return shutdown_quietly(client).await;
     };
-    let bytes = match reply {
-        Some(b) => b.to_vec(),
-        None => {
-            let connack = Connack {
-                session_present: false,
-                code: ConnackCode::V5(e.reason_code()),
-                properties: mqtt_inspect::Properties::EMPTY,
-            };
-            let mut out = Vec::new();
-            if connack.encode(ProtocolVersion::V5, &mut out).is_err() {
-                return shutdown_quietly(client).await;
-            }
-            out
-        }
+    let connack = Connack {
+        session_present: false,
+        code,
+        properties: mqtt_inspect::Properties::EMPTY,
     };
+    let mut bytes = Vec::new();
+    if connack.encode(version, &mut bytes).is_err() {
+        return shutdown_quietly(client).await;
+    }
     let _ = timeout(GOODBYE_TIMEOUT, client.write_all(&bytes)).await;
     shutdown_quietly(client).await;
 }
 
+/// The CONNACK answering a first frame that did not decode (`e`; `level`: see [`connect_level`]),
+/// with the version it is encoded in; `None` when the frame gets no answer. An unknown protocol
+/// version or name gets the 3.1.1 return code 1 (its sender's version is not one we speak); a
+/// malformed MQTT 5 CONNECT gets the error's reason code.
+fn malformed_connack(e: DecodeError, level: Option<u8>) -> Option<(ProtocolVersion, ConnackCode)> {
+    match (e, level) {
+        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
+            Some((
+                ProtocolVersion::V311,
+                ConnackCode::V3(mqtt_inspect::ConnectReturnCode::UnacceptableProtocolVersion),
+            ))
+        }
+        (_, Some(5)) => Some((ProtocolVersion::V5, ConnackCode::V5(e.reason_code()))),
+        _ => None,
+    }
+}
+
 pub(super) async fn shutdown_quietly(client: &mut ClientStream) {
     let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: DecodeError, level: Option<u8>) -> Option<Vec<u8>> {
+        let (version, code) = malformed_connack(e, level)?;
+        let mut out = Vec::new();
+        Connack {
+            session_present: false,
+            code,
+            properties: mqtt_inspect::Properties::EMPTY,
+        }
+        .encode(version, &mut out)
+        .ok()?;
+        Some(out)
+    }
+
+    /// The bytes a client gets for a first frame that did not decode: [MQTT-3.1.2-2]'s CONNACK
+    /// return code 1 for an unknown version (whatever level it claimed), the reason for a
+    /// malformed MQTT 5 CONNECT, nothing for anything else.
+    #[test]
+    fn a_malformed_first_frame_gets_the_allowed_answer() {
+        let v = DecodeError::UnsupportedProtocolVersion(9);
+        assert_eq!(answer(v, Some(9)), Some(vec![0x20, 2, 0, 1]));
+        assert_eq!(
+            answer(DecodeError::InvalidProtocolName, None),
+            Some(vec![0x20, 2, 0, 1])
+        );
+        let m = DecodeError::UnexpectedEnd("test");
+        assert_eq!(
+            answer(m, Some(5)),
+            Some(vec![0x20, 3, 0, m.reason_code().to_u8(), 0])
+        );
+        assert_eq!(answer(m, Some(4)), None);
+        assert_eq!(answer(m, None), None);
+    }
 }
