@@ -3,7 +3,7 @@
 //! which [`super::init`] exports at 0 from start-up). The values are the contract's
 //! (`../shared/spec/README.md`, "Metrics"): dashboards and alert rules match on them.
 //!
-//! Each enum is declared with [`label_enum!`], which writes `ALL` from the same list as the
+//! Each enum is declared with `label_enum!`, which writes `ALL` from the same list as the
 //! variants: a new variant cannot be missing from the start-up series.
 
 /// Declares a fieldless enum whose variants are metric label values: the enum, `as_str()` and
