@@ -1,21 +1,16 @@
-//! `CloseReason`: exactly one per connection, saying who ended it and why. It decides the
-//! `connections_total` outcome of a refused connect phase, the MQTT 5 DISCONNECT reason the client
-//! gets (when the protocol allows one), and the audit event.
+//! [`CloseReason`]: why a session that got past its CONNECT ended, exactly one per session. It gives
+//! the session's `sessions_closed_total{reason}` label ([`CloseKind`]) and the MQTT 5 DISCONNECT
+//! reason the client gets, when the protocol allows one. The session's `finish` counts it, writes
+//! the audit line of the reasons that are security decisions and says goodbye. A connect phase
+//! that is refused never gets here: it ends with a `connections_total` outcome
+//! ([`crate::metrics::ConnectOutcome`]).
 
 use mqtt_inspect::{DecodeError, Direction, ReasonCode};
 
-/// Who ended the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initiator {
-    /// The client (DISCONNECT, EOF, or a packet it should not have sent).
-    Client,
-    /// The broker.
-    Broker,
-    /// The gateway (policy, limits, shutdown, revocation).
-    Gateway,
-}
+use crate::metrics::RevocationReason;
+use crate::metrics::labels::label_enum;
 
-/// Why a connection ended.
+/// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client sent DISCONNECT or closed its side.
@@ -41,8 +36,8 @@ pub enum CloseReason {
     AuthNotSupported,
     /// Too much state held for this client (pending SUBACKs, QoS 2 ids, aliases).
     QuotaExceeded,
-    /// A live session whose credentials were revoked (`crl`, `policy`, `password`).
-    Revoked(&'static str),
+    /// A live session whose credentials were revoked by a reload.
+    Revoked(RevocationReason),
     /// Over its message or byte rate for too long.
     RateLimited(crate::limits::ClientLimit),
     /// The gateway is shutting down.
@@ -50,34 +45,6 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// Who ended the connection.
-    #[must_use]
-    pub const fn initiator(&self) -> Initiator {
-        match self {
-            Self::ClientClosed => Initiator::Client,
-            Self::Malformed {
-                direction: Direction::ClientToServer,
-                ..
-            }
-            | Self::Io(Direction::ClientToServer)
-            | Self::WriteTimeout(Direction::ServerToClient) => Initiator::Client,
-            Self::BrokerClosed
-            | Self::Malformed {
-                direction: Direction::ServerToClient,
-                ..
-            }
-            | Self::Io(Direction::ServerToClient)
-            | Self::WriteTimeout(Direction::ClientToServer) => Initiator::Broker,
-            Self::KeepAliveTimeout
-            | Self::PublishDenied
-            | Self::AuthNotSupported
-            | Self::QuotaExceeded
-            | Self::Revoked(_)
-            | Self::RateLimited(_)
-            | Self::Shutdown => Initiator::Gateway,
-        }
-    }
-
     /// The MQTT 5 DISCONNECT reason to send the client before closing, if one should be sent.
     #[must_use]
     pub fn disconnect_reason(&self) -> Option<ReasonCode> {
@@ -106,23 +73,59 @@ impl CloseReason {
         }
     }
 
-    /// A short label for logs.
+    /// Its kind: the `sessions_closed_total` label.
+    #[must_use]
+    pub const fn kind(&self) -> CloseKind {
+        match self {
+            Self::ClientClosed => CloseKind::ClientClosed,
+            Self::BrokerClosed => CloseKind::BrokerClosed,
+            Self::Malformed { .. } => CloseKind::Malformed,
+            Self::KeepAliveTimeout => CloseKind::KeepAliveTimeout,
+            Self::WriteTimeout(_) => CloseKind::WriteTimeout,
+            Self::Io(_) => CloseKind::Io,
+            Self::PublishDenied => CloseKind::PublishDenied,
+            Self::AuthNotSupported => CloseKind::AuthNotSupported,
+            Self::QuotaExceeded => CloseKind::QuotaExceeded,
+            Self::Revoked(_) => CloseKind::Revoked,
+            Self::RateLimited(_) => CloseKind::RateLimited,
+            Self::Shutdown => CloseKind::Shutdown,
+        }
+    }
+
+    /// The `sessions_closed_total` label (and the `reason` of logs).
     #[must_use]
     pub const fn as_str(&self) -> &'static str {
-        match self {
-            Self::ClientClosed => "client_closed",
-            Self::BrokerClosed => "broker_closed",
-            Self::Malformed { .. } => "malformed",
-            Self::KeepAliveTimeout => "keepalive_timeout",
-            Self::WriteTimeout(_) => "write_timeout",
-            Self::Io(_) => "io_error",
-            Self::PublishDenied => "publish_denied",
-            Self::AuthNotSupported => "auth_not_supported",
-            Self::QuotaExceeded => "quota_exceeded",
-            Self::Revoked(_) => "revoked",
-            Self::RateLimited(_) => "rate_limited",
-            Self::Shutdown => "shutdown",
-        }
+        self.kind().as_str()
+    }
+}
+
+label_enum! {
+    /// `sessions_closed_total{reason}`: a [`CloseReason`] without its details.
+    pub enum CloseKind {
+        /// [`CloseReason::ClientClosed`].
+        ClientClosed => "client_closed",
+        /// [`CloseReason::BrokerClosed`].
+        BrokerClosed => "broker_closed",
+        /// [`CloseReason::Malformed`].
+        Malformed => "malformed",
+        /// [`CloseReason::KeepAliveTimeout`].
+        KeepAliveTimeout => "keepalive_timeout",
+        /// [`CloseReason::WriteTimeout`].
+        WriteTimeout => "write_timeout",
+        /// [`CloseReason::Io`].
+        Io => "io_error",
+        /// [`CloseReason::PublishDenied`].
+        PublishDenied => "publish_denied",
+        /// [`CloseReason::AuthNotSupported`].
+        AuthNotSupported => "auth_not_supported",
+        /// [`CloseReason::QuotaExceeded`].
+        QuotaExceeded => "quota_exceeded",
+        /// [`CloseReason::Revoked`].
+        Revoked => "revoked",
+        /// [`CloseReason::RateLimited`].
+        RateLimited => "rate_limited",
+        /// [`CloseReason::Shutdown`].
+        Shutdown => "shutdown",
     }
 }
 
@@ -130,7 +133,6 @@ impl CloseReason {
 mod tests {
     use super::*;
     use crate::limits::ClientLimit;
-    use crate::metrics::CLOSE_REASONS;
 
     /// Every close reason has its `sessions_closed_total` series, exported at 0 from start-up, and
     /// no two reasons share one.
@@ -149,7 +151,7 @@ mod tests {
             CloseReason::PublishDenied,
             CloseReason::AuthNotSupported,
             CloseReason::QuotaExceeded,
-            CloseReason::Revoked("crl"),
+            CloseReason::Revoked(RevocationReason::Crl),
             CloseReason::RateLimited(ClientLimit::Messages),
             CloseReason::Shutdown,
         ];
@@ -173,7 +175,27 @@ mod tests {
         let labels: std::collections::BTreeSet<&str> =
             all.iter().map(CloseReason::as_str).collect();
         assert_eq!(labels.len(), all.len(), "two reasons share a label");
-        let exported: std::collections::BTreeSet<&str> = CLOSE_REASONS.into_iter().collect();
+        let exported: std::collections::BTreeSet<&str> =
+            CloseKind::ALL.into_iter().map(CloseKind::as_str).collect();
         assert_eq!(labels, exported);
+        // The values dashboards and alert rules match on (README.md, "Metrics beyond the
+        // contract"), in declaration order.
+        assert_eq!(
+            CloseKind::ALL.map(CloseKind::as_str),
+            [
+                "client_closed",
+                "broker_closed",
+                "malformed",
+                "keepalive_timeout",
+                "write_timeout",
+                "io_error",
+                "publish_denied",
+                "auth_not_supported",
+                "quota_exceeded",
+                "revoked",
+                "rate_limited",
+                "shutdown",
+            ]
+        );
     }
 }

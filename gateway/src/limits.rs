@@ -258,13 +258,19 @@ pub enum ClientLimit {
 }
 
 impl ClientLimit {
-    /// The `rate_limited_total` label.
+    /// Its `rate_limited_total` label.
+    #[must_use]
+    pub const fn label(self) -> crate::metrics::RateLimit {
+        match self {
+            Self::Messages => crate::metrics::RateLimit::Messages,
+            Self::Bytes => crate::metrics::RateLimit::Bytes,
+        }
+    }
+
+    /// The `rate_limited_total` label value (also the `reason` of its audit line).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Messages => "messages",
-            Self::Bytes => "bytes",
-        }
+        self.label().as_str()
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::Instrument;
 
+use crate::metrics::ConnectOutcome;
 use crate::session::{self, ListenerCtx};
 
 /// Pending connections the kernel may queue per listener.
@@ -50,7 +51,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>) {
                         session::refused(
                             &ctx,
                             peer,
-                            "denied",
+                            ConnectOutcome::Denied,
                             "connection_refused",
                             "proxy_source_not_allowed",
                         );
@@ -96,14 +97,20 @@ async fn behind_balancer(
                 session::refused(
                     &ctx,
                     balancer,
-                    "malformed",
+                    ConnectOutcome::Malformed,
                     "connection_refused",
                     e.as_str(),
                 );
                 return;
             }
             Err(_) => {
-                session::refused(&ctx, balancer, "timeout", "timeout", "proxy_header_timeout");
+                session::refused(
+                    &ctx,
+                    balancer,
+                    ConnectOutcome::Timeout,
+                    "timeout",
+                    "proxy_header_timeout",
+                );
                 return;
             }
         };
@@ -121,8 +128,8 @@ fn admit(ctx: &ListenerCtx, peer: SocketAddr) -> Option<crate::limits::ConnPermi
     use crate::metrics as m;
     let gw = &ctx.gateway;
     let ip = peer.ip();
-    let refused = |outcome: &'static str, event: &'static str, reason: &'static str| {
-        metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome).increment(1);
+    let refused = |outcome: ConnectOutcome, event: &'static str, reason: &'static str| {
+        metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome.as_str()).increment(1);
         gw.audit.record_refusal(&crate::audit::AuditEvent {
             event,
             listener: Some(&ctx.name),
@@ -132,16 +139,17 @@ fn admit(ctx: &ListenerCtx, peer: SocketAddr) -> Option<crate::limits::ConnPermi
         });
     };
     if gw.bans.address_banned(ip, std::time::Instant::now()) {
-        metrics::counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => "banned").increment(1);
-        refused("banned", "banned", "address");
+        metrics::counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => m::AuthFailure::Banned.as_str()).increment(1);
+        refused(ConnectOutcome::Banned, "banned", "address");
         return None;
     }
     match gw.conn_limits.admit(ip) {
         Ok(permit) => Some(permit),
         Err(why) => {
-            metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => "connections").increment(1);
+            metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => m::RateLimit::Connections.as_str())
+                .increment(1);
             refused(
-                "rate_limited",
+                ConnectOutcome::RateLimited,
                 "rate_limited",
                 match why {
                     crate::limits::ConnRefusal::Global => "max_connections",

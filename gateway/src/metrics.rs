@@ -1,11 +1,23 @@
 //! Every metric family of the contract (`../shared/spec/README.md`, "Metrics"), as constants, with
-//! their closed label sets, described and set to zero at start-up so that dashboards and alerts work
-//! before the first event. Label values are `&'static str`; no label ever holds a per-client value.
+//! their closed label sets (the enums of [`labels`], and [`HandshakeFailure`], [`CloseKind`],
+//! [`PacketType`], [`Direction`]), described and every combination set to zero at start-up so
+//! that dashboards and alerts work before the first event. No label ever holds a per-client value:
+//! the only ones not from an enum come from the configuration (the listener name, a CRL's file
+//! name, a deny rule's `file:line`).
 
 use metrics::{
     Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use mqtt_inspect::{Direction, PacketType};
+
+pub mod labels;
+
+pub use self::labels::{
+    AclAction, AuthFailure, ConnectOutcome, RateLimit, ReloadResult, ReloadSource,
+    RevocationReason, UpstreamFailure,
+};
+use crate::close::CloseKind;
+use crate::tls::failure::HandshakeFailure;
 
 /// `mqtt_gateway_connections_active{listener}`.
 pub const CONNECTIONS_ACTIVE: &str = "mqtt_gateway_connections_active";
@@ -69,62 +81,6 @@ pub const POLICY_DENY_HITS_TOTAL: &str = "mqtt_gateway_policy_deny_hits_total";
 pub const CLIENT_CERT_DAYS_BUCKETS: &[f64] =
     &[1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0];
 
-/// `connections_total` outcomes.
-pub const OUTCOMES: [&str; 9] = [
-    "accepted",
-    "tls_failed",
-    "auth_failed",
-    "denied",
-    "rate_limited",
-    "banned",
-    "upstream_failed",
-    "timeout",
-    "malformed",
-];
-/// `tls_handshake_failures_total` reasons.
-pub const TLS_REASONS: [&str; 8] = [
-    "no_certificate",
-    "unknown_ca",
-    "expired",
-    "not_yet_valid",
-    "revoked",
-    "bad_usage",
-    "protocol",
-    "other",
-];
-/// `auth_failures_total` reasons.
-pub const AUTH_REASONS: [&str; 5] = [
-    "bad_credentials",
-    "unknown_user",
-    "anonymous",
-    "client_id",
-    "banned",
-];
-/// `acl_denied_total` actions.
-pub const ACL_ACTIONS: [&str; 5] = ["connect", "publish", "subscribe", "receive", "will"];
-/// `rate_limited_total` limits.
-pub const LIMITS: [&str; 3] = ["connections", "messages", "bytes"];
-/// `upstream_errors_total` reasons.
-pub const UPSTREAM_REASONS: [&str; 3] = ["refused", "timeout", "closed"];
-/// `reloads_total` sources.
-pub const RELOAD_SOURCES: [&str; 5] = ["config", "policy", "passwords", "crl", "certs"];
-/// `sessions_revoked_total` reasons.
-pub const REVOKE_REASONS: [&str; 3] = ["crl", "policy", "password"];
-/// `sessions_closed_total` reasons: every [`crate::close::CloseReason::as_str`].
-pub const CLOSE_REASONS: [&str; 12] = [
-    "client_closed",
-    "broker_closed",
-    "malformed",
-    "keepalive_timeout",
-    "write_timeout",
-    "io_error",
-    "publish_denied",
-    "auth_not_supported",
-    "quota_exceeded",
-    "revoked",
-    "rate_limited",
-    "shutdown",
-];
 /// Both directions.
 pub const DIRECTIONS: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
 
@@ -222,23 +178,23 @@ pub fn init(listeners: &[&str]) {
 
     for &listener in listeners {
         gauge!(CONNECTIONS_ACTIVE, "listener" => listener.to_owned()).set(0.0);
-        for outcome in OUTCOMES {
-            counter!(CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "outcome" => outcome)
+        for outcome in ConnectOutcome::ALL {
+            counter!(CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "outcome" => outcome.as_str())
                 .absolute(0);
         }
-        for reason in TLS_REASONS {
-            counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason).absolute(0);
+        for reason in HandshakeFailure::ALL {
+            counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason.as_str()).absolute(0);
         }
-        for reason in AUTH_REASONS {
-            counter!(AUTH_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+        for reason in AuthFailure::ALL {
+            counter!(AUTH_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason.as_str())
                 .absolute(0);
         }
     }
-    for action in ACL_ACTIONS {
-        counter!(ACL_DENIED_TOTAL, "action" => action).absolute(0);
+    for action in AclAction::ALL {
+        counter!(ACL_DENIED_TOTAL, "action" => action.as_str()).absolute(0);
     }
-    for limit in LIMITS {
-        counter!(RATE_LIMITED_TOTAL, "limit" => limit).absolute(0);
+    for limit in RateLimit::ALL {
+        counter!(RATE_LIMITED_TOTAL, "limit" => limit.as_str()).absolute(0);
     }
     for d in DIRECTIONS {
         counter!(BYTES_TOTAL, "direction" => d.as_str()).absolute(0);
@@ -247,19 +203,20 @@ pub fn init(listeners: &[&str]) {
             counter!(PACKETS_TOTAL, "direction" => d.as_str(), "type" => t.as_str()).absolute(0);
         }
     }
-    for reason in UPSTREAM_REASONS {
-        counter!(UPSTREAM_ERRORS_TOTAL, "reason" => reason).absolute(0);
+    for reason in UpstreamFailure::ALL {
+        counter!(UPSTREAM_ERRORS_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
-    for source in RELOAD_SOURCES {
-        for result in ["ok", "rejected"] {
-            counter!(RELOADS_TOTAL, "source" => source, "result" => result).absolute(0);
+    for source in ReloadSource::ALL {
+        for result in ReloadResult::ALL {
+            counter!(RELOADS_TOTAL, "source" => source.as_str(), "result" => result.as_str())
+                .absolute(0);
         }
     }
-    for reason in REVOKE_REASONS {
-        counter!(SESSIONS_REVOKED_TOTAL, "reason" => reason).absolute(0);
+    for reason in RevocationReason::ALL {
+        counter!(SESSIONS_REVOKED_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
-    for reason in CLOSE_REASONS {
-        counter!(SESSIONS_CLOSED_TOTAL, "reason" => reason).absolute(0);
+    for reason in CloseKind::ALL {
+        counter!(SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
     // Registering a histogram exports it (empty buckets) before its first observation.
     let _ = histogram!(CLIENT_CERT_REMAINING_DAYS);
@@ -359,9 +316,13 @@ pub const RELOAD_LAST_REJECTED: &str = "mqtt_gateway_reload_last_rejected_timest
 
 /// Counts one reload of `source` (`reloads_total{source,result}`) and sets the last success or
 /// rejection time and the generation in force.
-pub fn reload_result(source: &'static str, ok: bool, generation: u64) {
-    let result = if ok { "ok" } else { "rejected" };
-    counter!(RELOADS_TOTAL, "source" => source, "result" => result).increment(1);
+pub fn reload_result(source: ReloadSource, ok: bool, generation: u64) {
+    let result = if ok {
+        ReloadResult::Ok
+    } else {
+        ReloadResult::Rejected
+    };
+    counter!(RELOADS_TOTAL, "source" => source.as_str(), "result" => result.as_str()).increment(1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::audit::AuditEvent;
 use crate::auth::PasswordFile;
 use crate::config::{Config, TlsConfig};
+use crate::metrics::ReloadSource;
 use crate::policy::Policy;
 use crate::shared::{Gateway, Snapshot};
 use crate::tls;
@@ -43,10 +44,10 @@ type Hash = [u8; 32];
 /// What one reload did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadReport {
-    /// Sources applied (`config`, `policy`, `passwords`, `crl`, `certs`).
-    pub applied: Vec<&'static str>,
+    /// Sources applied.
+    pub applied: Vec<ReloadSource>,
     /// Sources refused, with the error (file:line where known).
-    pub rejected: Vec<(&'static str, String)>,
+    pub rejected: Vec<(ReloadSource, String)>,
     /// Changes that need a restart (listener addresses).
     pub needs_restart: Vec<String>,
 }
@@ -199,11 +200,11 @@ impl Reloader {
         tried.insert(key.to_owned(), hash) != Some(hash)
     }
 
-    fn reject(&self, report: &mut ReloadReport, source: &'static str, error: String) {
-        tracing::error!(source, %error, "reload rejected; the previous version stays in force");
+    fn reject(&self, report: &mut ReloadReport, source: ReloadSource, error: String) {
+        tracing::error!(source = source.as_str(), %error, "reload rejected; the previous version stays in force");
         self.gateway.audit.record(&AuditEvent {
             event: "reload_rejected",
-            reason: source,
+            reason: source.as_str(),
             detail: Some(&error),
             ..AuditEvent::default()
         });
@@ -244,12 +245,12 @@ impl Reloader {
                         tracing::warn!(%what, "changed in the config file: takes effect only after a restart");
                     }
                     config = Arc::new(c);
-                    report.applied.push("config");
+                    report.applied.push(ReloadSource::Config);
                 }
-                Err(e) => self.reject(&mut report, "config", e.to_string()),
+                Err(e) => self.reject(&mut report, ReloadSource::Config, e.to_string()),
             }
         }
-        let config_changed = report.applied.contains(&"config");
+        let config_changed = report.applied.contains(&ReloadSource::Config);
 
         let mut policy = Arc::clone(&old.policy);
         if self.changed("policy", policy_hash(&config)) || config_changed {
@@ -261,9 +262,9 @@ impl Reloader {
             ) {
                 Ok(p) => {
                     policy = Arc::new(p);
-                    report.applied.push("policy");
+                    report.applied.push(ReloadSource::Policy);
                 }
-                Err(e) => self.reject(&mut report, "policy", e.to_string()),
+                Err(e) => self.reject(&mut report, ReloadSource::Policy, e.to_string()),
             }
         }
 
@@ -278,9 +279,9 @@ impl Reloader {
             {
                 Ok(p) => {
                     passwords = p.map(Arc::new);
-                    report.applied.push("passwords");
+                    report.applied.push(ReloadSource::Passwords);
                 }
-                Err(e) => self.reject(&mut report, "passwords", e.to_string()),
+                Err(e) => self.reject(&mut report, ReloadSource::Passwords, e.to_string()),
             }
         }
 
@@ -297,7 +298,11 @@ impl Reloader {
             if !self.changed(&key, tls_hash(t)) && !config_changed {
                 continue;
             }
-            let source = if crl_changed { "crl" } else { "certs" };
+            let source = if crl_changed {
+                ReloadSource::Crl
+            } else {
+                ReloadSource::Certs
+            };
             let built =
                 tls::build_server_tls(t).and_then(|server| Ok((server, tls::client_verifier(t)?)));
             match built {
@@ -323,17 +328,19 @@ impl Reloader {
                 generation,
             });
             report.applied.dedup();
-            if report
-                .applied
-                .iter()
-                .any(|s| matches!(*s, "config" | "crl" | "certs"))
-            {
+            if report.applied.iter().any(|s| {
+                matches!(
+                    s,
+                    ReloadSource::Config | ReloadSource::Crl | ReloadSource::Certs
+                )
+            }) {
                 crate::metrics_tls::set_tls_file_gauges(&self.gateway.current().config);
             }
             for source in &report.applied {
-                crate::metrics::reload_result(source, true, generation);
+                crate::metrics::reload_result(*source, true, generation);
             }
-            tracing::info!(generation, applied = ?report.applied, "reloaded");
+            let applied: Vec<&str> = report.applied.iter().map(|s| s.as_str()).collect();
+            tracing::info!(generation, ?applied, "reloaded");
         }
         report
     }

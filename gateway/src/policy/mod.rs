@@ -62,15 +62,25 @@ pub enum Action {
 }
 
 impl Action {
-    /// The metric / audit label.
+    /// Its `acl_denied_total` label (which also has [`AclAction::Will`], a publish judged at
+    /// CONNECT).
+    ///
+    /// [`AclAction::Will`]: crate::metrics::AclAction::Will
+    #[must_use]
+    pub const fn label(self) -> crate::metrics::AclAction {
+        use crate::metrics::AclAction;
+        match self {
+            Self::Connect => AclAction::Connect,
+            Self::Publish => AclAction::Publish,
+            Self::Subscribe => AclAction::Subscribe,
+            Self::Receive => AclAction::Receive,
+        }
+    }
+
+    /// The metric / audit label value.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Publish => "publish",
-            Self::Subscribe => "subscribe",
-            Self::Receive => "receive",
-        }
+        self.label().as_str()
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::auth::VerifyOutcome;
 use crate::config::PrincipalFrom;
 use crate::identity::ClientIdentity;
+use crate::metrics::{AclAction, AuthFailure, ConnectOutcome, RevocationReason};
 use crate::policy::{ClientFacts, ClientPolicy, Decision, RuleRef};
 use crate::shared::{Gateway, Snapshot};
 
@@ -145,10 +146,10 @@ impl SessionIdentity {
 
     /// Re-checks this session against a new snapshot: its certificate chain against the listener's
     /// new verifier (a new CRL or CA), its password entry, `allow_anonymous` for an anonymous
-    /// client, its connect rule and its Will. `Some(reason)` (a `sessions_revoked_total` label:
-    /// `crl`, `password`, or `policy` for the last three) when it may no longer stay.
+    /// client, its connect rule and its Will. `Some(reason)` when it may no longer stay
+    /// ([`RevocationReason::Policy`] for the last three).
     #[must_use]
-    pub fn recheck(&self, snap: &Snapshot) -> Option<&'static str> {
+    pub fn recheck(&self, snap: &Snapshot) -> Option<RevocationReason> {
         if let Some(cert) = &self.cert
             && let Some(verifier) = snap.verifiers.get(&*self.listener)
             && crate::tls::reverify(
@@ -158,27 +159,27 @@ impl SessionIdentity {
             )
             .is_err()
         {
-            return Some("crl");
+            return Some(RevocationReason::Crl);
         }
         if let Some(user) = &self.password_user {
             let now = snap.passwords.as_ref().and_then(|p| p.fingerprint(user));
             if now.is_none() || now != self.password_fingerprint {
-                return Some("password");
+                return Some(RevocationReason::Password);
             }
         }
         if self.anonymous && !snap.config.auth.allow_anonymous {
-            return Some("policy");
+            return Some(RevocationReason::Policy);
         }
         let policy = snap.policy.resolve(&self.facts());
         if !policy.connect().allowed {
-            return Some("policy");
+            return Some(RevocationReason::Policy);
         }
         if self
             .will
             .as_ref()
             .is_some_and(|w| w.refused(&policy).is_some())
         {
-            return Some("policy");
+            return Some(RevocationReason::Policy);
         }
         None
     }
@@ -212,11 +213,11 @@ pub struct Refusal {
     /// MQTT 5 reason (mapped down for 3.x clients).
     pub reason: ReasonCode,
     /// `connections_total` outcome.
-    pub outcome: &'static str,
+    pub outcome: ConnectOutcome,
     /// `auth_failures_total` reason, when authentication failed.
-    pub auth_reason: Option<&'static str>,
+    pub auth_reason: Option<AuthFailure>,
     /// `acl_denied_total` action, when the policy refused.
-    pub acl_action: Option<&'static str>,
+    pub acl_action: Option<AclAction>,
     /// The topic of a refused Will.
     pub topic: Option<String>,
     /// The rule that decided.
@@ -239,8 +240,8 @@ impl Refusal {
     #[must_use]
     pub const fn other(
         reason: ReasonCode,
-        outcome: &'static str,
-        auth_reason: Option<&'static str>,
+        outcome: ConnectOutcome,
+        auth_reason: Option<AuthFailure>,
     ) -> Self {
         Self {
             reason,
@@ -253,10 +254,10 @@ impl Refusal {
         }
     }
 
-    const fn auth(reason: ReasonCode, auth_reason: &'static str) -> Self {
+    const fn auth(reason: ReasonCode, auth_reason: AuthFailure) -> Self {
         Self {
             reason,
-            outcome: "auth_failed",
+            outcome: ConnectOutcome::AuthFailed,
             auth_reason: Some(auth_reason),
             acl_action: None,
             topic: None,
@@ -269,21 +270,26 @@ impl Refusal {
     /// it names nobody, as a certificate without the configured name does.
     #[must_use]
     pub const fn unreadable_certificate() -> Self {
-        Self::auth(ReasonCode::BadUserNameOrPassword, "bad_credentials")
+        Self::auth(
+            ReasonCode::BadUserNameOrPassword,
+            AuthFailure::BadCredentials,
+        )
     }
 
     /// A client admitted under a snapshot that a reload replaced before its session began, and
     /// that the new one refuses ([`SessionIdentity::recheck`]'s `why`).
     #[must_use]
-    pub fn revoked(why: &'static str) -> Self {
+    pub const fn revoked(why: RevocationReason) -> Self {
         match why {
-            "crl" | "password" => Self::auth(ReasonCode::NotAuthorized, "bad_credentials"),
+            RevocationReason::Crl | RevocationReason::Password => {
+                Self::auth(ReasonCode::NotAuthorized, AuthFailure::BadCredentials)
+            }
             // The connect rule, the Will or `allow_anonymous`: a policy refusal, not a bad login.
-            _ => Self {
+            RevocationReason::Policy => Self {
                 reason: ReasonCode::NotAuthorized,
-                outcome: "denied",
+                outcome: ConnectOutcome::Denied,
                 auth_reason: None,
-                acl_action: Some("connect"),
+                acl_action: Some(AclAction::Connect),
                 topic: None,
                 rule: None,
                 principal: None,
@@ -291,12 +297,12 @@ impl Refusal {
         }
     }
 
-    fn policy(action: &'static str, rule: Option<RuleRef>, topic: Option<String>) -> Self {
+    fn policy(action: AclAction, rule: Option<RuleRef>, topic: Option<String>) -> Self {
         Self {
             reason: ReasonCode::NotAuthorized,
-            outcome: "denied",
-            auth_reason: if action == "connect" {
-                Some("client_id")
+            outcome: ConnectOutcome::Denied,
+            auth_reason: if matches!(action, AclAction::Connect) {
+                Some(AuthFailure::ClientId)
             } else {
                 None
             },
@@ -357,7 +363,7 @@ pub async fn admit(
         // (and none can later change the identity bound here).
         return Err(Refusal::auth(
             ReasonCode::BadAuthenticationMethod,
-            "bad_credentials",
+            AuthFailure::BadCredentials,
         ));
     }
     let auth = &snap.config.auth;
@@ -369,14 +375,15 @@ pub async fn admit(
             // A certificate without the configured name cannot be anyone.
             return Err(Refusal::auth(
                 ReasonCode::BadUserNameOrPassword,
-                "bad_credentials",
+                AuthFailure::BadCredentials,
             ));
         }
         (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(_), Some(name)) => {
             if connect.username.is_some_and(|u| u != name) {
                 // The certificate names the client; it claimed another account.
                 return Err(
-                    Refusal::auth(ReasonCode::NotAuthorized, "bad_credentials").by(Some(&name))
+                    Refusal::auth(ReasonCode::NotAuthorized, AuthFailure::BadCredentials)
+                        .by(Some(&name)),
                 );
             }
             if auth.cert_is_credential {
@@ -392,7 +399,12 @@ pub async fn admit(
                 (Some(user.to_owned()), false, Some(user.to_owned()))
             }
             None if auth.allow_anonymous => (None, true, None),
-            None => return Err(Refusal::auth(ReasonCode::NotAuthorized, "anonymous")),
+            None => {
+                return Err(Refusal::auth(
+                    ReasonCode::NotAuthorized,
+                    AuthFailure::Anonymous,
+                ));
+            }
         },
     };
     let password_fingerprint = password_user
@@ -418,10 +430,10 @@ pub async fn admit(
     let d = policy.connect();
     let who = identity.principal.as_deref();
     if !d.allowed {
-        return Err(Refusal::policy("connect", d.rule, None).by(who));
+        return Err(Refusal::policy(AclAction::Connect, d.rule, None).by(who));
     }
     if let Some((topic, d)) = identity.will.as_ref().and_then(|w| w.refused(&policy)) {
-        return Err(Refusal::policy("will", d.rule, Some(topic.to_owned())).by(who));
+        return Err(Refusal::policy(AclAction::Will, d.rule, Some(topic.to_owned())).by(who));
     }
     Ok(Admitted { identity, policy })
 }
@@ -437,19 +449,19 @@ async fn verify_password(
         // No password file: nobody can be verified (fail closed).
         return Err(Refusal::auth(
             ReasonCode::BadUserNameOrPassword,
-            "unknown_user",
+            AuthFailure::UnknownUser,
         ));
     };
     let Some(password) = password else {
         return Err(Refusal::auth(
             ReasonCode::BadUserNameOrPassword,
-            "bad_credentials",
+            AuthFailure::BadCredentials,
         ));
     };
     let Ok(permit) = Arc::clone(&gateway.auth_permits).acquire_owned().await else {
         return Err(Refusal::auth(
             ReasonCode::ServerUnavailable,
-            "bad_credentials",
+            AuthFailure::BadCredentials,
         ));
     };
     let user = user.to_owned();
@@ -467,11 +479,11 @@ async fn verify_password(
         Ok(VerifyOutcome::Ok) => Ok(()),
         Ok(VerifyOutcome::UnknownUser) => Err(Refusal::auth(
             ReasonCode::BadUserNameOrPassword,
-            "unknown_user",
+            AuthFailure::UnknownUser,
         )),
         Ok(VerifyOutcome::BadPassword) | Err(_) => Err(Refusal::auth(
             ReasonCode::BadUserNameOrPassword,
-            "bad_credentials",
+            AuthFailure::BadCredentials,
         )),
     }
 }

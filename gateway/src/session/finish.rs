@@ -30,7 +30,8 @@ impl Session<'_> {
                 ..self.event(identity, "malformed", direction.as_str())
             }),
             CloseReason::Revoked(why) => {
-                counter!(m::SESSIONS_REVOKED_TOTAL, "reason" => *why).increment(1);
+                let why = why.as_str();
+                counter!(m::SESSIONS_REVOKED_TOTAL, "reason" => why).increment(1);
                 tracing::info!(peer = %identity.peer, client_id = %identity.client_id, reason = why, "live session revoked");
                 gw.audit.record(&AuditEvent {
                     cert_fingerprint: identity.fingerprint(),
@@ -57,7 +58,8 @@ impl Session<'_> {
             }
             CloseReason::BrokerClosed => {}
             CloseReason::Io(Direction::ServerToClient) => {
-                counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
+                counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => UpstreamFailure::Closed.as_str())
+                    .increment(1);
             }
             _ => {}
         }

@@ -28,9 +28,9 @@ pub(super) async fn handshake(
         Ok(Ok(ws)) => Some((ClientStream::Ws(Box::new(ws)), cert)),
         Ok(Err(why)) => {
             let outcome_label = if why == crate::websocket::WsRefusal::Origin {
-                "denied"
+                ConnectOutcome::Denied
             } else {
-                "malformed"
+                ConnectOutcome::Malformed
             };
             tracing::info!(%peer, reason = why.as_str(), "WebSocket upgrade refused");
             refused(ctx, peer, outcome_label, "connection_refused", why.as_str());
@@ -40,7 +40,7 @@ pub(super) async fn handshake(
             refused(
                 ctx,
                 peer,
-                "timeout",
+                ConnectOutcome::Timeout,
                 "timeout",
                 "websocket_handshake_timeout",
             );
@@ -66,11 +66,17 @@ async fn tls_handshake(
     .await
     {
         Err(_) => {
-            refused(ctx, peer, "timeout", "timeout", "tls_handshake_timeout");
+            refused(
+                ctx,
+                peer,
+                ConnectOutcome::Timeout,
+                "timeout",
+                "tls_handshake_timeout",
+            );
             None
         }
         Ok(Err(e)) => {
-            tls_failed(ctx, peer, classify(&e).as_str(), &e.to_string());
+            tls_failed(ctx, peer, classify(&e), &e.to_string());
             None
         }
         Ok(Ok(mut stream)) => {
@@ -90,7 +96,7 @@ async fn tls_handshake(
                 chain.as_deref().unwrap_or_default(),
                 rustls_pki_types::UnixTime::now(),
             ) {
-                let reason = crate::tls::classify_rustls(&e).as_str();
+                let reason = crate::tls::classify_rustls(&e);
                 tls_failed(ctx, peer, reason, &format!("resumed TLS session: {e}"));
                 // rustls has no way to send a fatal alert after the handshake: close cleanly
                 // before reading a byte of the client's.
@@ -112,8 +118,9 @@ async fn tls_handshake(
 
 /// Counts and audits a TLS refusal: `tls_handshake_failures_total{reason}`,
 /// `connections_total{outcome="tls_failed"}` and a `tls_failed` audit line with `detail`.
-fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: &'static str, detail: &str) {
-    outcome(&ctx.name, "tls_failed");
+fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: HandshakeFailure, detail: &str) {
+    let reason = reason.as_str();
+    outcome(&ctx.name, ConnectOutcome::TlsFailed);
     counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
         .increment(1);
     tracing::info!(%peer, listener = %ctx.name, reason, detail, "TLS handshake failed");
@@ -132,7 +139,7 @@ fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: &'static str, detail:
 pub(crate) fn refused(
     ctx: &ListenerCtx,
     peer: SocketAddr,
-    outcome_label: &'static str,
+    outcome_label: ConnectOutcome,
     event: &'static str,
     reason: &str,
 ) {

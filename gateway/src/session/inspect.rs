@@ -25,6 +25,7 @@ pub const MAX_USER_PROPERTIES: u16 = 64;
 pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 64;
 use crate::close::CloseReason;
 use crate::config::OnPublishDeny;
+use crate::metrics::AclAction;
 use crate::policy::{ClientPolicy, Decision, RuleRef};
 
 /// What the relay does with one frame.
@@ -46,8 +47,8 @@ pub enum Verdict {
 /// by `max_subscriptions_per_client` (audited as `quota_exceeded`, not an ACL decision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// `publish`, `subscribe`, `receive`.
-    pub action: &'static str,
+    /// [`AclAction::Publish`], [`AclAction::Subscribe`] or [`AclAction::Receive`].
+    pub action: AclAction,
     /// The topic or filter that was judged.
     pub topic: String,
     /// The rule that decided, if one did.
@@ -101,13 +102,24 @@ fn replace(
     encode_or_close(direction, f).map_or_else(|v| v, Verdict::Replace)
 }
 
-fn deny(action: &'static str, topic: &str, d: &Decision, denials: &mut Vec<Denial>) {
+fn deny(action: AclAction, topic: &str, d: &Decision, denials: &mut Vec<Denial>) {
     denials.push(Denial {
         action,
         topic: topic.to_owned(),
         rule: d.rule.clone(),
         quota: false,
     });
+}
+
+/// The SUBACK code refusing a filter for `reason`: the MQTT 5 reason itself, or before MQTT 5 the
+/// one refusal there is, 0x80 Failure (3.1.1 §3.9.3), the byte of MQTT 5's Unspecified error.
+fn suback_refusal(version: ProtocolVersion, reason: ReasonCode) -> u8 {
+    if version.is_v5() {
+        reason
+    } else {
+        ReasonCode::UnspecifiedError
+    }
+    .to_u8()
 }
 
 /// Rewrites a PUBLISH with its topic written out (its alias kept, so the binding is renewed).
@@ -255,7 +267,7 @@ impl ClientInspector {
             self.aliases.forwarded(alias);
             return verdict;
         }
-        deny("publish", judged, &decision, denials);
+        deny(AclAction::Publish, judged, &decision, denials);
         self.aliases.dropped(alias, had_topic);
         if self.on_publish_deny == OnPublishDeny::Disconnect {
             return Verdict::Close(CloseReason::PublishDenied);
@@ -291,21 +303,20 @@ impl ClientInspector {
         denials: &mut Vec<Denial>,
     ) -> Verdict {
         const DIR: Direction = Direction::ClientToServer;
-        let denied_code = if self.version.is_v5() { 0x87 } else { 0x80 };
-        // 0x97 Quota exceeded; 3.1.1 has only 0x80 Failure.
-        let quota_code = if self.version.is_v5() { 0x97 } else { 0x80 };
+        let denied_code = suback_refusal(self.version, ReasonCode::NotAuthorized);
+        let quota_code = suback_refusal(self.version, ReasonCode::QuotaExceeded);
         let mut codes: Vec<Option<u8>> = Vec::with_capacity(s.len());
         for (filter, _) in s.filters() {
             // As sent: `subscribe` takes a `$share/<group>/` prefix off (once) itself.
             let d = policy.subscribe(filter.as_str());
             if !d.allowed {
-                deny("subscribe", filter.as_str(), &d, denials);
+                deny(AclAction::Subscribe, filter.as_str(), &d, denials);
                 codes.push(Some(denied_code));
             } else if self.subscriptions.add(filter.as_str()) {
                 codes.push(None);
             } else {
                 denials.push(Denial {
-                    action: "subscribe",
+                    action: AclAction::Subscribe,
                     topic: filter.as_str().to_owned(),
                     rule: None,
                     quota: true,
@@ -422,7 +433,13 @@ impl BrokerInspector {
                     let merged: Vec<u8> = pending
                         .codes
                         .iter()
-                        .map(|c| c.unwrap_or_else(|| broker_codes.next().unwrap_or(0x80)))
+                        .map(|c| {
+                            c.unwrap_or_else(|| {
+                                broker_codes
+                                    .next()
+                                    .unwrap_or(ReasonCode::UnspecifiedError.to_u8())
+                            })
+                        })
                         .collect();
                     let suback = Suback {
                         packet_id: s.packet_id,
@@ -524,7 +541,7 @@ impl BrokerInspector {
             self.aliases.forwarded(alias);
             return verdict;
         }
-        deny("receive", topic, &decision, denials);
+        deny(AclAction::Receive, topic, &decision, denials);
         self.aliases.dropped(alias, had_topic);
         // Acknowledged to the broker as delivered, so its inflight window does not fill.
         let ack = match (p.qos, p.packet_id) {

@@ -399,7 +399,7 @@ fn run(row: &Row) {
         assert_eq!(&got.verdict, want, "{at}: verdict");
         let got_denials: Vec<Deny> = denials
             .iter()
-            .map(|d: &Denial| (d.action, d.topic.clone(), d.quota))
+            .map(|d: &Denial| (d.action.as_str(), d.topic.clone(), d.quota))
             .collect();
         assert_eq!(&got_denials, want_denials, "{at}: denials");
     }

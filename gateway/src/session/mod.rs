@@ -45,10 +45,10 @@ use crate::audit::AuditEvent;
 use crate::close::CloseReason;
 use crate::identity::ClientIdentity;
 use crate::io::{ClientStream, Prefixed};
-use crate::metrics as m;
+use crate::metrics::{self as m, AclAction, AuthFailure, ConnectOutcome, UpstreamFailure};
 use crate::policy::ClientPolicy;
 use crate::shared::{Gateway, Snapshot};
-use crate::tls::failure::classify;
+use crate::tls::failure::{HandshakeFailure, classify};
 
 /// Time allowed for one write to a peer. A peer that takes longer is cut off: at the default
 /// `max_packet_size` of 256 KiB that is a floor of about 9 KiB/s.
@@ -89,8 +89,8 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn outcome(listener: &str, outcome: &'static str) {
-    counter!(m::CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "outcome" => outcome)
+fn outcome(listener: &str, outcome: ConnectOutcome) {
+    counter!(m::CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
 }
 
@@ -179,11 +179,17 @@ async fn open(
     let (frame, rest) = match read_first_frame(&mut client, deadline, max_packet).await {
         Ok(f) => f,
         Err(ReadError::Timeout) => {
-            refused(ctx, peer, "timeout", "timeout", "connect_timeout");
+            refused(
+                ctx,
+                peer,
+                ConnectOutcome::Timeout,
+                "timeout",
+                "connect_timeout",
+            );
             return None;
         }
         Err(ReadError::Closed) => {
-            outcome(&ctx.name, "timeout");
+            outcome(&ctx.name, ConnectOutcome::Timeout);
             return None;
         }
         Err(ReadError::Malformed(e)) => {
@@ -232,7 +238,11 @@ async fn open(
         .identity_banned(peer.ip(), account.as_deref(), fingerprint, now)
         .is_some()
     {
-        let refusal = Refusal::other(ReasonCode::Banned, "banned", Some("banned"));
+        let refusal = Refusal::other(
+            ReasonCode::Banned,
+            ConnectOutcome::Banned,
+            Some(AuthFailure::Banned),
+        );
         refuse(
             &mut client,
             ctx,
@@ -250,7 +260,7 @@ async fn open(
         Err(refusal) => {
             if matches!(
                 refusal.auth_reason,
-                Some("bad_credentials" | "unknown_user")
+                Some(AuthFailure::BadCredentials | AuthFailure::UnknownUser)
             ) && let Some(what) =
                 gw.bans
                     .failure(peer.ip(), account.as_deref(), fingerprint, now)
@@ -284,26 +294,30 @@ async fn open(
     } else {
         connect.client_id.as_bytes()
     };
-    let broker = match upstream::dial_any(upstream_cfg.nodes(), key, upstream_cfg.connect_timeout)
-        .await
-    {
-        Ok((s, _node)) => s,
-        Err(_) => {
-            let refusal = Refusal::other(ReasonCode::ServerUnavailable, "upstream_failed", None)
+    let broker =
+        match upstream::dial_any(upstream_cfg.nodes(), key, upstream_cfg.connect_timeout).await {
+            Ok((s, _node)) => s,
+            Err(_) => {
+                let refusal = Refusal::other(
+                    ReasonCode::ServerUnavailable,
+                    ConnectOutcome::UpstreamFailed,
+                    None,
+                )
                 .by(admitted.identity.principal.as_deref());
-            refuse(
-                &mut client,
-                ctx,
-                peer,
-                version,
-                connect.client_id,
-                cert_identity.as_ref(),
-                &refusal,
-            )
-            .await;
-            return None;
-        }
-    };
+                refuse(
+                    &mut client,
+                    ctx,
+                    peer,
+                    version,
+                    connect.client_id,
+                    cert_identity.as_ref(),
+                    &refusal,
+                )
+                .await;
+                return None;
+            }
+        };
+    gw.upstream_ok();
     // Admitted under `snap`; after a reload since then (a new CRL, password file, policy or
     // `[auth]`) the client is judged again, whole, before the broker hears of it, and refused with
     // a CONNACK while one is still due.
@@ -391,7 +405,7 @@ async fn open(
     };
     let server_keep_alive =
         (version.is_v5() && keep_alive != connect.keep_alive).then_some(keep_alive);
-    outcome(&ctx.name, "accepted");
+    outcome(&ctx.name, ConnectOutcome::Accepted);
     tracing::debug!(%peer, client_id = %admitted.identity.client_id, principal = ?admitted.identity.principal, "connected");
 
     Some(Opened {
@@ -438,7 +452,8 @@ impl Session<'_> {
         let client_out = Mutex::new(Out::new(client_wr));
         let broker_out = Mutex::new(Out::new(broker_wr));
         if send(&broker_out, &connect, WRITE_TIMEOUT).await.is_err() {
-            counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => "closed").increment(1);
+            counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => UpstreamFailure::Closed.as_str())
+                .increment(1);
             return;
         }
         let shared = SessionShared::default();
@@ -576,7 +591,7 @@ impl Session<'_> {
             if d.quota {
                 // A filter over `max_subscriptions_per_client`: not a policy decision.
                 gw.audit.record(&AuditEvent {
-                    action: Some(d.action),
+                    action: Some(d.action.as_str()),
                     topic: Some(&d.topic),
                     cert_fingerprint: identity.fingerprint(),
                     cert_serial: identity.serial(),
@@ -584,7 +599,7 @@ impl Session<'_> {
                 });
                 continue;
             }
-            counter!(m::ACL_DENIED_TOTAL, "action" => d.action).increment(1);
+            counter!(m::ACL_DENIED_TOTAL, "action" => d.action.as_str()).increment(1);
             m::deny_hit(d.rule.as_ref());
             // Every denial is counted; its line only within the session's budget.
             let (due, write) = self
@@ -592,7 +607,7 @@ impl Session<'_> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .denial(
-                    d.action,
+                    d.action.as_str(),
                     std::time::Instant::now(),
                     std::time::SystemTime::now(),
                 );
@@ -604,11 +619,11 @@ impl Session<'_> {
             }
             gw.audit.record(&AuditEvent {
                 rule: d.rule.as_ref().map(ToString::to_string),
-                action: Some(d.action),
+                action: Some(d.action.as_str()),
                 topic: Some(&d.topic),
                 cert_fingerprint: identity.fingerprint(),
                 cert_serial: identity.serial(),
-                ..self.event(identity, "acl_denied", d.action)
+                ..self.event(identity, "acl_denied", d.action.as_str())
             });
         }
     }

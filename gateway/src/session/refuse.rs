@@ -17,19 +17,19 @@ pub(super) async fn refuse(
 ) {
     outcome(&ctx.name, refusal.outcome);
     if let Some(r) = refusal.auth_reason {
-        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r)
+        counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => r.as_str())
             .increment(1);
     }
     if let Some(a) = refusal.acl_action {
-        counter!(m::ACL_DENIED_TOTAL, "action" => a).increment(1);
+        counter!(m::ACL_DENIED_TOTAL, "action" => a.as_str()).increment(1);
         m::deny_hit(refusal.rule.as_ref());
     }
     let rule = refusal.rule.as_ref().map(ToString::to_string);
     ctx.gateway.audit.record_refusal(&AuditEvent {
+        // The audit event: the outcome's label, but `acl_denied` for a policy refusal.
         event: match refusal.outcome {
-            "auth_failed" => "auth_failed",
-            "denied" => "acl_denied",
-            other => other,
+            ConnectOutcome::Denied => "acl_denied",
+            other => other.as_str(),
         },
         listener: Some(&ctx.name),
         peer: Some(peer),
@@ -39,10 +39,11 @@ pub(super) async fn refuse(
         cert_serial: cert.map(|c| c.serial_hex.as_str()),
         reason: refusal
             .auth_reason
-            .or(refusal.acl_action)
-            .unwrap_or(refusal.outcome),
+            .map(AuthFailure::as_str)
+            .or(refusal.acl_action.map(AclAction::as_str))
+            .unwrap_or(refusal.outcome.as_str()),
         rule,
-        action: refusal.acl_action,
+        action: refusal.acl_action.map(AclAction::as_str),
         topic: refusal.topic.as_deref(),
         ..AuditEvent::default()
     });
@@ -94,7 +95,7 @@ pub(super) async fn refuse_malformed(
     level: Option<u8>,
     e: DecodeError,
 ) {
-    outcome(&ctx.name, "malformed");
+    outcome(&ctx.name, ConnectOutcome::Malformed);
     ctx.gateway.c2b.malformed();
     ctx.gateway.audit.record_refusal(&AuditEvent {
         event: "malformed",
@@ -104,34 +105,79 @@ pub(super) async fn refuse_malformed(
         detail: Some(&e.to_string()),
         ..AuditEvent::default()
     });
-    let reply: Option<&[u8]> = match (e, level) {
-        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
-            Some(&[0x20, 2, 0, 1])
-        }
-        (_, Some(5)) => None,
-        _ => return shutdown_quietly(client).await,
+    let Some((version, code)) = malformed_connack(e, level) else {
+        return shutdown_quietly(client).await;
     };
-    let bytes = match reply {
-        Some(b) => b.to_vec(),
-        None => {
-            let connack = Connack {
-                session_present: false,
-                code: ConnackCode::V5(e.reason_code()),
-                properties: mqtt_inspect::Properties::EMPTY,
-            };
-            let mut out = Vec::new();
-            if connack.encode(ProtocolVersion::V5, &mut out).is_err() {
-                return shutdown_quietly(client).await;
-            }
-            out
-        }
+    let connack = Connack {
+        session_present: false,
+        code,
+        properties: mqtt_inspect::Properties::EMPTY,
     };
+    let mut bytes = Vec::new();
+    if connack.encode(version, &mut bytes).is_err() {
+        return shutdown_quietly(client).await;
+    }
     crate::limits::release_slot();
     let _ = timeout(GOODBYE_TIMEOUT, client.write_all(&bytes)).await;
     shutdown_quietly(client).await;
 }
 
+/// The CONNACK answering a first frame that did not decode (`e`; `level`: see [`connect_level`]),
+/// with the version it is encoded in; `None` when the frame gets no answer. An unknown protocol
+/// version or name gets the 3.1.1 return code 1 (its sender's version is not one we speak); a
+/// malformed MQTT 5 CONNECT gets the error's reason code.
+fn malformed_connack(e: DecodeError, level: Option<u8>) -> Option<(ProtocolVersion, ConnackCode)> {
+    match (e, level) {
+        (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName, _) => {
+            Some((
+                ProtocolVersion::V311,
+                ConnackCode::V3(mqtt_inspect::ConnectReturnCode::UnacceptableProtocolVersion),
+            ))
+        }
+        (_, Some(5)) => Some((ProtocolVersion::V5, ConnackCode::V5(e.reason_code()))),
+        _ => None,
+    }
+}
+
 pub(super) async fn shutdown_quietly(client: &mut ClientStream) {
     crate::limits::release_slot();
     let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: DecodeError, level: Option<u8>) -> Option<Vec<u8>> {
+        let (version, code) = malformed_connack(e, level)?;
+        let mut out = Vec::new();
+        Connack {
+            session_present: false,
+            code,
+            properties: mqtt_inspect::Properties::EMPTY,
+        }
+        .encode(version, &mut out)
+        .ok()?;
+        Some(out)
+    }
+
+    /// The bytes a client gets for a first frame that did not decode: [MQTT-3.1.2-2]'s CONNACK
+    /// return code 1 for an unknown version (whatever level it claimed), the reason for a
+    /// malformed MQTT 5 CONNECT, nothing for anything else.
+    #[test]
+    fn a_malformed_first_frame_gets_the_allowed_answer() {
+        let v = DecodeError::UnsupportedProtocolVersion(9);
+        assert_eq!(answer(v, Some(9)), Some(vec![0x20, 2, 0, 1]));
+        assert_eq!(
+            answer(DecodeError::InvalidProtocolName, None),
+            Some(vec![0x20, 2, 0, 1])
+        );
+        let m = DecodeError::UnexpectedEnd("test");
+        assert_eq!(
+            answer(m, Some(5)),
+            Some(vec![0x20, 3, 0, m.reason_code().to_u8(), 0])
+        );
+        assert_eq!(answer(m, Some(4)), None);
+        assert_eq!(answer(m, None), None);
+    }
 }

@@ -362,14 +362,14 @@ where
                         crate::limits::Throttle::Go => break,
                         crate::limits::Throttle::Wait(d, limit, first) => {
                             if first {
-                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
                             }
                             tokio::time::sleep(d).await;
                             (m, b) = (0, 0);
                         }
                         crate::limits::Throttle::Close(reason) => {
                             if let CloseReason::RateLimited(limit) = &reason {
-                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.as_str()).increment(1);
+                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
                             }
                             return reason;
                         }

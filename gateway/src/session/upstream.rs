@@ -30,13 +30,19 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The metric label.
+    /// Its `upstream_errors_total` label.
+    #[must_use]
+    pub const fn label(self) -> crate::metrics::UpstreamFailure {
+        match self {
+            Self::Refused => crate::metrics::UpstreamFailure::Refused,
+            Self::Timeout => crate::metrics::UpstreamFailure::Timeout,
+        }
+    }
+
+    /// The metric label value.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Refused => "refused",
-            Self::Timeout => "timeout",
-        }
+        self.label().as_str()
     }
 }
 
@@ -93,7 +99,7 @@ pub async fn dial_any<'a>(
             match dial(node, left).await {
                 Ok(s) => return Ok((s, node)),
                 Err((e, cause)) => {
-                    metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "reason" => e.as_str())
+                    metrics::counter!(crate::metrics::UPSTREAM_ERRORS_TOTAL, "reason" => e.label().as_str())
                         .increment(1);
                     tracing::warn!(broker = *node, error = e.as_str(), %cause, "upstream broker unreachable");
                     last = e;

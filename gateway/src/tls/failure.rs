@@ -5,56 +5,29 @@ use std::io;
 
 use rustls::{CertificateError, Error};
 
-/// Why a TLS handshake failed, as a metric label and audit reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeFailure {
-    /// The client sent no certificate but one is required.
-    NoCertificate,
-    /// The client certificate does not chain to a configured `client_ca`.
-    UnknownCa,
-    /// The client certificate (or one in its chain) is past `notAfter`.
-    Expired,
-    /// The client certificate (or one in its chain) is before `notBefore`.
-    NotYetValid,
-    /// A CRL lists the client certificate (or, with `crl_scope = "chain"`, an intermediate).
-    Revoked,
-    /// The certificate is not allowed for TLS client authentication (extended key usage).
-    BadUsage,
-    /// The peer broke or abandoned the TLS protocol: malformed or unexpected
-    /// messages, no common version or cipher suite, an alert it sent, or the
-    /// connection closed/reset in the middle of the handshake.
-    Protocol,
-    /// Anything else: unknown revocation status, an expired CRL, a bad signature,
-    /// a local I/O error.
-    Other,
-}
-
-impl HandshakeFailure {
-    /// Every label, for initialising the metric family at 0.
-    pub const ALL: [Self; 8] = [
-        Self::NoCertificate,
-        Self::UnknownCa,
-        Self::Expired,
-        Self::NotYetValid,
-        Self::Revoked,
-        Self::BadUsage,
-        Self::Protocol,
-        Self::Other,
-    ];
-
-    /// The contract's label value.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::NoCertificate => "no_certificate",
-            Self::UnknownCa => "unknown_ca",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::Revoked => "revoked",
-            Self::BadUsage => "bad_usage",
-            Self::Protocol => "protocol",
-            Self::Other => "other",
-        }
+crate::metrics::labels::label_enum! {
+    /// Why a TLS handshake failed: the `tls_handshake_failures_total{reason}` label and the audit
+    /// reason.
+    pub enum HandshakeFailure {
+        /// The client sent no certificate but one is required.
+        NoCertificate => "no_certificate",
+        /// The client certificate does not chain to a configured `client_ca`.
+        UnknownCa => "unknown_ca",
+        /// The client certificate (or one in its chain) is past `notAfter`.
+        Expired => "expired",
+        /// The client certificate (or one in its chain) is before `notBefore`.
+        NotYetValid => "not_yet_valid",
+        /// A CRL lists the client certificate (or, with `crl_scope = "chain"`, an intermediate).
+        Revoked => "revoked",
+        /// The certificate is not allowed for TLS client authentication (extended key usage).
+        BadUsage => "bad_usage",
+        /// The peer broke or abandoned the TLS protocol: malformed or unexpected
+        /// messages, no common version or cipher suite, an alert it sent, or the
+        /// connection closed/reset in the middle of the handshake.
+        Protocol => "protocol",
+        /// Anything else: unknown revocation status, an expired CRL, a bad signature,
+        /// a local I/O error.
+        Other => "other",
     }
 }
 
