@@ -191,7 +191,7 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     .unwrap();
 
     // A control character in a topic name: Mosquitto would accept it, the gateway refuses it as
-    // malformed ([MQTT-1.5.4]), answers DISCONNECT 0x81 first and closes; the broker never sees it.
+    // malformed (MQTT 5.0 §1.5.4), answers DISCONNECT 0x81 first and closes; the broker never sees it.
     let mut bad = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
     bad.send(&connect_frame(ProtocolVersion::V5, "raw-2", None, None))
         .await
