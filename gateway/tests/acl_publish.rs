@@ -57,6 +57,9 @@ async fn client(gw: &TestGateway, pki: &Pki, version: ProtocolVersion, id: &str)
 
 /// Contract, "On the wire": "Denied PUBLISH: QoS 0 dropped; QoS 1/2 acknowledged to the client by
 /// the gateway (MQTT 5 with reason 0x87) and never forwarded."
+///
+/// Enforces: [MQTT-3.3.4-1] (the receiver of a PUBLISH answers as its QoS requires: PUBACK, or
+/// PUBREC then PUBCOMP) and [MQTT-3.4.2-1] / [MQTT-3.5.2-1] (0x87 is a PUBACK / PUBREC Reason Code).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_publish_is_dropped_or_acknowledged_by_the_gateway_and_never_forwarded() {
     let pki = Pki::new();
@@ -113,6 +116,10 @@ async fn denied_publish_is_dropped_or_acknowledged_by_the_gateway_and_never_forw
 
 /// `policy.on_publish_deny = "disconnect"` closes the connection instead (MQTT 5: DISCONNECT
 /// 0x87 first; 3.1.1 has no server DISCONNECT); the denied message is not forwarded.
+///
+/// Enforces the contract line above ("`policy.on_publish_deny = "disconnect"` closes the
+/// connection instead"), and as the sender of that DISCONNECT [MQTT-3.14.4-1] / [MQTT-3.14.4-2]:
+/// nothing after it, then the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_publish_deny_disconnect_closes_the_connection() {
     let pki = Pki::new();
@@ -224,6 +231,10 @@ async fn sys_and_control_topics_are_denied() {
 
 /// MQTT 5 request/response: a PUBLISH naming a Response Topic is denied when the requester may
 /// not receive on that topic (it would get the answer through the broker otherwise).
+///
+/// The rule is ours, not the specification's (MQTT 5.0 §3.3.2.3.5 only makes the Response Topic
+/// the Topic Name of the answer). Contract ("On the wire"): "Denied PUBLISH: QoS 0 dropped; QoS 1/2
+/// acknowledged to the client by the gateway (MQTT 5 with reason 0x87) and never forwarded."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_topic_outside_the_receive_rights_denies_the_request() {
     let pki = Pki::new();
@@ -271,6 +282,10 @@ async fn a_response_topic_outside_the_receive_rights_denies_the_request() {
 /// with that identifier must then run its own flow with the broker (Mosquitto releases a QoS 2
 /// message to subscribers on PUBREL), and a client that keeps being denied must not pile up
 /// state until it is cut off.
+///
+/// Enforces [MQTT-4.3.3-9]: "If it has sent a PUBREC with a Reason Code of 0x80 or greater, the
+/// receiver MUST treat any subsequent PUBLISH packet that contains that Packet Identifier as being a
+/// new Application Message".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_id_freed_by_a_denied_qos2_publish_can_be_reused() {
     let pki = Pki::new();
@@ -307,6 +322,11 @@ async fn a_packet_id_freed_by_a_denied_qos2_publish_can_be_reused() {
 /// the first ten of a minute are written in full, the rest counted by action in one
 /// `acl_denied_summary` line (here at the session's end). Every denial is still counted in
 /// `acl_denied_total`. A client with few denials beside it keeps every line and gets no summary.
+///
+/// Not a wire rule. Contract ("Metrics"): `mqtt_gateway_acl_denied_total` (every denial counted);
+/// contract ("Audit log"): "Every security decision that refuses something (... ACL deny ...) is
+/// one JSON line", here bounded per session (DESIGN §3, Resources: "every buffer, map and queue
+/// keyed by peers has a cap").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_beyond_a_sessions_budget_become_one_summary_line() {
     let pki = Pki::new();
@@ -387,11 +407,13 @@ async fn denials_beyond_a_sessions_budget_become_one_summary_line() {
 }
 
 /// Issue 20, item 11: U+2028/U+2029 and the bidi controls (U+202A..U+202E, U+2066..U+2069) are
-/// refused in MQTT strings like the control characters ([MQTT-1.5.4] lets a receiver refuse such
-/// code points): a PUBLISH whose topic holds one is malformed (MQTT 5: DISCONNECT 0x81, then close;
+/// refused in MQTT strings like the control characters (MQTT 5.0 §1.5.4 lets a receiver treat
+/// the code points it lists as malformed; these are ours to add): a PUBLISH whose topic holds one is malformed (MQTT 5: DISCONNECT 0x81, then close;
 /// 3.1.1: close), is never forwarded, and no audit line carries the character raw. Before, the
 /// topic passed the string check and a denied one was written raw into the `acl_denied` line.
 /// Beside it, a topic in right-to-left script (no controls) is forwarded.
+/// Enforces [MQTT-4.13.1-1] and the contract ("On the wire"): "any malformed packet, in either
+/// direction, closes the connection (MQTT 5: DISCONNECT with reason 0x81 first)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separators_and_bidi_controls_in_a_topic_are_malformed() {
     let pki = Pki::new();

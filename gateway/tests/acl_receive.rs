@@ -48,6 +48,9 @@ fn tls(pki: &Pki, cn: &str) -> Arc<rustls::ClientConfig> {
 
 /// Policy contract: "receive - each PUBLISH the broker delivers to the client (retained ones
 /// too); a denied one is not delivered".
+///
+/// DESIGN §3 ("The judged topic is the delivered topic"): "retained deliveries are judged as
+/// receive".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_message_the_client_may_not_receive_is_not_delivered() {
     let pki = Pki::new();
@@ -98,6 +101,10 @@ async fn a_retained_message_the_client_may_not_receive_is_not_delivered() {
 /// client; 30 denied ones that the client never sees must not block the allowed one behind them.
 /// (Checked against this broker directly: a client that does not acknowledge gets 20 of them and
 /// never the allowed one, in 3.1.1 and in 5.)
+///
+/// Toward the broker the gateway is the receiver: [MQTT-4.3.2-4] (PUBACK for a QoS 1 delivery) and
+/// [MQTT-4.3.3-8] (PUBREC for a QoS 2 one); [MQTT-3.3.4-9]: the broker sends no more than Receive
+/// Maximum unacknowledged QoS 1/2 PUBLISH packets, so an unanswered denial would hold the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_qos1_and_qos2_deliveries_are_acknowledged_so_the_inflight_window_never_fills() {
     let pki = Pki::new();
@@ -140,6 +147,9 @@ async fn denied_qos1_and_qos2_deliveries_are_acknowledged_so_the_inflight_window
 /// Session Expiry Interval, 3.1.1 Clean Session 0) is judged by the current policy: the first
 /// delivery after the new policy is published already uses it. So is a subscription of a
 /// connection that stays up across the change.
+///
+/// DESIGN §3: "Revocation reaches live sessions. A new CRL, password file or policy generation is
+/// checked against every live connection".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_subscription_is_judged_by_the_new_policy() {
     let pki = Pki::new();

@@ -65,6 +65,9 @@ async fn client(
 /// Contract, "On the wire": "Denied SUBSCRIBE filter: that filter alone gets 0x80 (3.1.1) / 0x87
 /// (MQTT 5) in the SUBACK, in its position; the allowed filters of the same SUBSCRIBE are
 /// subscribed normally."
+///
+/// Enforces [MQTT-3.8.4-6] (one Reason Code per Topic Filter), [MQTT-3.9.3-1] (in the order of
+/// the filters) and [MQTT-3.9.3-2] (each one a Subscribe Reason Code of the client's version).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_and_denied_filters_of_one_subscribe_are_answered_in_position() {
     let pki = Pki::new();
@@ -154,6 +157,8 @@ async fn allowed_and_denied_filters_of_one_subscribe_are_answered_in_position() 
 
 /// Policy contract: "`$share/<group>/<filter>` is judged by `<filter>`" (Mosquitto takes shared
 /// subscriptions from 3.1.1 clients too).
+///
+/// [MQTT-4.8.2-1] defines the `$share/<ShareName>/<filter>` form taken apart here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_subscriptions_are_judged_by_their_filter() {
     let pki = Pki::new();

@@ -64,6 +64,9 @@ fn aliased(topic: &str, alias: u16, qos: u8, id: u16, payload: &[u8]) -> Vec<u8>
 /// Rebinding an alias to a denied topic, then publishing with the alias alone: denied, because
 /// the judged topic is the one the alias now stands for (the broker, which never saw the
 /// rebinding, would have delivered it on the old allowed topic).
+///
+/// Contract ("On the wire"): "MQTT 5 topic aliases are tracked in both directions, so a PUBLISH
+/// with an empty topic and an alias is judged by the topic the alias stands for."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alias_is_judged_by_the_topic_it_stands_for() {
     let pki = Pki::new();
@@ -110,6 +113,9 @@ async fn an_alias_is_judged_by_the_topic_it_stands_for() {
 
 /// A binding whose PUBLISH was denied is still the client's binding (the alias alone is judged
 /// by it, not refused as unknown), and the alias can then be bound to an allowed topic.
+///
+/// Contract ("On the wire"): "MQTT 5 topic aliases are tracked in both directions, so a PUBLISH
+/// with an empty topic and an alias is judged by the topic the alias stands for."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_binding_then_an_allowed_one() {
     let pki = Pki::new();
@@ -179,6 +185,9 @@ async fn unknown_zero_and_too_large_aliases_disconnect_with_0x94() {
 /// The receiver must never attribute a message to a stale binding: when a binding PUBLISH was
 /// dropped by the policy and a later policy allows the alias alone, the gateway writes the topic
 /// out (the broker still has the old binding, or none at all).
+///
+/// DESIGN §3: "The judged topic is the delivered topic. Topic aliases are resolved (both
+/// directions) before a decision".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alias_whose_binding_the_broker_never_saw_is_written_out() {
     let pki = Pki::new();
@@ -225,6 +234,10 @@ async fn an_alias_whose_binding_the_broker_never_saw_is_written_out() {
 /// 60 KiB topics and a short one are carried; the binding that would pass the budget ends the
 /// connection with DISCONNECT 0x97 (Quota exceeded) and never reaches the broker; the close is
 /// counted (`sessions_closed_total{reason="quota_exceeded"}`) and audited for that client only.
+///
+/// Contract ("On the wire"): "Limits exceeded: ... MQTT 5 clients get reason 0x96 or 0x97 when
+/// disconnected for it." DESIGN §3 (Resources): "every buffer, map and queue keyed by peers has a
+/// cap".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alias_topics_beyond_the_byte_budget_disconnect_with_0x97() {
     const QUOTA: &str = "mqtt_gateway_sessions_closed_total{reason=\"quota_exceeded\"}";

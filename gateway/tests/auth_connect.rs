@@ -58,6 +58,9 @@ async fn plain(gw: &TestGateway, version: ProtocolVersion) -> PlainWire {
 /// Contract, "On the wire": a refused CONNECT gets 3.1.1 return code 4 (bad user name or
 /// password) or 5 (not authorized), MQTT 5 reason 0x86 or 0x87, then the connection closes.
 /// A wrong password and an unknown user look the same on the wire, but are counted apart.
+///
+/// Enforces [MQTT-3.1.4-2] (a failed authentication check closes the Network Connection) and
+/// [MQTT-3.2.2-7] (after a CONNACK Reason Code of 0x80 or more the Server MUST close it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_file_hashes_accept_the_right_password_and_refuse_the_rest() {
     let pki = Pki::new();
@@ -145,6 +148,10 @@ async fn password_file_hashes_accept_the_right_password_and_refuse_the_rest() {
 /// `[auth] allow_anonymous = true` lets a client without a user name in, as a client that
 /// matches only `anonymous = true` rules; a client that does give a user name is still checked
 /// (a wrong password is not demoted to anonymous).
+///
+/// Contract ("On the wire"): "A refused CONNECT gets a CONNACK that says why, in the client's
+/// protocol version: 3.1.1 return code 4 (bad user name or password) or 5 (not authorized); MQTT 5
+/// reason 0x86, 0x87 ...; then the connection closes." [MQTT-3.1.4-2].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_is_let_in_only_by_allow_anonymous_and_never_instead_of_a_bad_password() {
     let pki = Pki::new();
@@ -209,6 +216,9 @@ topics = ["users/%u/#"]
 /// README "Who is the client": when the principal comes from the certificate, the certificate
 /// wins. A certificate client that names another account in CONNECT is refused; naming itself
 /// (or nobody) is fine.
+///
+/// Contract ("On the wire"): "A refused CONNECT gets a CONNACK that says why ...; then the
+/// connection closes." [MQTT-3.1.4-2].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_certificate_wins_over_the_connect_user_name() {
     let pki = Pki::new();
@@ -270,6 +280,9 @@ async fn the_certificate_wins_over_the_connect_user_name() {
 /// and removes the password, so the broker never sees secrets; "passthrough" forwards CONNECT
 /// unchanged. Seen from the broker's side: its connection log (`u'...'`) and a tap that records
 /// the CONNECT bytes it receives.
+///
+/// DESIGN §3: "Secrets stay put. Passwords are never logged or forwarded in
+/// `credentials = "principal"` mode".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_sees_the_principal_and_no_password_or_the_connect_unchanged() {
     let pki = Pki::new();
@@ -331,6 +344,9 @@ async fn the_broker_sees_the_principal_and_no_password_or_the_connect_unchanged(
 /// No MQTT 5 enhanced authentication method is implemented: a CONNECT that asks for one gets
 /// CONNACK 0x8C (bad authentication method) and the connection closes; the same client without
 /// it is let in.
+///
+/// Enforces [MQTT-4.12.0-1]: a Server that does not support the client's Authentication Method
+/// MAY send CONNACK 0x8C (Bad authentication method) or 0x87 and MUST close the Network Connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authentication_method_at_connect_gets_connack_0x8c() {
     let pki = Pki::new();
@@ -425,6 +441,10 @@ async fn an_auth_packet_after_connect_closes_with_disconnect_and_changes_nothing
 /// Connect rules of the contract's example policy: a sensor (certificate OU `sensors`) must use
 /// its own name as client id, so no device can take over another device's session. Refused with
 /// "not authorized" (rc 5 / 0x87), `acl_denied_total{action="connect"}`, auth reason client_id.
+///
+/// Contract ("On the wire"): refused CONNECT "3.1.1 return code ... 5 (not authorized); MQTT 5
+/// reason ... 0x87", then the connection closes ([MQTT-3.1.4-2]). What it prevents: a CONNECT with
+/// a client id in use ends the session holding it ([MQTT-3.1.4-3]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_cannot_take_over_another_sensors_client_id() {
     let pki = Pki::new();
@@ -719,6 +739,9 @@ topics = ["clients/%c/#"]
 /// client, and the Will message at CONNECT"): a Will to a foreign topic or to `$SYS` refuses the
 /// CONNECT (rc 5 / 0x87, `acl_denied_total{action="will"}`), as does an MQTT 5 Will whose Response
 /// Topic the client may not receive; an allowed Will is accepted.
+///
+/// DESIGN §3 ("The judged topic is the delivered topic"): "the Will is judged at CONNECT"; a
+/// refusal is a CONNACK that says why, then the close (contract "On the wire", [MQTT-3.1.4-2]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_will_is_judged_as_a_publish_at_connect() {
     let pki = Pki::new();
@@ -787,6 +810,9 @@ async fn a_will_is_judged_as_a_publish_at_connect() {
 /// good user name and password, rather than taken as no certificate at all, which would dodge its
 /// OU's deny rules and every CRL re-check of its live session. The same login with a readable
 /// certificate is let in.
+///
+/// DESIGN §3: "Fail closed." Contract ("On the wire"): "A refused CONNECT gets a CONNACK that
+/// says why ...: 3.1.1 return code 4 ...; MQTT 5 reason 0x86 ...; then the connection closes."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_whose_subject_cannot_be_read_is_refused_not_ignored() {
     let pki = Pki::new();
@@ -846,6 +872,10 @@ fn hex(bytes: &[u8]) -> String {
 /// is dropped (acl_denied, audited under the bridge's principal), and the central broker saw a
 /// bridge (Mosquitto logs "New bridge connected"), so the bit reached it. Before, the gateway
 /// refused the bridge's CONNECT with return code 1 and the site never connected.
+///
+/// MQTT 3.1.1 §3.1.2.2 keeps return code 1 (unacceptable protocol level) for a level the Server
+/// does not support; 0x84 is Mosquitto's bridge form of level 4, which the gateway supports. Policy
+/// contract: "publish - PUBLISH from the client" (a bridge is a client like any other).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mosquitto_bridge_connects_through_the_gateway_and_is_judged_like_a_client() {
     let pki = Pki::new();

@@ -73,6 +73,8 @@ async fn wrong_passwords(addr: std::net::SocketAddr, n: usize, parallel: usize) 
     }
 }
 
+/// Not a wire rule. DESIGN §3: "password hashing runs off the async workers with a concurrency
+/// cap"; Resources: "every buffer, map and queue keyed by peers has a cap".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_of_failed_argon2id_logins_is_bounded_by_the_verification_cap() {
     let pki = Pki::new();

@@ -226,6 +226,8 @@ impl Client {
     }
 }
 
+/// Contract ("Audit log"): each refusal is a JSON line "with at least: time, event, listener,
+/// peer address, ..." (the client's, not the balancer's); `sources` rules judge the same address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_behind_haproxy_see_real_client_addresses_and_share_the_policy() {
     let dir = tempfile::tempdir().unwrap();

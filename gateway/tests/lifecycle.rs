@@ -220,6 +220,9 @@ const MALFORMED_C2B: &str = "mqtt_gateway_malformed_packets_total{direction=\"cl
 
 // === tests ===
 
+/// Enforces [MQTT-3.2.2-15]: a packet over the Maximum Packet Size is a Protocol Error and the
+/// Server uses DISCONNECT 0x95 (Packet too large). DESIGN §3: "Every frame is framed and decoded
+/// (within `max_packet_size`) before a byte of it is forwarded".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_over_max_packet_size_is_refused_from_its_header_and_one_at_the_limit_passes() {
     let pki = Pki::new();
@@ -307,6 +310,8 @@ async fn a_packet_over_max_packet_size_is_refused_from_its_header_and_one_at_the
     );
 }
 
+/// Contract ("On the wire"): "A client must send CONNECT within `limits.connect_timeout`;
+/// otherwise the connection is closed."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_sends_connect_is_closed_at_connect_timeout() {
     let pki = Pki::new();
@@ -362,6 +367,9 @@ async fn a_client_that_never_sends_connect_is_closed_at_connect_timeout() {
     assert_served(&mut late, V311, 2).await;
 }
 
+/// Enforces [MQTT-3.1.0-1] (the first packet is CONNECT), [MQTT-3.1.2-3] (reserved CONNECT flag
+/// 0, else malformed) and [MQTT-3.1.4-1] (a CONNECT not in the format of §3.1 closes the
+/// connection, MAY after a CONNACK 0x80 or more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_packet_must_be_a_well_formed_connect() {
     let pki = Pki::new();
@@ -416,6 +424,7 @@ async fn the_first_packet_must_be_a_well_formed_connect() {
     assert!(gw.metric(&outcome("mqtts", "malformed")).await >= before + 1.0);
 }
 
+/// Enforces [MQTT-3.1.0-2]: a second CONNECT is a Protocol Error and the connection is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connect_closes_the_connection() {
     let pki = Pki::new();
@@ -445,6 +454,8 @@ async fn a_second_connect_closes_the_connection() {
     assert_served(&mut good, V5, 7).await;
 }
 
+/// Enforces [MQTT-3.14.4-1] / [MQTT-3.14.4-2] (after a DISCONNECT no more packets, then the
+/// close), with a takeover as the broker's side ([MQTT-3.1.4-3]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_relayed_either_way_is_the_last_packet_of_the_connection() {
     let pki = Pki::new();
@@ -474,6 +485,8 @@ async fn a_disconnect_relayed_either_way_is_the_last_packet_of_the_connection() 
     assert_served(&mut second, V5, 2).await;
 }
 
+/// Enforces [MQTT-3.14.2-1] (0x8B Server shutting down is a DISCONNECT Reason Code) and
+/// [MQTT-3.14.4-1] / [MQTT-3.14.4-2]; 3.1.1 has no server DISCONNECT (§3.14: client to server).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_disconnects_clients_cleanly_and_new_ones_are_served_after_it() {
     let pki = Pki::new();
@@ -508,6 +521,9 @@ async fn a_broker_restart_disconnects_clients_cleanly_and_new_ones_are_served_af
     assert_served(&mut again, V311, 2).await;
 }
 
+/// Enforces [MQTT-3.1.2-22] (MQTT 5.0 numbering): "If the Keep Alive value is non-zero and the
+/// Server does not receive an MQTT Control Packet from the Client within one and a half times the
+/// Keep Alive time period, it MUST close the Network Connection"; [MQTT-3.12.4-1] for the pinger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_cut_after_one_and_a_half_keep_alives_and_a_pinging_one_stays() {
     let pki = Pki::new();
@@ -611,6 +627,8 @@ fn gateway_cmd(args: &[&str], config: &Path) -> Command {
     cmd
 }
 
+/// Contract ("Command line"): "`mqtt-gateway check --config FILE` | loads and validates ...;
+/// prints what is wrong with file:line, exit 1; or a one-line summary, exit 0".
 #[test]
 fn check_accepts_a_good_config_and_points_at_the_line_of_a_broken_one() {
     let pki = Pki::new();
@@ -682,6 +700,8 @@ async fn chatter(
     }
 }
 
+/// Contract ("Command line"): "serves until SIGTERM/SIGINT (then stops accepting, closes clients
+/// with DISCONNECT where the protocol allows, exits 0 within 10 s)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_disconnects_clients_and_exits_zero() {
     let pki = Pki::new();

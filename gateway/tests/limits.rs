@@ -51,6 +51,8 @@ fn password_setup<'a>(pki: &'a Pki, limits: &str) -> Setup<'a> {
     setup
 }
 
+/// Contract ("On the wire"): a refused CONNECT gets "3.1.1 return code 4 (bad user name or
+/// password) ...; MQTT 5 reason 0x86, 0x87, 0x8A (banned) ...; then the connection closes."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
     let pki = Pki::new();
@@ -139,6 +141,8 @@ async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
     );
 }
 
+/// Contract ("On the wire"): a refused CONNECT gets "MQTT 5 reason ... 0x8A (banned)" (3.1.1:
+/// return code 5, not authorized), then the connection closes ([MQTT-3.2.2-7]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
     let pki = Pki::new();
@@ -199,6 +203,9 @@ async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
 /// device's name on the password listener, from two addresses, ban that account for guessing;
 /// the device itself, which sends its CN as user name but proves who it is with its certificate
 /// (`cert_is_credential = true`), still connects on the TLS listener.
+///
+/// Contract ("On the wire"): a refused CONNECT gets "3.1.1 return code 4 ...; MQTT 5 reason
+/// ... 0x8A (banned)", then the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
     let pki = Pki::new();
@@ -262,6 +269,10 @@ async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
 /// refusals (here: three wrong passwords, then 40 connections while banned) write 20 lines a
 /// minute in full (the rest go into one `refusals_summary` line when the minute is over, see the
 /// unit tests); the metrics still count every one, and another address keeps its lines.
+///
+/// Not a wire rule. Contract ("Audit log"): "Every security decision that refuses something ...
+/// is one JSON line", bounded per address (DESIGN §3, Resources: "every buffer, map and queue
+/// keyed by peers has a cap"); the metrics count every refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_of_one_address_have_an_audit_budget() {
     let pki = Pki::new();
@@ -354,6 +365,9 @@ async fn admin_request(admin: SocketAddr, path: &str) -> Option<String> {
 /// (`admin.max_connections`), apart from the MQTT listeners'. With it full of idle connections,
 /// one more admin connection is closed unanswered, MQTT clients still connect, and `/metrics`
 /// answers again once the idle ones go.
+///
+/// Not a wire rule. DESIGN §3 (Resources): "Every wait on a peer has a deadline; every buffer, map
+/// and queue keyed by peers has a cap and a documented default".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_admin_connections_are_capped_apart_from_mqtt() {
     let pki = Pki::new();
@@ -402,6 +416,8 @@ async fn idle_admin_connections_are_capped_apart_from_mqtt() {
     assert!(answer.contains("mqtt_gateway_connections_total"));
 }
 
+/// DESIGN §3 (Resources): every map keyed by peers "has a cap and a documented default"; contract
+/// ("Metrics"): `mqtt_gateway_rate_limited_total` with `limit = connections`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_rate_per_address() {
     let pki = Pki::new();
@@ -477,6 +493,8 @@ fn publish_qos0(topic: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Contract ("On the wire"): "Limits exceeded: rate limits slow the client down (the gateway
+/// stops reading) before they disconnect it; MQTT 5 clients get reason 0x96 or 0x97".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
     let pki = Pki::new();
@@ -539,6 +557,8 @@ async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
     }
 }
 
+/// Enforces [MQTT-3.2.2-21] (a Server Keep Alive in CONNACK replaces the client's Keep Alive) and
+/// the contract ("On the wire"): "MQTT 5 clients get reason 0x96 or 0x97 when disconnected for it".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_packet_caps_and_keepalive_cap() {
     let pki = Pki::new();
@@ -709,6 +729,8 @@ async fn applied(
     .expect("the edited config was never applied");
 }
 
+/// Contract ("Command line"): "SIGHUP reloads everything reloadable"; DESIGN §4: a reload
+/// publishes a new snapshot and live sessions go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_and_ban_settings_follow_a_config_reload_without_dropping_anyone() {
     let pki = Pki::new();
@@ -905,6 +927,9 @@ async fn calm_tls(gw: &support::TestGateway, pki: &Pki, cn: &str) -> support::Ra
 /// documented. The flood is written in small records, so each read of the gateway's TLS stream
 /// fits in a second's burst: before the fix the end of every pause started the 5 s again, and
 /// such a client was slowed forever. A calm client on the same listener is served throughout.
+///
+/// Contract ("On the wire"): "Limits exceeded: rate limits slow the client down (the gateway
+/// stops reading) before they disconnect it; MQTT 5 clients get reason 0x96 or 0x97".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_over_tls_is_cut_like_over_plain_tcp() {
     let pki = Pki::new();
@@ -962,6 +987,9 @@ async fn a_flood_over_tls_is_cut_like_over_plain_tcp() {
 /// passed a 1,000/s limit and were never cut. The PINGRESPs counted are what the broker received.
 /// A client pinging at a normal keep-alive cadence, and the acknowledgements of QoS 1 messages
 /// delivered faster than the rate, never trip it.
+///
+/// Contract ("On the wire"): "Limits exceeded: rate limits slow the client down ... before they
+/// disconnect it; MQTT 5 clients get reason 0x96 or 0x97"; [MQTT-3.12.4-1] for the pinger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_packet_counts_against_the_message_rate() {
     let pki = Pki::new();
@@ -996,6 +1024,9 @@ async fn every_packet_counts_against_the_message_rate() {
 /// The good case of counting every packet: a subscriber that acknowledges QoS 1 messages
 /// delivered to it faster than its own message rate is not slowed into a disconnect (the
 /// acknowledgements it owes for deliveries are not charged; anything else it sends is).
+///
+/// The acknowledgements are owed ([MQTT-4.3.2-4]: the receiver of a QoS 1 PUBLISH MUST respond with
+/// a PUBACK), so the rate limit of the contract ("On the wire", "Limits exceeded") does not charge them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledging_deliveries_faster_than_the_rate_is_not_charged() {
     let pki = Pki::new();
@@ -1055,6 +1086,10 @@ fn unsubscribe(version: ProtocolVersion, id: u16, filters: &[&str]) -> Vec<u8> {
 /// broker, and is audited as `quota_exceeded`; the other filters of the same SUBSCRIBE, a new
 /// SUBSCRIBE to a filter already held (it replaces, [MQTT-3.8.4-3]), and a filter subscribed
 /// after an UNSUBSCRIBE made room, are served. Before, there was no bound at all.
+///
+/// Enforces [MQTT-3.8.4-6] (one Reason Code per filter), [MQTT-3.9.3-1] (in the filters' order)
+/// and [MQTT-3.9.3-2] (a Subscribe Reason Code of the client's version: 0x97 in MQTT 5, 0x80 in
+/// 3.1.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_client_are_capped_and_refused_in_position() {
     use support::wire::{
@@ -1134,6 +1169,10 @@ async fn subscriptions_per_client_are_capped_and_refused_in_position() {
 /// connection. Before, the slot was freed only when the session's task ended, after the answer,
 /// and such a reconnect was refused without a CONNACK now and then (issue 20, item 15: the race
 /// the reload test hit).
+///
+/// Contract ("On the wire"): "A refused CONNECT gets a CONNACK that says why ...; then the
+/// connection closes"; [MQTT-4.13.2-1]: after a Reason Code of 0x80 or more the connection is
+/// closed, so its slot is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_the_gateway_ends_can_reconnect_at_once_under_a_per_address_limit_of_one() {
     let pki = Pki::new();

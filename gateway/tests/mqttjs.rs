@@ -76,6 +76,8 @@ fn assert_enforced(report: &serde_json::Value) {
     );
 }
 
+/// Enforces [MQTT-6.0.0-4] (the subprotocol the server selects is "mqtt", which MQTT.js offers,
+/// [MQTT-6.0.0-3]) and [MQTT-6.0.0-1] (binary frames), with a real client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_js_over_ws_with_a_password() {
     let pki = Pki::new();
@@ -110,6 +112,8 @@ async fn mqtt_js_over_ws_with_a_password() {
     );
 }
 
+/// Enforces [MQTT-6.0.0-4] over `wss://`; the client certificate is judged as on the TLS
+/// listener (gateway.example.toml: `client_auth = "required"`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_js_over_wss_with_a_client_certificate() {
     let pki = Pki::new();

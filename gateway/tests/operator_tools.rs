@@ -166,6 +166,8 @@ impl Drop for Broker {
 
 // === (a) passwd ===
 
+/// Contract ("Command line"): "`mqtt-gateway passwd FILE USER` | ... `--mosquitto` writes a `$7$`
+/// hash that Mosquitto itself accepts".
 #[test]
 fn passwd_mosquitto_lines_are_accepted_by_mosquitto_and_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,6 +242,8 @@ fn passwd_mosquitto_lines_are_accepted_by_mosquitto_and_the_gateway() {
 
 // === (b) pki in Mosquitto ===
 
+/// Contract ("Command line"): "`pki init` / `pki issue` / `pki revoke` | a small CA ...: CA, server
+/// and device certificates (ECDSA P-256), and a CRL rewritten on every revoke".
 #[test]
 fn pki_certificates_and_crl_work_in_mosquittos_own_tls_listener() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,6 +383,8 @@ impl Session {
     }
 }
 
+/// Contract ("Command line"): "a CRL rewritten on every revoke, which a running gateway picks
+/// up"; DESIGN §3: "Revocation reaches live sessions."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pki_revoke_reaches_a_running_gateway() {
     let upstream = tokio::task::spawn_blocking(e2e::Mosquitto::start)
@@ -495,6 +501,8 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
+/// Contract ("Command line"): "`mqtt-gateway check --config FILE` | ... prints what is wrong with
+/// file:line, exit 1".
 #[test]
 fn check_names_the_file_and_line_of_each_mistake() {
     let dir = tempfile::tempdir().unwrap();
@@ -733,6 +741,7 @@ fn check_warns_about_policies_that_hand_out_takeovers() {
 
 // === deploy/systemd ===
 
+/// Not a wire rule and no contract or DESIGN line: a deployment check of the shipped unit.
 #[test]
 fn systemd_unit_verifies_and_is_hardened() {
     let unit = std::fs::read_to_string(

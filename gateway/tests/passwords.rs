@@ -19,6 +19,8 @@ const ALICE: &str = "alice:$7$101$qOYqe1PsLjoCK/CE$JL5lDygzrA1zEyaS7Egmj+0SadwjV
 const BOB: &str = "bob:$6$H4x6GM0Ll3QUI3lK$aWg4EQj5OjylX0mHYp8Uh57JDgHjMpinQFTb/NupASYJEe8mFctWDdFsHZ3lK7vmFV/vjfg1GQM5tgqv2jTFCw==";
 const CAROL: &str = "carol:$7$210000$JpkWWGFjqVw7jizM$atJazgTQuCkqgJv5Gk9anniqSS8RdNkTXzfhaaM4pblmfWygL2kw3nswZgD/iuNp1AR8jktgpxaCCeRA4OTF3g==";
 
+/// Contract ("Command line", `passwd`) and DESIGN §2 (layout): "password file: Mosquitto
+/// $6$/$7$ and argon2id".
 #[test]
 fn mosquitto_sample_lines_verify() {
     let src = format!("# made by mosquitto_passwd 2.0.11\n\n{ALICE}\r\n{BOB}\n{CAROL}\n");
@@ -38,6 +40,7 @@ fn mosquitto_sample_lines_verify() {
     assert!(!f.contains("Alice"), "user names are case-sensitive");
 }
 
+/// Contract ("Command line"): `passwd` writes "argon2id by default".
 #[test]
 fn argon2id_lines_verify() {
     let phc = hash_argon2id(b"hunter2").unwrap();
@@ -53,6 +56,7 @@ fn argon2id_lines_verify() {
     );
 }
 
+/// Contract ("Command line"): "`--mosquitto` writes a `$7$` hash that Mosquitto itself accepts".
 #[test]
 fn our_mosquitto_lines_verify() {
     let line = hash_mosquitto_pbkdf2(b"s3cret", 101).unwrap();
@@ -70,6 +74,8 @@ fn our_mosquitto_lines_verify() {
     assert!(hash_mosquitto_pbkdf2(b"x", 0).is_err());
 }
 
+/// Contract ("Command line"): `check` "prints what is wrong with file:line"; DESIGN §3: "Fail
+/// closed."
 #[test]
 fn malformed_lines_name_their_line() {
     let table: &[(&str, u32, &str)] = &[
@@ -153,6 +159,8 @@ fn malformed_lines_name_their_line() {
     assert!(matches!(missing, PasswordFileError::Read { .. }));
 }
 
+/// DESIGN §3: "Revocation reaches live sessions. A new CRL, password file or policy generation is
+/// checked against every live connection" (a changed hash is a changed fingerprint).
 #[test]
 fn fingerprints_follow_the_stored_hash() {
     let before = PasswordFile::parse(&format!("{ALICE}\n{BOB}\n"), "p").unwrap();
@@ -165,6 +173,7 @@ fn fingerprints_follow_the_stored_hash() {
     assert_ne!(before.fingerprint("bob"), Some(fp));
 }
 
+/// DESIGN §3: "Secrets stay put. ... credential types have a redacting `Debug`".
 #[test]
 fn debug_never_shows_hashes() {
     let f = PasswordFile::parse(&format!("{ALICE}\n{BOB}\n"), "p").unwrap();
@@ -179,6 +188,8 @@ fn debug_never_shows_hashes() {
 /// password. Needs `mosquitto` and `mosquitto_pub` (the test command installs them): fails when
 /// they are missing, never passes without having run. Runs its own
 /// broker (loopback, password file, no anonymous): upstream-broker/start.sh has no password file.
+///
+/// Contract ("Command line"): "`--mosquitto` writes a `$7$` hash that Mosquitto itself accepts".
 #[test]
 fn real_mosquitto_accepts_our_pbkdf2_lines() {
     let have = |bin: &str| {

@@ -31,6 +31,8 @@ deny = ["publish", "subscribe", "receive"]
 topics = ["$SYS/#"]
 "##;
 
+/// Not a wire rule. DESIGN §5: "No allocation per packet on the relay path"; "Policy decisions
+/// are a lookup in a compiled structure".
 #[test]
 fn decisions_do_not_allocate() {
     let policy = Policy::from_str(POLICY, "p.toml", &["l"]).unwrap();

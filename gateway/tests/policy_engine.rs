@@ -76,6 +76,8 @@ fn policy(src: &str) -> Policy {
     Policy::from_str(src, "p.toml", LISTENERS).unwrap()
 }
 
+/// Contract: `policy.example.toml` is "part of the contract" (spec README); its comments are the
+/// decisions checked here.
 #[test]
 fn example_policy_decides_as_its_comments_say() {
     let p = Policy::load(
@@ -178,6 +180,7 @@ fn example_policy_decides_as_its_comments_say() {
     assert!(!anon.publish("factory/x").allowed);
 }
 
+/// Policy contract (`who` selectors): "all given selectors must match; within a list any entry".
 #[test]
 fn every_selector() {
     let src = r##"
@@ -271,6 +274,8 @@ topics = ["all"]
     assert_eq!(allowed(&anon), ["sources", "anonymous"]);
 }
 
+/// Policy contract: "A rule whose variable value holds '+', '#' or '/' does not match, so no client
+/// can widen a rule by choosing its own name." DESIGN §3: "Every name a client chooses is hostile."
 #[test]
 fn hostile_variable_values_never_match() {
     let src = r##"
@@ -322,6 +327,7 @@ topics = ["dev/%c/#", "users/%u/inbox", "%c/own"]
     assert!(!anon.publish("users//inbox").allowed);
 }
 
+/// DESIGN §3: "Fail closed." Policy contract: "a matching deny beats any allow".
 #[test]
 fn deny_rules_with_unusable_values_fail_closed() {
     let src = r##"
@@ -351,6 +357,7 @@ topics = ["dev/%c/config"]
     );
 }
 
+/// Policy contract: "a matching deny beats any allow; when nothing matches the answer is deny".
 #[test]
 fn deny_beats_allow_in_any_order() {
     let allow =
@@ -373,6 +380,8 @@ fn deny_beats_allow_in_any_order() {
     }
 }
 
+/// Policy contract: "a filter is allowed only when an allowed filter contains all of it
+/// (factory/# contains factory/a/+, but factory/+ does not contain factory/#)".
 #[test]
 fn subscribe_needs_containment_and_no_overlapping_deny() {
     let src = r##"
@@ -422,6 +431,8 @@ topics = ["b/secret"]
     assert!(!cp.publish("a/+").allowed, "invalid topic names are denied");
 }
 
+/// Enforces [MQTT-4.7.2-1]: "The Server MUST NOT match Topic Filters starting with a wildcard
+/// character (# or +) with Topic Names beginning with a $ character", in the policy as in the broker.
 #[test]
 fn leading_wildcards_never_reach_dollar_topics() {
     let src = r##"
@@ -455,6 +466,8 @@ mod broken;
 #[path = "policy_engine/mosquitto.rs"]
 mod mosquitto;
 
+/// Contract ("Command line"): `policy explain` "prints allow/deny and the rule (file:line) that
+/// decided", the same decision the relay makes.
 #[test]
 fn explain_is_resolve_then_decide() {
     let p = Policy::from_sources(
@@ -497,6 +510,8 @@ fn explain_is_resolve_then_decide() {
     }
 }
 
+/// Not a wire rule. DESIGN §4: snapshots are immutable and "published with `ArcSwap`", read by
+/// every worker at once.
 #[test]
 fn shared_between_threads() {
     fn send_sync<T: Send + Sync + 'static>() {}
@@ -546,6 +561,8 @@ fn every_shipped_policy_loads_without_a_mistake() {
 /// Classes naming exact principals are looked up by principal at resolution (an index, so that
 /// 100,000 per-device rules cost a look-up): the rest of their `who` must still hold, glob
 /// classes still apply, and a principal that is not indexed gets only the unindexed classes.
+///
+/// Policy contract (`who` selectors): "all given selectors must match; within a list any entry".
 #[test]
 fn principal_index_keeps_every_selector() {
     let p = policy(

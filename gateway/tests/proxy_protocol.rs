@@ -102,6 +102,8 @@ async fn read_connack(s: &mut (impl AsyncReadExt + Unpin)) -> Option<u8> {
     }
 }
 
+/// Policy contract: `sources = ["10.0.0.0/8"]` is the "client address (CIDR)"; contract ("Audit
+/// log"): each line carries the "peer address".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_address_in_the_header_is_the_client_address_for_sources_rules_and_audit() {
     let pki = Pki::new();
@@ -136,6 +138,8 @@ async fn the_address_in_the_header_is_the_client_address_for_sources_rules_and_a
     assert_eq!(via_balancer(addr, &v2_local(), b"secret").await, Some(5));
 }
 
+/// DESIGN §3: "Fail closed." A missing, broken or untrusted header is refused, never read as
+/// MQTT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_a_valid_header_or_from_elsewhere_is_refused() {
     let pki = Pki::new();
@@ -192,6 +196,8 @@ async fn a_connection_without_a_valid_header_or_from_elsewhere_is_refused() {
     );
 }
 
+/// Contract ("On the wire"): a refused CONNECT gets "MQTT 5 reason ... 0x8A (banned)"; the ban is
+/// the client's address, not the balancer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bans_follow_the_client_address_not_the_balancer() {
     let pki = Pki::new();
@@ -219,6 +225,8 @@ async fn bans_follow_the_client_address_not_the_balancer() {
     );
 }
 
+/// Not a refusal: the header is taken off before TLS, so the handshake and the client-certificate
+/// checks are those of gateway.example.toml (`client_auth = "required"`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_before_a_tls_handshake_leaves_the_handshake_intact() {
     let pki = Pki::new();

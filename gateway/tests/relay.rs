@@ -16,6 +16,8 @@ fn sub_args<'a>(tls: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// Enforces end to end through the gateway [MQTT-3.3.4-1]: each PUBLISH is answered as its QoS
+/// requires (none, PUBACK, PUBREC/PUBREL/PUBCOMP), in 3.1.1 and 5.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_certificate_publishes_and_subscribes_all_qos_both_versions() {
     let pki = Pki::new();
@@ -97,6 +99,9 @@ async fn good_certificate_publishes_and_subscribes_all_qos_both_versions() {
 /// runtimes (one per core), not the runtime that started the gateway. The subscriber's session
 /// is a task on a worker while it lives, messages from publishers on any worker reach it, and
 /// every session task ends when its client leaves.
+///
+/// Not a wire rule. DESIGN §3 (Resources): "Both directions of a connection progress
+/// independently"; every session task ends with its client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_carried_by_the_worker_runtimes() {
     let pki = Pki::new();
@@ -154,6 +159,8 @@ async fn connections_are_carried_by_the_worker_runtimes() {
     assert_eq!(alive_tasks(&workers), accept_loops);
 }
 
+/// Enforces [MQTT-4.13.1-1] (a Malformed Packet closes the connection), [MQTT-3.3.2-2] (no wildcard
+/// in a Topic Name) and DESIGN §3: "Nothing unparsed reaches the broker."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     let pki = Pki::new();
@@ -191,7 +198,7 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     .unwrap();
 
     // A control character in a topic name: Mosquitto would accept it, the gateway refuses it as
-    // malformed ([MQTT-1.5.4]), answers DISCONNECT 0x81 first and closes; the broker never sees it.
+    // malformed (MQTT 5.0 §1.5.4), answers DISCONNECT 0x81 first and closes; the broker never sees it.
     let mut bad = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
     bad.send(&connect_frame(ProtocolVersion::V5, "raw-2", None, None))
         .await
@@ -247,6 +254,8 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     assert_eq!(good.recv().await.expect("PINGRESP"), [0xd0, 0x00]);
 }
 
+/// Contract ("On the wire"): "Broker unreachable: CONNACK 3 (3.1.1) / 0x88 (MQTT 5), then
+/// close." [MQTT-3.2.2-7].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_gives_connack_server_unavailable() {
     let pki = Pki::new();
@@ -279,6 +288,8 @@ async fn broker_down_gives_connack_server_unavailable() {
     assert_eq!(c.recv().await.expect("CONNACK"), [0x20, 2, 0, 0]);
 }
 
+/// Enforces [MQTT-3.1.2-24] (the Server MUST NOT send packets over the client's Maximum Packet
+/// Size) and [MQTT-3.1.2-25] (it discards such a packet and behaves as if it had sent it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt5_client_is_not_cut_off_by_a_broker_message_larger_than_max_packet_size() {
     use support::wire::{Got, TlsWire, broker_pub, connect, subscribe};

@@ -197,6 +197,8 @@ topics = ["open/#", "will/#"]
 
 /// `allow_anonymous` turned off by a config reload ends the anonymous sessions (0x98, `policy`);
 /// an authenticated one goes on.
+///
+/// DESIGN §3: "Revocation reaches live sessions. ... those no longer allowed are closed".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
     let pki = Pki::new();
@@ -241,6 +243,10 @@ async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
 /// A revoked device's Will that the policy still allows is left to the broker: a device's
 /// "offline" message is published when its session is cut for a revoked certificate, as when it
 /// drops. Only a Will the policy refuses is discarded (see the test above).
+///
+/// MQTT 5.0 §3.1.2.5: the Will is published when the Network Connection closes without a
+/// DISCONNECT with Reason Code 0x00, so the gateway does not send one here ([MQTT-3.14.4-3] is the
+/// discard it avoids).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_devices_allowed_will_is_still_published() {
     let pki = Pki::new();
@@ -262,6 +268,9 @@ async fn a_revoked_devices_allowed_will_is_still_published() {
 /// A reload of `[auth]` that comes while a client is between its handshake and its CONNECT is
 /// applied to that CONNECT: with `cert_is_credential` turned off, a certificate alone no longer
 /// logs in (0x86), and the certificate with its password does.
+///
+/// DESIGN §3: "Revocation reaches live sessions"; contract ("On the wire"): a refused CONNECT
+/// gets "MQTT 5 reason 0x86" / 3.1.1 return code 4, then the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
     let pki = Pki::new();
@@ -382,6 +391,9 @@ topics = ["open/#", "will/#"]
 
 /// `limits.max_will_delay` set: a longer Will Delay Interval reaches the broker lowered to it, a
 /// shorter one unchanged, and both devices are served.
+///
+/// DESIGN §3: "Revocation reaches live sessions" (a Will the broker holds past the connection,
+/// MQTT 5.0 §3.1.3.2.2, is out of its reach, so its delay is bounded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_will_delay_caps_what_the_broker_is_told() {
     let pki = Pki::new();

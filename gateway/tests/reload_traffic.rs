@@ -190,6 +190,8 @@ async fn until_all(progress: &[Arc<Progress>], what: &str, done: impl Fn(&Progre
     }
 }
 
+/// DESIGN §4: "live sessions wake on it and re-check" a new policy; [MQTT-4.3.2-4]: every allowed
+/// QoS 1 message is acknowledged and delivered across the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_grant_and_revocation_under_steady_qos1_traffic_lose_nothing_allowed() {
     let pki = Pki::new();

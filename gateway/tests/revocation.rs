@@ -51,6 +51,8 @@ async fn refused_at_handshake(gw: &TestGateway, pki: &Pki, cert: &support::Issue
     }
 }
 
+/// DESIGN §3: "Revocation reaches live sessions. A new CRL ... is checked against every live
+/// connection; those no longer allowed are closed (`sessions_revoked_total{reason}`)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
     let pki = Pki::new();
@@ -86,6 +88,8 @@ async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
     );
 }
 
+/// DESIGN §3: "Fail closed. ... on reload, keep the last good snapshot and say why"; DESIGN §4:
+/// "A snapshot that fails validation is refused whole".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_edits_apply_from_the_next_packet_and_broken_ones_are_rejected() {
     let pki = Pki::new();
@@ -188,6 +192,8 @@ topics = ["open/#"]
     disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
 }
 
+/// DESIGN §3: "Revocation reaches live sessions. A new CRL, password file or policy generation is
+/// checked against every live connection".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_removed_on_reload_ends_the_live_session_that_used_it() {
     let pki = Pki::new();
@@ -243,6 +249,7 @@ async fn a_password_removed_on_reload_ends_the_live_session_that_used_it() {
     assert!(accepted(&ok), "{ok:?}");
 }
 
+/// DESIGN §3: "Fail closed. ... on reload, keep the last good snapshot and say why."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays() {
     let pki = Pki::new();
@@ -323,6 +330,8 @@ async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays()
     );
 }
 
+/// DESIGN §4: "A server certificate change applies to new handshakes without touching established
+/// connections."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_server_certificate_is_served_to_new_clients_while_old_connections_go_on() {
     let pki = Pki::new();
@@ -358,6 +367,8 @@ async fn a_rotated_server_certificate_is_served_to_new_clients_while_old_connect
     still_served(&mut old).await;
 }
 
+/// DESIGN §4: the file watcher is "debounced, so editor rename-on-save and Kubernetes ConfigMap
+/// symlink swaps are seen".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_updated_by_a_kubernetes_configmap_symlink_swap_is_seen() {
     // The layout kubelet makes for a mounted ConfigMap/Secret: certs/ca.crl -> ..data/ca.crl,
@@ -459,6 +470,7 @@ impl OpensslCa {
     }
 }
 
+/// DESIGN §3: "Revocation reaches live sessions."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
     let pki = Pki::new();
@@ -497,6 +509,7 @@ async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
     .await;
 }
 
+/// DESIGN §3: "Fail closed. ... on reload, keep the last good snapshot and say why."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_server_certificate_is_rejected_and_the_last_good_one_is_still_served() {
     let pki = Pki::new();

@@ -172,6 +172,7 @@ async fn assert_three_messages(sub: &mut Receiver<Seen>, prefix: &str) {
     assert_eq!(got, want);
 }
 
+/// Enforces end to end [MQTT-3.3.4-1]: each PUBLISH is answered as its QoS requires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_mqtt_3_1_1_publishes_and_subscribes_all_qos_through_the_tls_listener() {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -234,6 +235,7 @@ async fn rumqttc_mqtt_3_1_1_publishes_and_subscribes_all_qos_through_the_tls_lis
     assert_three_messages(&mut sub_rx, "rumq/v4").await;
 }
 
+/// Enforces end to end [MQTT-3.3.4-1]: each PUBLISH is answered as its QoS requires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_mqtt_5_publishes_and_subscribes_all_qos_through_the_tls_listener() {
     use rumqttc::v5::mqttbytes::QoS;

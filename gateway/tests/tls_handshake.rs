@@ -335,6 +335,7 @@ async fn refused(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>, want: H
 
 // === tests ===
 
+/// The good case of the TLS refusals (contract "Audit log": "TLS failure" is a refusal).
 #[tokio::test]
 async fn good_certificate_is_accepted_and_names_its_principal() {
     let server = Listener::new().build();
@@ -345,6 +346,8 @@ async fn good_certificate_is_accepted_and_names_its_principal() {
     assert_eq!(identity.sans, ["good.devices.example"]);
 }
 
+/// gateway.example.toml: `client_auth = "required"  # required | optional | none`; contract
+/// ("Metrics"): `tls_handshake_failures_total` reason `no_certificate`.
 #[tokio::test]
 async fn missing_certificate_per_client_auth_mode() {
     let anonymous = client_config(None, rustls::ALL_VERSIONS);
@@ -366,6 +369,8 @@ async fn missing_certificate_per_client_auth_mode() {
     assert!(accepted(&none, &anonymous).await.peer_chain.is_empty());
 }
 
+/// Contract ("Metrics"): `mqtt_gateway_tls_handshake_failures_total` | reason = no_certificate,
+/// unknown_ca, expired, not_yet_valid, revoked, bad_usage, protocol, other.
 #[tokio::test]
 async fn certificate_problems_get_their_labels() {
     let pki = pki();
@@ -392,6 +397,7 @@ async fn certificate_problems_get_their_labels() {
     accepted(&server, &client(&pki.good)).await;
 }
 
+/// gateway.example.toml: `crl_scope = "leaf"`: "check the client certificate itself".
 #[tokio::test]
 async fn leaf_revoked_by_crl() {
     let pki = pki();
@@ -407,6 +413,7 @@ async fn leaf_revoked_by_crl() {
     accepted(&server, &client(&pki.good)).await;
 }
 
+/// gateway.example.toml: `crl_scope` "chain": "every certificate up to the trust anchor".
 #[tokio::test]
 async fn chain_scope_checks_the_intermediate() {
     let pki = pki();
@@ -428,6 +435,7 @@ async fn chain_scope_checks_the_intermediate() {
     accepted(&leaf, &client(&pki.inter_good)).await;
 }
 
+/// gateway.example.toml: `crl_scope` "chain": "every certificate up to the trust anchor".
 #[tokio::test]
 async fn chain_scope_uses_the_intermediate_crl_for_its_leaves() {
     let pki = pki();
@@ -447,6 +455,8 @@ async fn chain_scope_uses_the_intermediate_crl_for_its_leaves() {
     accepted(&server, &client(&pki.inter_good)).await;
 }
 
+/// gateway.example.toml: "a certificate that must be checked but whose issuer has no CRL here is
+/// refused"; DESIGN §3: "Fail closed."
 #[tokio::test]
 async fn missing_issuer_crl_fails_closed() {
     // Only the root's CRL: the status of a leaf issued by the intermediate is unknown.
@@ -457,6 +467,7 @@ async fn missing_issuer_crl_fails_closed() {
     accepted(&server, &client(&pki.good)).await;
 }
 
+/// DESIGN §3: "Fail closed."
 #[tokio::test]
 async fn expired_crl_fails_closed() {
     let pki = pki();
@@ -471,6 +482,7 @@ async fn expired_crl_fails_closed() {
     .await;
 }
 
+/// gateway.example.toml: `min_version = "1.2"  # "1.2" or "1.3"`.
 #[tokio::test]
 async fn min_version_13_refuses_tls12() {
     let good = &pki().good;
@@ -501,6 +513,7 @@ const TLS11_CLIENT_HELLO: &[u8] = &[
     0x01, 0x00, // compression: null
 ];
 
+/// gateway.example.toml: `min_version` is "1.2" or "1.3"; nothing older is ever offered.
 #[tokio::test]
 async fn tls11_is_refused_at_any_min_version() {
     for min in [TlsVersion::Tls12, TlsVersion::Tls13] {
@@ -523,6 +536,8 @@ async fn tls11_is_refused_at_any_min_version() {
     }
 }
 
+/// DESIGN §3: "Resumption is not a back door. ... every CA/CRL reload builds a fresh
+/// `ServerConfig` without the old session cache".
 #[tokio::test]
 async fn resumption_does_not_survive_a_crl_reload() {
     let pki = pki();
@@ -616,6 +631,8 @@ async fn negotiated_suite(
 /// and OpenSSL clients list AES-256 first by default), ChaCha20-Poly1305 for a client that
 /// lists it first (a device without AES instructions), and a client that offers only AES-256
 /// still gets it; the same for TLS 1.2 suites.
+///
+/// Not a refusal and no contract line: the suite order is the gateway's own choice.
 #[tokio::test]
 async fn the_server_prefers_aes128_unless_the_client_puts_chacha20_first() {
     use rustls::CipherSuite as C;

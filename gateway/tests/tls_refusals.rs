@@ -148,6 +148,8 @@ fn crl_extra(crls: &[&std::path::Path], scope: &str) -> String {
     format!("crl = [{}]\ncrl_scope = \"{scope}\"\n", list.join(", "))
 }
 
+/// Contract ("Metrics"): `tls_handshake_failures_total` reasons; contract ("Audit log"): a TLS
+/// failure is one JSON line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_without_a_valid_client_chain_are_refused_next_to_a_good_one() {
     let pki = Pki::new();
@@ -218,6 +220,7 @@ async fn certificates_without_a_valid_client_chain_are_refused_next_to_a_good_on
     }
 }
 
+/// gateway.example.toml: `crl_scope = "leaf"`: "check the client certificate itself".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_revoked_by_the_intermediate_crl_is_refused_with_leaf_scope() {
     let pki = Pki::new();
@@ -249,6 +252,7 @@ async fn a_certificate_revoked_by_the_intermediate_crl_is_refused_with_leaf_scop
     admitted(&gw, client_tls(&pki, Some(&good), TLS13), "good-2").await;
 }
 
+/// gateway.example.toml: `crl_scope` "chain": "every certificate up to the trust anchor".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_intermediate_refuses_its_leaves_with_chain_scope_only() {
     let pki = Pki::new();
@@ -335,6 +339,7 @@ fn assert_tls11_refused(out: &e2e::CliOutput) {
 /// requires), as opposed to a peer that went away.
 const HELLO_REFUSED: &str = "peer is incompatible";
 
+/// gateway.example.toml: `min_version = "1.2"  # "1.2" or "1.3"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_1_is_always_refused_and_tls_1_2_only_above_min_version() {
     let pki = Pki::new();
@@ -396,6 +401,7 @@ async fn session(gw: &TestGateway, config: &Arc<ClientConfig>, client_id: &str) 
     kind
 }
 
+/// DESIGN §3: "Resumption is not a back door."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_client_cannot_come_back_by_tls_session_resumption() {
     let pki = Pki::new();
@@ -542,6 +548,8 @@ async fn resumed_then_closed(
 /// was valid must not resume after its `notAfter` (a full handshake with the same certificate is
 /// refused, so a resumption must be too). The refusal is counted and audited as `expired`; a
 /// device whose certificate is still valid resumes and is served next to it.
+///
+/// DESIGN §3: "Resumption is not a back door."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumed_after_the_certificate_expired_is_refused() {
     let pki = Pki::new();
@@ -612,6 +620,8 @@ async fn a_session_resumed_after_the_certificate_expired_is_refused() {
 /// Issue 20 item 1, the CRL's side: once the CRL the listener enforces is past its `nextUpdate`,
 /// every certificate it covers is refused (fail closed), by resumption as by a full handshake.
 /// Beside it, a listener whose CRL is fresh lets the same kind of resumption in.
+///
+/// DESIGN §3: "Resumption is not a back door" and "Fail closed."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumed_after_the_crl_went_stale_is_refused() {
     let pki = Pki::new();

@@ -65,6 +65,8 @@ async fn retained_on(addr: SocketAddr) -> Vec<(String, String)> {
     }
 }
 
+/// A client id must reach one broker for [MQTT-3.1.4-3] (takeover of a connected client id) to
+/// hold across nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_id_stays_on_its_node_and_moves_when_the_node_stops() {
     let pki = Pki::new();
@@ -171,6 +173,7 @@ async fn proxy_reading_broker(
     (addr, seen)
 }
 
+/// Contract ("Audit log"): "peer address" and "principal" are the client's, here told to the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_v2_header_upstream_carries_the_client_address_and_identity() {
     let pki = Pki::new();
@@ -346,6 +349,9 @@ fn assert_no_half_connections(log: &str) {
 /// error" or "closed its connection" lines in Mosquitto's log); while a client is active its
 /// packets prove the broker alive and no probe comes; `/readyz` still turns 503 when the broker
 /// stops and 200 when it is back. Before, a bare TCP connection every 2 s, whatever the traffic.
+///
+/// The probe is a well-formed client: [MQTT-3.1.0-1] (CONNECT first) and a DISCONNECT before the
+/// close ([MQTT-3.14.4-2]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_probes_only_an_idle_broker_with_a_whole_mqtt_connection() {
     const PROBE_END: &str = "Client mqtt-gateway-readyz-probe disconnected.";

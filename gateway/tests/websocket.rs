@@ -109,6 +109,8 @@ async fn recv<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Enforces [MQTT-6.0.0-1] (binary frames only), [MQTT-6.0.0-2] (packets need not align with
+/// frames) and DESIGN §3: "Nothing unparsed reaches the broker."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_ws_is_inspected_like_mqtt_over_tcp() {
     let pki = Pki::new();
@@ -158,6 +160,8 @@ async fn mqtt_over_ws_is_inspected_like_mqtt_over_tcp() {
     assert!(recv(&mut ws, &mut buf).await.is_none());
 }
 
+/// Enforces [MQTT-6.0.0-3] / [MQTT-6.0.0-4]: the client offers "mqtt" and the server selects it;
+/// an upgrade without it is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upgrade_is_refused_for_a_wrong_path_a_foreign_origin_or_no_mqtt_subprotocol() {
     let pki = Pki::new();
@@ -210,6 +214,7 @@ async fn the_upgrade_is_refused_for_a_wrong_path_a_foreign_origin_or_no_mqtt_sub
     ));
 }
 
+/// Enforces [MQTT-6.0.0-4] over `wss://`; gateway.example.toml: `client_auth = "required"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_with_a_client_certificate_and_refused_without_one() {
     let pki = Pki::new();
@@ -274,6 +279,8 @@ async fn paho(args: Vec<String>) -> (Option<i32>, String) {
 /// settings (it sends `Origin: https://HOST:PORT` for the host and port it connects to) over
 /// `ws://` (password) and `wss://` (client certificate) publishes and receives through the
 /// gateway; the same client with a foreign Origin is refused with 403 and audited.
+///
+/// Enforces [MQTT-6.0.0-3] / [MQTT-6.0.0-4] with a real client's defaults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_mqtt_over_ws_and_wss_with_its_default_settings() {
     let pki = Pki::new();
