@@ -1012,7 +1012,7 @@ async fn acknowledging_deliveries_faster_than_the_rate_is_not_charged() {
     let suback = sub.recv().await.expect("SUBACK");
     assert_eq!(suback[0], 0x90, "{suback:?}");
     // 600 QoS 1 messages into the broker: 12 s of this client's packet rate in acknowledgements.
-    support::wire::broker_pub(
+    support::broker_pub(
         &gw,
         &["-q", "1", "-t", "acks/q1", "-m", "m", "--repeat", "600"],
     )
@@ -1057,9 +1057,8 @@ fn unsubscribe(version: ProtocolVersion, id: u16, filters: &[&str]) -> Vec<u8> {
 /// after an UNSUBSCRIBE made room, are served. Before, there was no bound at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_client_are_capped_and_refused_in_position() {
-    use support::wire::{
-        Got, TlsWire, VERSIONS, audit_of, broker_pub, enforcement_setup, per_version, subscribe,
-    };
+    use support::wire::{Got, TlsWire, VERSIONS, per_version, subscribe};
+    use support::{audit_of, broker_pub, enforcement_setup};
     let pki = Pki::new();
     let mut setup = enforcement_setup(&pki);
     setup.limits.push_str("max_subscriptions_per_client = 3\n");

@@ -281,7 +281,8 @@ async fn broker_down_gives_connack_server_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt5_client_is_not_cut_off_by_a_broker_message_larger_than_max_packet_size() {
-    use support::wire::{Got, TlsWire, broker_pub, connect, subscribe};
+    use support::broker_pub;
+    use support::wire::{Got, TlsWire, connect, subscribe};
     // The gateway announces its max_packet_size to the broker in the upstream CONNECT, so the
     // broker skips the oversized message for this client [MQTT-3.1.2-25] rather than sending it
     // (which would end the session at the gateway's frame limit, 0x95).

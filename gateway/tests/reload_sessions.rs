@@ -304,7 +304,7 @@ async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
 
 /// Points the running gateway at `tap` (in front of its broker) with the configuration and policy
 /// files as they are now: a new snapshot, as a reload makes.
-fn through_tap(gw: &TestGateway, tap: &support::wire::ConnectTap) {
+fn through_tap(gw: &TestGateway, tap: &support::ConnectTap) {
     let snap = gw.running.gateway.current();
     let mut config = (*snap.config).clone();
     config.upstream.address = Some(tap.addr.to_string());
@@ -338,7 +338,7 @@ topics = ["open/#", "will/#"]
     let mut setup = Setup::new(&pki);
     setup.policy = policy_v1.to_owned();
     let gw = setup.start().await;
-    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    let tap = support::ConnectTap::start(gw.broker.addr()).await;
     through_tap(&gw, &tap);
     let mut watcher = broker_watcher(&gw).await;
 
@@ -375,7 +375,7 @@ topics = ["open/#", "will/#"]
     through_tap(&gw, &tap);
     disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
     drop(c);
-    support::wire::broker_pub(&gw, &["-t", "open/marker", "-m", "m"]).await;
+    support::broker_pub(&gw, &["-t", "open/marker", "-m", "m"]).await;
     assert_eq!(next_topic(&mut watcher).await, "open/marker");
     assert!(!gw.broker.log().contains("will/r"), "{}", gw.broker.log());
 }
@@ -388,7 +388,7 @@ async fn max_will_delay_caps_what_the_broker_is_told() {
     let mut setup = Setup::new(&pki);
     setup.limits = "max_will_delay = \"30s\"".to_owned();
     let gw = setup.start().await;
-    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    let tap = support::ConnectTap::start(gw.broker.addr()).await;
     through_tap(&gw, &tap);
     for (id, asked, told) in [("dev-cap-long", 3600, 30), ("dev-cap-short", 10, 10)] {
         let cert = pki.client(id, None, Flaw::None);
