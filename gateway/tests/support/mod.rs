@@ -22,4 +22,4 @@ pub mod wire;
 
 pub use gateway::*;
 pub use pki::*;
-pub use wire::{Plain, Raw, connect_frame};
+pub use wire::connect_frame;

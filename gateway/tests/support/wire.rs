@@ -20,9 +20,23 @@ pub const ANSWER: Duration = Duration::from_secs(5);
 
 // === Raw client ===
 
-/// A raw MQTT connection (plain TCP or TLS) that speaks one protocol version.
+/// What the next read brought: a frame, the peer's close, or nothing within the wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// One complete MQTT frame.
+    Frame(Vec<u8>),
+    /// The peer closed the connection (EOF, reset, or TLS EOF without close_notify).
+    Closed,
+    /// Nothing within the wait.
+    Silent,
+}
+
+/// A raw MQTT connection (plain TCP or TLS) that speaks one protocol version: the one raw
+/// client of the tests.
 pub struct Wire<S> {
-    stream: S,
+    /// The connection (for TLS: `stream.get_ref().1` is the rustls session, to read what the
+    /// handshake negotiated).
+    pub stream: S,
     buf: Vec<u8>,
     /// The client's own address: the `peer` of the gateway's audit lines.
     pub local: SocketAddr,
@@ -47,6 +61,25 @@ impl Wire<TcpStream> {
             version,
         }
     }
+
+    /// Connects over plain TCP from the loopback source address `from` (e.g. `127.0.6.1`), so
+    /// that per-address limits and bans see a client of its own.
+    pub async fn plain_from(
+        to: SocketAddr,
+        from: &str,
+        version: ProtocolVersion,
+    ) -> std::io::Result<Self> {
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+        let stream = sock.connect(to).await?;
+        let local = stream.local_addr()?;
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+            local,
+            version,
+        })
+    }
 }
 
 impl Wire<TlsStream<TcpStream>> {
@@ -56,45 +89,92 @@ impl Wire<TlsStream<TcpStream>> {
         config: Arc<rustls::ClientConfig>,
         version: ProtocolVersion,
     ) -> Self {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let local = tcp.local_addr().unwrap();
+        Self::try_tls(addr, config, version).await.unwrap()
+    }
+
+    /// [`Wire::tls`], returning the error of a TCP connect or TLS handshake that fails.
+    pub async fn try_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        version: ProtocolVersion,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        let local = tcp.local_addr()?;
         let stream = TlsConnector::from(config)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        Self {
+            .await?;
+        Ok(Self {
             stream,
             buf: Vec::new(),
             local,
             version,
-        }
+        })
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
-    /// Writes bytes.
+    /// Writes bytes; panics when the write fails.
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-        self.stream.flush().await.unwrap();
+        self.try_send(bytes).await.unwrap();
     }
 
-    /// One frame, or `None` at EOF, on an error, or after `limit` without one.
-    pub async fn recv_within(&mut self, limit: Duration) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + limit;
+    /// Writes bytes, returning the error of a write that fails (a peer that has closed).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// The next frame, the peer's close, or silence after `wait`.
+    pub async fn read_within(&mut self, wait: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Ok(Some((frame, _))) =
                 mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
             {
                 let f = frame.to_vec();
                 self.buf.drain(..f.len());
-                return Some(f);
+                return Next::Frame(f);
             }
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0) | Err(_)) | Err(_) => return None,
+                Err(_) => return Next::Silent,
+                Ok(Ok(0) | Err(_)) => return Next::Closed,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// One frame, or `None` at EOF, on an error, or after `limit` without one.
+    pub async fn recv_within(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        match self.read_within(limit).await {
+            Next::Frame(f) => Some(f),
+            Next::Closed | Next::Silent => None,
+        }
+    }
+
+    /// One frame, or `None` at EOF, on an error, or after [`ANSWER`] without one.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.recv_within(ANSWER).await
+    }
+
+    /// The next frame; panics when the peer closes or nothing comes within `wait`.
+    pub async fn frame_within(&mut self, wait: Duration) -> Vec<u8> {
+        match self.read_within(wait).await {
+            Next::Frame(f) => f,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the peer closes the connection within `wait` without sending anything
+    /// (more): not silence, and no partial frame before the close. Stricter than
+    /// [`Wire::assert_closed`], which also takes silence for a close.
+    pub async fn assert_eof_within(&mut self, wait: Duration) {
+        assert_eq!(self.read_within(wait).await, Next::Closed, "{}", self.local);
+        assert!(
+            self.buf.is_empty(),
+            "partial frame before close: {:02x?}",
+            self.buf
+        );
     }
 
     /// The next packet, decoded; panics when none comes within [`ANSWER`].
@@ -441,53 +521,7 @@ pub fn per_version(version: ProtocolVersion, v311: u8, v5: u8) -> u8 {
     if version.is_v5() { v5 } else { v311 }
 }
 
-// === Older raw clients ===
-
-/// A raw MQTT connection over TLS, for byte-level tests.
-pub struct Raw {
-    pub stream: TlsStream<TcpStream>,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    pub async fn connect(
-        addr: SocketAddr,
-        config: Arc<rustls::ClientConfig>,
-    ) -> std::io::Result<Self> {
-        let tcp = TcpStream::connect(addr).await?;
-        let stream = TlsConnector::from(config)
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
-        Ok(Self {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
-    }
-
-    /// Reads one MQTT frame, or `None` at EOF / error / 5 s without one.
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some((frame, _))) =
-                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
-            {
-                let f = frame.to_vec();
-                self.buf.drain(..f.len());
-                return Some(f);
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-}
+// === CONNECT without the builder ===
 
 /// A CONNECT frame.
 pub fn connect_frame(
@@ -510,46 +544,4 @@ pub fn connect_frame(
     let mut out = Vec::new();
     c.encode(&mut out).unwrap();
     out
-}
-
-// === A plain TCP client from a chosen source address ===
-
-/// A plain-TCP MQTT client bound to a chosen loopback source address.
-pub struct Plain {
-    pub s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Plain {
-    pub async fn connect(to: SocketAddr, from: &str) -> std::io::Result<Self> {
-        let sock = TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
-        Ok(Self {
-            s: sock.connect(to).await?,
-            buf: Vec::new(),
-        })
-    }
-
-    pub async fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.s.write_all(b).await
-    }
-
-    /// One frame, or `None` at EOF/error/5 s.
-    pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some((f, _))) =
-                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
-            {
-                let f = f.to_vec();
-                self.buf.drain(..f.len());
-                return Some(f);
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
-                Ok(Ok(0) | Err(_)) | Err(_) => return None,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
 }
