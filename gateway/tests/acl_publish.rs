@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use mqtt_inspect::{AckKind, Property, ProtocolVersion};
 use support::wire::{
-    Got, TlsWire, VERSIONS, ack, acl_denied, assert_broker_ack, assert_rule, audit_of, broker_spy,
-    connect, enforcement_setup, got_ack, per_version, publish, rule_line, spy_messages, subscribe,
+    Got, TlsWire, VERSIONS, ack, assert_broker_ack, connect, got_ack, per_version, publish,
+    subscribe,
 };
 use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{
+    acl_denied, assert_rule, audit_of, broker_spy, enforcement_setup, rule_line, spy_messages,
+};
 
 /// Everything but `pub/denied/...` and `$CONTROL/...` may be published; `#` does not reach
 /// `$SYS` (or any `$` topic), so `$SYS` is denied by default.

@@ -14,11 +14,9 @@ use std::sync::Arc;
 
 use mqtt_gateway::server::load_snapshot;
 use mqtt_inspect::{Property, ProtocolVersion};
-use support::wire::{
-    ConnectSpec, Got, TlsWire, VERSIONS, acl_denied, assert_rule, audit_of, broker_pub, connect,
-    enforcement_setup, rule_line, subscribe,
-};
+use support::wire::{ConnectSpec, Got, TlsWire, VERSIONS, connect, subscribe};
 use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{acl_denied, assert_rule, audit_of, broker_pub, enforcement_setup, rule_line};
 
 const POLICY: &str = r##"
 version = 1

@@ -11,11 +11,9 @@ mod support;
 use std::sync::Arc;
 
 use mqtt_inspect::ProtocolVersion;
-use support::wire::{
-    Got, TlsWire, VERSIONS, acl_denied, assert_rule, audit_of, broker_pub, connect,
-    enforcement_setup, per_version, rule_line, subscribe,
-};
+use support::wire::{Got, TlsWire, VERSIONS, connect, per_version, subscribe};
 use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{acl_denied, assert_rule, audit_of, broker_pub, enforcement_setup, rule_line};
 
 /// `narrow-*` may subscribe to `a/+` and its own tree (and receive anything it is subscribed to);
 /// `wide` may subscribe to `#`. `narrow-*` may not subscribe to what overlaps `b/secret`.

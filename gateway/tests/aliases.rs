@@ -11,11 +11,11 @@ mod support;
 use std::sync::Arc;
 
 use mqtt_inspect::{AckKind, Property, ProtocolVersion};
-use support::wire::{
-    Got, TlsWire, acl_denied, assert_broker_ack, assert_rule, audit_of, broker_spy, connect,
-    enforcement_setup, frame, got_ack, publish, rule_line, spy_messages,
-};
+use support::wire::{Got, TlsWire, assert_broker_ack, connect, frame, got_ack, publish};
 use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{
+    acl_denied, assert_rule, audit_of, broker_spy, enforcement_setup, rule_line, spy_messages,
+};
 
 const POLICY: &str = r##"
 version = 1
@@ -293,7 +293,7 @@ async fn the_broker_is_told_at_most_the_aliases_the_gateway_tracks() {
     let pki = Pki::new();
     let gw = gateway(&pki).await;
     // The tap between the gateway and the broker (a new snapshot, as a reload would).
-    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    let tap = support::ConnectTap::start(gw.broker.addr()).await;
     let snap = gw.running.gateway.current();
     let mut config = (*snap.config).clone();
     config.upstream.address = Some(tap.addr.to_string());

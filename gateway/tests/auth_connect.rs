@@ -15,11 +15,14 @@ use std::sync::Arc;
 use mqtt_gateway::server::load_snapshot;
 use mqtt_inspect::{AckKind, Property, ProtocolVersion};
 use support::wire::{
-    ConnectSpec, Got, PlainWire, TlsWire, VERSIONS, acl_denied, assert_broker_ack, assert_rule,
-    audit_of, auth_failures, broker_saw, connect, enforcement_setup, got_ack, per_version, publish,
-    rule_line, sample, subscribe,
+    ConnectSpec, Got, PlainWire, TlsWire, VERSIONS, assert_broker_ack, connect, got_ack,
+    per_version, publish, subscribe,
 };
 use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{
+    acl_denied, assert_rule, audit_of, auth_failures, broker_saw, enforcement_setup, rule_line,
+    sample,
+};
 
 /// Real `mosquitto_passwd` 2.0.11 output for the password `secret` (`$7$`: PBKDF2-SHA512, 101
 /// iterations; `$6$`: salted SHA-512).
@@ -294,7 +297,7 @@ async fn the_broker_sees_the_principal_and_no_password_or_the_connect_unchanged(
         setup.credentials = credentials;
         let gw = setup.start().await;
         // Put the tap between the gateway and the broker (a new snapshot, as a reload would).
-        let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+        let tap = support::ConnectTap::start(gw.broker.addr()).await;
         let snap = gw.running.gateway.current();
         let mut config = (*snap.config).clone();
         config.upstream.address = Some(tap.addr.to_string());
@@ -879,7 +882,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mosquitto_bridge_connects_through_the_gateway_and_is_judged_like_a_client() {
     let pki = Pki::new();
-    let mut setup = support::wire::enforcement_setup(&pki);
+    let mut setup = support::enforcement_setup(&pki);
     setup.policy = r##"version = 1
 [[connect]]
 who = { any = true }
@@ -896,7 +899,7 @@ topics = ["#"]
     .to_owned();
     let gw = setup.start().await;
     // The first message the central broker delivers (it exits after one).
-    let watcher = support::wire::broker_spy(&gw, "#", 1, 30).await;
+    let watcher = support::broker_spy(&gw, "#", 1, 30).await;
     let denied_before = acl_denied(&gw, "publish").await;
 
     let cert = pki.client("site-a", None, Flaw::None);
@@ -961,8 +964,5 @@ topics = ["#"]
     assert_eq!(line["client_id"], "site-a", "{line}");
     assert!(acl_denied(&gw, "publish").await >= denied_before + 1.0);
     // The central broker got the allowed message and never the refused one (sent before it).
-    assert_eq!(
-        support::wire::spy_messages(watcher).await,
-        ["site/a/t allowed"]
-    );
+    assert_eq!(support::spy_messages(watcher).await, ["site/a/t allowed"]);
 }

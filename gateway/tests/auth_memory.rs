@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use mqtt_gateway::shared::AUTH_CONCURRENCY;
 use mqtt_inspect::ProtocolVersion;
-use support::{Pki, Plain, Setup, connect_frame};
+use support::wire::PlainWire;
+use support::{Pki, Setup, connect_frame};
 
 /// Work memory of one argon2id verification with the default parameters (m = 19456 KiB).
 const ARGON2_BUFFER: u64 = 19_456 * 1024;
@@ -48,15 +49,19 @@ async fn wrong_passwords(addr: std::net::SocketAddr, n: usize, parallel: usize) 
                 if i >= n {
                     return;
                 }
-                let mut c = Plain::connect(addr, &format!("127.0.6.{}", w + 1))
-                    .await
-                    .unwrap();
+                let mut c = PlainWire::plain_from(
+                    addr,
+                    &format!("127.0.6.{}", w + 1),
+                    ProtocolVersion::V311,
+                )
+                .await
+                .unwrap();
                 let user = if i.is_multiple_of(2) {
                     "alice".to_owned()
                 } else {
                     format!("nobody-{i}")
                 };
-                c.send(&connect_frame(
+                c.try_send(&connect_frame(
                     ProtocolVersion::V311,
                     "x",
                     Some(&user),
@@ -90,8 +95,10 @@ async fn memory_of_failed_argon2id_logins_is_bounded_by_the_verification_cap() {
     let addr = gw.plain_addr();
 
     // The good case beside it: the right password still works.
-    let mut good = Plain::connect(addr, "127.0.0.1").await.unwrap();
-    good.send(&connect_frame(
+    let mut good = PlainWire::plain_from(addr, "127.0.0.1", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    good.try_send(&connect_frame(
         ProtocolVersion::V311,
         "good",
         Some("alice"),
@@ -131,8 +138,10 @@ async fn memory_of_failed_argon2id_logins_is_bounded_by_the_verification_cap() {
     );
 
     // And the right password still works after the flood.
-    let mut good = Plain::connect(addr, "127.0.0.1").await.unwrap();
-    good.send(&connect_frame(
+    let mut good = PlainWire::plain_from(addr, "127.0.0.1", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    good.try_send(&connect_frame(
         ProtocolVersion::V311,
         "good2",
         Some("alice"),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use e2e::{Mosquitto, free_port};
 use mqtt_inspect::{Connect, Properties, ProtocolVersion};
-use support::Plain;
+use support::wire::PlainWire;
 
 const POLICY: &str = r##"version = 1
 [[connect]]
@@ -175,7 +175,7 @@ fn start_haproxy(dir: &Path, backends: &[SocketAddr]) -> (Killed, SocketAddr) {
 }
 
 /// An MQTT 5 client connecting through HAProxy from a chosen loopback source address.
-struct Client(Plain);
+struct Client(PlainWire);
 
 impl Client {
     /// Connects from `from` as alice with `password`; returns the CONNACK reason code (or
@@ -186,7 +186,11 @@ impl Client {
         id: &str,
         password: &[u8],
     ) -> (Option<u8>, Self) {
-        let mut c = Self(Plain::connect(front, from).await.unwrap());
+        let mut c = Self(
+            PlainWire::plain_from(front, from, ProtocolVersion::V5)
+                .await
+                .unwrap(),
+        );
         let mut frame = Vec::new();
         Connect {
             version: ProtocolVersion::V5,
@@ -201,7 +205,7 @@ impl Client {
         }
         .encode(&mut frame)
         .unwrap();
-        let _ = c.0.send(&frame).await;
+        let _ = c.0.try_send(&frame).await;
         let code = c.0.recv().await.map(|f| {
             assert_eq!(f[0], 0x20, "{f:?}");
             f[3]
@@ -218,7 +222,7 @@ impl Client {
         body.extend_from_slice(b"x");
         let mut frame = vec![0x32, u8::try_from(body.len()).unwrap()];
         frame.extend_from_slice(&body);
-        self.0.send(&frame).await.unwrap();
+        self.0.try_send(&frame).await.unwrap();
         let ack = self.0.recv().await.expect("PUBACK");
         assert_eq!(ack[0], 0x40, "{ack:?}");
         assert_eq!(ack[2..4], id.to_be_bytes(), "{ack:?}");

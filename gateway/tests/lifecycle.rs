@@ -20,12 +20,10 @@ use std::time::Duration;
 use e2e::{LiveSubscriber, MqttVersion};
 use mqtt_inspect::{Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, decode};
 use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
+use support::wire::{Next, PlainWire, TlsWire, Wire};
 use support::{Flaw, Pki, Setup, TestGateway, client_tls, tls_pub};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const V311: ProtocolVersion = ProtocolVersion::V311;
@@ -33,91 +31,15 @@ const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 /// Liveness bound for one expected event (a frame, a close).
 const WAIT: Duration = Duration::from_secs(10);
 
-// === a raw client that tells "closed" from "silent" ===
-
-/// What the next read brought.
-#[derive(Debug, PartialEq, Eq)]
-enum Next {
-    /// One complete MQTT frame.
-    Frame(Vec<u8>),
-    /// The peer closed the connection (EOF, reset, or TLS EOF without close_notify).
-    Closed,
-    /// Nothing within the wait.
-    Silent,
-}
-
-struct Client<S> {
-    io: S,
-    buf: Vec<u8>,
-    local: SocketAddr,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    async fn send(&mut self, bytes: &[u8]) {
-        self.io.write_all(bytes).await.unwrap();
-        self.io.flush().await.unwrap();
-    }
-
-    async fn next(&mut self, wait: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Ok(Some((frame, _))) =
-                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
-            {
-                let f = frame.to_vec();
-                self.buf.drain(..f.len());
-                return Next::Frame(f);
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await {
-                Err(_) => return Next::Silent,
-                Ok(Ok(0) | Err(_)) => return Next::Closed,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// The next frame; fails on close or silence.
-    async fn frame(&mut self) -> Vec<u8> {
-        match self.next(WAIT).await {
-            Next::Frame(f) => f,
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-
-    /// The server closes the connection without sending anything (more).
-    async fn assert_closed(&mut self) {
-        assert_eq!(self.next(WAIT).await, Next::Closed, "{}", self.local);
-        assert!(
-            self.buf.is_empty(),
-            "partial frame before close: {:02x?}",
-            self.buf
-        );
-    }
-}
-
-async fn tls_client(addr: SocketAddr, config: Arc<ClientConfig>) -> Client<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let local = tcp.local_addr().unwrap();
-    let io = TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+/// A TLS connection, handshake done, nothing sent (MQTT 5 until [`connected`] says otherwise).
+async fn tls_client(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsWire {
+    TlsWire::try_tls(addr, config, V5)
         .await
-        .expect("TLS handshake");
-    Client {
-        io,
-        buf: Vec::new(),
-        local,
-    }
+        .expect("TLS handshake")
 }
 
-async fn tcp_client(addr: SocketAddr) -> Client<TcpStream> {
-    let io = TcpStream::connect(addr).await.unwrap();
-    let local = io.local_addr().unwrap();
-    Client {
-        io,
-        buf: Vec::new(),
-        local,
-    }
+async fn tcp_client(addr: SocketAddr) -> PlainWire {
+    PlainWire::plain(addr, V5).await
 }
 
 // === frames ===
@@ -177,10 +99,11 @@ async fn connected(
     version: ProtocolVersion,
     client_id: &str,
     keep_alive: u16,
-) -> Client<TlsStream<TcpStream>> {
+) -> TlsWire {
     let mut c = tls_client(addr, Arc::clone(tls)).await;
+    c.version = version;
     c.send(&connect(version, client_id, keep_alive)).await;
-    let f = c.frame().await;
+    let f = c.frame_within(WAIT).await;
     assert!(
         matches!(decode(&f, version), Ok(Packet::Connack(ack)) if ack.code.is_success()),
         "{client_id}: {f:02x?}"
@@ -190,13 +113,13 @@ async fn connected(
 
 /// The connection is served end to end: a QoS 1 PUBLISH is acknowledged (by the broker).
 async fn assert_served<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut Client<S>,
+    c: &mut Wire<S>,
     version: ProtocolVersion,
     id: u16,
 ) {
     c.send(&publish(version, "life/ok", QoS::AtLeastOnce, id, b"ok"))
         .await;
-    let f = c.frame().await;
+    let f = c.frame_within(WAIT).await;
     assert_eq!(f[0], 0x40, "PUBACK: {f:02x?}");
     assert_eq!(u16::from_be_bytes([f[2], f[3]]), id, "PUBACK id: {f:02x?}");
 }
@@ -254,7 +177,7 @@ async fn a_packet_over_max_packet_size_is_refused_from_its_header_and_one_at_the
         // 1024 bytes, the limit itself: forwarded, and the broker acknowledges it.
         let at_limit = publish_of_size(version, &topic, 1024);
         c.send(&at_limit).await;
-        let ack = c.frame().await;
+        let ack = c.frame_within(WAIT).await;
         assert_eq!(
             ack[0], 0x40,
             "{id}: PUBACK for the packet at the limit: {ack:02x?}"
@@ -271,12 +194,12 @@ async fn a_packet_over_max_packet_size_is_refused_from_its_header_and_one_at_the
         if version == V5 {
             // MQTT 5: DISCONNECT 0x95 Packet too large, then close.
             assert_eq!(
-                disconnect_reason(&c.frame().await),
+                disconnect_reason(&c.frame_within(WAIT).await),
                 ReasonCode::PacketTooLarge
             );
         }
         // MQTT 3.1.1 has no server DISCONNECT: the connection is just closed.
-        c.assert_closed().await;
+        c.assert_eof_within(WAIT).await;
         let line = audit_for(&gw, "malformed", c.local).await;
         assert_eq!(line["client_id"], id, "{line}");
         assert!(
@@ -344,9 +267,9 @@ async fn a_client_that_never_sends_connect_is_closed_at_connect_timeout() {
     // The plain listener, no CONNECT.
     let mut plain = tcp_client(gw.plain_addr()).await;
     // All three are closed by the gateway (not by the wait of this test running out).
-    after_tls.assert_closed().await;
-    no_tls.assert_closed().await;
-    plain.assert_closed().await;
+    after_tls.assert_eof_within(WAIT).await;
+    no_tls.assert_eof_within(WAIT).await;
+    plain.assert_eof_within(WAIT).await;
 
     for (c, listener, reason) in [
         (after_tls.local, "mqtts", "connect_timeout"),
@@ -395,7 +318,7 @@ async fn the_first_packet_must_be_a_well_formed_connect() {
         let before = gw.metric(&outcome("mqtts", "malformed")).await;
         let mut c = tls_client(gw.tls_addr(), Arc::clone(&tls)).await;
         c.send(first).await;
-        c.assert_closed().await;
+        c.assert_eof_within(WAIT).await;
         audit_for(&gw, "malformed", c.local).await;
         assert!(gw.metric(&outcome("mqtts", "malformed")).await >= before + 1.0);
         // Next to it, a client whose first packet is CONNECT is served.
@@ -411,7 +334,7 @@ async fn the_first_packet_must_be_a_well_formed_connect() {
     bad[flags_at] |= 0x01;
     let mut c = tls_client(gw.tls_addr(), Arc::clone(&tls)).await;
     c.send(&bad).await;
-    let f = c.frame().await;
+    let f = c.frame_within(WAIT).await;
     match decode(&f, V5) {
         Ok(Packet::Connack(ack)) => assert_eq!(
             ack.code,
@@ -420,7 +343,7 @@ async fn the_first_packet_must_be_a_well_formed_connect() {
         ),
         other => panic!("expected CONNACK 0x81, got {other:?}"),
     }
-    c.assert_closed().await;
+    c.assert_eof_within(WAIT).await;
     assert!(gw.metric(&outcome("mqtts", "malformed")).await >= before + 1.0);
 }
 
@@ -441,11 +364,11 @@ async fn a_second_connect_closes_the_connection() {
         c.send(&connect(version, &id, 30)).await;
         if version == V5 {
             assert_eq!(
-                disconnect_reason(&c.frame().await),
+                disconnect_reason(&c.frame_within(WAIT).await),
                 ReasonCode::ProtocolError
             );
         }
-        c.assert_closed().await;
+        c.assert_eof_within(WAIT).await;
         let line = audit_for(&gw, "malformed", c.local).await;
         assert_eq!(line["client_id"], id.as_str(), "{line}");
     }
@@ -468,7 +391,7 @@ async fn a_disconnect_relayed_either_way_is_the_last_packet_of_the_connection() 
     let mut c = connected(gw.tls_addr(), &tls, V5, "bye-client", 30).await;
     assert_served(&mut c, V5, 1).await;
     c.send(&[0xe0, 0x00]).await;
-    c.assert_closed().await;
+    c.assert_eof_within(WAIT).await;
 
     // The broker ends it: a second connection with the same client id takes the session over
     // ([MQTT-3.1.4-3]). Mosquitto 2.0.11 closes the old connection without a DISCONNECT of its
@@ -476,12 +399,12 @@ async fn a_disconnect_relayed_either_way_is_the_last_packet_of_the_connection() 
     // Either way exactly one DISCONNECT, then the close ([MQTT-3.14.4-1]: nothing after it).
     let mut first = connected(gw.tls_addr(), &tls, V5, "bye-same", 30).await;
     let mut second = connected(gw.tls_addr(), &tls, V5, "bye-same", 30).await;
-    let reason = disconnect_reason(&first.frame().await);
+    let reason = disconnect_reason(&first.frame_within(WAIT).await);
     assert!(
         [ReasonCode::SessionTakenOver, ReasonCode::ServerShuttingDown].contains(&reason),
         "{reason:?}"
     );
-    first.assert_closed().await;
+    first.assert_eof_within(WAIT).await;
     assert_served(&mut second, V5, 2).await;
 }
 
@@ -502,11 +425,11 @@ async fn a_broker_restart_disconnects_clients_cleanly_and_new_ones_are_served_af
 
     // MQTT 5: one DISCONNECT 0x8B Server shutting down, then close. 3.1.1: close.
     assert_eq!(
-        disconnect_reason(&v5.frame().await),
+        disconnect_reason(&v5.frame_within(WAIT).await),
         ReasonCode::ServerShuttingDown
     );
-    v5.assert_closed().await;
-    v311.assert_closed().await;
+    v5.assert_eof_within(WAIT).await;
+    v311.assert_eof_within(WAIT).await;
 
     // The broker is back: new clients are served.
     let out = tls_pub(
@@ -540,18 +463,18 @@ async fn a_silent_client_is_cut_after_one_and_a_half_keep_alives_and_a_pinging_o
         for _ in 0..12 {
             tokio::time::sleep(Duration::from_millis(300)).await;
             pinger.send(&[0xc0, 0x00]).await;
-            assert_eq!(pinger.frame().await, [0xd0, 0x00], "PINGRESP");
+            assert_eq!(pinger.frame_within(WAIT).await, [0xd0, 0x00], "PINGRESP");
         }
         pinger
     });
 
     // [MQTT-3.1.2-22]: no packet within 1.5 × keep-alive → disconnected; MQTT 5 with 0x8D.
     assert_eq!(
-        disconnect_reason(&silent_v5.frame().await),
+        disconnect_reason(&silent_v5.frame_within(WAIT).await),
         ReasonCode::KeepAliveTimeout
     );
-    silent_v5.assert_closed().await;
-    silent_v311.assert_closed().await;
+    silent_v5.assert_eof_within(WAIT).await;
+    silent_v311.assert_eof_within(WAIT).await;
 
     // The pinging client stayed connected all along, and is still served.
     let mut pinger = pings.await.unwrap();
@@ -670,7 +593,7 @@ fn check_accepts_a_good_config_and_points_at_the_line_of_a_broken_one() {
 /// A client that publishes QoS 1 in a loop until the gateway ends the connection. Signals its
 /// first PUBACK on `ready`; returns the number of PUBACKs and the last frame that was not one.
 async fn chatter(
-    mut c: Client<TlsStream<TcpStream>>,
+    mut c: TlsWire,
     version: ProtocolVersion,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> (u32, Option<Vec<u8>>) {
@@ -679,9 +602,9 @@ async fn chatter(
     loop {
         // A failed write means the gateway is gone: what it sent before is still to be read.
         let tick = publish(version, "life/chatter", QoS::AtLeastOnce, id, b"tick");
-        let _ = c.io.write_all(&tick).await;
-        let _ = c.io.flush().await;
-        match c.next(WAIT).await {
+        let _ = c.stream.write_all(&tick).await;
+        let _ = c.stream.flush().await;
+        match c.read_within(WAIT).await {
             Next::Frame(f) if f[0] == 0x40 => {
                 acks += 1;
                 id = id.checked_add(1).unwrap_or(1);
@@ -690,7 +613,7 @@ async fn chatter(
                 }
             }
             Next::Frame(f) => {
-                c.assert_closed().await;
+                c.assert_eof_within(WAIT).await;
                 return (acks, Some(f));
             }
             Next::Closed => return (acks, None),

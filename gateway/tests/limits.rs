@@ -14,7 +14,8 @@ use mqtt_inspect::{
     Connect, Packet, Properties, Property, PropertyContext, ProtocolVersion, ReasonCode, decode,
     encode_properties,
 };
-use support::{Pki, Plain, Setup};
+use support::wire::PlainWire;
+use support::{Pki, Setup};
 use tokio::io::AsyncWriteExt;
 
 fn connect(
@@ -67,8 +68,10 @@ async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
         .metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}")
         .await;
     for i in 0..3 {
-        let mut c = Plain::connect(addr, "127.0.0.1").await.unwrap();
-        c.send(&connect(
+        let mut c = PlainWire::plain_from(addr, "127.0.0.1", ProtocolVersion::V311)
+            .await
+            .unwrap();
+        c.try_send(&connect(
             ProtocolVersion::V311,
             &format!("a{i}"),
             Some("alice"),
@@ -84,9 +87,11 @@ async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
         );
     }
     // Banned: even the right password is refused; the socket is closed before anything is read.
-    let mut c = Plain::connect(addr, "127.0.0.1").await.unwrap();
+    let mut c = PlainWire::plain_from(addr, "127.0.0.1", ProtocolVersion::V311)
+        .await
+        .unwrap();
     let _ = c
-        .send(&connect(
+        .try_send(&connect(
             ProtocolVersion::V311,
             "a9",
             Some("alice"),
@@ -110,9 +115,11 @@ async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
             .is_some()
     );
     // Another address is not banned.
-    let mut other = Plain::connect(addr, "127.0.0.2").await.unwrap();
+    let mut other = PlainWire::plain_from(addr, "127.0.0.2", ProtocolVersion::V311)
+        .await
+        .unwrap();
     other
-        .send(&connect(
+        .try_send(&connect(
             ProtocolVersion::V311,
             "b1",
             Some("alice"),
@@ -124,8 +131,10 @@ async fn repeated_auth_failures_ban_the_address_until_the_ban_expires() {
     assert_eq!(other.recv().await.unwrap(), [0x20, 2, 0, 0]);
     // After ban_duration the right password works again.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let mut c = Plain::connect(addr, "127.0.0.1").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.0.1", ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V5,
         "a10",
         Some("alice"),
@@ -155,10 +164,11 @@ async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
     let addr = gw.plain_addr();
     // 2 × threshold failures against one account, one per address.
     for i in 0..4 {
-        let mut c = Plain::connect(addr, &format!("127.0.1.{}", i + 1))
-            .await
-            .unwrap();
-        c.send(&connect(
+        let mut c =
+            PlainWire::plain_from(addr, &format!("127.0.1.{}", i + 1), ProtocolVersion::V311)
+                .await
+                .unwrap();
+        c.try_send(&connect(
             ProtocolVersion::V311,
             "x",
             Some("alice"),
@@ -170,8 +180,10 @@ async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
         assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4]);
     }
     // MQTT 5 from a fresh address: CONNACK 0x8A Banned for that account; 3.1.1: return code 5.
-    let mut c = Plain::connect(addr, "127.0.2.1").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.2.1", ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V5,
         "x",
         Some("alice"),
@@ -181,8 +193,10 @@ async fn an_account_attacked_from_many_addresses_is_banned_with_0x8a() {
     .await
     .unwrap();
     assert_eq!(c.recv().await.unwrap(), [0x20, 3, 0, 0x8a, 0]);
-    let mut c = Plain::connect(addr, "127.0.2.2").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.2.2", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V311,
         "x",
         Some("alice"),
@@ -219,10 +233,14 @@ async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
     let addr = gw.plain_addr();
     // 2 × 5 failures for "device-7", five from each of two addresses.
     for i in 0..10 {
-        let mut c = Plain::connect(addr, &format!("127.0.5.{}", 1 + i % 2))
-            .await
-            .unwrap();
-        c.send(&connect(
+        let mut c = PlainWire::plain_from(
+            addr,
+            &format!("127.0.5.{}", 1 + i % 2),
+            ProtocolVersion::V311,
+        )
+        .await
+        .unwrap();
+        c.try_send(&connect(
             ProtocolVersion::V311,
             "guess",
             Some("device-7"),
@@ -234,8 +252,10 @@ async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
         assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4], "guess {i}");
     }
     // The guesser is banned for that account, from a fresh address too: 0x8A.
-    let mut c = Plain::connect(addr, "127.0.5.3").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.5.3", ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V5,
         "guess",
         Some("device-7"),
@@ -249,11 +269,12 @@ async fn guessing_a_device_name_does_not_lock_out_its_certificate() {
     let cert = pki.client("device-7", None, support::Flaw::None);
     let tls = support::client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
     for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
-        let mut device = support::Raw::connect(gw.tls_addr(), std::sync::Arc::clone(&tls))
-            .await
-            .unwrap();
+        let mut device =
+            support::wire::TlsWire::try_tls(gw.tls_addr(), std::sync::Arc::clone(&tls), version)
+                .await
+                .unwrap();
         device
-            .send(&connect(version, "device-7", Some("device-7"), None, 30))
+            .try_send(&connect(version, "device-7", Some("device-7"), None, 30))
             .await
             .unwrap();
         let connack = device.recv().await.unwrap();
@@ -287,8 +308,10 @@ async fn refusals_of_one_address_have_an_audit_budget() {
         .metric("mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}")
         .await;
     for i in 0..3 {
-        let mut c = Plain::connect(addr, "127.0.7.1").await.unwrap();
-        c.send(&connect(
+        let mut c = PlainWire::plain_from(addr, "127.0.7.1", ProtocolVersion::V311)
+            .await
+            .unwrap();
+        c.try_send(&connect(
             ProtocolVersion::V311,
             &format!("g{i}"),
             Some("alice"),
@@ -300,7 +323,9 @@ async fn refusals_of_one_address_have_an_audit_budget() {
         assert_eq!(c.recv().await.unwrap(), [0x20, 2, 0, 4]);
     }
     for _ in 0..40 {
-        let mut c = Plain::connect(addr, "127.0.7.1").await.unwrap();
+        let mut c = PlainWire::plain_from(addr, "127.0.7.1", ProtocolVersion::V311)
+            .await
+            .unwrap();
         assert_eq!(c.recv().await, None, "banned: closed before CONNACK");
     }
     assert!(
@@ -311,8 +336,10 @@ async fn refusals_of_one_address_have_an_audit_budget() {
     );
     // Another address: its refusal is written, and, the queue being in order, after every line
     // of the flood.
-    let mut c = Plain::connect(addr, "127.0.7.2").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.7.2", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V311,
         "other",
         Some("alice"),
@@ -390,8 +417,10 @@ async fn idle_admin_connections_are_capped_apart_from_mqtt() {
         "a fifth admin connection is closed unanswered"
     );
     // MQTT is not affected.
-    let mut c = Plain::connect(gw.plain_addr(), "127.0.0.1").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(gw.plain_addr(), "127.0.0.1", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V311,
         "while-full",
         Some("alice"),
@@ -437,9 +466,11 @@ async fn connection_rate_per_address() {
         if refused > 0 {
             break;
         }
-        let mut c = Plain::connect(addr, "127.0.3.1").await.unwrap();
+        let mut c = PlainWire::plain_from(addr, "127.0.3.1", ProtocolVersion::V311)
+            .await
+            .unwrap();
         let _ = c
-            .send(&connect(
+            .try_send(&connect(
                 ProtocolVersion::V311,
                 &format!("r{i}"),
                 Some("alice"),
@@ -465,8 +496,10 @@ async fn connection_rate_per_address() {
             >= before + 1.0
     );
     // Another address is not limited.
-    let mut c = Plain::connect(addr, "127.0.3.2").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.3.2", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V311,
         "ok",
         Some("alice"),
@@ -505,8 +538,10 @@ async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
     let before = gw
         .metric("mqtt_gateway_rate_limited_total{limit=\"messages\"}")
         .await;
-    let mut calm = Plain::connect(addr, "127.0.4.1").await.unwrap();
-    calm.send(&connect(
+    let mut calm = PlainWire::plain_from(addr, "127.0.4.1", ProtocolVersion::V5)
+        .await
+        .unwrap();
+    calm.try_send(&connect(
         ProtocolVersion::V5,
         "calm",
         Some("alice"),
@@ -516,9 +551,11 @@ async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
     .await
     .unwrap();
     assert!(calm.recv().await.is_some());
-    let mut flood = Plain::connect(addr, "127.0.4.2").await.unwrap();
+    let mut flood = PlainWire::plain_from(addr, "127.0.4.2", ProtocolVersion::V5)
+        .await
+        .unwrap();
     flood
-        .send(&connect(
+        .try_send(&connect(
             ProtocolVersion::V5,
             "flood",
             Some("alice"),
@@ -533,7 +570,7 @@ async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
         .flat_map(|_| publish_qos0("rate/x", b"0123456789"))
         .collect();
     let writer = tokio::spawn(async move {
-        let _ = flood.s.write_all(&batch).await;
+        let _ = flood.stream.write_all(&batch).await;
         flood
     });
     let mut flood = tokio::time::timeout(Duration::from_secs(20), writer)
@@ -552,7 +589,7 @@ async fn a_client_far_over_its_message_rate_is_slowed_then_cut_with_0x96() {
     );
     // The calm client, under its rate, sees no difference.
     for _ in 0..3 {
-        calm.send(&[0xc0, 0]).await.unwrap();
+        calm.try_send(&[0xc0, 0]).await.unwrap();
         assert_eq!(calm.recv().await.unwrap(), [0xd0, 0]);
     }
 }
@@ -568,8 +605,10 @@ async fn per_packet_caps_and_keepalive_cap() {
     let addr = gw.plain_addr();
 
     // An absurd keep-alive (65535 s) is capped: MQTT 5 CONNACK carries Server Keep Alive 60.
-    let mut c = Plain::connect(addr, "127.0.5.1").await.unwrap();
-    c.send(&connect(
+    let mut c = PlainWire::plain_from(addr, "127.0.5.1", ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V5,
         "ka",
         Some("alice"),
@@ -590,8 +629,10 @@ async fn per_packet_caps_and_keepalive_cap() {
         "{connack:?}"
     );
     // A keep-alive within the cap is left alone.
-    let mut ok = Plain::connect(addr, "127.0.5.2").await.unwrap();
-    ok.send(&connect(
+    let mut ok = PlainWire::plain_from(addr, "127.0.5.2", ProtocolVersion::V5)
+        .await
+        .unwrap();
+    ok.try_send(&connect(
         ProtocolVersion::V5,
         "ka2",
         Some("alice"),
@@ -633,11 +674,11 @@ async fn per_packet_caps_and_keepalive_cap() {
         out
     };
     let raw64 = props(64);
-    ok.send(&publish_with(&raw64)).await.unwrap();
+    ok.try_send(&publish_with(&raw64)).await.unwrap();
     let ack = ok.recv().await.unwrap();
     assert_eq!(ack[0], 0x40, "64 user properties pass: {ack:?}");
     let raw65 = props(65);
-    ok.send(&publish_with(&raw65)).await.unwrap();
+    ok.try_send(&publish_with(&raw65)).await.unwrap();
     let frame = ok.recv().await.unwrap();
     assert_eq!(
         decode(&frame, ProtocolVersion::V5)
@@ -669,7 +710,7 @@ async fn per_packet_caps_and_keepalive_cap() {
         }
     }
     frame.extend_from_slice(&body);
-    c.send(&frame).await.unwrap();
+    c.try_send(&frame).await.unwrap();
     let reply = c.recv().await.unwrap();
     assert_eq!(
         decode(&reply, ProtocolVersion::V5)
@@ -698,10 +739,12 @@ async fn try_connect(
     from: &str,
     id: &str,
     (user, password): (&str, &[u8]),
-) -> (Option<u8>, Plain) {
-    let mut c = Plain::connect(addr, from).await.unwrap();
+) -> (Option<u8>, PlainWire) {
+    let mut c = PlainWire::plain_from(addr, from, ProtocolVersion::V311)
+        .await
+        .unwrap();
     let _ = c
-        .send(&connect(
+        .try_send(&connect(
             ProtocolVersion::V311,
             id,
             Some(user),
@@ -815,7 +858,7 @@ async fn connection_limits_and_ban_settings_follow_a_config_reload_without_dropp
         "the lowered per-address limit applies to new connections"
     );
     for c in &mut kept {
-        c.send(&[0xc0, 0x00]).await.unwrap();
+        c.try_send(&[0xc0, 0x00]).await.unwrap();
         assert_eq!(c.recv().await.unwrap(), [0xd0, 0x00], "still connected");
     }
     // An address that did nothing wrong is served.
@@ -847,8 +890,10 @@ async fn flood_tls(
 ) -> Flooded {
     let cert = pki.client(cn, None, support::Flaw::None);
     let tls = support::client_tls(pki, Some(&cert), &[&rustls::version::TLS13]);
-    let mut c = support::Raw::connect(gw.tls_addr(), tls).await.unwrap();
-    c.send(&connect(
+    let mut c = support::wire::TlsWire::try_tls(gw.tls_addr(), tls, ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V5,
         cn,
         Some("alice"),
@@ -905,11 +950,13 @@ async fn flood_tls(
 }
 
 /// A calm client over TLS, connected, for the good cases.
-async fn calm_tls(gw: &support::TestGateway, pki: &Pki, cn: &str) -> support::Raw {
+async fn calm_tls(gw: &support::TestGateway, pki: &Pki, cn: &str) -> support::wire::TlsWire {
     let cert = pki.client(cn, None, support::Flaw::None);
     let tls = support::client_tls(pki, Some(&cert), &[&rustls::version::TLS13]);
-    let mut c = support::Raw::connect(gw.tls_addr(), tls).await.unwrap();
-    c.send(&connect(
+    let mut c = support::wire::TlsWire::try_tls(gw.tls_addr(), tls, ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect(
         ProtocolVersion::V5,
         cn,
         Some("alice"),
@@ -976,7 +1023,7 @@ async fn a_flood_over_tls_is_cut_like_over_plain_tcp() {
     }
     // The calm client, under its rates, is still served.
     for _ in 0..3 {
-        calm.send(&[0xc0, 0]).await.unwrap();
+        calm.try_send(&[0xc0, 0]).await.unwrap();
         assert_eq!(calm.recv().await.unwrap(), [0xd0, 0]);
     }
 }
@@ -1016,7 +1063,7 @@ async fn every_packet_counts_against_the_message_rate() {
     );
     // A normal keep-alive cadence: a few PINGREQs, each answered.
     for _ in 0..3 {
-        calm.send(&[0xc0, 0]).await.unwrap();
+        calm.try_send(&[0xc0, 0]).await.unwrap();
         assert_eq!(calm.recv().await.unwrap(), [0xd0, 0]);
     }
 }
@@ -1035,7 +1082,7 @@ async fn acknowledging_deliveries_faster_than_the_rate_is_not_charged() {
         .await;
     let mut sub = calm_tls(&gw, &pki, "fast-sub").await;
     // SUBSCRIBE acks/q1 at QoS 1 (MQTT 5: no properties).
-    sub.send(&[
+    sub.try_send(&[
         0x82, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x07, b'a', b'c', b'k', b's', b'/', b'q', b'1', 0x01,
     ])
     .await
@@ -1043,7 +1090,7 @@ async fn acknowledging_deliveries_faster_than_the_rate_is_not_charged() {
     let suback = sub.recv().await.expect("SUBACK");
     assert_eq!(suback[0], 0x90, "{suback:?}");
     // 600 QoS 1 messages into the broker: 12 s of this client's packet rate in acknowledgements.
-    support::wire::broker_pub(
+    support::broker_pub(
         &gw,
         &["-q", "1", "-t", "acks/q1", "-m", "m", "--repeat", "600"],
     )
@@ -1057,13 +1104,13 @@ async fn acknowledging_deliveries_faster_than_the_rate_is_not_charged() {
         match decode(&frame, ProtocolVersion::V5) {
             Ok(Packet::Publish(p)) => {
                 let id = p.packet_id.expect("QoS 1").get().to_be_bytes();
-                sub.send(&[0x40, 0x02, id[0], id[1]]).await.unwrap();
+                sub.try_send(&[0x40, 0x02, id[0], id[1]]).await.unwrap();
                 got += 1;
             }
             other => panic!("after {got} messages: {other:?}"),
         }
     }
-    sub.send(&[0xc0, 0]).await.unwrap();
+    sub.try_send(&[0xc0, 0]).await.unwrap();
     assert_eq!(sub.recv().await.unwrap(), [0xd0, 0]);
 }
 
@@ -1092,9 +1139,8 @@ fn unsubscribe(version: ProtocolVersion, id: u16, filters: &[&str]) -> Vec<u8> {
 /// 3.1.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_client_are_capped_and_refused_in_position() {
-    use support::wire::{
-        Got, TlsWire, VERSIONS, audit_of, broker_pub, enforcement_setup, per_version, subscribe,
-    };
+    use support::wire::{Got, TlsWire, VERSIONS, per_version, subscribe};
+    use support::{audit_of, broker_pub, enforcement_setup};
     let pki = Pki::new();
     let mut setup = enforcement_setup(&pki);
     setup.limits.push_str("max_subscriptions_per_client = 3\n");
@@ -1189,9 +1235,11 @@ async fn a_client_the_gateway_ends_can_reconnect_at_once_under_a_per_address_lim
         let (code, _refused) =
             try_connect(addr, "127.0.9.1", &format!("bad-{i}"), ("alice", b"wrong")).await;
         assert_eq!(code, Some(4), "round {i}: bad password");
-        let mut c = Plain::connect(addr, "127.0.9.1").await.unwrap();
+        let mut c = PlainWire::plain_from(addr, "127.0.9.1", ProtocolVersion::V5)
+            .await
+            .unwrap();
         let _ = c
-            .send(&connect(
+            .try_send(&connect(
                 ProtocolVersion::V5,
                 &format!("good-{i}"),
                 Some("alice"),
@@ -1208,7 +1256,7 @@ async fn a_client_the_gateway_ends_can_reconnect_at_once_under_a_per_address_lim
         );
         // Ended by the gateway (an AUTH after CONNECT, DISCONNECT 0x82); the next round's
         // connection follows at once.
-        c.send(&[0xf0, 0x00]).await.unwrap();
+        c.try_send(&[0xf0, 0x00]).await.unwrap();
         let goodbye = c.recv().await;
         assert_eq!(
             goodbye.as_deref().map(|f| f.get(2).copied()),

@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mqtt_inspect::{AckKind, ProtocolVersion};
 use rustls::pki_types::ServerName;
-use support::wire::{Got, PlainWire, TlsWire, connect, got_ack, publish, rule_line, subscribe};
+use support::rule_line;
+use support::wire::{Got, PlainWire, TlsWire, connect, got_ack, publish, subscribe};
 use support::{Flaw, Pki, client_tls};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

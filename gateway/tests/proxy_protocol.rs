@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 
 use ppp::v2;
 use rustls::pki_types::ServerName;
-use support::{Flaw, Pki, Plain, Setup, TestGateway, client_tls, connect_frame};
+use support::wire::PlainWire;
+use support::{Flaw, Pki, Setup, TestGateway, client_tls, connect_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -71,7 +72,9 @@ fn v1_header(client: &str) -> Vec<u8> {
 /// (alice, `password`) in one write, and returns the CONNACK return code, or `None` when the
 /// connection was closed without one.
 async fn exchange(addr: SocketAddr, from: &str, first: &[u8], password: &[u8]) -> Option<u8> {
-    let mut c = Plain::connect(addr, from).await.unwrap();
+    let mut c = PlainWire::plain_from(addr, from, ProtocolVersion::V311)
+        .await
+        .unwrap();
     let mut bytes = first.to_vec();
     bytes.extend_from_slice(&connect_frame(
         ProtocolVersion::V311,
@@ -79,7 +82,7 @@ async fn exchange(addr: SocketAddr, from: &str, first: &[u8], password: &[u8]) -
         Some("alice"),
         Some(password),
     ));
-    let _ = c.send(&bytes).await;
+    let _ = c.try_send(&bytes).await;
     c.recv().await.map(|f| {
         assert_eq!(f[0], 0x20, "{f:?}");
         f[3]

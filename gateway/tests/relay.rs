@@ -8,7 +8,8 @@ mod support;
 
 use e2e::{LiveSubscriber, MqttVersion};
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
-use support::{Flaw, Pki, Raw, Setup, alive_tasks, client_tls, connect_frame, tls_args, tls_pub};
+use support::wire::TlsWire;
+use support::{Flaw, Pki, Setup, alive_tasks, client_tls, connect_frame, tls_args, tls_pub};
 
 fn sub_args<'a>(tls: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = tls.iter().map(String::as_str).collect();
@@ -169,15 +170,17 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
 
     // The good case first: CONNECT, CONNACK, PUBLISH QoS 1, PUBACK.
-    let mut good = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
-    good.send(&connect_frame(ProtocolVersion::V5, "raw-1", None, None))
+    let mut good = TlsWire::try_tls(gw.tls_addr(), tls.clone(), ProtocolVersion::V5)
+        .await
+        .unwrap();
+    good.try_send(&connect_frame(ProtocolVersion::V5, "raw-1", None, None))
         .await
         .unwrap();
     let connack = good.recv().await.expect("CONNACK");
     assert!(
         matches!(decode(&connack, ProtocolVersion::V5), Ok(Packet::Connack(c)) if c.code.is_success())
     );
-    good.send(&[0x32, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x01, 0x00])
+    good.try_send(&[0x32, 0x08, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x01, 0x00])
         .await
         .unwrap();
     let puback = good.recv().await.expect("PUBACK");
@@ -199,12 +202,14 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
 
     // A control character in a topic name: Mosquitto would accept it, the gateway refuses it as
     // malformed (MQTT 5.0 §1.5.4), answers DISCONNECT 0x81 first and closes; the broker never sees it.
-    let mut bad = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
-    bad.send(&connect_frame(ProtocolVersion::V5, "raw-2", None, None))
+    let mut bad = TlsWire::try_tls(gw.tls_addr(), tls.clone(), ProtocolVersion::V5)
+        .await
+        .unwrap();
+    bad.try_send(&connect_frame(ProtocolVersion::V5, "raw-2", None, None))
         .await
         .unwrap();
     assert!(bad.recv().await.is_some());
-    bad.send(&[
+    bad.try_send(&[
         0x30, 0x09, 0x00, 0x03, b'l', b'/', 0x01, 0x00, b'b', b'a', b'd',
     ])
     .await
@@ -217,12 +222,14 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     assert!(bad.recv().await.is_none(), "connection closed");
 
     // [MQTT-3.3.2-2]: a wildcard in a topic name is refused with 0x90 Topic Name invalid.
-    let mut bad = Raw::connect(gw.tls_addr(), tls).await.unwrap();
-    bad.send(&connect_frame(ProtocolVersion::V5, "raw-3", None, None))
+    let mut bad = TlsWire::try_tls(gw.tls_addr(), tls, ProtocolVersion::V5)
+        .await
+        .unwrap();
+    bad.try_send(&connect_frame(ProtocolVersion::V5, "raw-3", None, None))
         .await
         .unwrap();
     assert!(bad.recv().await.is_some());
-    bad.send(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00])
+    bad.try_send(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00])
         .await
         .unwrap();
     let disconnect = bad.recv().await.expect("DISCONNECT before close");
@@ -233,7 +240,7 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     assert!(bad.recv().await.is_none(), "connection closed");
 
     // The good client publishes a marker: it is the only thing the broker received.
-    good.send(&[
+    good.try_send(&[
         0x30, 0x0d, 0x00, 0x04, b'l', b'/', b'o', b'k', 0x00, b'm', b'a', b'r', b'k', b'e', b'r',
     ])
     .await
@@ -250,7 +257,7 @@ async fn malformed_packet_closes_the_connection_and_never_reaches_the_broker() {
     );
 
     // The good client is still served.
-    good.send(&[0xc0, 0x00]).await.unwrap();
+    good.try_send(&[0xc0, 0x00]).await.unwrap();
     assert_eq!(good.recv().await.expect("PINGRESP"), [0xd0, 0x00]);
 }
 
@@ -267,8 +274,10 @@ async fn broker_down_gives_connack_server_unavailable() {
         (ProtocolVersion::V311, vec![0x20, 2, 0, 3]),
         (ProtocolVersion::V5, vec![0x20, 3, 0, 0x88, 0]),
     ] {
-        let mut c = Raw::connect(gw.tls_addr(), tls.clone()).await.unwrap();
-        c.send(&connect_frame(version, "dev-1", None, None))
+        let mut c = TlsWire::try_tls(gw.tls_addr(), tls.clone(), version)
+            .await
+            .unwrap();
+        c.try_send(&connect_frame(version, "dev-1", None, None))
             .await
             .unwrap();
         assert_eq!(c.recv().await.expect("CONNACK"), want, "{version:?}");
@@ -281,8 +290,10 @@ async fn broker_down_gives_connack_server_unavailable() {
     );
     // Broker back: served again.
     gw.broker.restart().unwrap();
-    let mut c = Raw::connect(gw.tls_addr(), tls).await.unwrap();
-    c.send(&connect_frame(ProtocolVersion::V311, "dev-1", None, None))
+    let mut c = TlsWire::try_tls(gw.tls_addr(), tls, ProtocolVersion::V311)
+        .await
+        .unwrap();
+    c.try_send(&connect_frame(ProtocolVersion::V311, "dev-1", None, None))
         .await
         .unwrap();
     assert_eq!(c.recv().await.expect("CONNACK"), [0x20, 2, 0, 0]);
@@ -292,7 +303,8 @@ async fn broker_down_gives_connack_server_unavailable() {
 /// Size) and [MQTT-3.1.2-25] (it discards such a packet and behaves as if it had sent it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt5_client_is_not_cut_off_by_a_broker_message_larger_than_max_packet_size() {
-    use support::wire::{Got, TlsWire, broker_pub, connect, subscribe};
+    use support::broker_pub;
+    use support::wire::{Got, TlsWire, connect, subscribe};
     // The gateway announces its max_packet_size to the broker in the upstream CONNECT, so the
     // broker skips the oversized message for this client [MQTT-3.1.2-25] rather than sending it
     // (which would end the session at the gateway's frame limit, 0x95).

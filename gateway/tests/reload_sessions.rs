@@ -40,7 +40,7 @@ async fn a_connection_open_across_a_revocation_is_refused_at_its_connect() {
     disconnected_with(&mut live, ReasonCode::AdministrativeAction).await;
 
     waiting
-        .send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
+        .try_send(&connect_frame(ProtocolVersion::V5, "victim", None, None))
         .await
         .unwrap();
     assert_eq!(
@@ -110,21 +110,22 @@ fn connect_with_delayed_will(client_id: &str, topic: &str, delay: Option<u32>) -
 
 /// A 3.1.1 subscriber straight at the broker (not through the gateway) on `#`: it sees every
 /// message the broker publishes, Wills included.
-async fn broker_watcher(gw: &TestGateway) -> support::Plain {
-    let mut w = support::Plain::connect(gw.broker.addr(), "127.0.0.1")
-        .await
-        .unwrap();
-    w.send(&connect_frame(ProtocolVersion::V311, "watcher", None, None))
+async fn broker_watcher(gw: &TestGateway) -> support::wire::PlainWire {
+    let mut w =
+        support::wire::PlainWire::plain_from(gw.broker.addr(), "127.0.0.1", ProtocolVersion::V311)
+            .await
+            .unwrap();
+    w.try_send(&connect_frame(ProtocolVersion::V311, "watcher", None, None))
         .await
         .unwrap();
     assert_eq!(w.recv().await.unwrap(), [0x20, 2, 0, 0]);
-    w.send(&[0x82, 6, 0, 1, 0, 1, b'#', 0]).await.unwrap();
+    w.try_send(&[0x82, 6, 0, 1, 0, 1, b'#', 0]).await.unwrap();
     assert_eq!(w.recv().await.unwrap(), [0x90, 3, 0, 1, 0]);
     w
 }
 
 /// The topic of the next PUBLISH the watcher receives.
-async fn next_topic(w: &mut support::Plain) -> String {
+async fn next_topic(w: &mut support::wire::PlainWire) -> String {
     let frame = w.recv().await.expect("a PUBLISH at the broker");
     let Ok(Packet::Publish(p)) = decode(&frame, ProtocolVersion::V311) else {
         panic!("not a PUBLISH: {frame:?}")
@@ -212,10 +213,14 @@ async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
     );
     let gw = setup.start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
-    let mut anon = support::Plain::connect(gw.running.addr("plain").unwrap(), "127.0.0.1")
-        .await
-        .unwrap();
-    anon.send(&connect_frame(ProtocolVersion::V5, "anon", None, None))
+    let mut anon = support::wire::PlainWire::plain_from(
+        gw.running.addr("plain").unwrap(),
+        "127.0.0.1",
+        ProtocolVersion::V5,
+    )
+    .await
+    .unwrap();
+    anon.try_send(&connect_frame(ProtocolVersion::V5, "anon", None, None))
         .await
         .unwrap();
     assert_accepted(&anon.recv().await.expect("CONNACK"));
@@ -301,7 +306,7 @@ async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
     }
 
     alone
-        .send(&connect_frame(ProtocolVersion::V5, "dev-p", None, None))
+        .try_send(&connect_frame(ProtocolVersion::V5, "dev-p", None, None))
         .await
         .unwrap();
     assert_eq!(alone.recv().await.expect("CONNACK"), [0x20, 3, 0, 0x86, 0]);
@@ -313,7 +318,7 @@ async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
 
 /// Points the running gateway at `tap` (in front of its broker) with the configuration and policy
 /// files as they are now: a new snapshot, as a reload makes.
-fn through_tap(gw: &TestGateway, tap: &support::wire::ConnectTap) {
+fn through_tap(gw: &TestGateway, tap: &support::ConnectTap) {
     let snap = gw.running.gateway.current();
     let mut config = (*snap.config).clone();
     config.upstream.address = Some(tap.addr.to_string());
@@ -347,7 +352,7 @@ topics = ["open/#", "will/#"]
     let mut setup = Setup::new(&pki);
     setup.policy = policy_v1.to_owned();
     let gw = setup.start().await;
-    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    let tap = support::ConnectTap::start(gw.broker.addr()).await;
     through_tap(&gw, &tap);
     let mut watcher = broker_watcher(&gw).await;
 
@@ -384,7 +389,7 @@ topics = ["open/#", "will/#"]
     through_tap(&gw, &tap);
     disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
     drop(c);
-    support::wire::broker_pub(&gw, &["-t", "open/marker", "-m", "m"]).await;
+    support::broker_pub(&gw, &["-t", "open/marker", "-m", "m"]).await;
     assert_eq!(next_topic(&mut watcher).await, "open/marker");
     assert!(!gw.broker.log().contains("will/r"), "{}", gw.broker.log());
 }
@@ -400,7 +405,7 @@ async fn max_will_delay_caps_what_the_broker_is_told() {
     let mut setup = Setup::new(&pki);
     setup.limits = "max_will_delay = \"30s\"".to_owned();
     let gw = setup.start().await;
-    let tap = support::wire::ConnectTap::start(gw.broker.addr()).await;
+    let tap = support::ConnectTap::start(gw.broker.addr()).await;
     through_tap(&gw, &tap);
     for (id, asked, told) in [("dev-cap-long", 3600, 30), ("dev-cap-short", 10, 10)] {
         let cert = pki.client(id, None, Flaw::None);

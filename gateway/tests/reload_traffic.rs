@@ -19,10 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use mqtt_inspect::{AckKind, ProtocolVersion};
-use support::wire::{
-    Got, TlsWire, ack, broker_pub, connect, enforcement_setup, publish, subscribe,
-};
+use support::wire::{Got, TlsWire, ack, connect, publish, subscribe};
 use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{broker_pub, enforcement_setup};
 
 const PUBLISHERS: usize = 8;
 /// Rounds every publisher completes in each phase before the test moves on.

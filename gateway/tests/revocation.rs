@@ -10,7 +10,8 @@ use std::path::Path;
 
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 use support::reload::{connected, disconnected_with, replace, still_served};
-use support::{Flaw, Pki, Raw, Setup, TestGateway, client_tls, connect_frame};
+use support::wire::TlsWire;
+use support::{Flaw, Pki, Setup, TestGateway, client_tls, connect_frame};
 
 /// After a revocation of the victim's certificate: its live session gets DISCONNECT 0x98
 /// (Administrative action) and an audit line (`crl`); everyone else stays connected; a new
@@ -18,8 +19,8 @@ use support::{Flaw, Pki, Raw, Setup, TestGateway, client_tls, connect_frame};
 async fn only_the_revoked_one_is_cut_off(
     gw: &TestGateway,
     pki: &Pki,
-    (victim, victim_cert): (&mut Raw, &support::Issued),
-    (other, other_cert): (&mut Raw, &support::Issued),
+    (victim, victim_cert): (&mut TlsWire, &support::Issued),
+    (other, other_cert): (&mut TlsWire, &support::Issued),
 ) {
     disconnected_with(victim, ReasonCode::AdministrativeAction).await;
     still_served(other).await;
@@ -35,14 +36,15 @@ async fn only_the_revoked_one_is_cut_off(
 /// A new connection with `cert` gets no CONNACK: refused at the TLS handshake (TLS 1.3 shows
 /// the refusal on the first read).
 async fn refused_at_handshake(gw: &TestGateway, pki: &Pki, cert: &support::Issued) {
-    let attempt = Raw::connect(
+    let attempt = TlsWire::try_tls(
         gw.tls_addr(),
         client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
+        ProtocolVersion::V5,
     )
     .await;
     if let Ok(mut c) = attempt {
         let _ = c
-            .send(&connect_frame(ProtocolVersion::V5, "again", None, None))
+            .try_send(&connect_frame(ProtocolVersion::V5, "again", None, None))
             .await;
         assert!(
             c.recv().await.is_none(),
@@ -116,7 +118,7 @@ topics = ["open/#"]
             0x32, 0x0c, 0x00, 0x07, b'g', b'r', b'a', b'n', b't', b'/', b'x', 0x00, id, 0x00,
         ]
     };
-    c.send(&publish(1)).await.unwrap();
+    c.try_send(&publish(1)).await.unwrap();
     assert_eq!(c.recv().await.unwrap(), [0x40, 3, 0, 1, 0x87]);
 
     // Grant it: the same connection's next PUBLISH is accepted (PUBACK from the broker).
@@ -128,7 +130,7 @@ topics = ["open/#"]
     );
     let mut granted = false;
     for id in 2..60u8 {
-        c.send(&publish(id)).await.unwrap();
+        c.try_send(&publish(id)).await.unwrap();
         let ack = c.recv().await.unwrap();
         assert_eq!(
             &ack[..4],
@@ -167,13 +169,13 @@ topics = ["open/#"]
             .await
             >= before + 1.0
     );
-    c.send(&publish(100)).await.unwrap();
+    c.try_send(&publish(100)).await.unwrap();
     let ack = c.recv().await.unwrap();
     assert!(
         ack.len() == 4 || ack[4] != 0x87,
         "the last good policy (granting grant/#) must still decide: {ack:?}"
     );
-    c.send(&[
+    c.try_send(&[
         0x32, 0x0a, 0x00, 0x05, b'o', b't', b'h', b'e', b'r', 0x00, 101, 0x00,
     ])
     .await
@@ -210,8 +212,10 @@ async fn a_password_removed_on_reload_ends_the_live_session_that_used_it() {
         let tls = tls.clone();
         let addr = gw.tls_addr();
         async move {
-            let mut c = Raw::connect(addr, tls).await.unwrap();
-            c.send(&connect_frame(
+            let mut c = TlsWire::try_tls(addr, tls, ProtocolVersion::V5)
+                .await
+                .unwrap();
+            c.try_send(&connect_frame(
                 ProtocolVersion::V5,
                 user,
                 Some(user),
@@ -299,9 +303,9 @@ async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays()
 
     // The last good CRL still refuses the revoked certificate (fail closed, not open) ...
     let tls = |c: &support::Issued| client_tls(&pki, Some(c), &[&rustls::version::TLS13]);
-    if let Ok(mut c) = Raw::connect(gw.tls_addr(), tls(&revoked)).await {
+    if let Ok(mut c) = TlsWire::try_tls(gw.tls_addr(), tls(&revoked), ProtocolVersion::V5).await {
         let _ = c
-            .send(&connect_frame(
+            .try_send(&connect_frame(
                 ProtocolVersion::V5,
                 "alice",
                 Some("alice"),
@@ -314,8 +318,10 @@ async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays()
         );
     }
     // ... and the last good password file still lets alice in with her password.
-    let mut c = Raw::connect(gw.tls_addr(), tls(&good)).await.unwrap();
-    c.send(&connect_frame(
+    let mut c = TlsWire::try_tls(gw.tls_addr(), tls(&good), ProtocolVersion::V5)
+        .await
+        .unwrap();
+    c.try_send(&connect_frame(
         ProtocolVersion::V5,
         "alice",
         Some("alice"),
@@ -338,7 +344,7 @@ async fn a_rotated_server_certificate_is_served_to_new_clients_while_old_connect
     let gw = Setup::new(&pki).start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
     let cert = pki.client("dev-1", None, Flaw::None);
-    let served = |c: &Raw| c.stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let served = |c: &TlsWire| c.stream.get_ref().1.peer_certificates().unwrap()[0].clone();
     let mut old = connected(&gw, &pki, &cert, "old").await;
     assert_eq!(served(&old), pki.server.chain[0]);
 
@@ -487,7 +493,7 @@ async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
     // The victim is a live subscriber.
     let mut victim = connected(&gw, &pki, &victim_cert, "victim").await;
     victim
-        .send(&[
+        .try_send(&[
             0x82, 0x0b, 0x00, 0x01, 0x00, 0x00, 0x05, b'o', b'b', b's', b'/', b'#', 0x01,
         ])
         .await
@@ -516,7 +522,7 @@ async fn a_broken_server_certificate_is_rejected_and_the_last_good_one_is_still_
     let gw = Setup::new(&pki).start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
     let cert = pki.client("dev-1", None, Flaw::None);
-    let served = |c: &Raw| c.stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let served = |c: &TlsWire| c.stream.get_ref().1.peer_certificates().unwrap()[0].clone();
     let mut old = connected(&gw, &pki, &cert, "old").await;
     let rejected = "mqtt_gateway_reloads_total{source=\"certs\",result=\"rejected\"}";
     let before = gw.metric(rejected).await;

@@ -21,7 +21,8 @@ use e2e::MqttVersion;
 use mqtt_inspect::{Packet, ProtocolVersion, decode};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, ClientConfig, HandshakeKind};
-use support::{Flaw, Issued, Pki, Raw, Setup, TestGateway, client_tls, connect_frame, tls_pub};
+use support::wire::TlsWire;
+use support::{Flaw, Issued, Pki, Setup, TestGateway, client_tls, connect_frame, tls_pub};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -77,11 +78,11 @@ async fn refused(addr: SocketAddr, config: Arc<ClientConfig>) -> (SocketAddr, ru
 }
 
 /// A full MQTT 5 CONNECT/CONNACK through the gateway with `config`; returns the connection.
-async fn admitted(gw: &TestGateway, config: Arc<ClientConfig>, client_id: &str) -> Raw {
-    let mut c = Raw::connect(gw.tls_addr(), config)
+async fn admitted(gw: &TestGateway, config: Arc<ClientConfig>, client_id: &str) -> TlsWire {
+    let mut c = TlsWire::try_tls(gw.tls_addr(), config, ProtocolVersion::V5)
         .await
         .expect("TLS handshake of the good client");
-    c.send(&connect_frame(ProtocolVersion::V5, client_id, None, None))
+    c.try_send(&connect_frame(ProtocolVersion::V5, client_id, None, None))
         .await
         .unwrap();
     let connack = c.recv().await.expect("CONNACK for the good client");
@@ -90,7 +91,7 @@ async fn admitted(gw: &TestGateway, config: Arc<ClientConfig>, client_id: &str) 
         "good client {client_id}: {connack:02x?}"
     );
     // The connection is live end to end: PINGREQ answered (by the broker, through the gateway).
-    c.send(&[0xc0, 0x00]).await.unwrap();
+    c.try_send(&[0xc0, 0x00]).await.unwrap();
     assert_eq!(c.recv().await.expect("PINGRESP"), [0xd0, 0x00]);
     c
 }
@@ -395,7 +396,7 @@ async fn session(gw: &TestGateway, config: &Arc<ClientConfig>, client_id: &str) 
         .1
         .handshake_kind()
         .expect("handshake done");
-    c.send(&[0xe0, 0x00]).await.unwrap();
+    c.try_send(&[0xe0, 0x00]).await.unwrap();
     let after = c.recv().await;
     assert!(after.is_none(), "closed after DISCONNECT, got {after:02x?}");
     kind

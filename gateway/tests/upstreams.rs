@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use e2e::Mosquitto;
 use mqtt_gateway::session::upstream::rendezvous_order;
 use mqtt_inspect::{AckKind, ProtocolVersion};
-use support::wire::{
-    Got, PlainWire, TlsWire, assert_broker_ack, connect, enforcement_setup, publish, subscribe,
-};
+use support::enforcement_setup;
+use support::wire::{Got, PlainWire, TlsWire, assert_broker_ack, connect, publish, subscribe};
 use support::{Flaw, Pki, TestGateway, client_tls};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 
-use super::{Issued, Pki, Raw, TestGateway, client_tls, connect_frame};
+use super::wire::TlsWire;
+use super::{Issued, Pki, TestGateway, client_tls, connect_frame};
 
 /// Replaces `path` atomically, as editors, `openssl ca -gencrl > tmp && mv` and kubelet do.
 pub fn replace(path: &Path, content: &str) {
@@ -15,10 +16,11 @@ pub fn replace(path: &Path, content: &str) {
 }
 
 /// A TLS 1.3 connection with `cert`, handshake done, nothing sent yet.
-pub async fn tls13(gw: &TestGateway, pki: &Pki, cert: &Issued) -> Raw {
-    Raw::connect(
+pub async fn tls13(gw: &TestGateway, pki: &Pki, cert: &Issued) -> TlsWire {
+    TlsWire::try_tls(
         gw.tls_addr(),
         client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
+        ProtocolVersion::V5,
     )
     .await
     .unwrap()
@@ -33,21 +35,21 @@ pub fn assert_accepted(connack: &[u8]) {
 }
 
 /// `connect` sent on `c`, and accepted.
-pub async fn accepted(c: &mut Raw, connect: &[u8]) {
-    c.send(connect).await.unwrap();
+pub async fn accepted(c: &mut TlsWire, connect: &[u8]) {
+    c.send(connect).await;
     assert_accepted(&c.recv().await.expect("CONNACK"));
 }
 
 /// A TLS 1.3 session with `cert`, CONNECTed (MQTT 5) as `id` and accepted.
-pub async fn connected(gw: &TestGateway, pki: &Pki, cert: &Issued, id: &str) -> Raw {
+pub async fn connected(gw: &TestGateway, pki: &Pki, cert: &Issued, id: &str) -> TlsWire {
     let mut c = tls13(gw, pki, cert).await;
     accepted(&mut c, &connect_frame(ProtocolVersion::V5, id, None, None)).await;
     c
 }
 
 /// The session still answers a PINGREQ.
-pub async fn still_served(c: &mut Raw) {
-    c.send(&[0xc0, 0x00]).await.unwrap();
+pub async fn still_served(c: &mut TlsWire) {
+    c.send(&[0xc0, 0x00]).await;
     assert_eq!(
         c.recv().await.expect("PINGRESP: still connected"),
         [0xd0, 0x00]
@@ -55,7 +57,7 @@ pub async fn still_served(c: &mut Raw) {
 }
 
 /// The next packet is a DISCONNECT with `reason`, then the connection closes.
-pub async fn disconnected_with(c: &mut Raw, reason: ReasonCode) {
+pub async fn disconnected_with(c: &mut TlsWire, reason: ReasonCode) {
     let frame = c.recv().await.expect("a DISCONNECT from the gateway");
     let Ok(Packet::Disconnect(d)) = decode(&frame, ProtocolVersion::V5) else {
         panic!("not a DISCONNECT: {frame:?}")

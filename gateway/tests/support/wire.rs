@@ -1,48 +1,42 @@
-//! Byte-level MQTT for the enforcement tests (`auth_connect`, `acl_*`, `aliases`): a raw client
-//! over plain TCP or real TLS, frame builders on the `mqtt_inspect` encoders, decoded answers as
-//! owned values, a broker spy and direct publisher, a tap that records the CONNECT the broker
-//! receives, and readers of `/metrics` samples and audit lines.
+//! Byte-level MQTT: a raw client over plain TCP or real TLS that sees every byte, frame builders
+//! on the `mqtt_inspect` encoders, and decoded answers as owned values.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{LiveSubscriber, MqttVersion};
 use mqtt_inspect::{
-    Ack, AckKind, Connect, Packet, PacketId, Peek, Properties, Property, PropertyContext,
-    ProtocolVersion, Publish, QoS, ReasonCode, Will, decode, decode_connect, encode_properties,
-    peek_frame,
+    Ack, AckKind, Connect, Packet, PacketId, Properties, Property, PropertyContext,
+    ProtocolVersion, Publish, QoS, ReasonCode, Will, decode, encode_properties,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-
-use super::{Pki, Setup, TestGateway};
-
-/// `[limits]` for the enforcement tests: many connections, packets and refusals from 127.0.0.1
-/// in a short time are what these tests do, not an attack (bans and rates have tests of their
-/// own).
-pub const GENEROUS_LIMITS: &str = "auth_failures_before_ban = 10000\n\
-    connections_per_ip_per_second = 10000\n\
-    messages_per_client_per_second = 100000\n";
-
-/// A [`Setup`] with [`GENEROUS_LIMITS`].
-pub fn enforcement_setup(pki: &Pki) -> Setup<'_> {
-    let mut setup = Setup::new(pki);
-    setup.limits = GENEROUS_LIMITS.to_owned();
-    setup
-}
 
 /// How long a test waits for an answer that must come.
 pub const ANSWER: Duration = Duration::from_secs(5);
 
 // === Raw client ===
 
-/// A raw MQTT connection (plain TCP or TLS) that speaks one protocol version.
+/// What the next read brought: a frame, the peer's close, or nothing within the wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// One complete MQTT frame.
+    Frame(Vec<u8>),
+    /// The peer closed the connection (EOF, reset, or TLS EOF without close_notify).
+    Closed,
+    /// Nothing within the wait.
+    Silent,
+}
+
+/// A raw MQTT connection (plain TCP or TLS) that speaks one protocol version: the one raw
+/// client of the tests.
 pub struct Wire<S> {
-    stream: S,
+    /// The connection (for TLS: `stream.get_ref().1` is the rustls session, to read what the
+    /// handshake negotiated).
+    pub stream: S,
     buf: Vec<u8>,
     /// The client's own address: the `peer` of the gateway's audit lines.
     pub local: SocketAddr,
@@ -67,6 +61,25 @@ impl Wire<TcpStream> {
             version,
         }
     }
+
+    /// Connects over plain TCP from the loopback source address `from` (e.g. `127.0.6.1`), so
+    /// that per-address limits and bans see a client of its own.
+    pub async fn plain_from(
+        to: SocketAddr,
+        from: &str,
+        version: ProtocolVersion,
+    ) -> std::io::Result<Self> {
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+        let stream = sock.connect(to).await?;
+        let local = stream.local_addr()?;
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+            local,
+            version,
+        })
+    }
 }
 
 impl Wire<TlsStream<TcpStream>> {
@@ -76,45 +89,92 @@ impl Wire<TlsStream<TcpStream>> {
         config: Arc<rustls::ClientConfig>,
         version: ProtocolVersion,
     ) -> Self {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let local = tcp.local_addr().unwrap();
+        Self::try_tls(addr, config, version).await.unwrap()
+    }
+
+    /// [`Wire::tls`], returning the error of a TCP connect or TLS handshake that fails.
+    pub async fn try_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        version: ProtocolVersion,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        let local = tcp.local_addr()?;
         let stream = TlsConnector::from(config)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        Self {
+            .await?;
+        Ok(Self {
             stream,
             buf: Vec::new(),
             local,
             version,
-        }
+        })
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
-    /// Writes bytes.
+    /// Writes bytes; panics when the write fails.
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-        self.stream.flush().await.unwrap();
+        self.try_send(bytes).await.unwrap();
     }
 
-    /// One frame, or `None` at EOF, on an error, or after `limit` without one.
-    pub async fn recv_within(&mut self, limit: Duration) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + limit;
+    /// Writes bytes, returning the error of a write that fails (a peer that has closed).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// The next frame, the peer's close, or silence after `wait`.
+    pub async fn read_within(&mut self, wait: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Ok(Some((frame, _))) =
                 mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
             {
                 let f = frame.to_vec();
                 self.buf.drain(..f.len());
-                return Some(f);
+                return Next::Frame(f);
             }
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0) | Err(_)) | Err(_) => return None,
+                Err(_) => return Next::Silent,
+                Ok(Ok(0) | Err(_)) => return Next::Closed,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// One frame, or `None` at EOF, on an error, or after `limit` without one.
+    pub async fn recv_within(&mut self, limit: Duration) -> Option<Vec<u8>> {
+        match self.read_within(limit).await {
+            Next::Frame(f) => Some(f),
+            Next::Closed | Next::Silent => None,
+        }
+    }
+
+    /// One frame, or `None` at EOF, on an error, or after [`ANSWER`] without one.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.recv_within(ANSWER).await
+    }
+
+    /// The next frame; panics when the peer closes or nothing comes within `wait`.
+    pub async fn frame_within(&mut self, wait: Duration) -> Vec<u8> {
+        match self.read_within(wait).await {
+            Next::Frame(f) => f,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the peer closes the connection within `wait` without sending anything
+    /// (more): not silence, and no partial frame before the close. Stricter than
+    /// [`Wire::assert_closed`], which also takes silence for a close.
+    pub async fn assert_eof_within(&mut self, wait: Duration) {
+        assert_eq!(self.read_within(wait).await, Next::Closed, "{}", self.local);
+        assert!(
+            self.buf.is_empty(),
+            "partial frame before close: {:02x?}",
+            self.buf
+        );
     }
 
     /// The next packet, decoded; panics when none comes within [`ANSWER`].
@@ -461,255 +521,27 @@ pub fn per_version(version: ProtocolVersion, v311: u8, v5: u8) -> u8 {
     if version.is_v5() { v5 } else { v311 }
 }
 
-// === The broker side ===
+// === CONNECT without the builder ===
 
-/// A `mosquitto_sub -v` connected straight to the broker (not through the gateway), subscribed
-/// to `filter` once this returns; it exits after `count` messages or `wait_secs`.
-pub async fn broker_spy(
-    gw: &TestGateway,
-    filter: &str,
-    count: u32,
-    wait_secs: u32,
-) -> LiveSubscriber {
-    let addr = gw.broker.addr();
-    let args: Vec<String> = ["-t", filter, "-v", "-C", &count.to_string()]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        LiveSubscriber::spawn(addr, MqttVersion::V311, wait_secs, &a)
-    })
-    .await
-    .unwrap()
-    .expect("spy subscribes on the broker")
-}
-
-/// What a spy received, as `topic payload` lines.
-pub async fn spy_messages(spy: LiveSubscriber) -> Vec<String> {
-    let out = tokio::task::spawn_blocking(move || spy.finish())
-        .await
-        .unwrap()
-        .unwrap();
-    out.messages().iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// `mosquitto_pub` straight to the broker.
-pub async fn broker_pub(gw: &TestGateway, args: &[&str]) {
-    let addr = gw.broker.addr();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        e2e::mosquitto_pub(addr, MqttVersion::V311, &a)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(out.success(), "mosquitto_pub to the broker: {out:?}");
-}
-
-/// One CONNECT as the broker received it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tapped {
-    /// Client identifier.
-    pub client_id: String,
-    /// User Name.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<Vec<u8>>,
-    /// MQTT 5 Topic Alias Maximum (0 when absent).
-    pub topic_alias_max: u16,
-    /// MQTT 5 Will Delay Interval of the Will (`None` when absent, or no Will).
-    pub will_delay: Option<u32>,
-}
-
-/// A TCP relay in front of the broker that records the CONNECT of every connection.
-pub struct ConnectTap {
-    /// Where the gateway should connect.
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Tapped>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ConnectTap {
-    /// Listens on a free loopback port and relays every connection to `broker`.
-    pub async fn start(broker: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut from, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                conns.spawn(async move {
-                    let mut buf = Vec::new();
-                    let len = loop {
-                        if let Ok(Peek::Complete(h)) = peek_frame(&buf, u32::MAX) {
-                            break h.frame_len();
-                        }
-                        let mut chunk = [0u8; 1024];
-                        match from.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    if let Ok(c) = decode_connect(&buf[..len]) {
-                        record.lock().unwrap().push(Tapped {
-                            client_id: c.client_id.to_owned(),
-                            username: c.username.map(str::to_owned),
-                            password: c.password.map(<[u8]>::to_vec),
-                            topic_alias_max: c.properties.topic_alias_maximum(),
-                            will_delay: c.will.and_then(|w| {
-                                w.properties.iter().find_map(|p| match p {
-                                    mqtt_inspect::Property::WillDelayInterval(d) => Some(d),
-                                    _ => None,
-                                })
-                            }),
-                        });
-                    }
-                    let Ok(mut to) = TcpStream::connect(broker).await else {
-                        return;
-                    };
-                    if to.write_all(&buf).await.is_err() {
-                        return;
-                    }
-                    let _ = tokio::io::copy_bidirectional(&mut from, &mut to).await;
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        Self { addr, seen, task }
-    }
-
-    /// The CONNECT the broker got for `client_id`.
-    pub fn get(&self, client_id: &str) -> Tapped {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|t| t.client_id == client_id)
-            .cloned()
-            .unwrap_or_else(|| panic!("the broker got no CONNECT from {client_id}"))
-    }
-}
-
-impl Drop for ConnectTap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Whether the broker log has a "New client connected ... as `client_id` (...)" line, and the
-/// `u'...'` part of it (`Some(None)`: connected without a user name).
-pub fn broker_saw(gw: &TestGateway, client_id: &str) -> Option<Option<String>> {
-    let log = gw.broker.log();
-    let needle = format!(" as {client_id} (");
-    let line = log
-        .lines()
-        .find(|l| l.contains("New client connected") && l.contains(&needle))?;
-    Some(
-        line.split_once("u'")
-            .and_then(|(_, rest)| rest.split_once('\''))
-            .map(|(user, _)| user.to_owned()),
-    )
-}
-
-// === Metrics and audit ===
-
-/// The value of the `/metrics` sample of `family` whose labels are exactly `labels` (any order).
-pub async fn sample(gw: &TestGateway, family: &str, labels: &[(&str, &str)]) -> f64 {
-    let (_, body) = gw.admin_get("/metrics").await;
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(family) else {
-            continue;
-        };
-        let (set, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once('}') {
-                Some((set, value)) => (set, value),
-                None => continue,
-            },
-            None if rest.starts_with(' ') => ("", rest),
-            None => continue,
-        };
-        let mut got: Vec<(String, String)> = set
-            .split(',')
-            .filter(|kv| !kv.is_empty())
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-            .collect();
-        let mut want: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        got.sort();
-        want.sort();
-        if got == want {
-            return value.trim().parse().unwrap();
-        }
-    }
-    panic!("no sample {family}{labels:?} in /metrics")
-}
-
-/// `mqtt_gateway_acl_denied_total{action}`.
-pub async fn acl_denied(gw: &TestGateway, action: &str) -> f64 {
-    sample(gw, "mqtt_gateway_acl_denied_total", &[("action", action)]).await
-}
-
-/// `mqtt_gateway_auth_failures_total{listener,reason}`.
-pub async fn auth_failures(gw: &TestGateway, listener: &str, reason: &str) -> f64 {
-    sample(
-        gw,
-        "mqtt_gateway_auth_failures_total",
-        &[("listener", listener), ("reason", reason)],
-    )
-    .await
-}
-
-/// The audit line about the connection from `peer` with `event`, `reason` and, when given, the
-/// action and topic; panics when none is written within a few seconds.
-pub async fn audit_of(
-    gw: &TestGateway,
-    peer: SocketAddr,
-    event: &str,
-    action: Option<&str>,
-    topic: Option<&str>,
-) -> serde_json::Value {
-    let peer = peer.to_string();
-    gw.audit_line(|v| {
-        v["peer"] == peer.as_str()
-            && v["event"] == event
-            && action.is_none_or(|a| v["action"] == a)
-            && topic.is_none_or(|t| v["topic"] == t)
-    })
-    .await
-    .unwrap_or_else(|| {
-        panic!("no audit line event={event} action={action:?} topic={topic:?} for {peer}")
-    })
-}
-
-/// The 1-based line of the `[[rule]]`/`[[connect]]` header of the entry holding `marker` in
-/// `policy` (how the gateway names the rule that decided).
-pub fn rule_line(policy: &str, marker: &str) -> u32 {
-    let lines: Vec<&str> = policy.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("{marker} not in the policy"));
-    let header = lines[..=at]
-        .iter()
-        .rposition(|l| l.trim_start().starts_with("[["))
-        .unwrap();
-    u32::try_from(header + 1).unwrap()
-}
-
-/// Asserts that an audit line names `policy.toml:<line>` as the deciding rule.
-pub fn assert_rule(line: &serde_json::Value, want_line: u32) {
-    let rule = line["rule"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no rule in {line}"));
-    assert!(
-        rule.ends_with(&format!("policy.toml:{want_line}")),
-        "rule {rule}, expected policy.toml:{want_line} ({line})"
-    );
+/// A CONNECT frame.
+pub fn connect_frame(
+    version: mqtt_inspect::ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+) -> Vec<u8> {
+    let c = mqtt_inspect::Connect {
+        version,
+        clean_start: true,
+        keep_alive: 30,
+        properties: mqtt_inspect::Properties::EMPTY,
+        client_id,
+        will: None,
+        username: user,
+        password,
+        bridge: false,
+    };
+    let mut out = Vec::new();
+    c.encode(&mut out).unwrap();
+    out
 }
