@@ -3,12 +3,12 @@
 //! reason the client gets, when the protocol allows one. The session's `finish` counts it, writes
 //! the audit line of the reasons that are security decisions and says goodbye. A connect phase
 //! that is refused never gets here: it ends with a `connections_total` outcome
-//! ([`crate::metrics::ConnectOutcome`]).
+//! ([`crate::labels::ConnectOutcome`]).
 
 use mqtt_inspect::{DecodeError, Direction, ReasonCode};
 
-use crate::metrics::RevocationReason;
-use crate::metrics::labels::label_enum;
+use crate::labels::RevocationReason;
+use crate::labels::label_enum;
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,24 +10,22 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
-pub mod broker_stream;
 pub mod close;
 pub mod config;
 pub mod identity;
-pub mod io;
+pub mod labels;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod metrics_tls;
 pub mod pki;
 pub mod policy;
-pub mod proxy_protocol;
 pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shared;
 pub mod tls;
-pub mod websocket;
+pub mod transport;
 pub mod workers;
 
 pub use server::{Running, StartError, start, start_on};

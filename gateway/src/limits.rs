@@ -28,7 +28,6 @@ use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::close::CloseReason;
 use crate::config::LimitsConfig;
 
 /// Addresses whose connection rate is tracked at once; beyond it, idle entries are swept first and
@@ -300,8 +299,8 @@ pub enum Throttle {
     Go,
     /// Stop reading for this long (the first time: count `rate_limited_total{limit}`).
     Wait(Duration, ClientLimit, bool),
-    /// Over the rate for too long: close.
-    Close(CloseReason),
+    /// Over this limit for too long: close (the session ends as `CloseReason::RateLimited`).
+    Close(ClientLimit),
 }
 
 impl ClientThrottle {
@@ -376,7 +375,7 @@ impl ClientThrottle {
         let first = self.over_since.is_none();
         let since = *self.over_since.get_or_insert(now);
         if now.duration_since(since) + wait + backlog > SUSTAINED_OVER_RATE {
-            return Throttle::Close(CloseReason::RateLimited(limit));
+            return Throttle::Close(limit);
         }
         self.paused_until = Some(now + wait);
         Throttle::Wait(wait, limit, first)
@@ -516,7 +515,7 @@ mod tests {
         // Far over the rate: more than SUSTAINED_OVER_RATE of debt closes.
         assert_eq!(
             t.account(1000, 100, now),
-            Throttle::Close(CloseReason::RateLimited(ClientLimit::Messages))
+            Throttle::Close(ClientLimit::Messages)
         );
     }
 
@@ -554,7 +553,7 @@ mod tests {
         let (verdict, batches) = drive(&l, 200, Duration::ZERO, 30);
         assert_eq!(
             verdict,
-            Throttle::Close(CloseReason::RateLimited(ClientLimit::Messages)),
+            Throttle::Close(ClientLimit::Messages),
             "not closed after 30 batches (15 s at twice the rate)"
         );
         // Twice the rate: the 400 burst, then 200 every half second. Closed when the episode

@@ -89,31 +89,35 @@ async fn behind_balancer(
     ctx: Arc<ListenerCtx>,
 ) {
     let limit = ctx.gateway.current().config.limits.connect_timeout;
-    let client =
-        match tokio::time::timeout(limit, crate::proxy_protocol::read_header(&mut tcp)).await {
-            Ok(Ok(client)) => client.unwrap_or(balancer),
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "PROXY protocol header refused");
-                session::refused(
-                    &ctx,
-                    balancer,
-                    ConnectOutcome::Malformed,
-                    "connection_refused",
-                    e.as_str(),
-                );
-                return;
-            }
-            Err(_) => {
-                session::refused(
-                    &ctx,
-                    balancer,
-                    ConnectOutcome::Timeout,
-                    "timeout",
-                    "proxy_header_timeout",
-                );
-                return;
-            }
-        };
+    let client = match tokio::time::timeout(
+        limit,
+        crate::transport::proxy_protocol::read_header(&mut tcp),
+    )
+    .await
+    {
+        Ok(Ok(client)) => client.unwrap_or(balancer),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "PROXY protocol header refused");
+            session::refused(
+                &ctx,
+                balancer,
+                ConnectOutcome::Malformed,
+                "connection_refused",
+                e.as_str(),
+            );
+            return;
+        }
+        Err(_) => {
+            session::refused(
+                &ctx,
+                balancer,
+                ConnectOutcome::Timeout,
+                "timeout",
+                "proxy_header_timeout",
+            );
+            return;
+        }
+    };
     let Some(permit) = admit(&ctx, client) else {
         return;
     };

@@ -10,13 +10,11 @@ use metrics::{
 };
 use mqtt_inspect::{Direction, PacketType};
 
-pub mod labels;
-
-pub use self::labels::{
+use crate::close::CloseKind;
+pub use crate::labels::{
     AclAction, AuthFailure, ConnectOutcome, RateLimit, ReloadResult, ReloadSource,
     RevocationReason, UpstreamFailure,
 };
-use crate::close::CloseKind;
 use crate::tls::failure::HandshakeFailure;
 
 /// `mqtt_gateway_connections_active{listener}`.

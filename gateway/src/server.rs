@@ -230,7 +230,7 @@ pub async fn start_on(
             proxy_from: l.proxy_protocol.then(|| l.proxy_protocol_from.clone()),
             local,
             websocket: (l.protocol == crate::config::ListenerProtocol::Websocket).then(|| {
-                crate::websocket::WsSettings {
+                crate::transport::websocket::WsSettings {
                     path: l.websocket_path().to_owned(),
                     origins: l.websocket_origins.clone(),
                     secure: l.tls.is_some(),

@@ -20,8 +20,7 @@ use crate::config::Config;
 use crate::metrics::PacketCounters;
 use crate::policy::Policy;
 
-/// Concurrent password verifications (each is CPU-heavy by design: PBKDF2 or argon2id).
-pub const AUTH_CONCURRENCY: usize = 4;
+pub use crate::auth::AUTH_CONCURRENCY;
 
 /// One consistent generation of everything reloadable.
 #[derive(Debug)]

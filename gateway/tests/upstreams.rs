@@ -216,7 +216,7 @@ async fn a_proxy_v2_header_upstream_carries_the_client_address_and_identity() {
     let tlvs: Vec<_> = h.tlvs().map(Result::unwrap).collect();
     let principal = tlvs
         .iter()
-        .find(|t| t.kind == mqtt_gateway::proxy_protocol::PP2_TYPE_PRINCIPAL)
+        .find(|t| t.kind == mqtt_gateway::transport::proxy_protocol::PP2_TYPE_PRINCIPAL)
         .expect("principal TLV");
     assert_eq!(&*principal.value, b"sensor-9");
     let ssl = tlvs.iter().find(|t| t.kind == 0x20).expect("PP2_TYPE_SSL");

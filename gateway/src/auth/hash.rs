@@ -138,7 +138,7 @@ impl Hash {
 }
 
 /// Argon2 work buffers kept for reuse: at most one per verification slot
-/// ([`crate::shared::AUTH_CONCURRENCY`]). Allocating a fresh buffer (19 MiB with the default
+/// ([`super::AUTH_CONCURRENCY`]). Allocating a fresh buffer (19 MiB with the default
 /// parameters) per check let the allocator keep each one after it was freed: unauthenticated
 /// clients grew the process by hundreds of MiB with a few dozen wrong passwords. With the
 /// verifications capped at `AUTH_CONCURRENCY` at a time, the buffers in use and kept together
@@ -146,7 +146,7 @@ impl Hash {
 static ARGON2_BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
 /// Buffers kept at most (more, checked out at once, are freed when returned).
-const ARGON2_BUFFERS_KEPT: usize = crate::shared::AUTH_CONCURRENCY;
+const ARGON2_BUFFERS_KEPT: usize = super::AUTH_CONCURRENCY;
 
 /// A buffer of at least `blocks` blocks: a kept one, grown if needed, or a new one. `None` when
 /// the memory cannot be had (the check then fails closed).
@@ -361,12 +361,12 @@ mod tests {
             }
         }
         std::thread::scope(|s| {
-            for _ in 0..3 * crate::shared::AUTH_CONCURRENCY {
+            for _ in 0..3 * crate::auth::AUTH_CONCURRENCY {
                 s.spawn(|| assert!(!Hash::default_dummy().verify(b"x")));
             }
         });
         let (kept, bytes) = argon2_buffers_kept();
-        assert!(kept <= crate::shared::AUTH_CONCURRENCY, "{kept}");
+        assert!(kept <= crate::auth::AUTH_CONCURRENCY, "{kept}");
         assert!(bytes <= kept * 32768 * 1024, "{bytes}");
     }
 

@@ -2,6 +2,9 @@
 //! argon2id hashes; verification is blocking and belongs on a blocking thread) and the bans that
 //! repeated failures earn, and editing the password file (`passwd_file`, for `mqtt-gateway passwd`).
 
+/// Concurrent password verifications (each is CPU-heavy by design: PBKDF2 or argon2id).
+pub const AUTH_CONCURRENCY: usize = 4;
+
 pub mod ban;
 mod hash;
 pub mod passwd_file;

@@ -98,6 +98,32 @@ pub struct UpstreamConfig {
     pub credentials: Credentials,
 }
 
+/// A broker address of `[upstream]`, typed: `host:port`, or `unix:/path` for a broker on this
+/// host behind a Unix domain socket. Parsed here, where the configuration is read; the transport
+/// dials what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAddress<'a> {
+    /// `host:port` (a socket address or a name to resolve).
+    Tcp(&'a str),
+    /// `unix:/path`: the socket file.
+    Unix(&'a str),
+}
+
+impl<'a> UpstreamAddress<'a> {
+    /// The prefix that names a Unix domain socket: `unix:/run/mosquitto/mqtt.sock`.
+    pub const UNIX_PREFIX: &'static str = "unix:";
+
+    /// Reads a configured address (checked by `validate` at load: a `host:port` or an absolute
+    /// socket path).
+    #[must_use]
+    pub fn parse(address: &'a str) -> Self {
+        match address.strip_prefix(Self::UNIX_PREFIX) {
+            Some(path) => Self::Unix(path),
+            None => Self::Tcp(address),
+        }
+    }
+}
+
 impl UpstreamConfig {
     /// The configured brokers, in configuration order.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {

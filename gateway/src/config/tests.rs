@@ -92,10 +92,13 @@ fn a_unix_socket_broker_is_accepted_next_to_tcp_ones() {
     let nodes: Vec<&str> = config.upstream.nodes().collect();
     assert_eq!(nodes, ["unix:/run/mosquitto/mqtt.sock", "10.0.0.2:1883"]);
     assert_eq!(
-        crate::broker_stream::unix_path(nodes[0]),
-        Some("/run/mosquitto/mqtt.sock")
+        super::UpstreamAddress::parse(nodes[0]),
+        super::UpstreamAddress::Unix("/run/mosquitto/mqtt.sock")
     );
-    assert_eq!(crate::broker_stream::unix_path(nodes[1]), None);
+    assert_eq!(
+        super::UpstreamAddress::parse(nodes[1]),
+        super::UpstreamAddress::Tcp("10.0.0.2:1883")
+    );
 }
 
 #[test]

@@ -83,13 +83,12 @@ fn check_upstream(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> 
     }
     let mut seen = std::collections::HashSet::new();
     for address in addresses {
-        let valid = match (
-            crate::broker_stream::unix_path(address),
-            address.parse::<SocketAddr>(),
-        ) {
-            (Some(path), _) => is_socket_path(path),
-            (None, Ok(addr)) => addr.port() != 0,
-            (None, Err(_)) => is_host_port(address),
+        let valid = match super::UpstreamAddress::parse(address) {
+            super::UpstreamAddress::Unix(path) => is_socket_path(path),
+            super::UpstreamAddress::Tcp(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) => addr.port() != 0,
+                Err(_) => is_host_port(a),
+            },
         };
         if !valid {
             return Err(src.invalid(

@@ -65,10 +65,10 @@ impl Action {
     /// Its `acl_denied_total` label (which also has [`AclAction::Will`], a publish judged at
     /// CONNECT).
     ///
-    /// [`AclAction::Will`]: crate::metrics::AclAction::Will
+    /// [`AclAction::Will`]: crate::labels::AclAction::Will
     #[must_use]
-    pub const fn label(self) -> crate::metrics::AclAction {
-        use crate::metrics::AclAction;
+    pub const fn label(self) -> crate::labels::AclAction {
+        use crate::labels::AclAction;
         match self {
             Self::Connect => AclAction::Connect,
             Self::Publish => AclAction::Publish,

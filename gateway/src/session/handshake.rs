@@ -24,10 +24,15 @@ pub(super) async fn handshake(
     let Some(ws) = &ctx.websocket else {
         return Some((stream, cert));
     };
-    match timeout_at(deadline, crate::websocket::accept(stream, ws, max_packet)).await {
+    match timeout_at(
+        deadline,
+        crate::transport::websocket::accept(stream, ws, max_packet),
+    )
+    .await
+    {
         Ok(Ok(ws)) => Some((ClientStream::Ws(Box::new(ws)), cert)),
         Ok(Err(why)) => {
-            let outcome_label = if why == crate::websocket::WsRefusal::Origin {
+            let outcome_label = if why == crate::transport::websocket::WsRefusal::Origin {
                 ConnectOutcome::Denied
             } else {
                 ConnectOutcome::Malformed

@@ -44,11 +44,11 @@ use self::state::SessionShared;
 use crate::audit::AuditEvent;
 use crate::close::CloseReason;
 use crate::identity::ClientIdentity;
-use crate::io::{ClientStream, Prefixed};
 use crate::metrics::{self as m, AclAction, AuthFailure, ConnectOutcome, UpstreamFailure};
 use crate::policy::ClientPolicy;
 use crate::shared::{Gateway, Snapshot};
 use crate::tls::failure::{HandshakeFailure, classify};
+use crate::transport::io::{ClientStream, Prefixed};
 
 /// Time allowed for one write to a peer. A peer that takes longer is cut off: at the default
 /// `max_packet_size` of 256 KiB that is a floor of about 9 KiB/s.
@@ -70,7 +70,7 @@ pub struct ListenerCtx {
     /// The bound address (the destination in an upstream PROXY header).
     pub local: SocketAddr,
     /// For a `protocol = "websocket"` listener: what its upgrade accepts (set at start).
-    pub websocket: Option<crate::websocket::WsSettings>,
+    pub websocket: Option<crate::transport::websocket::WsSettings>,
 }
 
 /// Keeps `connections_active` right however the task ends.
@@ -142,7 +142,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
 /// An admitted client with its broker connection, ready to relay.
 struct Opened {
     client: ClientStream,
-    broker: crate::broker_stream::BrokerStream,
+    broker: crate::transport::broker_stream::BrokerStream,
     /// Bytes the client sent after its CONNECT.
     rest: BytesMut,
     admitted: Admitted,
@@ -350,16 +350,18 @@ async fn open(
     // With `upstream.proxy_protocol`, a PROXY v2 header goes first, in the same write.
     let proxy_header = if upstream_cfg.proxy_protocol {
         let identity = &admitted.identity;
-        crate::proxy_protocol::encode_upstream(&crate::proxy_protocol::UpstreamInfo {
-            client: peer,
-            listener: ctx.local,
-            tls_version: client.tls_version(),
-            cert_cn: identity
-                .cert
-                .as_ref()
-                .and_then(|c| c.identity.cn.as_deref()),
-            principal: identity.principal.as_deref(),
-        })
+        crate::transport::proxy_protocol::encode_upstream(
+            &crate::transport::proxy_protocol::UpstreamInfo {
+                client: peer,
+                listener: ctx.local,
+                tls_version: client.tls_version(),
+                cert_cn: identity
+                    .cert
+                    .as_ref()
+                    .and_then(|c| c.identity.cn.as_deref()),
+                principal: identity.principal.as_deref(),
+            },
+        )
         .ok()
     } else {
         None
@@ -439,7 +441,7 @@ impl Session<'_> {
     async fn relay(
         self,
         client: ClientStream,
-        broker: crate::broker_stream::BrokerStream,
+        broker: crate::transport::broker_stream::BrokerStream,
         rest: BytesMut,
         admitted: Admitted,
         (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
@@ -447,7 +449,7 @@ impl Session<'_> {
         let gw = &*self.ctx.gateway;
         let identity = &admitted.identity;
         let policy = admitted.policy;
-        let (mut client_rd, client_wr) = crate::io::split(client);
+        let (mut client_rd, client_wr) = crate::transport::io::split(client);
         let (mut broker_rd, broker_wr) = broker.into_split();
         let client_out = Mutex::new(Out::new(client_wr));
         let broker_out = Mutex::new(Out::new(broker_wr));

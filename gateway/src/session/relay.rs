@@ -29,8 +29,8 @@ use tokio::time::{Instant, timeout};
 
 use super::inspect::{Denial, Inspected, Verdict};
 use crate::close::CloseReason;
-use crate::io::ReadReady;
 use crate::metrics::{PacketBatch, PacketCounters};
+use crate::transport::io::ReadReady;
 
 /// Read buffers larger than this are released as soon as they are empty.
 const KEEP_BUFFER: usize = 16 * 1024;
@@ -367,11 +367,9 @@ where
                             tokio::time::sleep(d).await;
                             (m, b) = (0, 0);
                         }
-                        crate::limits::Throttle::Close(reason) => {
-                            if let CloseReason::RateLimited(limit) = &reason {
-                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
-                            }
-                            return reason;
+                        crate::limits::Throttle::Close(limit) => {
+                            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
+                            return CloseReason::RateLimited(limit);
                         }
                     }
                 }

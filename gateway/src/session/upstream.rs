@@ -17,8 +17,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
 use super::state::MAX_TOPIC_ALIASES;
-use crate::broker_stream::{BrokerStream, unix_path};
 use crate::config::Credentials;
+use crate::config::UpstreamAddress;
+use crate::transport::broker_stream::BrokerStream;
 
 /// Why the broker could not be reached; the `upstream_errors_total` reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +119,11 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// # Errors
 /// [`UpstreamError`] and the I/O error (or the timeout).
 pub async fn dial(address: &str, limit: Duration) -> Result<BrokerStream, (UpstreamError, String)> {
-    let dialled = match unix_path(address) {
-        Some(path) => timeout(limit, UnixStream::connect(path))
+    let dialled = match UpstreamAddress::parse(address) {
+        UpstreamAddress::Unix(path) => timeout(limit, UnixStream::connect(path))
             .await
             .map(|r| r.map(BrokerStream::Unix)),
-        None => timeout(limit, TcpStream::connect(address))
+        UpstreamAddress::Tcp(address) => timeout(limit, TcpStream::connect(address))
             .await
             .map(|r| r.map(BrokerStream::Tcp)),
     };
@@ -198,13 +199,15 @@ pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result
             ),
             BrokerStream::Unix(_) => (unspecified, unspecified),
         };
-        hello = crate::proxy_protocol::encode_upstream(&crate::proxy_protocol::UpstreamInfo {
-            client: from,
-            listener: to,
-            tls_version: None,
-            cert_cn: None,
-            principal: None,
-        })
+        hello = crate::transport::proxy_protocol::encode_upstream(
+            &crate::transport::proxy_protocol::UpstreamInfo {
+                client: from,
+                listener: to,
+                tls_version: None,
+                cert_cn: None,
+                principal: None,
+            },
+        )
         .map_err(|e| e.to_string())?;
     }
     let (mut rd, mut wr) = stream.into_split();

@@ -5,7 +5,7 @@ use std::io;
 
 use rustls::{CertificateError, Error};
 
-crate::metrics::labels::label_enum! {
+crate::labels::label_enum! {
     /// Why a TLS handshake failed: the `tls_handshake_failures_total{reason}` label and the audit
     /// reason.
     pub enum HandshakeFailure {

@@ -217,7 +217,7 @@ impl TlsStream {
 
     /// Ready when a read can make progress: decrypted bytes waiting, the end of the stream or an
     /// error to report, or a readable socket. Lets a reader wait without holding a buffer (see
-    /// [`crate::io::ReadReady`]). Waiting on the socket cannot strand a record: every fill of
+    /// `transport::io::ReadReady`). Waiting on the socket cannot strand a record: every fill of
     /// `incoming` is followed by a `drive` that processes all it can.
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.plain.is_empty() || self.peer_closed || self.tcp_eof || self.failed.is_some() {

@@ -1,6 +1,6 @@
 //! The closed label sets of the metric families: one enum per label, each with the exact value it
 //! is exported under ([`as_str`](ConnectOutcome::as_str)) and every value it can take (`ALL`,
-//! which [`super::init`] exports at 0 from start-up). The values are the contract's
+//! which `metrics::init` exports at 0 from start-up). The values are the contract's
 //! (`../shared/spec/README.md`, "Metrics"): dashboards and alert rules match on them.
 //!
 //! Each enum is declared with `label_enum!`, which writes `ALL` from the same list as the

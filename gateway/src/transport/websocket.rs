@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::io::ClientStream;
+use crate::transport::io::ClientStream;
 
 /// Subprotocols accepted, in order of preference.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
@@ -251,7 +251,7 @@ fn to_io(e: WsError) -> io::Error {
 
 impl WsStream {
     /// Takes messages until one carries bytes or the stream ends: ready to be read, see
-    /// [`crate::io::ReadReady`].
+    /// [`crate::transport::io::ReadReady`].
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.chunk.is_empty() && !self.ended {
             match ready!(Pin::new(&mut self.inner).poll_next(cx)) {

@@ -20,7 +20,7 @@ pub enum ClientStream {
     /// A TLS listener; boxed because a rustls connection is large next to a socket.
     Tls(Box<TlsStream>),
     /// A WebSocket listener, over either of the above.
-    Ws(Box<crate::websocket::WsStream>),
+    Ws(Box<crate::transport::websocket::WsStream>),
 }
 
 impl ClientStream {

@@ -16,16 +16,7 @@ use std::task::{Context, Poll};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio_util::either::Either;
 
-use crate::io::ReadReady;
-
-/// The prefix of a broker address that names a Unix domain socket: `unix:/run/mosquitto/mqtt.sock`.
-pub const UNIX_PREFIX: &str = "unix:";
-
-/// The socket path of a `unix:/path` broker address, `None` for `host:port`.
-#[must_use]
-pub fn unix_path(address: &str) -> Option<&str> {
-    address.strip_prefix(UNIX_PREFIX)
-}
+use crate::transport::io::ReadReady;
 
 /// A connection to the broker.
 #[derive(Debug)]
