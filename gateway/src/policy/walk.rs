@@ -92,6 +92,15 @@ impl Node {
     }
 }
 
+/// What a [`Trie::walk`] looks for, and whether the name or filter it walks starts with `$`
+/// (then the root's wildcards do not reach it).
+#[derive(Clone, Copy)]
+struct Walk {
+    /// Containing a filter rather than matching a topic name.
+    contain: bool,
+    dollar: bool,
+}
+
 impl Trie {
     fn node(&self, id: u32) -> Option<&Node> {
         self.nodes.get(usize::try_from(id).ok()?)
@@ -121,99 +130,77 @@ impl Trie {
 
     /// Rules whose filter matches the topic name (publish, receive).
     pub(crate) fn match_topic(&self, topic: &str, vars: &Vars<'_>, acc: &mut Hits) {
-        self.walk_match(
-            0,
-            Levels::new(topic),
-            true,
-            topic.starts_with('$'),
-            vars,
-            acc,
-        );
-    }
-
-    fn walk_match(
-        &self,
-        id: u32,
-        mut levels: Levels<'_>,
-        root: bool,
-        dollar: bool,
-        vars: &Vars<'_>,
-        acc: &mut Hits,
-    ) {
-        let Some(node) = self.node(id) else { return };
-        self.widen(node, root, vars, acc);
-        let Some(level) = levels.next() else {
-            acc.add(&node.end);
-            acc.add(&node.hash);
-            return;
+        let how = Walk {
+            contain: false,
+            dollar: topic.starts_with('$'),
         };
-        if !(root && dollar) {
-            acc.add(&node.hash);
-            if let Some(p) = node.plus {
-                self.walk_match(p, levels.clone(), false, dollar, vars, acc);
-            }
-        }
-        if let Some(c) = node.lit(level) {
-            self.walk_match(c, levels.clone(), false, dollar, vars, acc);
-        }
-        for (child, var) in node.vars() {
-            if let Some(child) = child
-                && let VarState::Good(v) = vars.state(var, root)
-                && v == level
-            {
-                self.walk_match(child, levels.clone(), false, dollar, vars, acc);
-            }
-        }
+        self.walk(how, 0, Levels::new(topic), true, vars, acc);
     }
 
     /// Rules whose filter contains the whole (valid) filter: `allow` and `deny_contained`.
     pub(crate) fn contain_filter(&self, filter: &str, vars: &Vars<'_>, acc: &mut Hits) {
-        self.walk_contain(
-            0,
-            Levels::new(filter),
-            true,
-            filter.starts_with('$'),
-            vars,
-            acc,
-        );
+        let how = Walk {
+            contain: true,
+            dollar: filter.starts_with('$'),
+        };
+        self.walk(how, 0, Levels::new(filter), true, vars, acc);
     }
 
-    fn walk_contain(
-        &self,
+    /// The step every walk starts with: the node's fail-closed widening, and at the end of the
+    /// levels the rules that end here or in `#` below it. The next level, if there is one.
+    fn enter<'t, 'a>(
+        &'t self,
         id: u32,
-        mut levels: Levels<'_>,
+        levels: &mut Levels<'a>,
         root: bool,
-        dollar: bool,
         vars: &Vars<'_>,
         acc: &mut Hits,
-    ) {
-        let Some(node) = self.node(id) else { return };
+    ) -> Option<(&'t Node, &'a str)> {
+        let node = self.node(id)?;
         self.widen(node, root, vars, acc);
         let Some(level) = levels.next() else {
             acc.add(&node.end);
             acc.add(&node.hash);
+            return None;
+        };
+        Some((node, level))
+    }
+
+    /// Matching a topic name, or (with [`Walk::contain`]) containing a filter: there a `#` or
+    /// `+` level is contained only by a `#` (and a `#` only by a `#`, not by a `+`).
+    fn walk(
+        &self,
+        how: Walk,
+        id: u32,
+        mut levels: Levels<'_>,
+        root: bool,
+        vars: &Vars<'_>,
+        acc: &mut Hits,
+    ) {
+        let Some((node, level)) = self.enter(id, &mut levels, root, vars, acc) else {
             return;
         };
-        if !(root && dollar) {
+        let contain = how.contain;
+        if !(root && how.dollar) {
             acc.add(&node.hash);
-            if level != "#"
+            if !(contain && level == "#")
                 && let Some(p) = node.plus
             {
-                self.walk_contain(p, levels.clone(), false, dollar, vars, acc);
+                self.walk(how, p, levels.clone(), false, vars, acc);
             }
         }
-        if level == "#" || level == "+" {
+        if contain && (level == "#" || level == "+") {
             return;
         }
         if let Some(c) = node.lit(level) {
-            self.walk_contain(c, levels.clone(), false, dollar, vars, acc);
+            self.walk(how, c, levels.clone(), false, vars, acc);
         }
         for (child, var) in node.vars() {
             if let Some(child) = child
                 && let VarState::Good(v) = vars.state(var, root)
                 && v == level
             {
-                self.walk_contain(child, levels.clone(), false, dollar, vars, acc);
+                self.walk(how, child, levels.clone(), false, vars, acc);
             }
         }
     }
@@ -231,11 +218,7 @@ impl Trie {
         vars: &Vars<'_>,
         acc: &mut Hits,
     ) {
-        let Some(node) = self.node(id) else { return };
-        self.widen(node, root, vars, acc);
-        let Some(level) = levels.next() else {
-            acc.add(&node.end);
-            acc.add(&node.hash);
+        let Some((node, level)) = self.enter(id, &mut levels, root, vars, acc) else {
             return;
         };
         if level == "#" && !root {
