@@ -163,6 +163,11 @@ fn publish_with(v: ProtocolVersion, qos: u8, topic: &str, id: u16, with: &[Prop<
     publish_full(v, qos, false, topic, id, with)
 }
 
+/// An MQTT 5 PUBLISH carrying Topic Alias `a` (with an empty `topic`: the alias alone).
+fn aliased(qos: u8, topic: &str, id: u16, a: u16) -> Vec<u8> {
+    publish_with(V5, qos, topic, id, &[Prop::Alias(a)])
+}
+
 fn retained(v: ProtocolVersion, qos: u8, topic: &str, id: u16) -> Vec<u8> {
     publish_full(v, qos, true, topic, id, &[])
 }
@@ -244,6 +249,20 @@ fn malformed_b(error: DecodeError) -> Verdict {
     })
 }
 
+/// 0x94 Topic Alias invalid, from the client.
+fn alias_invalid_c() -> Verdict {
+    malformed_c(DecodeError::TopicAliasInvalid)
+}
+
+fn alias_invalid_b() -> Verdict {
+    malformed_b(DecodeError::TopicAliasInvalid)
+}
+
+/// The alias alone rewritten to carry its `topic` as well (a binding the other side never saw).
+fn written_out(qos: u8, topic: &str, id: u16, a: u16) -> Verdict {
+    Verdict::Replace(aliased(qos, topic, id, a))
+}
+
 /// A denial as the audit log and `acl_denied_total` get it: action, topic, quota (not policy).
 type Deny = (&'static str, String, bool);
 
@@ -275,6 +294,14 @@ fn c(frame: Vec<u8>, verdict: Verdict) -> Step {
 }
 fn b(frame: Vec<u8>, verdict: Verdict) -> Step {
     Broker(frame, verdict, Vec::new())
+}
+/// A client PUBLISH denied for `topic`.
+fn c_denied(frame: Vec<u8>, verdict: Verdict, topic: &str) -> Step {
+    Client(frame, verdict, denied("publish", topic))
+}
+/// A delivery from the broker denied for `topic`.
+fn b_denied(frame: Vec<u8>, verdict: Verdict, topic: &str) -> Step {
+    Broker(frame, verdict, denied("receive", topic))
 }
 
 /// The session a row starts with.
@@ -496,10 +523,10 @@ fn publish_table() {
             policy: POLICY,
             steps: vec![
                 c(publish(V5, 0, "ok/a", 0), Verdict::Forward),
-                Client(
+                c_denied(
                     publish(V5, 0, "no/x", 0),
                     Verdict::Close(CloseReason::PublishDenied),
-                    denied("publish", "no/x"),
+                    "no/x",
                 ),
             ],
         },
@@ -532,15 +559,15 @@ fn publish_table() {
                     publish_with(V5, 1, "ok/req", 1, &[Prop::Response("ok/answers")]),
                     Verdict::Forward,
                 ),
-                Client(
+                c_denied(
                     publish_with(V5, 1, "ok/req", 2, &[Prop::Response("send-only/answers")]),
                     Verdict::Reply(puback(2, 0x87)),
-                    denied("publish", "send-only/answers"),
+                    "send-only/answers",
                 ),
-                Client(
+                c_denied(
                     publish_with(V5, 0, "ok/req", 0, &[Prop::Response("ok/secret/a")]),
                     Verdict::Drop,
-                    denied("publish", "ok/secret/a"),
+                    "ok/secret/a",
                 ),
             ],
         },
@@ -562,10 +589,10 @@ fn publish_table() {
                 c(publish(V5, 1, "no/x", 1), Verdict::Forward),
                 c(publish(V5, 1, "no/x", 2), Verdict::Forward),
                 Reload(POLICY),
-                Client(
+                c_denied(
                     publish(V5, 1, "no/x", 3),
                     Verdict::Reply(puback(3, 0x87)),
-                    denied("publish", "no/x"),
+                    "no/x",
                 ),
                 Reload(ALLOW_ALL),
                 c(publish(V5, 1, "no/x", 4), Verdict::Forward),
@@ -631,10 +658,10 @@ fn qos2_table() {
             setup: v5(),
             policy: POLICY,
             steps: vec![
-                Client(
+                c_denied(
                     publish(V5, 2, "no/x", 5),
                     Verdict::Reply(pubrec(5, 0x87)),
-                    denied("publish", "no/x"),
+                    "no/x",
                 ),
                 c(pubrel(5), Verdict::Reply(pubcomp(5))),
                 // The flow is over: a second PUBREL with that id is the broker's business.
@@ -646,10 +673,10 @@ fn qos2_table() {
             setup: v3(),
             policy: POLICY,
             steps: vec![
-                Client(
+                c_denied(
                     publish(V3, 2, "no/x", 5),
                     Verdict::Reply(pubrec(5, 0)),
-                    denied("publish", "no/x"),
+                    "no/x",
                 ),
                 c(pubrel(5), Verdict::Reply(pubcomp(5))),
             ],
@@ -668,10 +695,10 @@ fn qos2_table() {
             setup: v5(),
             policy: POLICY,
             steps: vec![
-                Client(
+                c_denied(
                     publish(V5, 2, "no/x", 9),
                     Verdict::Reply(pubrec(9, 0x87)),
-                    denied("publish", "no/x"),
+                    "no/x",
                 ),
                 // MQTT 5 §4.3.3: a PUBREC of 0x80 or more ends the flow; the id is free again.
                 c(publish(V5, 2, "ok/a", 9), Verdict::Forward),
@@ -700,10 +727,10 @@ fn qos2_bound_table() {
     let open = |v: ProtocolVersion, reason: u8| -> Vec<Step> {
         (1..=max)
             .map(|id| {
-                Client(
+                c_denied(
                     publish(v, 2, "no/x", id),
                     Verdict::Reply(pubrec(id, reason)),
-                    denied("publish", "no/x"),
+                    "no/x",
                 )
             })
             .collect()
@@ -716,10 +743,10 @@ fn qos2_bound_table() {
     ));
     let mut v5_steps = open(V5, 0x87);
     v5_steps.extend([
-        Client(
+        c_denied(
             publish(V5, 2, "no/x", max + 1),
             Verdict::Reply(pubrec(max + 1, 0x87)),
-            denied("publish", "no/x"),
+            "no/x",
         ),
         // Id 1 was evicted: its late PUBREL is the broker's to answer (0x92).
         c(pubrel(1), Verdict::Forward),
@@ -748,15 +775,14 @@ fn qos2_bound_table() {
 /// alias is judged by the topic the alias stands for."
 #[test]
 fn client_alias_table() {
-    let alias = |a| [Prop::Alias(a)];
     run_all(&[
         Row {
             name: "bound then used alone: judged by the bound topic, forwarded as sent",
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
             steps: vec![
-                c(publish_with(V5, 1, "ok/a", 1, &alias(1)), Verdict::Forward),
-                c(publish_with(V5, 1, "", 2, &alias(1)), Verdict::Forward),
+                c(aliased(1, "ok/a", 1, 1), Verdict::Forward),
+                c(aliased(1, "", 2, 1), Verdict::Forward),
             ],
         },
         Row {
@@ -764,21 +790,21 @@ fn client_alias_table() {
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
             steps: vec![
-                c(publish_with(V5, 1, "ok/a", 1, &alias(1)), Verdict::Forward),
-                Client(
-                    publish_with(V5, 1, "no/b", 2, &alias(1)),
+                c(aliased(1, "ok/a", 1, 1), Verdict::Forward),
+                c_denied(
+                    aliased(1, "no/b", 2, 1),
                     Verdict::Reply(puback(2, 0x87)),
-                    denied("publish", "no/b"),
+                    "no/b",
                 ),
                 // The broker still maps 1 to ok/a; the gateway never lets that stand for no/b.
-                Client(
-                    publish_with(V5, 1, "", 3, &alias(1)),
+                c_denied(
+                    aliased(1, "", 3, 1),
                     Verdict::Reply(puback(3, 0x87)),
-                    denied("publish", "no/b"),
+                    "no/b",
                 ),
                 // Rebound to an allowed topic: forwarded, the broker learns the new binding.
-                c(publish_with(V5, 1, "ok/c", 4, &alias(1)), Verdict::Forward),
-                c(publish_with(V5, 1, "", 5, &alias(1)), Verdict::Forward),
+                c(aliased(1, "ok/c", 4, 1), Verdict::Forward),
+                c(aliased(1, "", 5, 1), Verdict::Forward),
             ],
         },
         Row {
@@ -798,12 +824,9 @@ fn client_alias_table() {
                     Verdict::Reply(puback(1, 0x87)),
                     denied("publish", "send-only/r"),
                 ),
-                c(
-                    publish_with(V5, 1, "", 2, &alias(1)),
-                    Verdict::Replace(publish_with(V5, 1, "ok/q", 2, &alias(1))),
-                ),
+                c(aliased(1, "", 2, 1), written_out(1, "ok/q", 2, 1)),
                 // Now the broker knows it: the alias alone passes as sent.
-                c(publish_with(V5, 1, "", 3, &alias(1)), Verdict::Forward),
+                c(aliased(1, "", 3, 1), Verdict::Forward),
             ],
         },
         Row {
@@ -811,60 +834,41 @@ fn client_alias_table() {
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
             steps: vec![
-                c(publish_with(V5, 0, "ok/a", 0, &alias(3)), Verdict::Forward),
+                c(aliased(0, "ok/a", 0, 3), Verdict::Forward),
                 // The broker keeps 3 = ok/a; the gateway now has 3 = no/b.
-                Client(
-                    publish_with(V5, 0, "no/b", 0, &alias(3)),
-                    Verdict::Drop,
-                    denied("publish", "no/b"),
-                ),
+                c_denied(aliased(0, "no/b", 0, 3), Verdict::Drop, "no/b"),
                 Reload(ALLOW_ALL),
                 // Forwarded as sent, the broker would file it under ok/a.
-                c(
-                    publish_with(V5, 0, "", 0, &alias(3)),
-                    Verdict::Replace(publish_with(V5, 0, "no/b", 0, &alias(3))),
-                ),
-                c(publish_with(V5, 0, "", 0, &alias(3)), Verdict::Forward),
+                c(aliased(0, "", 0, 3), written_out(0, "no/b", 0, 3)),
+                c(aliased(0, "", 0, 3), Verdict::Forward),
             ],
         },
         Row {
             name: "alias used before binding: 0x94 Topic Alias invalid",
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
-            steps: vec![c(
-                publish_with(V5, 1, "", 1, &alias(2)),
-                malformed_c(DecodeError::TopicAliasInvalid),
-            )],
+            steps: vec![c(aliased(1, "", 1, 2), alias_invalid_c())],
         },
         Row {
             name: "alias above the broker's Topic Alias Maximum: 0x94 [MQTT-3.3.2-9]",
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
             steps: vec![
-                c(publish_with(V5, 1, "ok/a", 1, &alias(10)), Verdict::Forward),
-                c(
-                    publish_with(V5, 1, "ok/a", 2, &alias(11)),
-                    malformed_c(DecodeError::TopicAliasInvalid),
-                ),
+                c(aliased(1, "ok/a", 1, 10), Verdict::Forward),
+                c(aliased(1, "ok/a", 2, 11), alias_invalid_c()),
             ],
         },
         Row {
             name: "no Topic Alias Maximum granted: any alias is 0x94 [MQTT-3.3.2-9]",
             setup: v5(),
             policy: POLICY,
-            steps: vec![c(
-                publish_with(V5, 1, "ok/a", 1, &alias(1)),
-                malformed_c(DecodeError::TopicAliasInvalid),
-            )],
+            steps: vec![c(aliased(1, "ok/a", 1, 1), alias_invalid_c())],
         },
         Row {
             name: "alias 0: 0x94 [MQTT-3.3.2-8]",
             setup: v5().broker_grants_aliases(10),
             policy: POLICY,
-            steps: vec![c(
-                publish_with(V5, 1, "ok/a", 1, &alias(0)),
-                malformed_c(DecodeError::TopicAliasInvalid),
-            )],
+            steps: vec![c(aliased(1, "ok/a", 1, 0), alias_invalid_c())],
         },
         Row {
             name: "an empty topic without an alias: 0x90 [MQTT-3.3.2-1]",
@@ -1207,11 +1211,7 @@ fn receive_table() {
             policy: POLICY,
             steps: vec![
                 c(subscribe(V5, 1, &["muted/#"]), Verdict::Forward),
-                Broker(
-                    publish(V5, 0, "muted/x", 0),
-                    Verdict::Drop,
-                    denied("receive", "muted/x"),
-                ),
+                b_denied(publish(V5, 0, "muted/x", 0), Verdict::Drop, "muted/x"),
             ],
         },
         Row {
@@ -1249,10 +1249,10 @@ fn receive_table() {
             setup: v5(),
             policy: POLICY,
             steps: vec![
-                Broker(
+                b_denied(
                     publish(V5, 2, "muted/x", 7),
                     Verdict::Reply(pubrec(7, 0)),
-                    denied("receive", "muted/x"),
+                    "muted/x",
                 ),
                 b(pubrel(7), Verdict::Reply(pubcomp(7))),
                 // Not the gateway's any more: a PUBREL of an allowed delivery goes to the client.
@@ -1267,11 +1267,7 @@ fn receive_table() {
             steps: vec![
                 b(publish(V5, 0, "muted/x", 0), Verdict::Forward),
                 Reload(POLICY),
-                Broker(
-                    publish(V5, 0, "muted/x", 0),
-                    Verdict::Drop,
-                    denied("receive", "muted/x"),
-                ),
+                b_denied(publish(V5, 0, "muted/x", 0), Verdict::Drop, "muted/x"),
             ],
         },
         Row {
@@ -1304,24 +1300,19 @@ fn receive_table() {
 /// Aliases from the broker: tracked as from the client, bounded by the client's CONNECT.
 #[test]
 fn broker_alias_table() {
-    let alias = |a| [Prop::Alias(a)];
     run_all(&[
         Row {
             name: "bound, used, rebound to an unreceivable topic: judged by the new topic",
             setup: v5().client_accepts_aliases(5),
             policy: POLICY,
             steps: vec![
-                b(publish_with(V5, 0, "ok/a", 0, &alias(1)), Verdict::Forward),
-                b(publish_with(V5, 0, "", 0, &alias(1)), Verdict::Forward),
-                Broker(
-                    publish_with(V5, 0, "muted/x", 0, &alias(1)),
-                    Verdict::Drop,
-                    denied("receive", "muted/x"),
-                ),
-                Broker(
-                    publish_with(V5, 1, "", 3, &alias(1)),
+                b(aliased(0, "ok/a", 0, 1), Verdict::Forward),
+                b(aliased(0, "", 0, 1), Verdict::Forward),
+                b_denied(aliased(0, "muted/x", 0, 1), Verdict::Drop, "muted/x"),
+                b_denied(
+                    aliased(1, "", 3, 1),
                     Verdict::Reply(puback(3, 0)),
-                    denied("receive", "muted/x"),
+                    "muted/x",
                 ),
             ],
         },
@@ -1330,17 +1321,10 @@ fn broker_alias_table() {
             setup: v5().client_accepts_aliases(5),
             policy: POLICY,
             steps: vec![
-                Broker(
-                    publish_with(V5, 0, "muted/x", 0, &alias(2)),
-                    Verdict::Drop,
-                    denied("receive", "muted/x"),
-                ),
+                b_denied(aliased(0, "muted/x", 0, 2), Verdict::Drop, "muted/x"),
                 Reload(ALLOW_ALL),
-                b(
-                    publish_with(V5, 0, "", 0, &alias(2)),
-                    Verdict::Replace(publish_with(V5, 0, "muted/x", 0, &alias(2))),
-                ),
-                b(publish_with(V5, 0, "", 0, &alias(2)), Verdict::Forward),
+                b(aliased(0, "", 0, 2), written_out(0, "muted/x", 0, 2)),
+                b(aliased(0, "", 0, 2), Verdict::Forward),
             ],
         },
         Row {
@@ -1348,47 +1332,31 @@ fn broker_alias_table() {
             setup: v5().client_accepts_aliases(5),
             policy: POLICY,
             steps: vec![
-                b(publish_with(V5, 0, "ok/a", 0, &alias(3)), Verdict::Forward),
-                Broker(
-                    publish_with(V5, 0, "muted/x", 0, &alias(3)),
-                    Verdict::Drop,
-                    denied("receive", "muted/x"),
-                ),
+                b(aliased(0, "ok/a", 0, 3), Verdict::Forward),
+                b_denied(aliased(0, "muted/x", 0, 3), Verdict::Drop, "muted/x"),
                 Reload(ALLOW_ALL),
-                b(
-                    publish_with(V5, 0, "", 0, &alias(3)),
-                    Verdict::Replace(publish_with(V5, 0, "muted/x", 0, &alias(3))),
-                ),
+                b(aliased(0, "", 0, 3), written_out(0, "muted/x", 0, 3)),
             ],
         },
         Row {
             name: "alias above the client's Topic Alias Maximum: 0x94 [MQTT-3.3.2-11]",
             setup: v5().client_accepts_aliases(5),
             policy: POLICY,
-            steps: vec![b(
-                publish_with(V5, 0, "ok/a", 0, &alias(6)),
-                malformed_b(DecodeError::TopicAliasInvalid),
-            )],
+            steps: vec![b(aliased(0, "ok/a", 0, 6), alias_invalid_b())],
         },
         Row {
             name: "broker alias used before binding: 0x94",
             setup: v5().client_accepts_aliases(5),
             policy: POLICY,
-            steps: vec![b(
-                publish_with(V5, 0, "", 0, &alias(1)),
-                malformed_b(DecodeError::TopicAliasInvalid),
-            )],
+            steps: vec![b(aliased(0, "", 0, 1), alias_invalid_b())],
         },
         Row {
             name: "client and broker aliases are separate tables",
             setup: v5().client_accepts_aliases(5).broker_grants_aliases(5),
             policy: POLICY,
             steps: vec![
-                c(publish_with(V5, 0, "ok/c", 0, &alias(1)), Verdict::Forward),
-                b(
-                    publish_with(V5, 0, "", 0, &alias(1)),
-                    malformed_b(DecodeError::TopicAliasInvalid),
-                ),
+                c(aliased(0, "ok/c", 0, 1), Verdict::Forward),
+                b(aliased(0, "", 0, 1), alias_invalid_b()),
             ],
         },
     ]);
@@ -1420,7 +1388,7 @@ fn connack_table() {
                 ),
                 c(
                     publish_with(V5, 0, "ok/a", 0, &[Prop::Alias(1025)]),
-                    malformed_c(DecodeError::TopicAliasInvalid),
+                    alias_invalid_c(),
                 ),
             ],
         },
