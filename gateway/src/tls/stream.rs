@@ -457,6 +457,14 @@ impl TlsStream {
     }
 }
 
+/// Moves as much of `src` as `buf` has room for into `buf` (a reader's already-decoded bytes
+/// handed out by `poll_read`).
+pub(crate) fn fill(src: &mut impl Buf, buf: &mut ReadBuf<'_>) {
+    let n = src.remaining().min(buf.remaining());
+    buf.put_slice(src.chunk().get(..n).unwrap_or_default());
+    src.advance(n);
+}
+
 impl AsyncRead for TlsStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -466,9 +474,7 @@ impl AsyncRead for TlsStream {
         let this = self.get_mut();
         loop {
             if !this.plain.is_empty() {
-                let n = this.plain.len().min(buf.remaining());
-                buf.put_slice(this.plain.get(..n).unwrap_or_default());
-                this.plain.advance(n);
+                fill(&mut this.plain, buf);
                 if this.plain.is_empty() {
                     this.plain = BytesMut::new();
                 }

@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::tls::stream::fill;
 use crate::transport::io::ClientStream;
 
 /// Subprotocols accepted, in order of preference.
@@ -280,9 +281,7 @@ impl AsyncRead for WsStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_read_ready(cx))?;
-        let n = this.chunk.len().min(buf.remaining());
-        buf.put_slice(this.chunk.get(..n).unwrap_or_default());
-        this.chunk.advance(n);
+        fill(&mut this.chunk, buf);
         Poll::Ready(Ok(()))
     }
 }
