@@ -106,7 +106,7 @@ pub fn peek_frame(buf: &[u8], max_packet_size: u32) -> Result<Peek, DecodeError>
 }
 
 /// One frame and the bytes after it.
-pub type FrameAndRest<'a> = (&'a [u8], &'a [u8]);
+pub(crate) type FrameAndRest<'a> = (&'a [u8], &'a [u8]);
 
 /// Splits one complete frame off the front of `buf`: `Ok(Some((frame, rest)))`, or `Ok(None)` when
 /// more bytes are needed.

@@ -22,7 +22,7 @@ use mqtt_gateway::policy::{Policy, PolicyError, WarningKind};
 use mqtt_gateway::tls::{self, TlsError};
 use toml::de::{DeTable, DeValue};
 
-pub fn check(path: &Path) -> ExitCode {
+pub(super) fn check(path: &Path) -> ExitCode {
     let src = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {

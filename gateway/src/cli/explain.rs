@@ -14,7 +14,7 @@ use mqtt_gateway::server;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("action").required(true).args(["publish", "subscribe", "receive", "connect"])))]
-pub struct ExplainArgs {
+pub(super) struct ExplainArgs {
     /// The gateway configuration file.
     #[arg(long)]
     config: PathBuf,
@@ -51,7 +51,7 @@ pub struct ExplainArgs {
     connect: bool,
 }
 
-pub fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(&a.config)?);
     let snap = server::load_snapshot(Arc::clone(&config), 0)?;
     let listener = a

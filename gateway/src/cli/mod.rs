@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// A security gateway for MQTT, in front of an unmodified broker.
 #[derive(Debug, Parser)]
 #[command(name = "mqtt-gateway", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -56,7 +56,7 @@ enum PolicyCommand {
 }
 
 /// Runs the chosen subcommand.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => Ok(check::check(&config)),

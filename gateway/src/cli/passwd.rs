@@ -15,7 +15,7 @@ use mqtt_gateway::auth::{
 };
 
 #[derive(Debug, Args)]
-pub struct PasswdArgs {
+pub(super) struct PasswdArgs {
     /// The password file (created with mode 0600 if absent).
     file: PathBuf,
     /// The user to add, replace or delete.
@@ -38,7 +38,7 @@ pub struct PasswdArgs {
 }
 
 /// Runs the subcommand; any error leaves the file as it was.
-pub fn run(args: &PasswdArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &PasswdArgs) -> anyhow::Result<()> {
     passwd_file::check_user(&args.user)?;
     if args.delete {
         passwd_file::delete_user(&args.file, &args.user)?;

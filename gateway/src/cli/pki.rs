@@ -6,7 +6,7 @@ use clap::Subcommand;
 use mqtt_gateway::pki::{CRL_DAYS, Ca};
 
 #[derive(Debug, Subcommand)]
-pub enum PkiCommand {
+pub(super) enum PkiCommand {
     /// Create a CA (ECDSA P-256) in DIR: ca.pem, ca.key (0600), an empty ca.crl.
     Init {
         dir: PathBuf,
@@ -42,7 +42,7 @@ pub enum PkiCommand {
     List { dir: PathBuf },
 }
 
-pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
+pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<()> {
     match cmd {
         PkiCommand::Init { dir, cn, days } => {
             let ca = Ca::init(&dir, &cn, days)?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use mqtt_gateway::config::Config;
 use tokio::signal::unix::{SignalKind, signal};
 
-pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -11,7 +11,7 @@ use super::locate::{KeyPath, Source};
 use super::{ClientAuth, Config, ConfigError, ListenerConfig, ListenerProtocol, TlsConfig};
 
 /// Largest accepted `limits.max_subscriptions_per_client`.
-pub const MAX_SUBSCRIPTIONS_PER_CLIENT: u32 = 100_000;
+pub(super) const MAX_SUBSCRIPTIONS_PER_CLIENT: u32 = 100_000;
 /// Smallest accepted `limits.max_packet_size`: below this even a CONNECT does not fit.
 pub const MIN_PACKET_SIZE: u64 = 16;
 /// Largest MQTT packet: 268,435,455 bytes of Remaining Length + 5 bytes of fixed header.
@@ -29,7 +29,7 @@ pub(super) fn validate(config: &Config, src: &Source<'_>) -> Result<(), ConfigEr
 }
 
 /// At most this many concurrent admin connections (`admin.max_connections`).
-pub const MAX_ADMIN_CONNECTIONS: u32 = 10_000;
+pub(super) const MAX_ADMIN_CONNECTIONS: u32 = 10_000;
 
 fn check_admin(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
     if let Some(admin) = &config.admin
@@ -54,7 +54,7 @@ fn positive(src: &Source<'_>, key: KeyPath, value: Duration) -> Result<(), Confi
 }
 
 /// At most this many `upstream.addresses`.
-pub const MAX_UPSTREAMS: usize = 64;
+pub(super) const MAX_UPSTREAMS: usize = 64;
 
 fn check_upstream(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
     let upstream = KeyPath::new("upstream");
