@@ -38,8 +38,8 @@ use self::connect::{
 use self::finish::watch_revocation;
 use self::handshake::handshake;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
+pub(crate) use self::refuse::Why;
 use self::refuse::connect_level;
-pub(crate) use self::refuse::refused;
 use self::relay::{Out, PumpSettings, pump, send};
 use self::state::SessionShared;
 use crate::audit::AuditEvent;

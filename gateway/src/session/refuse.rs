@@ -1,6 +1,8 @@
-//! Refusals of the connect phase: a CONNACK that says why, in the client's protocol version
-//! (or, for a first frame that is not an acceptable CONNECT, the answer the specification allows),
-//! with its metric and audit line, then the close.
+//! Refusals before a session, in one place: the listener's before TLS (a banned address, the
+//! connection limits, a PROXY header), the handshake's and the connect phase's ([`Refused`]). Each
+//! [`Why`] is counted and audited by [`Why::record`]; [`Refused::answer`] then says what its kind
+//! allows (a CONNACK in the client's version, the answer a malformed first frame may get, a clean
+//! TLS close, or nothing) and closes.
 
 #[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
 use super::*;
@@ -12,8 +14,16 @@ pub(super) struct Refused {
     why: Why,
 }
 
-/// The ways the connect phase ends early; each knows its metrics, its audit line and its answer.
-pub(super) enum Why {
+/// The ways a connection ends before its session (in the listener, before TLS, or in the connect
+/// phase); each knows its metrics, its audit line and its answer.
+pub(crate) enum Why {
+    /// A banned address, refused before TLS: `auth_failures_total{reason="banned"}`,
+    /// `connections_total{outcome="banned"}` and a `banned` line.
+    AddressBanned,
+    /// A connection cap or the per-address connection rate, before TLS:
+    /// `rate_limited_total{limit="connections"}`, `connections_total{outcome="rate_limited"}` and a
+    /// `rate_limited` line naming the limit.
+    ConnLimit(crate::limits::ConnRefusal),
     /// Nothing to say (a handshake that timed out, a refused WebSocket upgrade, a CONNECT that
     /// did not come in time): `connections_total{outcome}` and an `event` line with `reason`.
     Early {
@@ -81,7 +91,7 @@ impl Refused {
             return;
         };
         match self.why {
-            Why::Early { .. } | Why::Closed => {}
+            Why::AddressBanned | Why::ConnLimit(_) | Why::Early { .. } | Why::Closed => {}
             Why::Tls { .. } => {
                 // rustls has no way to send a fatal alert after the handshake: close cleanly.
                 let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
@@ -108,8 +118,29 @@ impl Refused {
 
 impl Why {
     /// Counts (`connections_total{outcome}` and the metrics of its kind) and audits a refusal.
-    fn record(&self, ctx: &ListenerCtx, peer: SocketAddr) {
+    pub(crate) fn record(&self, ctx: &ListenerCtx, peer: SocketAddr) {
         match self {
+            Self::AddressBanned => {
+                counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => AuthFailure::Banned.as_str())
+                    .increment(1);
+                refused(ctx, peer, ConnectOutcome::Banned, "banned", "address");
+            }
+            Self::ConnLimit(why) => {
+                counter!(m::RATE_LIMITED_TOTAL, "limit" => m::RateLimit::Connections.as_str())
+                    .increment(1);
+                let reason = match why {
+                    crate::limits::ConnRefusal::Global => "max_connections",
+                    crate::limits::ConnRefusal::PerIp => "max_connections_per_ip",
+                    crate::limits::ConnRefusal::Rate => "connections_per_ip_per_second",
+                };
+                refused(
+                    ctx,
+                    peer,
+                    ConnectOutcome::RateLimited,
+                    "rate_limited",
+                    reason,
+                );
+            }
             Self::Early {
                 outcome: label,
                 event,
@@ -269,7 +300,7 @@ fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: HandshakeFailure, det
 
 /// Counts a connection that ends before its session (`connections_total{outcome}`) and audits
 /// why.
-pub(crate) fn refused(
+fn refused(
     ctx: &ListenerCtx,
     peer: SocketAddr,
     outcome_label: ConnectOutcome,
