@@ -6,7 +6,7 @@ use super::refuse::{Refused, Why};
 #[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
 use super::*;
 
-/// [`open`], with its refusal answered, counted and audited. `None`: the connection was refused.
+/// [`open()`], with its refusal answered, counted and audited. `None`: the connection was refused.
 pub(super) async fn open_or_refuse(
     tcp: TcpStream,
     peer: SocketAddr,
