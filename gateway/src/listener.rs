@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tracing::Instrument;
 
 use crate::metrics::ConnectOutcome;
-use crate::session::{self, ListenerCtx};
+use crate::session::{self, ListenerCtx, Why};
 
 /// Pending connections the kernel may queue per listener.
 pub const BACKLOG: u32 = 4096;
@@ -48,13 +48,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>) {
                 if let Some(from) = &ctx.proxy_from {
                     let lb = peer.ip().to_canonical();
                     if !from.iter().any(|net| net.contains(&lb)) {
-                        session::refused(
-                            &ctx,
-                            peer,
-                            ConnectOutcome::Denied,
-                            "connection_refused",
-                            "proxy_source_not_allowed",
-                        );
+                        Why::Early {
+                            outcome: ConnectOutcome::Denied,
+                            event: "connection_refused",
+                            reason: "proxy_source_not_allowed",
+                        }
+                        .record(&ctx, peer);
                         drop(tcp);
                         continue;
                     }
@@ -98,23 +97,21 @@ async fn behind_balancer(
         Ok(Ok(client)) => client.unwrap_or(balancer),
         Ok(Err(e)) => {
             tracing::info!(error = %e, "PROXY protocol header refused");
-            session::refused(
-                &ctx,
-                balancer,
-                ConnectOutcome::Malformed,
-                "connection_refused",
-                e.as_str(),
-            );
+            Why::Early {
+                outcome: ConnectOutcome::Malformed,
+                event: "connection_refused",
+                reason: e.as_str(),
+            }
+            .record(&ctx, balancer);
             return;
         }
         Err(_) => {
-            session::refused(
-                &ctx,
-                balancer,
-                ConnectOutcome::Timeout,
-                "timeout",
-                "proxy_header_timeout",
-            );
+            Why::Early {
+                outcome: ConnectOutcome::Timeout,
+                event: "timeout",
+                reason: "proxy_header_timeout",
+            }
+            .record(&ctx, balancer);
             return;
         }
     };
@@ -129,38 +126,16 @@ async fn behind_balancer(
 /// The checks made before the TLS handshake: a banned address, the global and per-address
 /// connection caps, the per-address connection rate. Counts and audits a refusal.
 fn admit(ctx: &ListenerCtx, peer: SocketAddr) -> Option<crate::limits::ConnPermit> {
-    use crate::metrics as m;
     let gw = &ctx.gateway;
     let ip = peer.ip();
-    let refused = |outcome: ConnectOutcome, event: &'static str, reason: &'static str| {
-        metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => ctx.name.to_string(), "outcome" => outcome.as_str()).increment(1);
-        gw.audit.record_refusal(&crate::audit::AuditEvent {
-            event,
-            listener: Some(&ctx.name),
-            peer: Some(peer),
-            reason,
-            ..crate::audit::AuditEvent::default()
-        });
-    };
     if gw.bans.address_banned(ip, std::time::Instant::now()) {
-        metrics::counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => m::AuthFailure::Banned.as_str()).increment(1);
-        refused(ConnectOutcome::Banned, "banned", "address");
+        Why::AddressBanned.record(ctx, peer);
         return None;
     }
     match gw.conn_limits.admit(ip) {
         Ok(permit) => Some(permit),
         Err(why) => {
-            metrics::counter!(m::RATE_LIMITED_TOTAL, "limit" => m::RateLimit::Connections.as_str())
-                .increment(1);
-            refused(
-                ConnectOutcome::RateLimited,
-                "rate_limited",
-                match why {
-                    crate::limits::ConnRefusal::Global => "max_connections",
-                    crate::limits::ConnRefusal::PerIp => "max_connections_per_ip",
-                    crate::limits::ConnRefusal::Rate => "connections_per_ip_per_second",
-                },
-            );
+            Why::ConnLimit(why).record(ctx, peer);
             None
         }
     }

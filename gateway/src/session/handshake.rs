@@ -2,6 +2,7 @@
 //! failure the reason class, metric and audit line; on success the client's verified chain and
 //! the identity read from it ([`PeerCert`]).
 
+use super::refuse::{Refused, Why};
 #[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
 use super::*;
 
@@ -19,10 +20,10 @@ pub(super) async fn handshake(
     ctx: &ListenerCtx,
     deadline: Instant,
     max_packet: usize,
-) -> Option<(ClientStream, PeerCert)> {
-    let (stream, cert) = tls_handshake(tcp, peer, ctx, deadline).await?;
+) -> Result<(ClientStream, PeerCert), Refused> {
+    let (stream, cert) = tls_handshake(tcp, ctx, deadline).await?;
     let Some(ws) = &ctx.websocket else {
-        return Some((stream, cert));
+        return Ok((stream, cert));
     };
     match timeout_at(
         deadline,
@@ -30,7 +31,7 @@ pub(super) async fn handshake(
     )
     .await
     {
-        Ok(Ok(ws)) => Some((ClientStream::Ws(Box::new(ws)), cert)),
+        Ok(Ok(ws)) => Ok((ClientStream::Ws(Box::new(ws)), cert)),
         Ok(Err(why)) => {
             let outcome_label = if why == crate::transport::websocket::WsRefusal::Origin {
                 ConnectOutcome::Denied
@@ -38,30 +39,27 @@ pub(super) async fn handshake(
                 ConnectOutcome::Malformed
             };
             tracing::info!(%peer, reason = why.as_str(), "WebSocket upgrade refused");
-            refused(ctx, peer, outcome_label, "connection_refused", why.as_str());
-            None
+            Err(Refused::bare(Why::Early {
+                outcome: outcome_label,
+                event: "connection_refused",
+                reason: why.as_str(),
+            }))
         }
-        Err(_) => {
-            refused(
-                ctx,
-                peer,
-                ConnectOutcome::Timeout,
-                "timeout",
-                "websocket_handshake_timeout",
-            );
-            None
-        }
+        Err(_) => Err(Refused::bare(Why::Early {
+            outcome: ConnectOutcome::Timeout,
+            event: "timeout",
+            reason: "websocket_handshake_timeout",
+        })),
     }
 }
 
 async fn tls_handshake(
     tcp: TcpStream,
-    peer: SocketAddr,
     ctx: &ListenerCtx,
     deadline: Instant,
-) -> Option<(ClientStream, PeerCert)> {
+) -> Result<(ClientStream, PeerCert), Refused> {
     let Some(tls) = &ctx.tls else {
-        return Some((ClientStream::Plain(tcp), Ok(None)));
+        return Ok((ClientStream::Plain(tcp), Ok(None)));
     };
     let started = std::time::Instant::now();
     match timeout_at(
@@ -70,21 +68,16 @@ async fn tls_handshake(
     )
     .await
     {
-        Err(_) => {
-            refused(
-                ctx,
-                peer,
-                ConnectOutcome::Timeout,
-                "timeout",
-                "tls_handshake_timeout",
-            );
-            None
-        }
-        Ok(Err(e)) => {
-            tls_failed(ctx, peer, classify(&e), &e.to_string());
-            None
-        }
-        Ok(Ok(mut stream)) => {
+        Err(_) => Err(Refused::bare(Why::Early {
+            outcome: ConnectOutcome::Timeout,
+            event: "timeout",
+            reason: "tls_handshake_timeout",
+        })),
+        Ok(Err(e)) => Err(Refused::bare(Why::Tls {
+            reason: classify(&e),
+            detail: e.to_string(),
+        })),
+        Ok(Ok(stream)) => {
             histogram!(m::TLS_HANDSHAKE_DURATION_SECONDS, "listener" => ctx.name.to_string())
                 .record(started.elapsed().as_secs_f64());
             crate::metrics_tls::count_resumption(&ctx.name, stream.common());
@@ -101,12 +94,12 @@ async fn tls_handshake(
                 chain.as_deref().unwrap_or_default(),
                 rustls_pki_types::UnixTime::now(),
             ) {
-                let reason = crate::tls::classify_rustls(&e);
-                tls_failed(ctx, peer, reason, &format!("resumed TLS session: {e}"));
-                // rustls has no way to send a fatal alert after the handshake: close cleanly
-                // before reading a byte of the client's.
-                let _ = timeout(GOODBYE_TIMEOUT, stream.shutdown()).await;
-                return None;
+                // Closed cleanly (no alert) before a byte of the client's is read.
+                let why = Why::Tls {
+                    reason: crate::tls::classify_rustls(&e),
+                    detail: format!("resumed TLS session: {e}"),
+                };
+                return Err(Refused::with(ClientStream::Tls(Box::new(stream)), why));
             }
             let cert = chain
                 .map(|chain| {
@@ -116,44 +109,7 @@ async fn tls_handshake(
             if let Ok(Some(c)) = &cert {
                 crate::metrics_tls::observe_client_certificate(c.identity.not_after_unix);
             }
-            Some((ClientStream::Tls(Box::new(stream)), cert))
+            Ok((ClientStream::Tls(Box::new(stream)), cert))
         }
     }
-}
-
-/// Counts and audits a TLS refusal: `tls_handshake_failures_total{reason}`,
-/// `connections_total{outcome="tls_failed"}` and a `tls_failed` audit line with `detail`.
-fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: HandshakeFailure, detail: &str) {
-    let reason = reason.as_str();
-    outcome(&ctx.name, ConnectOutcome::TlsFailed);
-    counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
-        .increment(1);
-    tracing::info!(%peer, listener = %ctx.name, reason, detail, "TLS handshake failed");
-    ctx.gateway.audit.record_refusal(&AuditEvent {
-        event: "tls_failed",
-        listener: Some(&ctx.name),
-        peer: Some(peer),
-        reason,
-        detail: Some(detail),
-        ..AuditEvent::default()
-    });
-}
-
-/// Counts a connection that ends before its session (`connections_total{outcome}`) and audits
-/// why.
-pub(crate) fn refused(
-    ctx: &ListenerCtx,
-    peer: SocketAddr,
-    outcome_label: ConnectOutcome,
-    event: &'static str,
-    reason: &str,
-) {
-    outcome(&ctx.name, outcome_label);
-    ctx.gateway.audit.record_refusal(&AuditEvent {
-        event,
-        listener: Some(&ctx.name),
-        peer: Some(peer),
-        reason,
-        ..AuditEvent::default()
-    });
 }

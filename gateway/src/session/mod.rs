@@ -8,6 +8,7 @@ mod finish;
 mod handshake;
 pub mod inspect;
 mod last_allowed;
+mod open;
 mod refuse;
 pub mod relay;
 pub mod state;
@@ -36,9 +37,9 @@ use self::connect::{
 };
 use self::finish::watch_revocation;
 use self::handshake::handshake;
-pub(crate) use self::handshake::refused;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
-use self::refuse::{connect_level, refuse, refuse_malformed};
+pub(crate) use self::refuse::Why;
+use self::refuse::connect_level;
 use self::relay::{Out, PumpSettings, pump, send};
 use self::state::SessionShared;
 use crate::audit::AuditEvent;
@@ -115,7 +116,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     let generations = ctx.gateway.watch_generation();
     let snap = ctx.gateway.current();
     let _active = ActiveGuard::new(&ctx.name);
-    let Some(o) = Box::pin(open(tcp, peer, &ctx, &snap)).await else {
+    let Some(o) = Box::pin(open::open_or_refuse(tcp, peer, &ctx, &snap)).await else {
         return;
     };
     let session = Session {
@@ -137,291 +138,6 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
             (o.upstream_connect, generations),
         )
         .await;
-}
-
-/// An admitted client with its broker connection, ready to relay.
-struct Opened {
-    client: ClientStream,
-    broker: crate::transport::broker_stream::BrokerStream,
-    /// Bytes the client sent after its CONNECT.
-    rest: BytesMut,
-    admitted: Admitted,
-    /// The CONNECT to send upstream (with the PROXY header first, when configured).
-    upstream_connect: Vec<u8>,
-    version: ProtocolVersion,
-    alias_max: u16,
-    keep_alive: u16,
-    server_keep_alive: Option<u16>,
-    max_packet: u32,
-}
-
-/// The opening of a connection: TLS handshake, first frame, CONNECT checks and admission, the
-/// broker dialled. `None`: the connection was refused (and counted, audited, answered).
-async fn open(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    ctx: &Arc<ListenerCtx>,
-    snap: &Snapshot,
-) -> Option<Opened> {
-    let gw = &ctx.gateway;
-    let limits = &snap.config.limits;
-    let deadline = Instant::now() + limits.connect_timeout;
-    let max_packet =
-        u32::try_from(limits.max_packet_size.0).unwrap_or(mqtt_inspect::MAX_PACKET_SIZE);
-    let _ = tcp.set_nodelay(true);
-
-    let max_packet_bytes = usize::try_from(max_packet).unwrap_or(usize::MAX);
-    let (mut client, cert) = match handshake(tcp, peer, ctx, deadline, max_packet_bytes).await {
-        Some(c) => c,
-        None => return None,
-    };
-
-    let (frame, rest) = match read_first_frame(&mut client, deadline, max_packet).await {
-        Ok(f) => f,
-        Err(ReadError::Timeout) => {
-            refused(
-                ctx,
-                peer,
-                ConnectOutcome::Timeout,
-                "timeout",
-                "connect_timeout",
-            );
-            return None;
-        }
-        Err(ReadError::Closed) => {
-            outcome(&ctx.name, ConnectOutcome::Timeout);
-            return None;
-        }
-        Err(ReadError::Malformed(e)) => {
-            refuse_malformed(&mut client, ctx, peer, None, e).await;
-            return None;
-        }
-    };
-    let connect = match decode_connect(&frame) {
-        Ok(c) => c,
-        Err(e) => {
-            refuse_malformed(&mut client, ctx, peer, connect_level(&frame), e).await;
-            return None;
-        }
-    };
-    let version = connect.version;
-    let cert = match cert {
-        Ok(cert) => cert,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "client certificate refused: its subject cannot be read");
-            let refusal = Refusal::unreadable_certificate();
-            refuse(
-                &mut client,
-                ctx,
-                peer,
-                version,
-                connect.client_id,
-                None,
-                &refusal,
-            )
-            .await;
-            return None;
-        }
-    };
-    // The certificate's names, for the audit line of any refusal below (admit takes the chain).
-    let cert_identity = cert.as_ref().map(|c| c.identity.clone());
-    let fingerprint = cert_identity
-        .as_ref()
-        .map(|c| c.fingerprint_sha256_hex.as_str());
-    let now = std::time::Instant::now();
-    // Account bans guard a password: they follow the account a password will be checked for,
-    // not the username a certificate-authenticated client also sends.
-    let account =
-        password_account(&snap.config.auth, cert.as_ref(), connect.username).map(str::to_owned);
-    if gw
-        .bans
-        .identity_banned(peer.ip(), account.as_deref(), fingerprint, now)
-        .is_some()
-    {
-        let refusal = Refusal::other(
-            ReasonCode::Banned,
-            ConnectOutcome::Banned,
-            Some(AuthFailure::Banned),
-        );
-        refuse(
-            &mut client,
-            ctx,
-            peer,
-            version,
-            connect.client_id,
-            cert_identity.as_ref(),
-            &refusal,
-        )
-        .await;
-        return None;
-    }
-    let mut admitted = match admit(&connect, &ctx.name, peer, cert, snap, gw).await {
-        Ok(a) => a,
-        Err(refusal) => {
-            if matches!(
-                refusal.auth_reason,
-                Some(AuthFailure::BadCredentials | AuthFailure::UnknownUser)
-            ) && let Some(what) =
-                gw.bans
-                    .failure(peer.ip(), account.as_deref(), fingerprint, now)
-            {
-                tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
-            }
-            refuse(
-                &mut client,
-                ctx,
-                peer,
-                version,
-                connect.client_id,
-                cert_identity.as_ref(),
-                &refusal,
-            )
-            .await;
-            return None;
-        }
-    };
-    if let Some(user) = &admitted.identity.password_user {
-        gw.bans.success(peer.ip(), user, now);
-    }
-
-    let upstream_cfg = &snap.config.upstream;
-    // The rendezvous key: the client id, or for an empty one (the broker assigns it) the
-    // address, so that such clients spread too.
-    let peer_key;
-    let key = if connect.client_id.is_empty() {
-        peer_key = peer.to_string();
-        peer_key.as_bytes()
-    } else {
-        connect.client_id.as_bytes()
-    };
-    let broker =
-        match upstream::dial_any(upstream_cfg.nodes(), key, upstream_cfg.connect_timeout).await {
-            Ok((s, _node)) => s,
-            Err(_) => {
-                let refusal = Refusal::other(
-                    ReasonCode::ServerUnavailable,
-                    ConnectOutcome::UpstreamFailed,
-                    None,
-                )
-                .by(admitted.identity.principal.as_deref());
-                refuse(
-                    &mut client,
-                    ctx,
-                    peer,
-                    version,
-                    connect.client_id,
-                    cert_identity.as_ref(),
-                    &refusal,
-                )
-                .await;
-                return None;
-            }
-        };
-    gw.upstream_ok();
-    // Admitted under `snap`; after a reload since then (a new CRL, password file, policy or
-    // `[auth]`) the client is judged again, whole, before the broker hears of it, and refused with
-    // a CONNACK while one is still due.
-    if gw.generation() != snap.generation {
-        let now = gw.current();
-        let again = match admitted.identity.recheck(&now) {
-            Some(why) => Err(Refusal::revoked(why).by(admitted.identity.principal.as_deref())),
-            None => {
-                let cert = admitted.identity.cert.clone();
-                admit(&connect, &ctx.name, peer, cert, &now, gw).await
-            }
-        };
-        match again {
-            Ok(a) => admitted = a,
-            Err(refusal) => {
-                refuse(
-                    &mut client,
-                    ctx,
-                    peer,
-                    version,
-                    connect.client_id,
-                    cert_identity.as_ref(),
-                    &refusal,
-                )
-                .await;
-                return None;
-            }
-        }
-    }
-    // With `upstream.proxy_protocol`, a PROXY v2 header goes first, in the same write.
-    let proxy_header = if upstream_cfg.proxy_protocol {
-        let identity = &admitted.identity;
-        crate::transport::proxy_protocol::encode_upstream(
-            &crate::transport::proxy_protocol::UpstreamInfo {
-                client: peer,
-                listener: ctx.local,
-                tls_version: client.tls_version(),
-                cert_cn: identity
-                    .cert
-                    .as_ref()
-                    .and_then(|c| c.identity.cn.as_deref()),
-                principal: identity.principal.as_deref(),
-            },
-        )
-        .ok()
-    } else {
-        None
-    };
-    let upstream_connect = match upstream::upstream_connect(
-        &connect,
-        upstream_cfg.credentials,
-        admitted.identity.principal.as_deref(),
-        max_packet,
-        u32::try_from(limits.max_will_delay.as_secs()).unwrap_or(u32::MAX),
-    ) {
-        Ok(connect_bytes) => {
-            let mut bytes = proxy_header.unwrap_or_default();
-            match connect_bytes {
-                Some(c) => bytes.extend_from_slice(&c),
-                None => bytes.extend_from_slice(&frame),
-            }
-            bytes
-        }
-        Err(_) => {
-            refuse_malformed(
-                &mut client,
-                ctx,
-                peer,
-                Some(version.level()),
-                DecodeError::ProtocolViolation("CONNECT cannot be re-encoded"),
-            )
-            .await;
-            return None;
-        }
-    };
-    // Capped where it is used (`AliasState::resolve`), as in the upstream CONNECT.
-    let alias_max = connect.properties.topic_alias_maximum();
-    // Keep-alive capped by `max_keepalive` (0, "never", is capped too): an idle socket is held at
-    // most 1.5 × that. MQTT 5 clients are told through CONNACK's Server Keep Alive.
-    let max_ka = u16::try_from(limits.max_keepalive.as_secs())
-        .unwrap_or(u16::MAX)
-        .max(1);
-    let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_ka {
-        max_ka
-    } else {
-        connect.keep_alive
-    };
-    let server_keep_alive =
-        (version.is_v5() && keep_alive != connect.keep_alive).then_some(keep_alive);
-    outcome(&ctx.name, ConnectOutcome::Accepted);
-    tracing::debug!(%peer, client_id = %admitted.identity.client_id, principal = ?admitted.identity.principal, "connected");
-
-    Some(Opened {
-        client,
-        broker,
-        rest,
-        admitted,
-        upstream_connect,
-        version,
-        alias_max,
-        keep_alive,
-        server_keep_alive,
-        max_packet,
-    })
 }
 
 /// The relay phase of an admitted client.

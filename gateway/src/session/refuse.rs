@@ -1,16 +1,179 @@
-//! Refusals of the connect phase: a CONNACK that says why, in the client's protocol version
-//! (or, for a first frame that is not an acceptable CONNECT, the answer the specification allows),
-//! with its metric and audit line, then the close.
+//! Refusals before a session, in one place: the listener's before TLS (a banned address, the
+//! connection limits, a PROXY header), the handshake's and the connect phase's ([`Refused`]). Each
+//! [`Why`] is counted and audited by [`Why::record`]; [`Refused::answer`] then says what its kind
+//! allows (a CONNACK in the client's version, the answer a malformed first frame may get, a clean
+//! TLS close, or nothing) and closes.
 
 #[allow(clippy::wildcard_imports)] // the session's own vocabulary, shared with mod.rs
 use super::*;
 
-/// Answers a refused CONNECT with a CONNACK in the client's version, counts and audits it.
-pub(super) async fn refuse(
-    client: &mut ClientStream,
+/// Why a connection ended before its session: the client's stream, when there is one to answer
+/// or to close after counting, and why ([`Why`]).
+pub(super) struct Refused {
+    client: Option<ClientStream>,
+    why: Why,
+}
+
+/// The ways a connection ends before its session (in the listener, before TLS, or in the connect
+/// phase); each knows its metrics, its audit line and its answer.
+pub(crate) enum Why {
+    /// A banned address, refused before TLS: `auth_failures_total{reason="banned"}`,
+    /// `connections_total{outcome="banned"}` and a `banned` line.
+    AddressBanned,
+    /// A connection cap or the per-address connection rate, before TLS:
+    /// `rate_limited_total{limit="connections"}`, `connections_total{outcome="rate_limited"}` and a
+    /// `rate_limited` line naming the limit.
+    ConnLimit(crate::limits::ConnRefusal),
+    /// Nothing to say (a handshake that timed out, a refused WebSocket upgrade, a CONNECT that
+    /// did not come in time): `connections_total{outcome}` and an `event` line with `reason`.
+    Early {
+        outcome: ConnectOutcome,
+        event: &'static str,
+        reason: &'static str,
+    },
+    /// The client closed before its CONNECT: counted as a timeout, not audited.
+    Closed,
+    /// The TLS handshake failed, or a resumed session is no longer acceptable (its stream is then
+    /// closed cleanly, before a byte of the client's is read). No MQTT answer.
+    Tls {
+        reason: HandshakeFailure,
+        detail: String,
+    },
+    /// A first frame that is not an acceptable CONNECT (`level`: see [`connect_level`]).
+    Malformed {
+        level: Option<u8>,
+        error: DecodeError,
+    },
+    /// A refused CONNECT: a CONNACK in the client's version.
+    Connect {
+        version: ProtocolVersion,
+        client_id: String,
+        cert: Option<ClientIdentity>,
+        refusal: Box<Refusal>,
+    },
+}
+
+impl Refused {
+    /// A refusal with no stream left to answer or close.
+    pub(super) const fn bare(why: Why) -> Self {
+        Self { client: None, why }
+    }
+
+    /// A refusal of `client`.
+    pub(super) const fn with(client: ClientStream, why: Why) -> Self {
+        Self {
+            client: Some(client),
+            why,
+        }
+    }
+
+    /// A refused CONNECT.
+    pub(super) fn connect(
+        client: ClientStream,
+        version: ProtocolVersion,
+        client_id: &str,
+        cert: Option<ClientIdentity>,
+        refusal: Refusal,
+    ) -> Self {
+        let why = Why::Connect {
+            version,
+            client_id: client_id.to_owned(),
+            cert,
+            refusal: Box::new(refusal),
+        };
+        Self::with(client, why)
+    }
+
+    /// Counts and audits the refusal, then answers the client as its kind requires and closes.
+    pub(super) async fn answer(self, ctx: &ListenerCtx, peer: SocketAddr) {
+        self.why.record(ctx, peer);
+        let Some(mut client) = self.client else {
+            return;
+        };
+        match self.why {
+            Why::AddressBanned | Why::ConnLimit(_) | Why::Early { .. } | Why::Closed => {}
+            Why::Tls { .. } => {
+                // rustls has no way to send a fatal alert after the handshake: close cleanly.
+                let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+            }
+            Why::Malformed { level, error } => answer_malformed(&mut client, level, error).await,
+            Why::Connect {
+                version, refusal, ..
+            } => {
+                // The slot first: a client that reads this CONNACK may reconnect at once.
+                crate::limits::release_slot();
+                let connack = refusing_connack(version, refusal.reason);
+                let mut bytes = Vec::new();
+                if connack.encode(version, &mut bytes).is_ok() {
+                    let _ = timeout(GOODBYE_TIMEOUT, async {
+                        client.write_all(&bytes).await?;
+                        client.shutdown().await
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+impl Why {
+    /// Counts (`connections_total{outcome}` and the metrics of its kind) and audits a refusal.
+    pub(crate) fn record(&self, ctx: &ListenerCtx, peer: SocketAddr) {
+        match self {
+            Self::AddressBanned => {
+                counter!(m::AUTH_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => AuthFailure::Banned.as_str())
+                    .increment(1);
+                refused(ctx, peer, ConnectOutcome::Banned, "banned", "address");
+            }
+            Self::ConnLimit(why) => {
+                counter!(m::RATE_LIMITED_TOTAL, "limit" => m::RateLimit::Connections.as_str())
+                    .increment(1);
+                let reason = match why {
+                    crate::limits::ConnRefusal::Global => "max_connections",
+                    crate::limits::ConnRefusal::PerIp => "max_connections_per_ip",
+                    crate::limits::ConnRefusal::Rate => "connections_per_ip_per_second",
+                };
+                refused(
+                    ctx,
+                    peer,
+                    ConnectOutcome::RateLimited,
+                    "rate_limited",
+                    reason,
+                );
+            }
+            Self::Early {
+                outcome: label,
+                event,
+                reason,
+            } => refused(ctx, peer, *label, event, reason),
+            Self::Closed => outcome(&ctx.name, ConnectOutcome::Timeout),
+            Self::Tls { reason, detail } => tls_failed(ctx, peer, *reason, detail),
+            Self::Malformed { error, .. } => {
+                outcome(&ctx.name, ConnectOutcome::Malformed);
+                ctx.gateway.c2b.malformed();
+                ctx.gateway.audit.record_refusal(&AuditEvent {
+                    event: "malformed",
+                    listener: Some(&ctx.name),
+                    peer: Some(peer),
+                    reason: "malformed",
+                    detail: Some(&error.to_string()),
+                    ..AuditEvent::default()
+                });
+            }
+            Self::Connect {
+                client_id,
+                cert,
+                refusal,
+                ..
+            } => record_connect(ctx, peer, client_id, cert.as_ref(), refusal),
+        }
+    }
+}
+
+/// Counts and audits a refused CONNECT.
+fn record_connect(
     ctx: &ListenerCtx,
     peer: SocketAddr,
-    version: ProtocolVersion,
     client_id: &str,
     cert: Option<&ClientIdentity>,
     refusal: &Refusal,
@@ -47,17 +210,6 @@ pub(super) async fn refuse(
         topic: refusal.topic.as_deref(),
         ..AuditEvent::default()
     });
-    // The slot first: a client that reads this CONNACK may reconnect at once.
-    crate::limits::release_slot();
-    let connack = refusing_connack(version, refusal.reason);
-    let mut bytes = Vec::new();
-    if connack.encode(version, &mut bytes).is_ok() {
-        let _ = timeout(GOODBYE_TIMEOUT, async {
-            client.write_all(&bytes).await?;
-            client.shutdown().await
-        })
-        .await;
-    }
 }
 
 /// A CONNACK refusing the connection for `reason`, in the client's `version`.
@@ -85,26 +237,10 @@ pub(super) fn connect_level(frame: &[u8]) -> Option<u8> {
     frame.get(at + 2 + usize::from(name_len)).map(|l| l & 0x7f)
 }
 
-/// Closes a connection whose first frame is not an acceptable CONNECT. An unsupported protocol
+/// Answers a first frame that is not an acceptable CONNECT, then closes. An unsupported protocol
 /// version gets the 3.1.1 CONNACK return code 1 ([MQTT-3.1.2-2]); an MQTT 5 CONNECT that is
 /// malformed gets a CONNACK with the reason; anything else is just closed.
-pub(super) async fn refuse_malformed(
-    client: &mut ClientStream,
-    ctx: &ListenerCtx,
-    peer: SocketAddr,
-    level: Option<u8>,
-    e: DecodeError,
-) {
-    outcome(&ctx.name, ConnectOutcome::Malformed);
-    ctx.gateway.c2b.malformed();
-    ctx.gateway.audit.record_refusal(&AuditEvent {
-        event: "malformed",
-        listener: Some(&ctx.name),
-        peer: Some(peer),
-        reason: "malformed",
-        detail: Some(&e.to_string()),
-        ..AuditEvent::default()
-    });
+async fn answer_malformed(client: &mut ClientStream, level: Option<u8>, e: DecodeError) {
     let Some((version, code)) = malformed_connack(e, level) else {
         return shutdown_quietly(client).await;
     };
@@ -142,6 +278,43 @@ fn malformed_connack(e: DecodeError, level: Option<u8>) -> Option<(ProtocolVersi
 pub(super) async fn shutdown_quietly(client: &mut ClientStream) {
     crate::limits::release_slot();
     let _ = timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+}
+
+/// Counts and audits a TLS refusal: `tls_handshake_failures_total{reason}`,
+/// `connections_total{outcome="tls_failed"}` and a `tls_failed` audit line with `detail`.
+fn tls_failed(ctx: &ListenerCtx, peer: SocketAddr, reason: HandshakeFailure, detail: &str) {
+    let reason = reason.as_str();
+    outcome(&ctx.name, ConnectOutcome::TlsFailed);
+    counter!(m::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => ctx.name.to_string(), "reason" => reason)
+        .increment(1);
+    tracing::info!(%peer, listener = %ctx.name, reason, detail, "TLS handshake failed");
+    ctx.gateway.audit.record_refusal(&AuditEvent {
+        event: "tls_failed",
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        reason,
+        detail: Some(detail),
+        ..AuditEvent::default()
+    });
+}
+
+/// Counts a connection that ends before its session (`connections_total{outcome}`) and audits
+/// why.
+fn refused(
+    ctx: &ListenerCtx,
+    peer: SocketAddr,
+    outcome_label: ConnectOutcome,
+    event: &'static str,
+    reason: &str,
+) {
+    outcome(&ctx.name, outcome_label);
+    ctx.gateway.audit.record_refusal(&AuditEvent {
+        event,
+        listener: Some(&ctx.name),
+        peer: Some(peer),
+        reason,
+        ..AuditEvent::default()
+    });
 }
 
 #[cfg(test)]
