@@ -89,7 +89,7 @@ pub const fn probe_due(seen_age_ms: u64) -> bool {
     seen_age_ms >= PROBE_AFTER_MS
 }
 
-/// Keeps `/readyz` informed when no session does: each [`PROBE_TICK`], if no broker has been seen
+/// Keeps `/readyz` informed when no session does: each `PROBE_TICK`, if no broker has been seen
 /// alive for [`PROBE_AFTER_MS`], probes the brokers in turn until one answers a CONNECT with a
 /// CONNACK (with several brokers: ready while any of them answers).
 pub async fn probe_upstream(gateway: Arc<Gateway>) {

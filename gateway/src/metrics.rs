@@ -1,5 +1,5 @@
 //! Every metric family of the contract (`../shared/spec/README.md`, "Metrics"), as constants, with
-//! their closed label sets (the enums of [`labels`], and [`HandshakeFailure`], [`CloseKind`],
+//! their closed label sets (the enums of [`crate::labels`], and [`HandshakeFailure`], [`CloseKind`],
 //! [`PacketType`], [`Direction`]), described and every combination set to zero at start-up so
 //! that dashboards and alerts work before the first event. No label ever holds a per-client value:
 //! the only ones not from an enum come from the configuration (the listener name, a CRL's file
