@@ -123,10 +123,11 @@ tokio::task_local! {
 }
 
 /// Runs `session` holding `permit`: its slots are given back by [`release_slot`], or when the
-/// session ends.
-pub async fn holding<F: Future>(permit: ConnPermit, session: F) -> F::Output {
+/// session ends. A plain function returning the scope future, not an `async fn`: an `async`
+/// wrapper would keep room for `session` twice (its argument and the awaited scope), which cost
+/// 4.5 KiB per idle connection (BENCHMARKS.md, 2026-12-07).
+pub fn holding<F: Future>(permit: ConnPermit, session: F) -> impl Future<Output = F::Output> {
     SLOT.scope(std::cell::RefCell::new(Some(permit)), session)
-        .await
 }
 
 /// Gives the current connection's global and per-address slots back now: called when the gateway

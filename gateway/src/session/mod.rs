@@ -100,13 +100,15 @@ fn outcome(listener: &str, outcome: ConnectOutcome) {
 /// Two stages: opening (TLS handshake, CONNECT, admission, dialling the broker) in a boxed future
 /// that is freed when it ends, then the relay. The session's own future, which lives as long as
 /// the connection, so holds only the relay's state (BENCHMARKS.md: memory per idle connection).
-pub async fn run(
+/// Not an `async fn` itself, for the same reason as [`crate::limits::holding`]: the task's future
+/// is the scope around `serve`'s, with nothing beside it.
+pub fn run(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     permit: crate::limits::ConnPermit,
-) {
-    crate::limits::holding(permit, serve(tcp, peer, ctx)).await;
+) -> impl Future<Output = ()> {
+    crate::limits::holding(permit, serve(tcp, peer, ctx))
 }
 
 /// [`run`] with the connection's slots held (see [`crate::limits::release_slot`]).
