@@ -307,3 +307,34 @@ pub fn wait_port(port: u16) -> anyhow::Result<SocketAddr> {
     }
     bail!("nothing listening on {addr}")
 }
+
+/// The `n`th command-line argument parsed as `T`, or `default` when absent; `name` for the error.
+///
+/// # Errors
+/// The argument is there but does not parse.
+pub fn arg<T: std::str::FromStr>(n: usize, default: T, name: &str) -> anyhow::Result<T> {
+    match std::env::args().nth(n) {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}: cannot parse {s:?}")),
+    }
+}
+
+/// Writes `passwords` (user `alice`, password `secret`, argon2id as the gateway hashes it) and a
+/// `policy.toml` letting anyone connect with any client id and use `topics` for `actions`, into
+/// `dir`: the gateway set-up of the password benches.
+///
+/// # Errors
+/// Hashing or writing failed.
+pub fn write_alice_and_policy(dir: &Path, actions: &str, topics: &str) -> anyhow::Result<()> {
+    let hash = mqtt_gateway::auth::hash_argon2id(b"secret")?;
+    std::fs::write(dir.join("passwords"), format!("alice:{hash}\n"))?;
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "version = 1\n[[connect]]\nwho = {{ any = true }}\nclient_ids = [\"*\"]\n[[rule]]\nwho = {{ any = true }}\nallow = [{actions}]\ntopics = [{topics}]\n"
+        ),
+    )?;
+    Ok(())
+}

@@ -133,15 +133,8 @@ async fn next_topic(w: &mut support::wire::PlainWire) -> String {
     p.topic.to_owned()
 }
 
-/// The broker publishes a Will long after CONNECT, so a Will is judged again under every new
-/// policy: a session whose Will the new policy refuses is ended (DISCONNECT 0x98, `policy`), and
-/// the gateway tells the broker a normal DISCONNECT so that the Will is discarded, never published
-/// ([MQTT-3.14.4-3]). A session whose Will stays allowed goes on, and its Will is still published
-/// when it drops without a DISCONNECT.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_will_the_new_policy_refuses_ends_the_session_and_is_discarded() {
-    let pki = Pki::new();
-    let policy_v1 = r##"version = 1
+/// Everyone may use open/# and will/#; the Will tests narrow it to open/# by a reload.
+const WILL_POLICY: &str = r##"version = 1
 [[connect]]
 who = { any = true }
 client_ids = ["*"]
@@ -150,6 +143,16 @@ who = { any = true }
 allow = ["publish", "subscribe", "receive"]
 topics = ["open/#", "will/#"]
 "##;
+
+/// The broker publishes a Will long after CONNECT, so a Will is judged again under every new
+/// policy: a session whose Will the new policy refuses is ended (DISCONNECT 0x98, `policy`), and
+/// the gateway tells the broker a normal DISCONNECT so that the Will is discarded, never published
+/// ([MQTT-3.14.4-3]). A session whose Will stays allowed goes on, and its Will is still published
+/// when it drops without a DISCONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_the_new_policy_refuses_ends_the_session_and_is_discarded() {
+    let pki = Pki::new();
+    let policy_v1 = WILL_POLICY;
     let mut setup = Setup::new(&pki);
     setup.policy = policy_v1.to_owned();
     let gw = setup.start().await;
@@ -340,15 +343,7 @@ fn through_tap(gw: &TestGateway, tap: &support::ConnectTap) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_will_delay_is_not_left_to_the_broker() {
     let pki = Pki::new();
-    let policy_v1 = r##"version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["open/#", "will/#"]
-"##;
+    let policy_v1 = WILL_POLICY;
     let mut setup = Setup::new(&pki);
     setup.policy = policy_v1.to_owned();
     let gw = setup.start().await;

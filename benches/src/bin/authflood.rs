@@ -163,21 +163,10 @@ fn metric(admin: SocketAddr, series: &str) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::args()
-        .nth(1)
-        .map_or(Ok(10), |s| s.parse())
-        .context("SECONDS")?;
-    let attackers: usize = std::env::args()
-        .nth(2)
-        .map_or(Ok(64), |s| s.parse())
-        .context("ATTACKERS")?;
+    let seconds: u64 = bench::arg(1, 10, "SECONDS")?;
+    let attackers: usize = bench::arg(2, 64, "ATTACKERS")?;
     let dir = scratch_dir("authflood")?;
-    let hash = mqtt_gateway::auth::hash_argon2id(b"secret")?;
-    std::fs::write(dir.join("passwords"), format!("alice:{hash}\n"))?;
-    std::fs::write(
-        dir.join("policy.toml"),
-        "version = 1\n[[connect]]\nwho = { any = true }\nclient_ids = [\"*\"]\n[[rule]]\nwho = { any = true }\nallow = [\"publish\", \"subscribe\", \"receive\"]\ntopics = [\"lat/#\"]\n",
-    )?;
+    bench::write_alice_and_policy(&dir, "\"publish\", \"subscribe\", \"receive\"", "\"lat/#\"")?;
     let broker = Mosquitto::start()?;
     let (port, admin_port) = (free_port(), free_port());
     std::fs::write(

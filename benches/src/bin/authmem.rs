@@ -66,21 +66,10 @@ fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let attempts: usize = std::env::args()
-        .nth(1)
-        .map_or(Ok(2000), |s| s.parse())
-        .context("ATTEMPTS")?;
-    let parallel: usize = std::env::args()
-        .nth(2)
-        .map_or(Ok(8), |s| s.parse())
-        .context("PARALLEL")?;
+    let attempts: usize = bench::arg(1, 2000, "ATTEMPTS")?;
+    let parallel: usize = bench::arg(2, 8, "PARALLEL")?;
     let dir = scratch_dir("authmem")?;
-    let hash = mqtt_gateway::auth::hash_argon2id(b"secret")?;
-    std::fs::write(dir.join("passwords"), format!("alice:{hash}\n"))?;
-    std::fs::write(
-        dir.join("policy.toml"),
-        "version = 1\n[[connect]]\nwho = { any = true }\nclient_ids = [\"*\"]\n[[rule]]\nwho = { any = true }\nallow = [\"publish\"]\ntopics = [\"x\"]\n",
-    )?;
+    bench::write_alice_and_policy(&dir, "\"publish\"", "\"x\"")?;
     let broker = Mosquitto::start()?;
     let port = free_port();
     std::fs::write(
