@@ -100,6 +100,16 @@ async fn open(
     let fingerprint = cert_identity
         .as_ref()
         .map(|c| c.fingerprint_sha256_hex.as_str());
+    // Every refusal from here on answers in the client's version, with its id and certificate.
+    let refused = |client: ClientStream, refusal: Refusal| {
+        Refused::connect(
+            client,
+            version,
+            connect.client_id,
+            cert_identity.clone(),
+            refusal,
+        )
+    };
     let now = std::time::Instant::now();
     // Account bans guard a password: they follow the account a password will be checked for,
     // not the username a certificate-authenticated client also sends.
@@ -115,13 +125,7 @@ async fn open(
             ConnectOutcome::Banned,
             Some(AuthFailure::Banned),
         );
-        return Err(Refused::connect(
-            client,
-            version,
-            connect.client_id,
-            cert_identity,
-            refusal,
-        ));
+        return Err(refused(client, refusal));
     }
     let mut admitted = match admit(&connect, &ctx.name, peer, cert, snap, gw).await {
         Ok(a) => a,
@@ -135,13 +139,7 @@ async fn open(
             {
                 tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
             }
-            return Err(Refused::connect(
-                client,
-                version,
-                connect.client_id,
-                cert_identity,
-                refusal,
-            ));
+            return Err(refused(client, refusal));
         }
     };
     if let Some(user) = &admitted.identity.password_user {
@@ -168,13 +166,7 @@ async fn open(
                     None,
                 )
                 .by(admitted.identity.principal.as_deref());
-                return Err(Refused::connect(
-                    client,
-                    version,
-                    connect.client_id,
-                    cert_identity,
-                    refusal,
-                ));
+                return Err(refused(client, refusal));
             }
         };
     gw.upstream_ok();
@@ -193,13 +185,7 @@ async fn open(
         match again {
             Ok(a) => admitted = a,
             Err(refusal) => {
-                return Err(Refused::connect(
-                    client,
-                    version,
-                    connect.client_id,
-                    cert_identity,
-                    refusal,
-                ));
+                return Err(refused(client, refusal));
             }
         }
     }
