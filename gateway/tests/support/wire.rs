@@ -165,11 +165,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
-    /// Asserts that the peer closes the connection within `wait` without sending anything
-    /// (more): not silence, and no partial frame before the close. Stricter than
-    /// [`Wire::assert_closed`], which also takes silence for a close.
+    /// Asserts that the peer closes the connection (EOF or reset) within `wait` without sending
+    /// anything (more): no frame, no partial frame, and not silence (a connection left open
+    /// fails).
     pub async fn assert_eof_within(&mut self, wait: Duration) {
-        assert_eq!(self.read_within(wait).await, Next::Closed, "{}", self.local);
+        match self.read_within(wait).await {
+            Next::Closed => {}
+            Next::Frame(frame) => panic!(
+                "{}: expected the connection to close, got {:?}",
+                self.local,
+                Got::from_frame(&frame, self.version)
+            ),
+            Next::Silent => panic!(
+                "{}: expected the connection to close, it stayed open for {wait:?}",
+                self.local
+            ),
+        }
         assert!(
             self.buf.is_empty(),
             "partial frame before close: {:02x?}",
@@ -203,14 +214,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         got
     }
 
-    /// Asserts that the gateway closes the connection (EOF) without sending anything more.
+    /// Asserts that the gateway closes the connection (EOF or reset) within [`ANSWER`] without
+    /// sending anything more; silence fails ([`Wire::assert_eof_within`]).
     pub async fn assert_closed(&mut self) {
-        if let Some(frame) = self.recv_within(ANSWER).await {
-            panic!(
-                "expected the connection to close, got {:?}",
-                Got::from_frame(&frame, self.version)
-            );
-        }
+        self.assert_eof_within(ANSWER).await;
     }
 
     /// PINGREQ; asserts that the very next packet is the PINGRESP (so nothing else was sent
