@@ -13,39 +13,23 @@ use support::wire::{
     Got, TlsWire, VERSIONS, ack, assert_broker_ack, connect, got_ack, per_version, publish,
     subscribe,
 };
-use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{ALL_ACTIONS, Flaw, Pki, Rule, TestGateway, anyone, client_tls};
 use support::{
     acl_denied, assert_rule, audit_of, broker_spy, enforcement_setup, rule_line, spy_messages,
 };
 
 /// Everything but `pub/denied/...` and `$CONTROL/...` may be published; `#` does not reach
 /// `$SYS` (or any `$` topic), so `$SYS` is denied by default.
-const POLICY: &str = r##"
-version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["#"]
-[[rule]]
-who = { any = true }
-deny = ["publish"]
-topics = ["pub/denied/#"]
-[[rule]]
-who = { any = true }
-deny = ["publish", "subscribe", "receive"]
-topics = ["$CONTROL/#"]
-[[rule]]
-who = { any = true }
-deny = ["receive"]
-topics = ["resp/other/#"]
-"##;
+const RULES: &[Rule<'_>] = &[
+    ("allow", ALL_ACTIONS, &["#"]),
+    ("deny", &["publish"], &["pub/denied/#"]),
+    ("deny", ALL_ACTIONS, &["$CONTROL/#"]),
+    ("deny", &["receive"], &["resp/other/#"]),
+];
 
 async fn gateway(pki: &Pki, policy_extra: &str) -> TestGateway {
     let mut setup = enforcement_setup(pki);
-    setup.policy = POLICY.to_owned();
+    setup.policy = anyone(RULES);
     setup.policy_extra = policy_extra.to_owned();
     setup.start().await
 }
@@ -67,7 +51,7 @@ async fn client(gw: &TestGateway, pki: &Pki, version: ProtocolVersion, id: &str)
 async fn denied_publish_is_dropped_or_acknowledged_by_the_gateway_and_never_forwarded() {
     let pki = Pki::new();
     let gw = gateway(&pki, "").await;
-    let deny_rule = rule_line(POLICY, "topics = [\"pub/denied/#\"]");
+    let deny_rule = rule_line(&anyone(RULES), "topics = [\"pub/denied/#\"]");
     let before = acl_denied(&gw, "publish").await;
     let spy = broker_spy(&gw, "pub/#", 4, 10).await;
     for version in VERSIONS {
@@ -153,7 +137,7 @@ async fn on_publish_deny_disconnect_closes_the_connection() {
 async fn sys_and_control_topics_are_denied() {
     let pki = Pki::new();
     let gw = gateway(&pki, "").await;
-    let control_rule = rule_line(POLICY, "topics = [\"$CONTROL/#\"]");
+    let control_rule = rule_line(&anyone(RULES), "topics = [\"$CONTROL/#\"]");
     let before = acl_denied(&gw, "publish").await;
     let v = ProtocolVersion::V5;
     let mut c = client(&gw, &pki, v, "sys-1").await;
@@ -242,7 +226,7 @@ async fn sys_and_control_topics_are_denied() {
 async fn a_response_topic_outside_the_receive_rights_denies_the_request() {
     let pki = Pki::new();
     let gw = gateway(&pki, "").await;
-    let resp_rule = rule_line(POLICY, "topics = [\"resp/other/#\"]");
+    let resp_rule = rule_line(&anyone(RULES), "topics = [\"resp/other/#\"]");
     let before = acl_denied(&gw, "publish").await;
     let spy = broker_spy(&gw, "req/#", 1, 10).await;
     let v = ProtocolVersion::V5;

@@ -15,27 +15,17 @@ use std::sync::Arc;
 use mqtt_gateway::server::load_snapshot;
 use mqtt_inspect::{Property, ProtocolVersion};
 use support::wire::{ConnectSpec, Got, TlsWire, VERSIONS, connect, subscribe};
-use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{Flaw, Pki, Rule, TestGateway, anyone, client_tls};
 use support::{acl_denied, assert_rule, audit_of, broker_pub, enforcement_setup, rule_line};
 
-const POLICY: &str = r##"
-version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["subscribe", "receive"]
-topics = ["a/#", "p/#"]
-[[rule]]
-who = { any = true }
-deny = ["receive"]
-topics = ["a/secret"]
-"##;
+const RULES: &[Rule<'_>] = &[
+    ("allow", &["subscribe", "receive"], &["a/#", "p/#"]),
+    ("deny", &["receive"], &["a/secret"]),
+];
 
 async fn gateway(pki: &Pki) -> TestGateway {
     let mut setup = enforcement_setup(pki);
-    setup.policy = POLICY.to_owned();
+    setup.policy = anyone(RULES);
     setup.start().await
 }
 
@@ -53,7 +43,7 @@ fn tls(pki: &Pki, cn: &str) -> Arc<rustls::ClientConfig> {
 async fn a_retained_message_the_client_may_not_receive_is_not_delivered() {
     let pki = Pki::new();
     let gw = gateway(&pki).await;
-    let deny_rule = rule_line(POLICY, "topics = [\"a/secret\"]");
+    let deny_rule = rule_line(&anyone(RULES), "topics = [\"a/secret\"]");
     let before = acl_denied(&gw, "receive").await;
     broker_pub(&gw, &["-r", "-q", "1", "-t", "a/secret", "-m", "s"]).await;
     broker_pub(&gw, &["-r", "-q", "1", "-t", "a/public", "-m", "p"]).await;
@@ -204,9 +194,7 @@ async fn a_restored_subscription_is_judged_by_the_new_policy() {
 
     // A new policy that denies receiving p/secret (reload plumbing comes later: publish the
     // snapshot directly).
-    let new_policy = format!(
-        "{POLICY}[[rule]]\nwho = {{ any = true }}\ndeny = [\"receive\"]\ntopics = [\"p/secret\"]\n"
-    );
+    let new_policy = anyone(&[RULES, &[("deny", &["receive"], &["p/secret"])]].concat());
     let new_rule = rule_line(&new_policy, "topics = [\"p/secret\"]");
     std::fs::write(gw.dir.path().join("policy.toml"), &new_policy).unwrap();
     let snap = gw.running.gateway.current();

@@ -12,31 +12,22 @@ use std::sync::Arc;
 
 use mqtt_inspect::{AckKind, Property, ProtocolVersion};
 use support::wire::{Got, TlsWire, assert_broker_ack, connect, frame, got_ack, publish};
-use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{Flaw, Pki, Rule, TestGateway, anyone, client_tls};
 use support::{
     acl_denied, assert_rule, audit_of, broker_spy, enforcement_setup, rule_line, spy_messages,
 };
 
-const POLICY: &str = r##"
-version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish"]
-topics = ["al/#"]
-[[rule]]
-who = { any = true }
-deny = ["publish"]
-topics = ["al/no/#"]
-"##;
+/// `al/#` may be published, `al/no/#` not.
+const RULES: &[Rule<'_>] = &[
+    ("allow", &["publish"], &["al/#"]),
+    ("deny", &["publish"], &["al/no/#"]),
+];
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 async fn gateway(pki: &Pki) -> TestGateway {
     let mut setup = enforcement_setup(pki);
-    setup.policy = POLICY.to_owned();
+    setup.policy = anyone(RULES);
     setup.start().await
 }
 
@@ -71,7 +62,7 @@ fn aliased(topic: &str, alias: u16, qos: u8, id: u16, payload: &[u8]) -> Vec<u8>
 async fn an_alias_is_judged_by_the_topic_it_stands_for() {
     let pki = Pki::new();
     let gw = gateway(&pki).await;
-    let deny_rule = rule_line(POLICY, "topics = [\"al/no/#\"]");
+    let deny_rule = rule_line(&anyone(RULES), "topics = [\"al/no/#\"]");
     let before = acl_denied(&gw, "publish").await;
     let spy = broker_spy(&gw, "al/#", 4, 10).await;
     let mut c = client(&gw, &pki, "alias-1").await;
@@ -203,7 +194,10 @@ async fn an_alias_whose_binding_the_broker_never_saw_is_written_out() {
     assert_eq!(c.next("PUBACK").await, got_ack(AckKind::Puback, 3, 0x87));
 
     // A policy without the deny (reload plumbing comes later: publish the snapshot directly).
-    let open = POLICY.replace("deny = [\"publish\"]", "allow = [\"publish\"]");
+    let open = anyone(&[
+        ("allow", &["publish"], &["al/#"]),
+        ("allow", &["publish"], &["al/no/#"]),
+    ]);
     std::fs::write(gw.dir.path().join("policy.toml"), open).unwrap();
     let snap = gw.running.gateway.current();
     gw.running.gateway.store(

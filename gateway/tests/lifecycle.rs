@@ -493,7 +493,7 @@ struct Files {
 /// and `plain`, on fixed free ports (for the binary) or port 0 (in-process).
 fn write_config(pki: &Pki, broker: SocketAddr, connect_timeout: &str, fixed_ports: bool) -> Files {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), support::OPEN_POLICY).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), support::open_policy()).unwrap();
     let port = || if fixed_ports { e2e::free_port() } else { 0 };
     let tls_port = port();
     let text = format!(

@@ -10,17 +10,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::{Flaw, Pki, Setup, TestGateway};
-
-const POLICY: &str = r##"version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["ws/#"]
-"##;
+use support::{ALL_ACTIONS, Flaw, Pki, Setup, TestGateway};
 
 fn script_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mqttjs")
@@ -28,7 +18,7 @@ fn script_dir() -> PathBuf {
 
 async fn gateway(pki: &Pki) -> TestGateway {
     let mut setup = Setup::new(pki);
-    setup.policy = POLICY.to_owned();
+    setup.policy = support::anyone(&[("allow", ALL_ACTIONS, &["ws/#"])]);
     setup.listener_extra = "protocol = \"websocket\"".into();
     setup.passwords = format!(
         "alice:{}\n",

@@ -10,7 +10,7 @@ use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 use support::reload::{
     accepted, assert_accepted, connected, disconnected_with, replace, still_served, tls13,
 };
-use support::{Flaw, OPEN_POLICY, Pki, Setup, TestGateway, connect_frame};
+use support::{ALL_ACTIONS, Flaw, Pki, Setup, TestGateway, connect_frame};
 
 /// A client whose TLS handshake was done under the old CRL but whose CONNECT comes after the
 /// reload revoking it is refused at CONNECT (CONNACK 0x87), its session never reaches the broker;
@@ -134,15 +134,10 @@ async fn next_topic(w: &mut support::wire::PlainWire) -> String {
 }
 
 /// Everyone may use open/# and will/#; the Will tests narrow it to open/# by a reload.
-const WILL_POLICY: &str = r##"version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["open/#", "will/#"]
-"##;
+/// Anything on `open/#` and `will/#`.
+fn will_policy() -> String {
+    support::anyone(&[("allow", ALL_ACTIONS, &["open/#", "will/#"])])
+}
 
 /// The broker publishes a Will long after CONNECT, so a Will is judged again under every new
 /// policy: a session whose Will the new policy refuses is ended (DISCONNECT 0x98, `policy`), and
@@ -152,9 +147,9 @@ topics = ["open/#", "will/#"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_will_the_new_policy_refuses_ends_the_session_and_is_discarded() {
     let pki = Pki::new();
-    let policy_v1 = WILL_POLICY;
+    let policy_v1 = will_policy();
     let mut setup = Setup::new(&pki);
-    setup.policy = policy_v1.to_owned();
+    setup.policy = policy_v1.clone();
     let gw = setup.start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
     let mut watcher = broker_watcher(&gw).await;
@@ -212,7 +207,8 @@ async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
             .into();
     // Anonymous clients may connect (by the policy too); only the config reload takes that away.
     setup.policy = format!(
-        "{OPEN_POLICY}\n[[connect]]\nwho = {{ anonymous = true }}\nclient_ids = [\"anon\"]\n"
+        "{}\n[[connect]]\nwho = {{ anonymous = true }}\nclient_ids = [\"anon\"]\n",
+        support::open_policy()
     );
     let gw = setup.start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
@@ -343,9 +339,9 @@ fn through_tap(gw: &TestGateway, tap: &support::ConnectTap) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_will_delay_is_not_left_to_the_broker() {
     let pki = Pki::new();
-    let policy_v1 = WILL_POLICY;
+    let policy_v1 = will_policy();
     let mut setup = Setup::new(&pki);
-    setup.policy = policy_v1.to_owned();
+    setup.policy = policy_v1.clone();
     let gw = setup.start().await;
     let tap = support::ConnectTap::start(gw.broker.addr()).await;
     through_tap(&gw, &tap);

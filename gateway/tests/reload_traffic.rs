@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use mqtt_inspect::{AckKind, ProtocolVersion};
 use support::wire::{Got, TlsWire, ack, connect, publish, subscribe};
-use support::{Flaw, Pki, TestGateway, client_tls};
+use support::{Flaw, Pki, Rule, TestGateway, anyone, client_tls};
 use support::{broker_pub, enforcement_setup};
 
 const PUBLISHERS: usize = 8;
@@ -29,26 +29,14 @@ const ROUNDS_PER_PHASE: u32 = 15;
 /// How long a phase may take before the test declares the reload never took effect.
 const PHASE_LIMIT: Duration = Duration::from_secs(20);
 
-const POLICY: &str = r##"version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "receive"]
-topics = ["steady/#"]
-[[rule]]
-who = { any = true }
-allow = ["subscribe"]
-topics = ["steady/#", "new/#"]
-"##;
+/// Publish and receive on `steady/#`; subscribe to `steady/#` and `new/#`.
+const STEADY: &[Rule<'_>] = &[
+    ("allow", &["publish", "receive"], &["steady/#"]),
+    ("allow", &["subscribe"], &["steady/#", "new/#"]),
+];
 
-const GRANT: &str = r##"
-[[rule]]
-who = { any = true }
-allow = ["publish", "receive"]
-topics = ["new/#"]
-"##;
+/// What the reload grants: publish and receive on `new/#`.
+const GRANT: Rule<'_> = ("allow", &["publish", "receive"], &["new/#"]);
 
 fn replace(path: &Path, content: &str) {
     let tmp = path.with_extension("tmp");
@@ -195,7 +183,7 @@ async fn until_all(progress: &[Arc<Progress>], what: &str, done: impl Fn(&Progre
 async fn a_policy_grant_and_revocation_under_steady_qos1_traffic_lose_nothing_allowed() {
     let pki = Pki::new();
     let mut setup = enforcement_setup(&pki);
-    setup.policy = POLICY.to_owned();
+    setup.policy = anyone(STEADY);
     let gw = setup.start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
     let policy_path = gw.dir.path().join("policy.toml");
@@ -247,7 +235,7 @@ async fn a_policy_grant_and_revocation_under_steady_qos1_traffic_lose_nothing_al
     );
 
     // Phase 2: the grant, written while every publisher is mid-stream.
-    replace(&policy_path, &format!("{POLICY}{GRANT}"));
+    replace(&policy_path, &anyone(&[STEADY, &[GRANT]].concat()));
     until_all(
         &progress,
         "the grant never took effect on a live connection",
@@ -271,7 +259,7 @@ async fn a_policy_grant_and_revocation_under_steady_qos1_traffic_lose_nothing_al
     broker_pub(&gw, &["-q", "1", "-t", "new/direct", "-m", "granted"]).await;
 
     // Phase 3: the revocation.
-    replace(&policy_path, POLICY);
+    replace(&policy_path, &anyone(STEADY));
     until_all(
         &progress,
         "the revocation never took effect on a live connection",

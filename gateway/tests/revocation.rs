@@ -11,7 +11,9 @@ use std::path::Path;
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 use support::reload::{connected, disconnected_with, replace, still_served};
 use support::wire::TlsWire;
-use support::{Flaw, Pki, Setup, TestGateway, client_tls, connect_frame};
+use support::{
+    ALL_ACTIONS, Flaw, Pki, Rule, Setup, TestGateway, anyone, client_tls, connect_frame,
+};
 
 /// After a revocation of the victim's certificate: its live session gets DISCONNECT 0x98
 /// (Administrative action) and an audit line (`crl`); everyone else stays connected; a new
@@ -95,17 +97,10 @@ async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_edits_apply_from_the_next_packet_and_broken_ones_are_rejected() {
     let pki = Pki::new();
-    let policy_v1 = r##"version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["open/#"]
-"##;
+    let open: Rule<'_> = ("allow", ALL_ACTIONS, &["open/#"]);
+    let policy_v1 = anyone(&[open]);
     let mut setup = Setup::new(&pki);
-    setup.policy = policy_v1.to_owned();
+    setup.policy = policy_v1.clone();
     let gw = setup.start().await;
     let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
     let policy_path = gw.dir.path().join("policy.toml");
@@ -124,9 +119,7 @@ topics = ["open/#"]
     // Grant it: the same connection's next PUBLISH is accepted (PUBACK from the broker).
     replace(
         &policy_path,
-        &format!(
-            "{policy_v1}\n[[rule]]\nwho = {{ any = true }}\nallow = [\"publish\"]\ntopics = [\"grant/#\"]\n"
-        ),
+        &anyone(&[open, ("allow", &["publish"], &["grant/#"])]),
     );
     let mut granted = false;
     for id in 2..60u8 {

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use mqtt_inspect::ProtocolVersion;
 use rustls::pki_types::ServerName;
 use support::wire::{Got, connect, publish, subscribe};
-use support::{Flaw, Pki, Setup, TestGateway, client_tls};
+use support::{ALL_ACTIONS, Flaw, Pki, Setup, TestGateway, anyone, client_tls};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -23,19 +23,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-const POLICY: &str = r##"version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["ws/#"]
-"##;
-
 async fn gateway(pki: &Pki) -> TestGateway {
     let mut setup = Setup::new(pki);
-    setup.policy = POLICY.to_owned();
+    setup.policy = anyone(&[("allow", ALL_ACTIONS, &["ws/#"])]);
     setup.listener_extra =
         "protocol = \"websocket\"\nwebsocket_origins = [\"https://dash.example\"]".into();
     setup.passwords = format!(

@@ -3,6 +3,7 @@
 //! side (a spy, a direct publisher, a tap that records the CONNECT the broker receives), and
 //! readers of `/metrics` samples and audit lines.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -57,18 +58,32 @@ pub struct Setup<'a> {
     pub admin_extra: String,
 }
 
+/// One `[[rule]]` for anyone (`who = { any = true }`): `allow` or `deny`, the actions, the topics.
+pub type Rule<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
+
+/// Every action a rule can name.
+pub const ALL_ACTIONS: &[&str] = &["publish", "subscribe", "receive"];
+
+/// A policy file that lets anyone connect with any client id, then one `[[rule]]` for anyone per
+/// entry of `rules`, in order.
+pub fn anyone(rules: &[Rule<'_>]) -> String {
+    let mut policy =
+        String::from("version = 1\n[[connect]]\nwho = { any = true }\nclient_ids = [\"*\"]\n");
+    for (verb, actions, topics) in rules {
+        writeln!(
+            policy,
+            "[[rule]]\nwho = {{ any = true }}\n{verb} = {actions:?}\ntopics = {topics:?}"
+        )
+        .unwrap();
+    }
+    policy
+}
+
 /// A policy that lets every authenticated client connect with any client id and do anything
 /// outside `$SYS`.
-pub const OPEN_POLICY: &str = r##"
-version = 1
-[[connect]]
-who = { any = true }
-client_ids = ["*"]
-[[rule]]
-who = { any = true }
-allow = ["publish", "subscribe", "receive"]
-topics = ["#"]
-"##;
+pub fn open_policy() -> String {
+    anyone(&[("allow", ALL_ACTIONS, &["#"])])
+}
 
 impl<'a> Setup<'a> {
     pub fn new(pki: &'a Pki) -> Self {
@@ -76,7 +91,7 @@ impl<'a> Setup<'a> {
             pki,
             tls_extra: String::new(),
             auth: String::new(),
-            policy: OPEN_POLICY.to_owned(),
+            policy: open_policy(),
             passwords: String::new(),
             limits: String::new(),
             credentials: "principal",
