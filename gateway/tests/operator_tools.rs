@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,10 +19,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use e2e::{MqttVersion, free_port, mosquitto_pub};
 use mqtt_gateway::auth::{PasswordFile, VerifyOutcome};
-use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
+use mqtt_inspect::{ProtocolVersion, ReasonCode};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::wire::{Got, Next, TlsWire, connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-gateway");
 /// How long anything is waited for (a deadline, never an assertion on speed).
@@ -297,89 +299,41 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(out)
 }
 
-/// An MQTT 5 session over TLS with a device certificate from the pki directory.
-struct Session {
-    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    buf: Vec<u8>,
-}
-
-impl Session {
-    async fn open(addr: SocketAddr, pki: &Path, device: &str) -> std::io::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(pki.join("ca.pem")).unwrap())
-            .unwrap();
-        let chain = CertificateDer::pem_file_iter(pki.join(format!("{device}.pem")))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(pki.join(format!("{device}.key"))).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
+/// An MQTT 5 session (the shared raw client, over TLS) with a device certificate from the pki
+/// directory; the error of a handshake or CONNECT that does not succeed.
+async fn open_session(addr: SocketAddr, pki: &Path, device: &str) -> std::io::Result<TlsWire> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.pem")).unwrap())
+        .unwrap();
+    let chain = CertificateDer::pem_file_iter(pki.join(format!("{device}.pem")))
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
+        .collect::<Result<Vec<_>, _>>()
         .unwrap();
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
-        let mut session = Self {
-            stream,
-            buf: Vec::new(),
-        };
-        let mut connect = Vec::new();
-        mqtt_inspect::Connect {
-            version: ProtocolVersion::V5,
-            clean_start: true,
-            keep_alive: 60,
-            properties: mqtt_inspect::Properties::EMPTY,
-            client_id: device,
-            will: None,
-            username: None,
-            password: None,
-            bridge: false,
-        }
-        .encode(&mut connect)
-        .unwrap();
-        session.send(&connect).await?;
-        match session
-            .recv()
-            .await
-            .as_deref()
-            .map(|f| decode(f, ProtocolVersion::V5))
+    let key = PrivateKeyDer::from_pem_file(pki.join(format!("{device}.key"))).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let mut wire = TlsWire::try_tls(addr, Arc::new(config), ProtocolVersion::V5).await?;
+    wire.try_send(&connect(ProtocolVersion::V5, device, None, None))
+        .await?;
+    match wire.read_within(DEADLINE).await {
+        Next::Frame(f)
+            if matches!(
+                Got::from_frame(&f, wire.version),
+                Got::Connack { code: 0, .. }
+            ) =>
         {
-            Some(Ok(Packet::Connack(a))) if a.code.is_success() => Ok(session),
-            other => Err(std::io::Error::other(format!(
-                "no CONNACK success: {other:?}"
-            ))),
+            Ok(wire)
         }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
-    }
-
-    /// The next frame; `None` at EOF, on an error, or after [`DEADLINE`].
-    async fn recv(&mut self) -> Option<Vec<u8>> {
-        let end = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Ok(Some((frame, _))) =
-                mqtt_inspect::split_frame(&self.buf, mqtt_inspect::MAX_PACKET_SIZE)
-            {
-                let frame = frame.to_vec();
-                self.buf.drain(..frame.len());
-                return Some(frame);
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout_at(end, self.stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
+        other => Err(std::io::Error::other(format!(
+            "no CONNACK success: {other:?}"
+        ))),
     }
 }
 
@@ -457,26 +411,25 @@ async fn pki_revoke_reaches_a_running_gateway() {
     .unwrap();
     assert!(with, "a device certificate from `pki issue` was refused");
     assert!(!without, "a client without a certificate was let in");
-    let mut dev1 = Session::open(addr, &pki, "dev-1").await.unwrap();
-    let mut dev2 = Session::open(addr, &pki, "dev-2").await.unwrap();
+    let mut dev1 = open_session(addr, &pki, "dev-1").await.unwrap();
+    let mut dev2 = open_session(addr, &pki, "dev-2").await.unwrap();
 
     ok(&gw(&["pki", "revoke", s(&pki), "dev-1"], ""));
 
     // The live session of dev-1 ends with DISCONNECT 0x98 (Administrative action), then EOF.
-    let frame = dev1
-        .recv()
-        .await
-        .expect("a DISCONNECT after the revocation");
-    match decode(&frame, ProtocolVersion::V5) {
-        Ok(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::AdministrativeAction),
-        other => panic!("not a DISCONNECT: {other:?}"),
-    }
-    assert!(dev1.recv().await.is_none(), "closed after the DISCONNECT");
+    let frame = dev1.frame_within(DEADLINE).await;
+    assert_eq!(
+        Got::from_frame(&frame, dev1.version),
+        Got::Disconnect {
+            reason: ReasonCode::AdministrativeAction.to_u8()
+        },
+        "a DISCONNECT after the revocation"
+    );
+    dev1.assert_closed().await;
     // dev-2 is still served, and may connect again; dev-1 may not.
-    dev2.send(&[0xc0, 0x00]).await.unwrap();
-    assert_eq!(dev2.recv().await.unwrap(), [0xd0, 0x00]);
-    assert!(Session::open(addr, &pki, "dev-1").await.is_err());
-    Session::open(addr, &pki, "dev-2").await.unwrap();
+    dev2.ping().await;
+    assert!(open_session(addr, &pki, "dev-1").await.is_err());
+    open_session(addr, &pki, "dev-2").await.unwrap();
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(
         audit.lines().any(|l| {
