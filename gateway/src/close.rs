@@ -38,6 +38,10 @@ pub enum CloseReason {
     QuotaExceeded,
     /// A live session whose credentials were revoked by a reload.
     Revoked(RevocationReason),
+    /// Its credential ended: the client certificate's notAfter or the token's `exp` passed.
+    CredentialExpired,
+    /// An MQTT 5 re-authentication failed (a refused token, or one for another principal).
+    ReauthenticationFailed,
     /// Over its message or byte rate for too long.
     RateLimited(crate::limits::ClientLimit),
     /// The gateway is shutting down.
@@ -65,6 +69,9 @@ impl CloseReason {
             Self::AuthNotSupported => Some(ReasonCode::ProtocolError),
             Self::QuotaExceeded => Some(ReasonCode::QuotaExceeded),
             Self::Revoked(_) => Some(ReasonCode::AdministrativeAction),
+            Self::CredentialExpired => Some(ReasonCode::MaximumConnectTime),
+            // [MQTT-4.12.1-2]: a failed re-authentication ends with a DISCONNECT and a reason.
+            Self::ReauthenticationFailed => Some(ReasonCode::NotAuthorized),
             Self::RateLimited(crate::limits::ClientLimit::Messages) => {
                 Some(ReasonCode::MessageRateTooHigh)
             }
@@ -87,6 +94,8 @@ impl CloseReason {
             Self::AuthNotSupported => CloseKind::AuthNotSupported,
             Self::QuotaExceeded => CloseKind::QuotaExceeded,
             Self::Revoked(_) => CloseKind::Revoked,
+            Self::CredentialExpired => CloseKind::CredentialExpired,
+            Self::ReauthenticationFailed => CloseKind::ReauthenticationFailed,
             Self::RateLimited(_) => CloseKind::RateLimited,
             Self::Shutdown => CloseKind::Shutdown,
         }
@@ -122,6 +131,10 @@ label_enum! {
         QuotaExceeded => "quota_exceeded",
         /// [`CloseReason::Revoked`].
         Revoked => "revoked",
+        /// [`CloseReason::CredentialExpired`].
+        CredentialExpired => "credential_expired",
+        /// [`CloseReason::ReauthenticationFailed`].
+        ReauthenticationFailed => "reauthentication_failed",
         /// [`CloseReason::RateLimited`].
         RateLimited => "rate_limited",
         /// [`CloseReason::Shutdown`].
@@ -152,6 +165,8 @@ mod tests {
             CloseReason::AuthNotSupported,
             CloseReason::QuotaExceeded,
             CloseReason::Revoked(RevocationReason::Crl),
+            CloseReason::CredentialExpired,
+            CloseReason::ReauthenticationFailed,
             CloseReason::RateLimited(ClientLimit::Messages),
             CloseReason::Shutdown,
         ];
@@ -168,6 +183,8 @@ mod tests {
                 | CloseReason::AuthNotSupported
                 | CloseReason::QuotaExceeded
                 | CloseReason::Revoked(_)
+                | CloseReason::CredentialExpired
+                | CloseReason::ReauthenticationFailed
                 | CloseReason::RateLimited(_)
                 | CloseReason::Shutdown => {}
             }
@@ -193,6 +210,8 @@ mod tests {
                 "auth_not_supported",
                 "quota_exceeded",
                 "revoked",
+                "credential_expired",
+                "reauthentication_failed",
                 "rate_limited",
                 "shutdown",
             ]

@@ -76,6 +76,27 @@ label_enum! {
         ClientId => "client_id",
         /// A ban on the address, account or certificate.
         Banned => "banned",
+        /// A JWT device token whose `exp` has passed.
+        TokenExpired => "token_expired",
+        /// A token whose signature does not verify, that is not a compact JWS, or whose
+        /// algorithm is not accepted (`none`, `HS*`, one off the allow-list).
+        TokenSignature => "token_signature",
+        /// A token signed by a key (`kid`) the JWKS does not hold.
+        TokenUnknownKey => "token_unknown_key",
+        /// A token whose claims are refused (issuer, audience, lifetime, `nbf`, principal).
+        TokenClaims => "token_claims",
+        /// A credential of a kind the listener does not accept (`[[listener]] auth`).
+        MethodNotAllowed => "method_not_allowed",
+    }
+}
+
+label_enum! {
+    /// `reauthentications_total{result}`: an MQTT 5 re-authentication (AUTH 0x19).
+    pub enum ReauthResult {
+        /// A fresh token for the same principal: the session's end moved.
+        Ok => "ok",
+        /// A token refused, or one for another principal: the session ended (0x87).
+        Failed => "failed",
     }
 }
 
@@ -132,6 +153,8 @@ label_enum! {
         Crl => "crl",
         /// The certificates and keys.
         Certs => "certs",
+        /// The JWKS of `[auth.token]`.
+        Jwks => "jwks",
     }
 }
 
@@ -155,6 +178,8 @@ label_enum! {
         Policy => "policy",
         /// Its password-file entry changed or is gone.
         Password => "password",
+        /// The JWKS key that signed its token was removed or replaced.
+        Token => "token",
     }
 }
 
@@ -189,7 +214,12 @@ mod tests {
                 "unknown_user",
                 "anonymous",
                 "client_id",
-                "banned"
+                "banned",
+                "token_expired",
+                "token_signature",
+                "token_unknown_key",
+                "token_claims",
+                "method_not_allowed",
             ]
         );
         assert_eq!(
@@ -206,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             labels(ReloadSource::ALL, ReloadSource::as_str),
-            ["config", "policy", "passwords", "crl", "certs"]
+            ["config", "policy", "passwords", "crl", "certs", "jwks"]
         );
         assert_eq!(
             labels(ReloadResult::ALL, ReloadResult::as_str),
@@ -214,7 +244,7 @@ mod tests {
         );
         assert_eq!(
             labels(RevocationReason::ALL, RevocationReason::as_str),
-            ["crl", "policy", "password"]
+            ["crl", "policy", "password", "token"]
         );
     }
 }

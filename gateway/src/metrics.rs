@@ -12,7 +12,7 @@ use mqtt_inspect::{Direction, PacketType};
 
 use crate::close::CloseKind;
 pub use crate::labels::{
-    AclAction, AuthFailure, ConnectOutcome, RateLimit, ReloadResult, ReloadSource,
+    AclAction, AuthFailure, ConnectOutcome, RateLimit, ReauthResult, ReloadResult, ReloadSource,
     RevocationReason, UpstreamFailure,
 };
 use crate::tls::failure::HandshakeFailure;
@@ -74,6 +74,9 @@ pub const SESSIONS_CLOSED_TOTAL: &str = "mqtt_gateway_sessions_closed_total";
 /// `mqtt_gateway_policy_deny_hits_total{rule}`: denials per deciding deny rule (`file:line`; the
 /// rules are finite, so the label is bounded). A default deny (no rule matched) is not counted here.
 pub const POLICY_DENY_HITS_TOTAL: &str = "mqtt_gateway_policy_deny_hits_total";
+/// `mqtt_gateway_reauthentications_total{result}`: MQTT 5 re-authentications (AUTH 0x19 with a
+/// fresh token), by [`ReauthResult`].
+pub const REAUTHENTICATIONS_TOTAL: &str = "mqtt_gateway_reauthentications_total";
 
 /// Buckets of the client certificate remaining-days histogram.
 pub const CLIENT_CERT_DAYS_BUCKETS: &[f64] =
@@ -170,6 +173,10 @@ pub fn init(listeners: &[&str]) {
         "Sessions ended after their CONNECT was accepted, by who ended them and why."
     );
     describe_counter!(
+        REAUTHENTICATIONS_TOTAL,
+        "MQTT 5 re-authentications with a fresh token, by result."
+    );
+    describe_counter!(
         crate::audit::AUDIT_DROPPED_TOTAL,
         "Audit lines lost because the audit writer's queue was full."
     );
@@ -215,6 +222,9 @@ pub fn init(listeners: &[&str]) {
     }
     for reason in CloseKind::ALL {
         counter!(SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).absolute(0);
+    }
+    for result in ReauthResult::ALL {
+        counter!(REAUTHENTICATIONS_TOTAL, "result" => result.as_str()).absolute(0);
     }
     // Registering a histogram exports it (empty buckets) before its first observation.
     let _ = histogram!(CLIENT_CERT_REMAINING_DAYS);

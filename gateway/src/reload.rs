@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::audit::AuditEvent;
 use crate::auth::PasswordFile;
+use crate::auth::token::TokenKeys;
 use crate::config::{Config, TlsConfig};
 use crate::metrics::ReloadSource;
 use crate::policy::Policy;
@@ -110,12 +111,17 @@ fn passwords_hash(c: &Config) -> Hash {
     hash_files("passwords", c.auth.password_file.as_deref())
 }
 
+fn jwks_hash(c: &Config) -> Hash {
+    hash_files("jwks", c.auth.token.as_ref().map(|t| t.jwks_file.as_path()))
+}
+
 /// Every file the gateway loads.
 fn loaded_files<'a>(config_path: &'a Path, c: &'a Config) -> Vec<&'a Path> {
     let mut files: Vec<&Path> = vec![config_path];
     files.extend(c.policy.file.as_deref());
     files.extend(c.policy.mosquitto_acl_file.as_deref());
     files.extend(c.auth.password_file.as_deref());
+    files.extend(c.auth.token.as_ref().map(|t| t.jwks_file.as_path()));
     for l in &c.listeners {
         if let Some(t) = &l.tls {
             files.extend(tls_files(t));
@@ -175,6 +181,7 @@ impl Reloader {
         tried.insert("config".to_owned(), hash_files("config", [config_path]));
         tried.insert("policy".to_owned(), policy_hash(c));
         tried.insert("passwords".to_owned(), passwords_hash(c));
+        tried.insert("jwks".to_owned(), jwks_hash(c));
         for l in &c.listeners {
             if let Some(t) = &l.tls {
                 tried.insert(format!("tls:{}", l.name), tls_hash(t));
@@ -285,6 +292,23 @@ impl Reloader {
             }
         }
 
+        let mut tokens = old.tokens.clone();
+        if self.changed("jwks", jwks_hash(&config)) || config_changed {
+            match config
+                .auth
+                .token
+                .as_ref()
+                .map(|t| TokenKeys::load(&t.jwks_file))
+                .transpose()
+            {
+                Ok(t) => {
+                    tokens = t.map(Arc::new);
+                    report.applied.push(ReloadSource::Jwks);
+                }
+                Err(e) => self.reject(&mut report, ReloadSource::Jwks, e.to_string()),
+            }
+        }
+
         let mut verifiers = old.verifiers.clone();
         for l in &config.listeners {
             let (Some(t), Some(swap)) = (&l.tls, self.tls.get(&l.name)) else {
@@ -324,6 +348,7 @@ impl Reloader {
                 config,
                 policy,
                 passwords,
+                tokens,
                 verifiers,
                 generation,
             });

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::Audit;
 use crate::auth::PasswordFile;
+use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::metrics as m;
 use crate::policy::Policy;
@@ -33,6 +34,9 @@ pub enum StartError {
     /// The password file is unreadable or invalid.
     #[error("password file: {0}")]
     Passwords(#[from] crate::auth::PasswordFileError),
+    /// The JWKS of `[auth.token]` is unreadable or invalid.
+    #[error("auth.token.jwks_file: {0}")]
+    Jwks(#[from] crate::auth::token::JwksError),
     /// A certificate, key, CA or CRL could not be loaded.
     #[error("listener {listener}: {source}")]
     Tls {
@@ -79,6 +83,10 @@ pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, S
         Some(p) => Some(Arc::new(PasswordFile::load(p)?)),
         None => None,
     };
+    let tokens = match &config.auth.token {
+        Some(t) => Some(Arc::new(TokenKeys::load(&t.jwks_file)?)),
+        None => None,
+    };
     let mut verifiers = HashMap::new();
     for l in &config.listeners {
         if let Some(t) = &l.tls {
@@ -95,6 +103,7 @@ pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, S
         config,
         policy: Arc::new(policy),
         passwords,
+        tokens,
         verifiers,
         generation,
     })

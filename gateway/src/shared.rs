@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub policy: Arc<Policy>,
     /// The password file, when one is configured.
     pub passwords: Option<Arc<PasswordFile>>,
+    /// The JWKS of `[auth.token]`, when tokens are accepted.
+    pub tokens: Option<Arc<crate::auth::token::TokenKeys>>,
     /// The client-certificate verifier of each TLS listener that asks for certificates (by name),
     /// built from the same CA and CRL files as its `ServerConfig`: live sessions' chains are
     /// re-verified against it after a reload.

@@ -43,6 +43,7 @@ fn decisions_do_not_allocate() {
         listener: "l",
         source: IpAddr::from([127, 0, 0, 1]),
         anonymous: false,
+        groups: &[],
     };
     let good = policy.resolve(&facts("c1"));
     let hostile = policy.resolve(&facts("a/b"));

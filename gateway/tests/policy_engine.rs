@@ -49,6 +49,7 @@ impl Client {
             listener: self.listener,
             source: self.source,
             anonymous: self.principal.is_none(),
+            groups: &[],
         }
     }
     fn resolve(&self, policy: &Policy) -> ClientPolicy {

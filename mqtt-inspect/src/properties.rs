@@ -234,6 +234,15 @@ impl<'a> Properties<'a> {
         })
     }
 
+    /// The Authentication Data (0x16), if present.
+    #[must_use]
+    pub fn authentication_data(&self) -> Option<&'a [u8]> {
+        self.iter().find_map(|p| match p {
+            Property::AuthenticationData(d) => Some(d),
+            _ => None,
+        })
+    }
+
     /// The Topic Alias Maximum (0x22); absent means 0 (no aliases).
     #[must_use]
     pub fn topic_alias_maximum(&self) -> u16 {

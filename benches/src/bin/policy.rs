@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             listener: "mqtts",
             source: IpAddr::V4(Ipv4Addr::LOCALHOST),
             anonymous: false,
+            groups: &[],
         };
         let n_resolve = 2_000u64;
         let started = Instant::now();

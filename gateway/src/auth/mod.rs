@@ -1,6 +1,7 @@
 //! Authentication: who a client is. The password file (Mosquitto `$6$`/`$7$` and
 //! argon2id hashes; verification is blocking and belongs on a blocking thread) and the bans that
-//! repeated failures earn, and editing the password file (`passwd_file`, for `mqtt-gateway passwd`).
+//! repeated failures earn, editing the password file (`passwd_file`, for `mqtt-gateway passwd`), and
+//! JWT device tokens (`token`: the key set and the verdict on one token).
 
 /// Concurrent password verifications (each is CPU-heavy by design: PBKDF2 or argon2id).
 pub const AUTH_CONCURRENCY: usize = 4;
@@ -9,6 +10,8 @@ pub mod ban;
 mod hash;
 pub mod passwd_file;
 pub mod passwords;
+pub mod token;
+pub mod token_issuer;
 
 pub use hash::{
     HashError, MAX_PBKDF2_ITERATIONS, MOSQUITTO_PBKDF2_ITERATIONS, hash_argon2id,

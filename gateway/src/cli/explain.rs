@@ -1,6 +1,6 @@
-//! `mqtt-gateway policy explain --config FILE --principal P --client-id C (--publish T |
-//! --subscribe F | --receive T | --connect)`: the decision and the rule (file:line) that made it,
-//! computed by the same code that enforces it.
+//! `mqtt-gateway policy explain --config FILE (--principal P [--group G]... | --token JWT)
+//! --client-id C (--publish T | --subscribe F | --receive T | --connect)`: the decision and the
+//! rule (file:line) that made it, computed by the same code that enforces it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -36,6 +36,12 @@ pub(super) struct ExplainArgs {
     /// A client let in by allow_anonymous.
     #[arg(long)]
     anonymous: bool,
+    /// A group the client's token claims (auth.token.groups_claim); repeat for several.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// A device token: verified against auth.token's key set now, its principal and groups used.
+    #[arg(long, conflicts_with_all = ["principal", "groups", "anonymous"])]
+    token: Option<String>,
     /// Judge a PUBLISH to this topic.
     #[arg(long)]
     publish: Option<String>,
@@ -59,13 +65,29 @@ pub(super) fn explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| config.listeners.first().map(|l| l.name.clone()))
         .unwrap_or_default();
+    let mut principal = a.principal.clone();
+    let mut groups = a.groups.clone();
+    if let Some(token) = &a.token {
+        let (Some(rules), Some(keys)) = (config.auth.token.as_ref(), snap.tokens.as_deref()) else {
+            anyhow::bail!("--token: the configuration has no [auth.token]");
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let t = mqtt_gateway::auth::token::verify(keys, rules, token.trim().as_bytes(), now)
+            .map_err(|f| anyhow::anyhow!("--token refused: {}", f.as_str()))?;
+        println!("token: principal {:?}, groups {:?}", t.principal, t.groups);
+        principal = Some(t.principal);
+        groups = t.groups;
+    }
     let facts = ClientFacts {
-        principal: a.principal.as_deref(),
+        principal: principal.as_deref(),
         client_id: &a.client_id,
         cert_ous: &a.cert_ou,
         listener: &listener,
         source: a.source.to_canonical(),
         anonymous: a.anonymous,
+        groups: &groups,
     };
     let (action, topic): (Action, String) = if let Some(t) = &a.publish {
         (Action::Publish, t.clone())

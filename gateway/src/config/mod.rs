@@ -176,6 +176,10 @@ pub struct ListenerConfig {
     /// through. Only with `protocol = "websocket"`.
     #[serde(default)]
     pub websocket_origins: Vec<String>,
+    /// The authentication methods this listener accepts; absent: every method `[auth]` enables.
+    /// A client that authenticates another way is refused like a bad credential.
+    #[serde(default)]
+    pub auth: Option<Vec<AuthMethod>>,
 }
 
 /// `listener.protocol`.
@@ -270,6 +274,100 @@ pub struct AuthConfig {
     pub principal_from: PrincipalFrom,
     /// Whether a verified client certificate alone authenticates. Default `true`.
     pub cert_is_credential: bool,
+    /// `[auth.token]`: JWT device tokens. Absent: no token is accepted.
+    pub token: Option<TokenConfig>,
+}
+
+/// `[auth.token]`: JWT device tokens (compact JWS), as the CONNECT password or, in MQTT 5, as the
+/// Authentication Data of `auth_method` (with re-authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The RFC 7517 key set; keys are chosen by `kid`. Reloaded like every file.
+    pub jwks_file: PathBuf,
+    /// The signature algorithms accepted. `none` and `HS*` are refused at load whatever the file
+    /// says. Default `["ES256", "RS256", "EdDSA"]`.
+    #[serde(default = "defaults::token_algorithms")]
+    pub algorithms: Vec<TokenAlgorithm>,
+    /// When set, `iss` must equal it.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, `aud` (a string or an array) must contain it.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim that names the principal (`%u`). Default `sub`.
+    #[serde(default = "defaults::principal_claim")]
+    pub principal_claim: String,
+    /// A claim holding an array of group names, usable in policy `who = { groups = [...] }`.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Longest lifetime accepted: `exp - iat` (or `exp - now` without `iat`). Default 24 h.
+    #[serde(
+        default = "defaults::token_max_lifetime",
+        deserialize_with = "units::duration"
+    )]
+    pub max_lifetime: Duration,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default 30 s.
+    #[serde(
+        default = "defaults::token_leeway",
+        deserialize_with = "units::duration"
+    )]
+    pub leeway: Duration,
+    /// The MQTT 5 Authentication Method that carries a token (CONNECT and re-authentication).
+    /// Default `JWT`.
+    #[serde(default = "defaults::auth_method")]
+    pub auth_method: String,
+}
+
+/// An algorithm of `auth.token.algorithms`: asymmetric signatures only. A shared-secret (`HS*`)
+/// key would let anyone who can read the JWKS mint tokens, and `none` signs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenAlgorithm {
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// Ed25519.
+    EdDSA,
+}
+
+/// An authentication method, for `[[listener]] auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A verified client certificate names the principal (`cert_is_credential`).
+    Certificate,
+    /// A user name and its password from `password_file`.
+    Password,
+    /// A JWT device token (`[auth.token]`).
+    Token,
+    /// No credential (`allow_anonymous`).
+    Anonymous,
+}
+
+impl AuthMethod {
+    /// The name in the configuration (and in audit lines).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Certificate => "certificate",
+            Self::Password => "password",
+            Self::Token => "token",
+            Self::Anonymous => "anonymous",
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -279,6 +377,7 @@ impl Default for AuthConfig {
             password_file: None,
             principal_from: PrincipalFrom::CertCn,
             cert_is_credential: true,
+            token: None,
         }
     }
 }
@@ -409,7 +508,31 @@ pub struct LogConfig {
 mod defaults {
     use std::time::Duration;
 
-    use super::{NonZeroU32, nonzero_const};
+    use super::{NonZeroU32, TokenAlgorithm, nonzero_const};
+
+    pub(super) fn token_algorithms() -> Vec<TokenAlgorithm> {
+        vec![
+            TokenAlgorithm::ES256,
+            TokenAlgorithm::RS256,
+            TokenAlgorithm::EdDSA,
+        ]
+    }
+
+    pub(super) fn principal_claim() -> String {
+        "sub".to_owned()
+    }
+
+    pub(super) const fn token_max_lifetime() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+
+    pub(super) const fn token_leeway() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    pub(super) fn auth_method() -> String {
+        "JWT".to_owned()
+    }
 
     pub(super) fn upstream_connect_timeout() -> Duration {
         Duration::from_secs(5)

@@ -231,11 +231,21 @@ fn check_tls(tls: &TlsConfig, at: &KeyPath, src: &Source<'_>) -> Result<(), Conf
 
 fn check_auth_and_policy(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
     let auth = &config.auth;
-    if !auth.allow_anonymous && auth.password_file.is_none() && !auth.cert_is_credential {
+    if !auth.allow_anonymous
+        && auth.password_file.is_none()
+        && !auth.cert_is_credential
+        && auth.token.is_none()
+    {
         return Err(src.invalid(
             &KeyPath::new("auth"),
-            "no client can authenticate: set password_file, cert_is_credential = true, or allow_anonymous = true",
+            "no client can authenticate: set password_file, cert_is_credential = true, [auth.token] or allow_anonymous = true",
         ));
+    }
+    if let Some(token) = &auth.token {
+        check_token(token, src)?;
+    }
+    for (i, l) in config.listeners.iter().enumerate() {
+        check_listener_auth(config, i, l, src)?;
     }
     let policy = &config.policy;
     if policy.file.is_none() && policy.mosquitto_acl_file.is_none() {
@@ -243,6 +253,104 @@ fn check_auth_and_policy(config: &Config, src: &Source<'_>) -> Result<(), Config
             &KeyPath::new("policy").key("file"),
             "a policy is required: set policy.file and/or policy.mosquitto_acl_file",
         ));
+    }
+    Ok(())
+}
+
+/// Longest accepted `auth.token.max_lifetime`: a token is a bearer credential, replayable until
+/// it expires; a year-long one is a password that cannot be changed.
+pub(super) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Longest accepted `auth.token.leeway`.
+pub(super) const MAX_TOKEN_LEEWAY: Duration = Duration::from_secs(600);
+
+fn check_token(token: &super::TokenConfig, src: &Source<'_>) -> Result<(), ConfigError> {
+    let at = KeyPath::new("auth").key("token");
+    if token.algorithms.is_empty() {
+        return Err(src.invalid(
+            &at.key("algorithms"),
+            "name at least one algorithm (ES256, RS256, EdDSA, ...)",
+        ));
+    }
+    positive(src, at.key("max_lifetime"), token.max_lifetime)?;
+    if token.max_lifetime > MAX_TOKEN_LIFETIME {
+        return Err(src.invalid(
+            &at.key("max_lifetime"),
+            "at most 366 days: a token can be replayed until it expires, so lifetimes stay short",
+        ));
+    }
+    if token.leeway > MAX_TOKEN_LEEWAY {
+        return Err(src.invalid(&at.key("leeway"), "at most 10m"));
+    }
+    for (key, value) in [
+        ("principal_claim", Some(&token.principal_claim)),
+        ("groups_claim", token.groups_claim.as_ref()),
+        ("auth_method", Some(&token.auth_method)),
+        ("issuer", token.issuer.as_ref()),
+        ("audience", token.audience.as_ref()),
+    ] {
+        if value.is_some_and(|v| v.is_empty() || v.len() > 1024) {
+            return Err(src.invalid(&at.key(key), "must be 1 to 1024 bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// `[[listener]] auth`: a non-empty list of methods, each of which `[auth]` and the listener can
+/// serve.
+fn check_listener_auth(
+    config: &Config,
+    index: usize,
+    l: &ListenerConfig,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    use super::AuthMethod;
+    let Some(methods) = &l.auth else {
+        return Ok(());
+    };
+    let key = KeyPath::new("listener").index(index).key("auth");
+    if methods.is_empty() {
+        return Err(src.invalid(
+            &key,
+            "name at least one of \"certificate\", \"password\", \"token\", \"anonymous\" (or leave `auth` out: every method [auth] enables)",
+        ));
+    }
+    let auth = &config.auth;
+    for (i, m) in methods.iter().enumerate() {
+        if methods.get(..i).is_some_and(|before| before.contains(m)) {
+            return Err(src.invalid(&key, format!("{:?} is named twice", m.as_str())));
+        }
+        let why = match m {
+            AuthMethod::Certificate => {
+                let asks = l
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_auth != ClientAuth::None);
+                if !asks {
+                    Some(
+                        "\"certificate\" on a listener that asks for no client certificate (no [listener.tls], or client_auth = \"none\")",
+                    )
+                } else if !auth.cert_is_credential {
+                    Some(
+                        "\"certificate\" while auth.cert_is_credential = false: a certificate alone authenticates nobody",
+                    )
+                } else {
+                    None
+                }
+            }
+            AuthMethod::Password => auth
+                .password_file
+                .is_none()
+                .then_some("\"password\" without auth.password_file"),
+            AuthMethod::Token => auth
+                .token
+                .is_none()
+                .then_some("\"token\" without [auth.token]"),
+            AuthMethod::Anonymous => (!auth.allow_anonymous)
+                .then_some("\"anonymous\" while auth.allow_anonymous = false"),
+        };
+        if let Some(why) = why {
+            return Err(src.invalid(&key, why));
+        }
     }
     Ok(())
 }
@@ -320,6 +428,9 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
         }
     }
     config.auth.password_file.iter_mut().for_each(resolve);
+    if let Some(t) = &mut config.auth.token {
+        resolve(&mut t.jwks_file);
+    }
     config.policy.file.iter_mut().for_each(resolve);
     config
         .policy

@@ -50,7 +50,7 @@ impl ClientPolicy {
         let in_group: Vec<bool> = compiled
             .groups
             .iter()
-            .map(|g| g.matches(&client, &[]))
+            .map(|(name, g)| g.matches(&client, &[]) || client.groups.iter().any(|c| **c == **name))
             .collect();
         // Candidates: the classes indexed under this principal, and the unindexed ones; each is
         // still tested with its whole `who`. Kept in class order.

@@ -103,6 +103,7 @@ fn client_policy(rules: &[TestRule]) -> ClientPolicy {
         listener: "l",
         source: IpAddr::from([127, 0, 0, 1]),
         anonymous: false,
+        groups: &[],
     };
     ClientPolicy::resolve(&compiled, &facts)
 }

@@ -56,7 +56,8 @@ pub(crate) struct ConnectSpec {
 #[derive(Debug, Default)]
 pub(crate) struct Parsed {
     pub(crate) file: Option<Arc<str>>,
-    pub(crate) groups: Vec<Who>,
+    /// `[groups]`, by name.
+    pub(crate) groups: Vec<(Box<str>, Who)>,
     pub(crate) connects: Vec<ConnectSpec>,
     pub(crate) rules: Vec<RuleSpec>,
     pub(crate) warnings: Vec<PolicyWarning>,
@@ -86,7 +87,8 @@ pub(crate) struct Compiled {
     /// Rule references indexed by rule order (the numbers stored in the tries).
     pub(crate) refs: Box<[RuleRef]>,
     pub(crate) classes: Box<[Class]>,
-    pub(crate) groups: Box<[Who]>,
+    /// `[groups]`, by name: a client is in one when its `who` matches, or its token claims the name.
+    pub(crate) groups: Box<[(Box<str>, Who)]>,
     pub(crate) connect: ConnectRules,
     pub(crate) warnings: Box<[PolicyWarning]>,
     /// Some rule uses `%u` (so client policies keep the principal).

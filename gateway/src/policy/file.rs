@@ -164,8 +164,8 @@ pub(crate) fn parse(src: &str, file: &str, listener_names: &[&str]) -> Result<Pa
         Some(_) => {}
     }
     let mut groups = Vec::with_capacity(raw.groups.len());
-    for who in raw.groups.values() {
-        groups.push(compile_who(&mut ctx, who, true)?);
+    for (name, who) in &raw.groups {
+        groups.push((Box::from(name.as_str()), compile_who(&mut ctx, who, true)?));
     }
     let mut connects = Vec::with_capacity(raw.connect.len());
     for c in &raw.connect {

@@ -49,11 +49,11 @@ pub(super) fn compile_who(
                 Some(i) => refs.push(GroupRef::Known(*i)),
                 None => {
                     let msg = format!(
-                        "unknown group {:?}: this entry never matches",
+                        "group {:?} is not in [groups]: only clients whose token claims it (auth.token.groups_claim) are in it",
                         name.get_ref()
                     );
                     ctx.warn(&name.span(), msg);
-                    refs.push(GroupRef::Unknown);
+                    refs.push(GroupRef::Unknown(name.get_ref().as_str().into()));
                 }
             }
         }

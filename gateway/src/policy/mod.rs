@@ -105,6 +105,9 @@ pub struct ClientFacts<'a> {
     pub source: IpAddr,
     /// Let in by `allow_anonymous`, without credentials.
     pub anonymous: bool,
+    /// The groups the client's token claims (`auth.token.groups_claim`): it is in each `[groups]`
+    /// entry of those names, and in groups named in a `who` without a `[groups]` entry.
+    pub groups: &'a [String],
 }
 
 /// Where a rule is written: `file:line` (line 0: the file as a whole, an implicit rule).

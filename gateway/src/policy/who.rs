@@ -14,8 +14,9 @@ use super::glob::Glob;
 pub(crate) enum GroupRef {
     /// Index into the policy's group table.
     Known(usize),
-    /// A name with no `[groups]` entry: never matches (reported as a warning).
-    Unknown,
+    /// A name with no `[groups]` entry: only clients whose token claims it are in it (see
+    /// `auth.token.groups_claim`; reported as a warning, it may be a typo).
+    Unknown(Box<str>),
 }
 
 /// A compiled `who`: every given selector must match; within a selector, any entry.
@@ -92,7 +93,7 @@ impl Who {
         if let Some(groups) = &self.groups {
             let member = groups.iter().any(|g| match g {
                 GroupRef::Known(i) => in_group.get(*i).copied().unwrap_or(false),
-                GroupRef::Unknown => false,
+                GroupRef::Unknown(name) => client.groups.iter().any(|g| **g == **name),
             });
             if !member {
                 return false;
@@ -128,13 +129,6 @@ impl Who {
         if self.anonymous && self.principals.is_some() {
             return Some("anonymous clients have no principal, so `principals` never matches them");
         }
-        if self
-            .groups
-            .as_ref()
-            .is_some_and(|g| g.iter().all(|g| *g == GroupRef::Unknown))
-        {
-            return Some("every group it names is unknown");
-        }
         None
     }
 }
@@ -164,6 +158,7 @@ mod tests {
             listener: "mqtts",
             source: IpAddr::from([10, 1, 2, 3]),
             anonymous: principal.is_none(),
+            groups: &[],
         }
     }
 
@@ -219,12 +214,22 @@ mod tests {
     #[test]
     fn groups() {
         let who = Who {
-            groups: Some(Box::new([GroupRef::Unknown, GroupRef::Known(1)])),
+            groups: Some(Box::new([
+                GroupRef::Unknown("fleet".into()),
+                GroupRef::Known(1),
+            ])),
             ..Who::default()
         };
         assert!(who.matches(&facts(Some("a"), &[]), &[false, true]));
         assert!(!who.matches(&facts(Some("a"), &[]), &[true, false]));
         assert!(!who.matches(&facts(Some("a"), &[]), &[]));
+        // A group without a `[groups]` entry: the clients whose token claims it.
+        let claims = ["other".to_owned(), "fleet".to_owned()];
+        let mut token = facts(Some("a"), &[]);
+        token.groups = &claims;
+        assert!(who.matches(&token, &[false, false]));
+        token.groups = &claims[..1];
+        assert!(!who.matches(&token, &[false, false]));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, timeout_at};
 
 use crate::auth::VerifyOutcome;
-use crate::config::PrincipalFrom;
+use crate::auth::token::TokenFailure;
+use crate::config::{AuthMethod, PrincipalFrom};
 use crate::identity::ClientIdentity;
 use crate::metrics::{AclAction, AuthFailure, ConnectOutcome, RevocationReason};
 use crate::policy::{ClientFacts, ClientPolicy, Decision, RuleRef};
@@ -103,6 +104,91 @@ pub struct SessionIdentity {
     /// The topics of the client's Will: the broker publishes a Will long after CONNECT, so it is
     /// judged again under every new policy (boxed: most clients have none).
     pub will: Option<Box<WillTopics>>,
+    /// The JWT device token that authenticated the client, when one did (boxed: most have none).
+    pub token: Option<Box<TokenBinding>>,
+}
+
+/// What a session keeps of the token that authenticated it.
+#[derive(Debug, Clone)]
+pub struct TokenBinding {
+    /// Presented as MQTT 5 Authentication Data (`auth_method`): the client may re-authenticate.
+    pub via_auth_method: bool,
+    /// The groups it claimed (`groups_claim`), for the policy; a re-authentication must claim the
+    /// same ones.
+    pub groups: Vec<String>,
+    /// The token in force, replaced by each re-authentication.
+    pub state: Arc<TokenState>,
+}
+
+/// The token a session runs on now, and the wake-up of the session's expiry watch when a
+/// re-authentication replaces it.
+#[derive(Debug)]
+pub struct TokenState {
+    current: std::sync::Mutex<TokenInForce>,
+    /// Notified on every replacement.
+    pub changed: tokio::sync::Notify,
+}
+
+/// The token a session runs on now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInForce {
+    /// The key that signed it.
+    pub kid: String,
+    /// That key's fingerprint: a JWKS reload that removes or changes the key ends the session.
+    pub fingerprint: [u8; 32],
+    /// When it stops being valid: `exp + leeway`, unix seconds (invalid from that second on).
+    pub valid_until: u64,
+}
+
+impl TokenBinding {
+    /// A binding to the token `t`, verified under `config`.
+    #[must_use]
+    pub fn new(
+        t: crate::auth::token::VerifiedToken,
+        config: &crate::config::TokenConfig,
+        via_auth_method: bool,
+    ) -> Self {
+        Self {
+            via_auth_method,
+            groups: t.groups,
+            state: Arc::new(TokenState {
+                current: std::sync::Mutex::new(TokenInForce {
+                    kid: t.kid,
+                    fingerprint: t.key_fingerprint,
+                    valid_until: t.expires_at.saturating_add(config.leeway.as_secs()),
+                }),
+                changed: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// The token in force (a copy).
+    #[must_use]
+    pub fn now(&self) -> TokenInForce {
+        self.state
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a re-authentication's token in force, and wakes the session's expiry watch.
+    pub fn replace(&self, new: TokenInForce) {
+        *self
+            .state
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        self.state.changed.notify_one();
+    }
+}
+
+/// The current time as unix seconds (0 before 1970).
+#[must_use]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The topics of a Will, as judged at CONNECT and on every reload.
@@ -141,6 +227,30 @@ impl SessionIdentity {
             listener: &self.listener,
             source: self.peer.ip().to_canonical(),
             anonymous: self.anonymous,
+            groups: self.token.as_ref().map_or(&[][..], |t| t.groups.as_slice()),
+        }
+    }
+
+    /// When the session's credential ends (unix seconds): the earliest of the client
+    /// certificate's notAfter and the token's `exp` (plus `leeway`). `None`: nothing expires.
+    #[must_use]
+    pub fn credential_end(&self) -> Option<(u64, Credential)> {
+        let cert = self.cert.as_ref().map(|c| {
+            (
+                // Valid through its notAfter second (RFC 5280 §4.1.2.5), invalid from the next.
+                u64::try_from(c.identity.not_after_unix)
+                    .unwrap_or(0)
+                    .saturating_add(1),
+                Credential::Certificate,
+            )
+        });
+        let token = self
+            .token
+            .as_ref()
+            .map(|t| (t.now().valid_until, Credential::Token));
+        match (cert, token) {
+            (Some(c), Some(t)) => Some(if t.0 < c.0 { t } else { c }),
+            (c, t) => c.or(t),
         }
     }
 
@@ -165,6 +275,13 @@ impl SessionIdentity {
             let now = snap.passwords.as_ref().and_then(|p| p.fingerprint(user));
             if now.is_none() || now != self.password_fingerprint {
                 return Some(RevocationReason::Password);
+            }
+        }
+        if let Some(token) = &self.token {
+            let held = token.now();
+            let now = snap.tokens.as_ref().and_then(|k| k.fingerprint(&held.kid));
+            if now != Some(held.fingerprint) {
+                return Some(RevocationReason::Token);
             }
         }
         if self.anonymous && !snap.config.auth.allow_anonymous {
@@ -225,6 +342,8 @@ pub struct Refusal {
     /// The principal the client was established as before it was refused (a device refused for
     /// another device's client id is logged under its own name, not only the victim's id).
     pub principal: Option<String>,
+    /// More about why, for the audit line (a token's failure, the method a listener refused).
+    pub detail: Option<&'static str>,
 }
 
 impl Refusal {
@@ -251,6 +370,7 @@ impl Refusal {
             topic: None,
             rule: None,
             principal: None,
+            detail: None,
         }
     }
 
@@ -263,6 +383,7 @@ impl Refusal {
             topic: None,
             rule: None,
             principal: None,
+            detail: None,
         }
     }
 
@@ -281,7 +402,7 @@ impl Refusal {
     #[must_use]
     pub const fn revoked(why: RevocationReason) -> Self {
         match why {
-            RevocationReason::Crl | RevocationReason::Password => {
+            RevocationReason::Crl | RevocationReason::Password | RevocationReason::Token => {
                 Self::auth(ReasonCode::NotAuthorized, AuthFailure::BadCredentials)
             }
             // The connect rule, the Will or `allow_anonymous`: a policy refusal, not a bad login.
@@ -293,6 +414,7 @@ impl Refusal {
                 topic: None,
                 rule: None,
                 principal: None,
+                detail: None,
             },
         }
     }
@@ -310,7 +432,28 @@ impl Refusal {
             topic,
             rule,
             principal: None,
+            detail: None,
         }
+    }
+
+    /// A refused token: the answer of a wrong password ([`ReasonCode::BadUserNameOrPassword`],
+    /// 3.1.1 code 4), its own `auth_failures_total` reason.
+    #[must_use]
+    pub const fn token(failure: TokenFailure) -> Self {
+        let mut r = Self::auth(ReasonCode::BadUserNameOrPassword, failure.auth_failure());
+        r.detail = Some(failure.as_str());
+        r
+    }
+
+    /// A credential of a kind the listener does not accept: refused like a bad credential.
+    #[must_use]
+    pub const fn method_not_allowed(method: AuthMethod) -> Self {
+        let mut r = Self::auth(
+            ReasonCode::BadUserNameOrPassword,
+            AuthFailure::MethodNotAllowed,
+        );
+        r.detail = Some(method.as_str());
+        r
     }
 }
 
@@ -346,6 +489,57 @@ pub fn password_account<'a>(
     }
 }
 
+/// Which credential ends a session ([`SessionIdentity::credential_end`]): the reason of its
+/// `credential_expired` audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The client certificate's notAfter.
+    Certificate,
+    /// The token's `exp`.
+    Token,
+}
+
+impl Credential {
+    /// The audit `reason`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Certificate => "certificate",
+            Self::Token => "token",
+        }
+    }
+}
+
+/// A token presented in a CONNECT: as MQTT 5 Authentication Data with `auth_method`, or as the
+/// password when it has a token's shape and the listener accepts tokens. `Err`: an Authentication
+/// Method the gateway does not speak (0x8C).
+fn presented_token<'a>(
+    connect: &Connect<'a>,
+    token: Option<&crate::config::TokenConfig>,
+    accepts: impl Fn(AuthMethod) -> bool,
+) -> Result<Option<(&'a [u8], bool)>, Refusal> {
+    match connect.properties.authentication_method() {
+        Some(m) if token.is_some_and(|t| t.auth_method == m) => Ok(Some((
+            connect.properties.authentication_data().unwrap_or_default(),
+            true,
+        ))),
+        // MQTT 5 enhanced authentication with another method: none is implemented, so none may
+        // be started (and none can later change the identity bound here).
+        Some(_) => Err(Refusal::auth(
+            ReasonCode::BadAuthenticationMethod,
+            AuthFailure::BadCredentials,
+        )),
+        None => Ok(connect
+            .password
+            .filter(|p| {
+                token.is_some()
+                    && accepts(AuthMethod::Token)
+                    && crate::auth::token::looks_like_token(p)
+            })
+            .map(|p| (p, false))),
+    }
+}
+
 /// Authenticates `connect` and applies the connect rules and the Will check.
 ///
 /// # Errors
@@ -358,54 +552,104 @@ pub async fn admit(
     snap: &Snapshot,
     gateway: &Gateway,
 ) -> Result<Admitted, Refusal> {
-    if connect.properties.authentication_method().is_some() {
-        // MQTT 5 enhanced authentication: no method is implemented, so none may be started
-        // (and none can later change the identity bound here).
-        return Err(Refusal::auth(
-            ReasonCode::BadAuthenticationMethod,
-            AuthFailure::BadCredentials,
-        ));
-    }
     let auth = &snap.config.auth;
+    let methods = snap
+        .config
+        .listeners
+        .iter()
+        .find(|l| *l.name == **listener)
+        .and_then(|l| l.auth.as_deref());
+    let accepts = |m: AuthMethod| methods.is_none_or(|list| list.contains(&m));
     let cert_name = cert
         .as_ref()
         .and_then(|c| c.identity.principal(auth.principal_from).map(str::to_owned));
-    let (principal, anonymous, password_user) = match (auth.principal_from, &cert, cert_name) {
-        (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(_), None) => {
-            // A certificate without the configured name cannot be anyone.
-            return Err(Refusal::auth(
-                ReasonCode::BadUserNameOrPassword,
-                AuthFailure::BadCredentials,
-            ));
+    let named_by_cert = matches!(
+        auth.principal_from,
+        PrincipalFrom::CertCn | PrincipalFrom::CertSan
+    ) && cert.is_some();
+    let mut token = None;
+    let (principal, anonymous, password_user) = if let Some((raw, via_auth_method)) =
+        presented_token(connect, auth.token.as_ref(), accepts)?
+    {
+        if !accepts(AuthMethod::Token) {
+            return Err(Refusal::method_not_allowed(AuthMethod::Token));
         }
-        (PrincipalFrom::CertCn | PrincipalFrom::CertSan, Some(_), Some(name)) => {
-            if connect.username.is_some_and(|u| u != name) {
-                // The certificate names the client; it claimed another account.
-                return Err(
-                    Refusal::auth(ReasonCode::NotAuthorized, AuthFailure::BadCredentials)
-                        .by(Some(&name)),
-                );
-            }
-            if auth.cert_is_credential {
-                (Some(name), false, None)
-            } else {
-                verify_password(&name, connect.password, snap, gateway).await?;
-                (Some(name.clone()), false, Some(name))
-            }
+        let (Some(config), Some(keys)) = (auth.token.as_ref(), snap.tokens.as_deref()) else {
+            return Err(Refusal::token(TokenFailure::UnknownKey));
+        };
+        let t =
+            crate::auth::token::verify(keys, config, raw, unix_now()).map_err(Refusal::token)?;
+        let who = Some(t.principal.as_str());
+        if connect.username.is_some_and(|u| u != t.principal) {
+            // A user name, when sent, must be the token's principal.
+            return Err(Refusal::token(TokenFailure::Principal).by(who));
         }
-        _ => match connect.username {
-            Some(user) => {
-                verify_password(user, connect.password, snap, gateway).await?;
-                (Some(user.to_owned()), false, Some(user.to_owned()))
-            }
-            None if auth.allow_anonymous => (None, true, None),
-            None => {
+        if named_by_cert && cert_name.as_deref().is_some_and(|n| n != t.principal) {
+            // The certificate names another client than the token.
+            return Err(
+                Refusal::auth(ReasonCode::NotAuthorized, AuthFailure::BadCredentials).by(who),
+            );
+        }
+        let principal = t.principal.clone();
+        token = Some(Box::new(TokenBinding::new(t, config, via_auth_method)));
+        (Some(principal), false, None)
+    } else {
+        match (named_by_cert, cert_name) {
+            (true, None) => {
+                // A certificate without the configured name cannot be anyone.
                 return Err(Refusal::auth(
-                    ReasonCode::NotAuthorized,
-                    AuthFailure::Anonymous,
+                    ReasonCode::BadUserNameOrPassword,
+                    AuthFailure::BadCredentials,
                 ));
             }
-        },
+            (true, Some(name)) => {
+                if connect.username.is_some_and(|u| u != name) {
+                    // The certificate names the client; it claimed another account.
+                    return Err(Refusal::auth(
+                        ReasonCode::NotAuthorized,
+                        AuthFailure::BadCredentials,
+                    )
+                    .by(Some(&name)));
+                }
+                if !accepts(AuthMethod::Certificate) {
+                    return Err(
+                        Refusal::method_not_allowed(AuthMethod::Certificate).by(Some(&name))
+                    );
+                }
+                if auth.cert_is_credential {
+                    (Some(name), false, None)
+                } else {
+                    if !accepts(AuthMethod::Password) {
+                        return Err(
+                            Refusal::method_not_allowed(AuthMethod::Password).by(Some(&name))
+                        );
+                    }
+                    verify_password(&name, connect.password, snap, gateway).await?;
+                    (Some(name.clone()), false, Some(name))
+                }
+            }
+            (false, _) => match connect.username {
+                Some(user) => {
+                    if !accepts(AuthMethod::Password) {
+                        return Err(Refusal::method_not_allowed(AuthMethod::Password));
+                    }
+                    verify_password(user, connect.password, snap, gateway).await?;
+                    (Some(user.to_owned()), false, Some(user.to_owned()))
+                }
+                None if auth.allow_anonymous => {
+                    if !accepts(AuthMethod::Anonymous) {
+                        return Err(Refusal::method_not_allowed(AuthMethod::Anonymous));
+                    }
+                    (None, true, None)
+                }
+                None => {
+                    return Err(Refusal::auth(
+                        ReasonCode::NotAuthorized,
+                        AuthFailure::Anonymous,
+                    ));
+                }
+            },
+        }
     };
     let password_fingerprint = password_user
         .as_deref()
@@ -425,6 +669,7 @@ pub async fn admit(
                 response: w.properties.response_topic().map(str::to_owned),
             })
         }),
+        token,
     };
     let policy = snap.policy.resolve(&identity.facts());
     let d = policy.connect();
@@ -436,6 +681,79 @@ pub async fn admit(
         return Err(Refusal::policy(AclAction::Will, d.rule, Some(topic.to_owned())).by(who));
     }
     Ok(Admitted { identity, policy })
+}
+
+/// Why an MQTT 5 re-authentication was refused (the session then ends with 0x87).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReauthFailure {
+    /// The token itself is refused.
+    Token(TokenFailure),
+    /// A good token for another principal than the session's.
+    OtherPrincipal,
+    /// A good token claiming other groups than the session's: its policy was resolved for those
+    /// (a device whose groups changed reconnects).
+    OtherGroups,
+}
+
+impl ReauthFailure {
+    /// The audit `reason`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Token(f) => f.auth_failure().as_str(),
+            Self::OtherPrincipal => "principal_changed",
+            Self::OtherGroups => "groups_changed",
+        }
+    }
+
+    /// The audit `detail`.
+    #[must_use]
+    pub const fn detail(self) -> &'static str {
+        match self {
+            Self::Token(f) => f.as_str(),
+            Self::OtherPrincipal => "the fresh token names another principal",
+            Self::OtherGroups => "the fresh token claims other groups",
+        }
+    }
+}
+
+/// The verdict on a re-authentication with `token` at `now` (unix seconds), under the key set and
+/// rules in force: the token that takes over, or why not. Pure.
+///
+/// # Errors
+/// See [`ReauthFailure`].
+pub fn judge_reauthentication(
+    identity: &SessionIdentity,
+    keys: Option<&crate::auth::token::TokenKeys>,
+    config: Option<&crate::config::TokenConfig>,
+    token: &[u8],
+    now: u64,
+) -> Result<TokenInForce, ReauthFailure> {
+    let (Some(keys), Some(config)) = (keys, config) else {
+        return Err(ReauthFailure::Token(TokenFailure::UnknownKey));
+    };
+    let t = crate::auth::token::verify(keys, config, token, now).map_err(ReauthFailure::Token)?;
+    if identity.principal.as_deref() != Some(t.principal.as_str()) {
+        return Err(ReauthFailure::OtherPrincipal);
+    }
+    let held = identity
+        .token
+        .as_ref()
+        .map_or(&[][..], |b| b.groups.as_slice());
+    let mut a: Vec<&str> = held.iter().map(String::as_str).collect();
+    let mut b: Vec<&str> = t.groups.iter().map(String::as_str).collect();
+    a.sort_unstable();
+    a.dedup();
+    b.sort_unstable();
+    b.dedup();
+    if a != b {
+        return Err(ReauthFailure::OtherGroups);
+    }
+    Ok(TokenInForce {
+        kid: t.kid,
+        fingerprint: t.key_fingerprint,
+        valid_until: t.expires_at.saturating_add(config.leeway.as_secs()),
+    })
 }
 
 /// Verifies a password off the async workers, behind the concurrency cap.
@@ -505,6 +823,129 @@ mod tests {
                 not_after_unix: 0,
             },
         }
+    }
+
+    fn token_config() -> crate::config::TokenConfig {
+        crate::config::TokenConfig {
+            jwks_file: "jwks.json".into(),
+            algorithms: vec![crate::config::TokenAlgorithm::ES256],
+            issuer: None,
+            audience: None,
+            principal_claim: "sub".into(),
+            groups_claim: Some("groups".into()),
+            max_lifetime: std::time::Duration::from_secs(3600),
+            leeway: std::time::Duration::from_secs(5),
+            auth_method: "JWT".into(),
+        }
+    }
+
+    fn identity(
+        principal: &str,
+        token: Option<TokenBinding>,
+        cert: Option<CertInfo>,
+    ) -> SessionIdentity {
+        SessionIdentity {
+            listener: Arc::from("mqtts"),
+            peer: SocketAddr::from(([10, 0, 0, 7], 1883)),
+            principal: Some(principal.to_owned()),
+            client_id: principal.to_owned(),
+            anonymous: false,
+            cert,
+            password_user: None,
+            password_fingerprint: None,
+            will: None,
+            token: token.map(Box::new),
+        }
+    }
+
+    /// lifecycle.md: a re-authentication must bring a good token for the same principal (and, here,
+    /// the same groups); the session's end then moves to the new `exp` (+ leeway).
+    #[test]
+    fn reauthentication_table() {
+        use crate::auth::token::{TokenKeys, verify};
+        use crate::auth::token_issuer::Issuer;
+        use jsonwebtoken::Algorithm;
+        use serde_json::json;
+        const NOW: u64 = 1_800_000_000;
+        let key = Issuer::new("k1", Algorithm::ES256).unwrap();
+        let stranger = Issuer::new("k1", Algorithm::ES256).unwrap();
+        let keys =
+            TokenKeys::parse(std::path::Path::new("j"), Issuer::jwks(&[&key]).as_bytes()).unwrap();
+        let cfg = token_config();
+        let claims = |sub: &str, exp: u64, groups: &[&str]| json!({"sub": sub, "iat": NOW - 10, "exp": exp, "groups": groups});
+        let first = key.mint(&claims("dev-1", NOW + 60, &["a", "b"])).unwrap();
+        let binding = TokenBinding::new(
+            verify(&keys, &cfg, first.as_bytes(), NOW).unwrap(),
+            &cfg,
+            true,
+        );
+        let id = identity("dev-1", Some(binding), None);
+        assert_eq!(id.credential_end(), Some((NOW + 65, Credential::Token)));
+        let rows: Vec<(&str, String, Result<u64, ReauthFailure>)> = vec![
+            (
+                "a fresh token",
+                key.mint(&claims("dev-1", NOW + 600, &["b", "a"])).unwrap(),
+                Ok(NOW + 605),
+            ),
+            (
+                "a shorter one moves the end earlier",
+                key.mint(&claims("dev-1", NOW + 20, &["a", "b"])).unwrap(),
+                Ok(NOW + 25),
+            ),
+            (
+                "another principal",
+                key.mint(&claims("dev-2", NOW + 600, &["a", "b"])).unwrap(),
+                Err(ReauthFailure::OtherPrincipal),
+            ),
+            (
+                "other groups",
+                key.mint(&claims("dev-1", NOW + 600, &["a"])).unwrap(),
+                Err(ReauthFailure::OtherGroups),
+            ),
+            (
+                "expired",
+                key.mint(&claims("dev-1", NOW - 5, &["a", "b"])).unwrap(),
+                Err(ReauthFailure::Token(TokenFailure::Expired)),
+            ),
+            (
+                "another key under the kid",
+                stranger
+                    .mint(&claims("dev-1", NOW + 600, &["a", "b"]))
+                    .unwrap(),
+                Err(ReauthFailure::Token(TokenFailure::Signature)),
+            ),
+            (
+                "not a token",
+                "hunter2".to_owned(),
+                Err(ReauthFailure::Token(TokenFailure::Malformed)),
+            ),
+        ];
+        for (name, token, want) in rows {
+            let got = judge_reauthentication(&id, Some(&keys), Some(&cfg), token.as_bytes(), NOW)
+                .map(|t| t.valid_until);
+            assert_eq!(got, want, "{name}");
+        }
+        // Tokens switched off by a reload: nothing verifies any more.
+        let fresh = key.mint(&claims("dev-1", NOW + 600, &["a", "b"])).unwrap();
+        assert_eq!(
+            judge_reauthentication(&id, None, None, fresh.as_bytes(), NOW),
+            Err(ReauthFailure::Token(TokenFailure::UnknownKey))
+        );
+        // A re-authentication's token takes over: the end moves, and a certificate that ends
+        // sooner still wins.
+        let binding = id.token.as_ref().unwrap();
+        binding.replace(
+            judge_reauthentication(&id, Some(&keys), Some(&cfg), fresh.as_bytes(), NOW).unwrap(),
+        );
+        assert_eq!(id.credential_end(), Some((NOW + 605, Credential::Token)));
+        let mut short_cert = cert(Some("dev-1"));
+        short_cert.identity.not_after_unix = i64::try_from(NOW + 100).unwrap();
+        let both = identity("dev-1", Some((**binding).clone()), Some(short_cert));
+        assert_eq!(
+            both.credential_end(),
+            Some((NOW + 101, Credential::Certificate))
+        );
+        assert_eq!(identity("dev-1", None, None).credential_end(), None);
     }
 
     /// The account a ban guards: the one whose password is checked, never the user name a

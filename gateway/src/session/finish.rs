@@ -56,6 +56,17 @@ impl Session<'_> {
                     ..self.event(identity, "auth_failed", reason.as_str())
                 });
             }
+            CloseReason::CredentialExpired => {
+                let which = identity
+                    .credential_end()
+                    .map_or("certificate", |(_, c)| c.as_str());
+                tracing::info!(peer = %identity.peer, client_id = %identity.client_id, credential = which, "session ended: its credential expired");
+                gw.audit.record(&AuditEvent {
+                    cert_fingerprint: identity.fingerprint(),
+                    cert_serial: identity.serial(),
+                    ..self.event(identity, "credential_expired", which)
+                });
+            }
             CloseReason::BrokerClosed => {}
             CloseReason::Io(Direction::ServerToClient) => {
                 counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => UpstreamFailure::Closed.as_str())
@@ -70,7 +81,11 @@ impl Session<'_> {
             let ours = reason
                 .disconnect_reason()
                 .filter(|_| self.version.is_v5() && !said_goodbye);
-            if matches!(reason, CloseReason::Revoked(_)) && !connack_relayed {
+            if matches!(
+                reason,
+                CloseReason::Revoked(_) | CloseReason::CredentialExpired
+            ) && !connack_relayed
+            {
                 // Revoked before the broker's CONNACK reached the client: the answer still due is
                 // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
                 let connack = refuse::refusing_connack(self.version, ReasonCode::NotAuthorized);
@@ -84,10 +99,17 @@ impl Session<'_> {
             let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
         }
         let mut broker = broker_out.into_inner();
-        if matches!(reason, CloseReason::Revoked(_))
-            && !broker.is_dirty()
-            && identity.will_refused(&gw.current())
-        {
+        // A session whose credential ran out, or whose re-authentication failed, did not crash:
+        // its Will is not published either (its access ended; a Will published afterwards would
+        // be a message sent with a credential that is no longer valid).
+        let discard_will = match reason {
+            CloseReason::Revoked(_) => identity.will_refused(&gw.current()),
+            CloseReason::CredentialExpired | CloseReason::ReauthenticationFailed => {
+                identity.will.is_some()
+            }
+            _ => false,
+        };
+        if discard_will && !broker.is_dirty() {
             // A normal DISCONNECT makes the broker discard the Will ([MQTT-3.14.4-3], MQTT 5
             // [MQTT-3.1.2-10]): the broker must not publish a Will the policy now refuses. A Will
             // still allowed is left to the broker (a device's "offline" message, say). After the
@@ -113,21 +135,58 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
     }
 }
 
-/// Waits for new snapshots and re-checks the session against each; returns when it must end.
-/// `rx` was subscribed before the session's snapshot was read, so no reload falls between them.
-pub(super) async fn watch_revocation(
+/// Watches what can end a session from outside its packets: a new snapshot that revokes it (each
+/// is re-checked), and the end of its credential (the certificate's notAfter, the token's `exp`,
+/// moved by re-authentications). Returns when it must end. `rx` was subscribed before the
+/// session's snapshot was read, so no reload falls between them.
+pub(super) async fn watch_session(
     gw: &Gateway,
     identity: &SessionIdentity,
     mut rx: tokio::sync::watch::Receiver<u64>,
 ) -> CloseReason {
     loop {
-        if rx.changed().await.is_err() {
-            // The gateway is going away; shutdown ends the session.
-            std::future::pending::<()>().await;
+        let end = identity.credential_end().map(|(at, _)| at);
+        if end.is_some_and(|at| !before(at)) {
+            return CloseReason::CredentialExpired;
         }
-        let snap = gw.current();
-        if let Some(reason) = identity.recheck(&snap) {
-            return CloseReason::Revoked(reason);
+        let expiry = async {
+            match end {
+                Some(at) => tokio::time::sleep(until(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let replaced = async {
+            match &identity.token {
+                Some(t) => t.state.changed.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The gateway is going away; shutdown ends the session.
+                    std::future::pending::<()>().await;
+                }
+                let snap = gw.current();
+                if let Some(reason) = identity.recheck(&snap) {
+                    return CloseReason::Revoked(reason);
+                }
+            }
+            // Checked again at the top: a wall clock that lags the monotonic one sleeps again.
+            () = expiry => {}
+            () = replaced => {}
         }
     }
+}
+
+/// Whether the wall clock is still before `at` (unix seconds).
+fn before(at: u64) -> bool {
+    std::time::SystemTime::now() < std::time::UNIX_EPOCH + Duration::from_secs(at)
+}
+
+/// The time left until `at` (unix seconds) on the wall clock, zero when past.
+fn until(at: u64) -> Duration {
+    (std::time::UNIX_EPOCH + Duration::from_secs(at))
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO)
 }

@@ -41,6 +41,10 @@ pub enum Verdict {
     Reply(Vec<u8>),
     /// Close the connection.
     Close(CloseReason),
+    /// An MQTT 5 re-authentication (AUTH 0x19 with the session's Authentication Method) carrying
+    /// this token: forwarded to nobody; the session verifies it and answers AUTH 0x00, or ends
+    /// ([`CloseReason::ReauthenticationFailed`]).
+    Reauthenticate(Vec<u8>),
 }
 
 /// A policy refusal, for the audit log and `acl_denied_total`; or, with `quota`, a filter refused
@@ -149,6 +153,34 @@ pub struct ClientInspector {
     on_publish_deny: OnPublishDeny,
     last_allowed: LastAllowed,
     subscriptions: Subscriptions,
+    /// The Authentication Method the client connected with (a token's `auth_method`): AUTH
+    /// re-authentications with it are handed to the session.
+    auth_method: Option<Box<str>>,
+}
+
+/// The token of a client's re-authentication: AUTH with reason 0x19 and the Authentication Method
+/// of its CONNECT [MQTT-4.12.1-1]. Anything else (0x00 or 0x18 from the client, with no exchange
+/// under way; another method) is a Protocol Error.
+///
+/// # Errors
+/// The protocol violation.
+pub fn reauthentication<'a>(
+    auth: &mqtt_inspect::Auth<'a>,
+    method: Option<&str>,
+) -> Result<&'a [u8], DecodeError> {
+    if auth.reason != ReasonCode::ReAuthenticate {
+        return Err(DecodeError::ProtocolViolation(
+            "AUTH from the client must start a re-authentication (0x19)",
+        ));
+    }
+    if auth.properties.authentication_method().is_none()
+        || auth.properties.authentication_method() != method
+    {
+        return Err(DecodeError::ProtocolViolation(
+            "AUTH with another Authentication Method than the CONNECT's",
+        ));
+    }
+    Ok(auth.properties.authentication_data().unwrap_or_default())
 }
 
 impl ClientInspector {
@@ -168,7 +200,16 @@ impl ClientInspector {
             qos2: GatewayQos2::default(),
             on_publish_deny,
             last_allowed: LastAllowed::default(),
+            auth_method: None,
         }
+    }
+
+    /// For a client that connected with Authentication Method `method` (a token): its AUTH
+    /// re-authentications become [`Verdict::Reauthenticate`].
+    #[must_use]
+    pub fn with_auth_method(mut self, method: Option<&str>) -> Self {
+        self.auth_method = method.map(Box::from);
+        self
     }
 
     /// Inspects one complete frame from the client, under `policy` of `generation`.
@@ -209,7 +250,13 @@ impl ClientInspector {
             }
             // No enhanced authentication method was accepted at CONNECT, so there is nothing to
             // re-authenticate with; an AUTH can never change the identity bound to this session.
-            Packet::Auth(_) => Verdict::Close(CloseReason::AuthNotSupported),
+            Packet::Auth(_) if self.auth_method.is_none() => {
+                Verdict::Close(CloseReason::AuthNotSupported)
+            }
+            Packet::Auth(a) => match reauthentication(&a, self.auth_method.as_deref()) {
+                Ok(token) => Verdict::Reauthenticate(token.to_vec()),
+                Err(e) => return malformed(DIR, e),
+            },
             _ => Verdict::Forward,
         };
         Inspected {
@@ -372,6 +419,9 @@ pub struct BrokerInspector {
     /// without a packet): a broker's Server Keep Alive is never let through above it.
     enforced_keep_alive: u16,
     last_allowed: LastAllowed,
+    /// The Authentication Method the client connected with: the broker never saw it, so the
+    /// gateway puts it in the CONNACK ([MQTT-3.2.2.3.17], §4.12).
+    auth_method: Option<Box<str>>,
 }
 
 impl BrokerInspector {
@@ -394,7 +444,16 @@ impl BrokerInspector {
             server_keep_alive,
             enforced_keep_alive,
             last_allowed: LastAllowed::default(),
+            auth_method: None,
         }
+    }
+
+    /// For a client that connected with Authentication Method `method`: a successful CONNACK
+    /// carries it back.
+    #[must_use]
+    pub fn with_auth_method(mut self, method: Option<&str>) -> Self {
+        self.auth_method = method.map(Box::from);
+        self
     }
 
     /// Inspects one complete frame from the broker, under `policy` of `generation`.
@@ -478,7 +537,8 @@ impl BrokerInspector {
             (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
             (ours, theirs) => ours.or(theirs),
         };
-        if keep_alive == broker_ka && alias_max <= MAX_TOPIC_ALIASES {
+        let auth_method = self.auth_method.as_deref().filter(|_| c.code.is_success());
+        if keep_alive == broker_ka && alias_max <= MAX_TOPIC_ALIASES && auth_method.is_none() {
             return Verdict::Forward;
         }
         let mut props: Vec<Property<'_>> = c
@@ -487,10 +547,16 @@ impl BrokerInspector {
             .filter(|p| {
                 !matches!(
                     p,
-                    Property::ServerKeepAlive(_) | Property::TopicAliasMaximum(_)
+                    Property::ServerKeepAlive(_)
+                        | Property::TopicAliasMaximum(_)
+                        | Property::AuthenticationMethod(_)
+                        | Property::AuthenticationData(_)
                 )
             })
             .collect();
+        if let Some(m) = auth_method {
+            props.push(Property::AuthenticationMethod(m));
+        }
         if let Some(k) = keep_alive {
             props.push(Property::ServerKeepAlive(k));
         }

@@ -137,6 +137,22 @@ fn props(v: ProtocolVersion, props: &[Prop<'_>]) -> Vec<u8> {
     out
 }
 
+/// An MQTT 5 AUTH with `reason`, an Authentication Method and Authentication Data.
+fn auth(reason: u8, method: Option<&str>, data: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    if let Some(m) = method {
+        raw.push(0x15);
+        string(&mut raw, m);
+    }
+    raw.push(0x16);
+    raw.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+    raw.extend_from_slice(data);
+    let mut body = vec![reason];
+    varint(&mut body, raw.len());
+    body.extend_from_slice(&raw);
+    packet(0xf0, &body)
+}
+
 /// A PUBLISH with payload `x` (`id` ignored at QoS 0).
 fn publish_full(
     v: ProtocolVersion,
@@ -318,6 +334,8 @@ struct Setup {
     connack: Option<u16>,
     /// The policy the row starts under.
     policy: &'static [Rule],
+    /// The Authentication Method the client connected with (a token), if any.
+    auth_method: Option<&'static str>,
 }
 
 const fn v5() -> Setup {
@@ -328,6 +346,7 @@ const fn v5() -> Setup {
         client_alias_max: 0,
         connack: Some(0),
         policy: POLICY,
+        auth_method: None,
     }
 }
 
@@ -372,6 +391,13 @@ impl Setup {
             ..self
         }
     }
+    /// The client connected with a token as Authentication Data of `method`.
+    const fn token(self, method: &'static str) -> Self {
+        Self {
+            auth_method: Some(method),
+            ..self
+        }
+    }
     const fn no_connack(self) -> Self {
         Self {
             connack: None,
@@ -395,13 +421,16 @@ fn resolve(rules: &[Rule]) -> ClientPolicy {
         listener: "mqtts",
         source: std::net::IpAddr::from([10, 0, 0, 7]),
         anonymous: false,
+        groups: &[],
     })
 }
 
 fn run(row: &Row) {
     let s = row.setup;
-    let mut client = ClientInspector::new(s.version, s.on_publish_deny, s.max_subscriptions);
-    let mut broker = BrokerInspector::new(s.version, s.client_alias_max, 60, None);
+    let mut client = ClientInspector::new(s.version, s.on_publish_deny, s.max_subscriptions)
+        .with_auth_method(s.auth_method);
+    let mut broker = BrokerInspector::new(s.version, s.client_alias_max, 60, None)
+        .with_auth_method(s.auth_method);
     let shared = SessionShared::default();
     let mut generation = 1u64;
     let mut policy = resolve(s.policy);
@@ -1124,6 +1153,42 @@ fn client_other_packets_table() {
             steps: vec![c(
                 vec![0xf0, 0],
                 Verdict::Close(CloseReason::AuthNotSupported),
+            )],
+        },
+        Row {
+            name: "a token session's AUTH 0x19 with its method goes to the session, not the broker [MQTT-4.12.1-1]",
+            setup: v5().token("JWT").no_connack(),
+            steps: vec![c(
+                auth(0x19, Some("JWT"), b"fresh"),
+                Verdict::Reauthenticate(b"fresh".to_vec()),
+            )],
+        },
+        Row {
+            name: "a re-authentication with another method is a Protocol Error [MQTT-4.12.1-1]",
+            setup: v5().token("JWT").no_connack(),
+            steps: vec![c(
+                auth(0x19, Some("SCRAM-SHA-1"), b"x"),
+                malformed_c(DecodeError::ProtocolViolation(
+                    "AUTH with another Authentication Method than the CONNECT's",
+                )),
+            )],
+        },
+        Row {
+            name: "AUTH 0x18 or 0x00 from the client with no exchange under way is a Protocol Error",
+            setup: v5().token("JWT").no_connack(),
+            steps: vec![c(
+                auth(0x18, Some("JWT"), b"x"),
+                malformed_c(DecodeError::ProtocolViolation(
+                    "AUTH from the client must start a re-authentication (0x19)",
+                )),
+            )],
+        },
+        Row {
+            name: "a token session's CONNACK carries its Authentication Method back (the broker never saw it)",
+            setup: v5().token("JWT").no_connack(),
+            steps: vec![b(
+                connack(V5, 0),
+                Verdict::Replace(packet(0x20, &[0, 0, 6, 0x15, 0, 3, b'J', b'W', b'T'])),
             )],
         },
         Row {

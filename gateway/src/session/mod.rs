@@ -35,7 +35,7 @@ use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, password_account,
     read_first_frame,
 };
-use self::finish::watch_revocation;
+use self::finish::watch_session;
 use self::handshake::handshake;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
 pub(crate) use self::refuse::Why;
@@ -45,7 +45,9 @@ use self::state::SessionShared;
 use crate::audit::AuditEvent;
 use crate::close::CloseReason;
 use crate::identity::ClientIdentity;
-use crate::metrics::{self as m, AclAction, AuthFailure, ConnectOutcome, UpstreamFailure};
+use crate::metrics::{
+    self as m, AclAction, AuthFailure, ConnectOutcome, ReauthResult, UpstreamFailure,
+};
 use crate::policy::ClientPolicy;
 use crate::shared::{Gateway, Snapshot};
 use crate::tls::failure::{HandshakeFailure, classify};
@@ -130,6 +132,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
         server_keep_alive: o.server_keep_alive,
         max_packet: o.max_packet,
         denials: std::sync::Mutex::default(),
+        reauth_lines: std::sync::Mutex::default(),
     };
     session
         .relay(
@@ -153,6 +156,33 @@ struct Session<'a> {
     max_packet: u32,
     /// The budget of this session's ACL denial lines (both directions).
     denials: std::sync::Mutex<crate::audit::DenialBudget>,
+    /// The budget of this session's `reauthenticated` lines.
+    reauth_lines: std::sync::Mutex<LineBudget>,
+}
+
+/// At most one audit line per [`LineBudget::EVERY`] for an event a client can repeat at will (a
+/// re-authentication): the next line says how many were skipped.
+#[derive(Debug, Default)]
+struct LineBudget {
+    last: Option<std::time::Instant>,
+    skipped: u32,
+}
+
+impl LineBudget {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(skipped)` when a line is due at `now`.
+    fn due(&mut self, now: std::time::Instant) -> Option<u32> {
+        if self
+            .last
+            .is_some_and(|l| now.saturating_duration_since(l) < Self::EVERY)
+        {
+            self.skipped = self.skipped.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
 }
 
 impl Session<'_> {
@@ -179,17 +209,27 @@ impl Session<'_> {
         let shared = SessionShared::default();
         let policy = Arc::new(policy);
         let on_deny = self.snap.config.policy.on_publish_deny;
+        // A client that connected with a token as Authentication Data: its method, for the
+        // CONNACK and its re-authentications.
+        let auth_method = identity
+            .token
+            .as_ref()
+            .filter(|t| t.via_auth_method)
+            .and_then(|_| self.snap.config.auth.token.as_ref())
+            .map(|t| t.auth_method.as_str());
         let mut c_insp = ClientInspector::new(
             self.version,
             on_deny,
             self.snap.config.limits.max_subscriptions_per_client.get(),
-        );
+        )
+        .with_auth_method(auth_method);
         let mut b_insp = BrokerInspector::new(
             self.version,
             self.alias_max,
             self.keep_alive,
             self.server_keep_alive,
-        );
+        )
+        .with_auth_method(auth_method);
         let mut throttle =
             crate::limits::ClientThrottle::new(&self.snap.config.limits, std::time::Instant::now());
         let ack_credit = std::sync::atomic::AtomicU32::new(0);
@@ -218,10 +258,11 @@ impl Session<'_> {
             &client_out,
             |frame, denials| {
                 refresh(gw, identity, &mut c_pol);
-                note_goodbye(
-                    c_insp.inspect(frame, c_pol.0, &c_pol.1, &shared, denials),
-                    &said_goodbye,
-                )
+                let mut inspected = c_insp.inspect(frame, c_pol.0, &c_pol.1, &shared, denials);
+                if let Verdict::Reauthenticate(token) = &inspected.verdict {
+                    inspected.verdict = self.reauthenticate(identity, token, auth_method);
+                }
+                note_goodbye(inspected, &said_goodbye)
             },
             |denials| self.record_denials(identity, denials),
         );
@@ -251,7 +292,7 @@ impl Session<'_> {
         let reason = tokio::select! {
             r = c2b => r,
             r = b2c => r,
-            r = watch_revocation(gw, identity, generations) => r,
+            r = watch_session(gw, identity, generations) => r,
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
         let said_goodbye = said_goodbye.load(Ordering::Relaxed);
@@ -264,6 +305,85 @@ impl Session<'_> {
             broker_out,
         )
         .await;
+    }
+
+    /// An MQTT 5 re-authentication with `token` ([`Verdict::Reauthenticate`]), judged under the key
+    /// set in force now: AUTH 0x00 back to the client and the session's end moved to the new
+    /// token's, or the session ends (DISCONNECT 0x87, [MQTT-4.12.1-2]). Counted and audited either
+    /// way; the broker hears nothing of it.
+    fn reauthenticate(
+        &self,
+        identity: &SessionIdentity,
+        token: &[u8],
+        auth_method: Option<&str>,
+    ) -> Verdict {
+        let gw = &self.ctx.gateway;
+        let snap = gw.current();
+        let judged = connect::judge_reauthentication(
+            identity,
+            snap.tokens.as_deref(),
+            snap.config.auth.token.as_ref(),
+            token,
+            connect::unix_now(),
+        );
+        let base = |event, reason| AuditEvent {
+            cert_fingerprint: identity.fingerprint(),
+            cert_serial: identity.serial(),
+            ..self.event(identity, event, reason)
+        };
+        match (judged, identity.token.as_ref()) {
+            (Ok(new), Some(binding)) => {
+                let until = new.valid_until;
+                binding.replace(new);
+                counter!(m::REAUTHENTICATIONS_TOTAL, "result" => ReauthResult::Ok.as_str())
+                    .increment(1);
+                let write = self
+                    .reauth_lines
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .due(std::time::Instant::now());
+                if let Some(skipped) = write {
+                    let detail = format!("valid until {until} (unix); {skipped} lines skipped");
+                    gw.audit.record(&AuditEvent {
+                        detail: Some(&detail),
+                        ..base("reauthenticated", "token")
+                    });
+                }
+                let mut props = Vec::new();
+                let method =
+                    mqtt_inspect::Property::AuthenticationMethod(auth_method.unwrap_or_default());
+                if mqtt_inspect::encode_properties(&[method], &mut props).is_err() {
+                    return Verdict::Close(CloseReason::ReauthenticationFailed);
+                }
+                let Ok(properties) =
+                    mqtt_inspect::Properties::parse(&props, mqtt_inspect::PropertyContext::Auth)
+                else {
+                    return Verdict::Close(CloseReason::ReauthenticationFailed);
+                };
+                let auth = mqtt_inspect::Auth {
+                    reason: ReasonCode::Success,
+                    properties,
+                };
+                let mut out = Vec::new();
+                if auth.encode(self.version, &mut out).is_err() {
+                    return Verdict::Close(CloseReason::ReauthenticationFailed);
+                }
+                Verdict::Reply(out)
+            }
+            (judged, _) => {
+                let why = judged
+                    .err()
+                    .unwrap_or(connect::ReauthFailure::OtherPrincipal);
+                counter!(m::REAUTHENTICATIONS_TOTAL, "result" => ReauthResult::Failed.as_str())
+                    .increment(1);
+                tracing::info!(peer = %identity.peer, client_id = %identity.client_id, reason = why.as_str(), "re-authentication refused");
+                gw.audit.record(&AuditEvent {
+                    detail: Some(why.detail()),
+                    ..base("reauthentication_failed", why.as_str())
+                });
+                Verdict::Close(CloseReason::ReauthenticationFailed)
+            }
+        }
     }
 
     /// An audit event about this session, with its listener, peer, principal and client id.

@@ -132,7 +132,14 @@ async fn open(
         Err(refusal) => {
             if matches!(
                 refusal.auth_reason,
-                Some(AuthFailure::BadCredentials | AuthFailure::UnknownUser)
+                Some(
+                    AuthFailure::BadCredentials
+                        | AuthFailure::UnknownUser
+                        | AuthFailure::TokenExpired
+                        | AuthFailure::TokenSignature
+                        | AuthFailure::TokenUnknownKey
+                        | AuthFailure::TokenClaims
+                )
             ) && let Some(what) =
                 gw.bans
                     .failure(peer.ip(), account.as_deref(), fingerprint, now)

@@ -208,6 +208,7 @@ fn record_connect(
         rule,
         action: refusal.acl_action.map(AclAction::as_str),
         topic: refusal.topic.as_deref(),
+        detail: refusal.detail,
         ..AuditEvent::default()
     });
 }

@@ -338,6 +338,11 @@ where
                                 }
                             }
                             Verdict::Close(reason) => return reason,
+                            // The session turns these into a reply or a close before they get
+                            // here; one that did not is refused (fail closed).
+                            Verdict::Reauthenticate(_) => {
+                                return CloseReason::ReauthenticationFailed;
+                            }
                             Verdict::Drop | Verdict::Forward => {}
                         }
                     }

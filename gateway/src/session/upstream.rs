@@ -302,7 +302,10 @@ pub fn upstream_connect(
         })
     });
     let lower_will_delay = v5 && will_delay.is_some_and(|d| d > max_will_delay);
-    let lower = lower_size || lower_aliases || lower_will_delay;
+    // A token's Authentication Method and Data are the gateway's business: the broker never
+    // sees them (it would refuse a method it does not know, and the token is a credential).
+    let strip_auth = v5 && connect.properties.authentication_method().is_some();
+    let lower = lower_size || lower_aliases || lower_will_delay || strip_auth;
     let mut rewritten = *connect;
     let props;
     let will_props;
@@ -321,7 +324,7 @@ pub fn upstream_connect(
         will.properties = Properties::parse(&will_props, PropertyContext::Will)
             .map_err(|_| mqtt_inspect::EncodeError::InvalidValue("Will properties"))?;
     }
-    let lower_connect_props = lower_size || lower_aliases;
+    let lower_connect_props = lower_size || lower_aliases || strip_auth;
     if lower_connect_props {
         let mut list: Vec<Property<'_>> = connect
             .properties
@@ -329,6 +332,7 @@ pub fn upstream_connect(
             .filter(|p| match p {
                 Property::MaximumPacketSize(_) => !lower_size,
                 Property::TopicAliasMaximum(_) => !lower_aliases,
+                Property::AuthenticationMethod(_) | Property::AuthenticationData(_) => false,
                 _ => true,
             })
             .collect();
@@ -455,6 +459,30 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// lifecycle.md "On the wire": the broker never sees the Authentication Method or Data of a
+    /// token CONNECT, whatever `upstream.credentials` says; every other property is kept.
+    #[test]
+    fn the_broker_never_sees_the_authentication_method_or_data() {
+        use mqtt_inspect::ProtocolVersion::V5;
+        // Authentication Method "JWT", Authentication Data "tok", Topic Alias Maximum 10, Maximum
+        // Packet Size 1024.
+        let props = [
+            0x15, 0, 3, b'J', b'W', b'T', 0x16, 0, 3, b't', b'o', b'k', 0x22, 0, 10, 0x27, 0, 0,
+            0x04, 0,
+        ];
+        let c = connect_with(V5, &props);
+        for creds in [Credentials::Passthrough, Credentials::Principal] {
+            let out = upstream_connect(&c, creds, Some("dev"), 4096, 0)
+                .unwrap()
+                .unwrap();
+            let d = mqtt_inspect::decode_connect(&out).unwrap();
+            assert_eq!(d.properties.authentication_method(), None, "{creds:?}");
+            assert_eq!(d.properties.authentication_data(), None, "{creds:?}");
+            assert_eq!(d.properties.topic_alias_maximum(), 10, "{creds:?}");
+            assert_eq!(max_packet_of(&out), Some(1024), "{creds:?}");
+        }
     }
 
     /// The Will Delay Interval the broker is told, for what the client asked and the cap, as a
