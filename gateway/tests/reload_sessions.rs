@@ -8,7 +8,8 @@ mod support;
 
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 use support::reload::{
-    accepted, assert_accepted, connected, disconnected_with, replace, still_served, tls13,
+    accepted, assert_accepted, broker_watcher, connected, disconnected_with, next_topic, replace,
+    still_served, tls13,
 };
 use support::{ALL_ACTIONS, Flaw, Pki, Setup, TestGateway, connect_frame};
 
@@ -106,31 +107,6 @@ fn connect_with_delayed_will(client_id: &str, topic: &str, delay: Option<u32>) -
     let mut out = Vec::new();
     c.encode(&mut out).unwrap();
     out
-}
-
-/// A 3.1.1 subscriber straight at the broker (not through the gateway) on `#`: it sees every
-/// message the broker publishes, Wills included.
-async fn broker_watcher(gw: &TestGateway) -> support::wire::PlainWire {
-    let mut w =
-        support::wire::PlainWire::plain_from(gw.broker.addr(), "127.0.0.1", ProtocolVersion::V311)
-            .await
-            .unwrap();
-    w.try_send(&connect_frame(ProtocolVersion::V311, "watcher", None, None))
-        .await
-        .unwrap();
-    assert_eq!(w.recv().await.unwrap(), [0x20, 2, 0, 0]);
-    w.try_send(&[0x82, 6, 0, 1, 0, 1, b'#', 0]).await.unwrap();
-    assert_eq!(w.recv().await.unwrap(), [0x90, 3, 0, 1, 0]);
-    w
-}
-
-/// The topic of the next PUBLISH the watcher receives.
-async fn next_topic(w: &mut support::wire::PlainWire) -> String {
-    let frame = w.recv().await.expect("a PUBLISH at the broker");
-    let Ok(Packet::Publish(p)) = decode(&frame, ProtocolVersion::V311) else {
-        panic!("not a PUBLISH: {frame:?}")
-    };
-    p.topic.to_owned()
 }
 
 /// Everyone may use open/# and will/#; the Will tests narrow it to open/# by a reload.

@@ -1,6 +1,7 @@
 //! `mqtt-gateway check --config FILE`: load and validate the configuration, the policy, the
 //! password file, certificates and CRLs with the same functions `run` uses; print every problem
-//! with file:line and exit 1, or a one-line summary and exit 0.
+//! with file:line and exit 1, or a summary (with the authentication methods of each listener) and
+//! exit 0.
 //!
 //! Problems in a named file point into that file (`policy.toml:12: ...`, `passwords:3: ...`). A
 //! file that cannot be read or does not parse as a whole (a certificate, a key, a CRL) points at
@@ -46,6 +47,7 @@ pub(super) fn check(path: &Path) -> ExitCode {
         eprintln!("{w}");
     }
     let users = check_passwords(&config, &at, &mut problems);
+    let keys = check_jwks(&config, &at, &mut problems);
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(t) = &l.tls {
             check_tls(i, t, &at, &mut problems);
@@ -71,6 +73,16 @@ pub(super) fn check(path: &Path) -> ExitCode {
             format!(", {} warning(s)", warnings.len())
         }
     );
+    if let Some(keys) = keys {
+        println!("auth.token: {keys} key(s) in the JWKS");
+    }
+    for l in &config.listeners {
+        println!(
+            "listener {}: accepts {}",
+            l.name,
+            methods(&config, l).join(", ")
+        );
+    }
     let binds: Vec<String> = config
         .listeners
         .iter()
@@ -83,6 +95,32 @@ pub(super) fn check(path: &Path) -> ExitCode {
         binds.join(", ")
     );
     ExitCode::SUCCESS
+}
+
+/// The authentication methods `l` accepts: its `auth` list, or every method `[auth]` enables.
+fn methods(config: &Config, l: &mqtt_gateway::config::ListenerConfig) -> Vec<&'static str> {
+    use mqtt_gateway::config::{AuthMethod, ClientAuth, PrincipalFrom};
+    if let Some(list) = &l.auth {
+        return list.iter().map(|m| m.as_str()).collect();
+    }
+    let auth = &config.auth;
+    let asks_certificate = l
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth != ClientAuth::None);
+    [
+        (
+            AuthMethod::Certificate,
+            asks_certificate && auth.principal_from != PrincipalFrom::Username,
+        ),
+        (AuthMethod::Password, auth.password_file.is_some()),
+        (AuthMethod::Token, auth.token.is_some()),
+        (AuthMethod::Anonymous, auth.allow_anonymous),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(m, _)| m.as_str())
+    .collect()
 }
 
 fn check_policy(
@@ -99,9 +137,19 @@ fn check_policy(
     match Policy::load(file, acl, &names) {
         Ok(policy) => {
             for w in policy.warnings() {
+                let token_groups = config
+                    .auth
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.groups_claim.is_some());
                 match w.kind {
                     WarningKind::Mistake => problems.push(w.to_string()),
-                    WarningKind::Takeover => warnings.push(w.to_string()),
+                    WarningKind::TokenGroup if !token_groups => problems.push(format!(
+                        "{w} (and auth.token.groups_claim is not set: this entry never matches)"
+                    )),
+                    WarningKind::Takeover | WarningKind::TokenGroup => {
+                        warnings.push(w.to_string());
+                    }
                 }
             }
             policy.rule_count()
@@ -137,6 +185,21 @@ fn check_passwords(config: &Config, at: &Located<'_>, problems: &mut Vec<String>
                 PasswordFileError::Invalid { .. } => chain(&e),
             });
             0
+        }
+    }
+}
+
+/// The key set of `[auth.token]`: its number of keys, or its problem at `auth.token.jwks_file`.
+fn check_jwks(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -> Option<usize> {
+    let token = config.auth.token.as_ref()?;
+    match mqtt_gateway::auth::token::TokenKeys::load(&token.jwks_file) {
+        Ok(keys) => Some(keys.len()),
+        Err(e) => {
+            problems.push(at.key(
+                &[Seg::Key("auth"), Seg::Key("token"), Seg::Key("jwks_file")],
+                &chain(&e),
+            ));
+            None
         }
     }
 }

@@ -329,9 +329,9 @@ fn check_listener_auth(
                     Some(
                         "\"certificate\" on a listener that asks for no client certificate (no [listener.tls], or client_auth = \"none\")",
                     )
-                } else if !auth.cert_is_credential {
+                } else if auth.principal_from == super::PrincipalFrom::Username {
                     Some(
-                        "\"certificate\" while auth.cert_is_credential = false: a certificate alone authenticates nobody",
+                        "\"certificate\" while auth.principal_from = \"username\": a certificate names nobody",
                     )
                 } else {
                     None

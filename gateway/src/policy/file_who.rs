@@ -49,10 +49,10 @@ pub(super) fn compile_who(
                 Some(i) => refs.push(GroupRef::Known(*i)),
                 None => {
                     let msg = format!(
-                        "group {:?} is not in [groups]: only clients whose token claims it (auth.token.groups_claim) are in it",
+                        "unknown group {:?} (not in [groups]): only clients whose token claims it (auth.token.groups_claim) are in it",
                         name.get_ref()
                     );
-                    ctx.warn(&name.span(), msg);
+                    ctx.warn_as(&name.span(), msg, super::WarningKind::TokenGroup);
                     refs.push(GroupRef::Unknown(name.get_ref().as_str().into()));
                 }
             }

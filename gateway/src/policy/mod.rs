@@ -178,13 +178,19 @@ pub enum WarningKind {
     /// with a client id in use ends the session that holds it, [MQTT-3.1.4-3]): `check` prints
     /// it and still succeeds.
     Takeover,
+    /// A group named in a `who` without a `[groups]` entry: only clients whose token claims it
+    /// are in it. `check` refuses it unless `auth.token.groups_claim` is set (then it may be
+    /// meant: a group only tokens give).
+    TokenGroup,
 }
 
 impl fmt::Display for PolicyWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             WarningKind::Mistake => write!(f, "{}: {}", self.at, self.message),
-            WarningKind::Takeover => write!(f, "{}: warning: {}", self.at, self.message),
+            WarningKind::Takeover | WarningKind::TokenGroup => {
+                write!(f, "{}: warning: {}", self.at, self.message)
+            }
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct Setup<'a> {
     pub workers: Vec<tokio::runtime::Handle>,
     /// Extra keys of the `[admin]` table (e.g. `max_connections = 4`).
     pub admin_extra: String,
+    /// `listener.tls.client_auth` of the TLS listener (default `required`).
+    pub client_auth: &'static str,
+    /// Lines for the TLS listener only (after `listener_extra`).
+    pub mqtts_extra: String,
 }
 
 /// One `[[rule]]` for anyone (`who = { any = true }`): `allow` or `deny`, the actions, the topics.
@@ -101,6 +105,8 @@ impl<'a> Setup<'a> {
             upstream_keys: None,
             workers: Vec::new(),
             admin_extra: String::new(),
+            client_auth: "required",
+            mqtts_extra: String::new(),
         }
     }
 
@@ -139,11 +145,12 @@ credentials = "{credentials}"
 name = "mqtts"
 bind = "127.0.0.1:0"
 {listener_extra}
+{mqtts_extra}
 [listener.tls]
 cert = "{cert}"
 key = "{key}"
 client_ca = "{ca}"
-client_auth = "required"
+client_auth = "{client_auth}"
 {tls_extra}
 
 [[listener]]
@@ -176,6 +183,8 @@ audit_file = "{audit}"
                 format!("addresses = [{}]", all.join(", "))
             },
             admin_extra = self.admin_extra,
+            mqtts_extra = self.mqtts_extra,
+            client_auth = self.client_auth,
             credentials = self.credentials,
             listener_extra = self.listener_extra,
             cert = pki.server.chain_path.display(),

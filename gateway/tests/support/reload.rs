@@ -5,7 +5,9 @@ use std::path::Path;
 
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 
-use super::wire::TlsWire;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::wire::{PlainWire, TlsWire, Wire};
 use super::{Issued, Pki, TestGateway, client_tls, connect_frame};
 
 /// Replaces `path` atomically, as editors, `openssl ca -gencrl > tmp && mv` and kubelet do.
@@ -48,7 +50,7 @@ pub async fn connected(gw: &TestGateway, pki: &Pki, cert: &Issued, id: &str) -> 
 }
 
 /// The session still answers a PINGREQ.
-pub async fn still_served(c: &mut TlsWire) {
+pub async fn still_served<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Wire<S>) {
     c.send(&[0xc0, 0x00]).await;
     assert_eq!(
         c.recv().await.expect("PINGRESP: still connected"),
@@ -57,11 +59,40 @@ pub async fn still_served(c: &mut TlsWire) {
 }
 
 /// The next packet is a DISCONNECT with `reason`, then the connection closes.
-pub async fn disconnected_with(c: &mut TlsWire, reason: ReasonCode) {
+pub async fn disconnected_with<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Wire<S>,
+    reason: ReasonCode,
+) {
     let frame = c.recv().await.expect("a DISCONNECT from the gateway");
     let Ok(Packet::Disconnect(d)) = decode(&frame, ProtocolVersion::V5) else {
         panic!("not a DISCONNECT: {frame:?}")
     };
     assert_eq!(d.reason, reason);
     assert!(c.recv().await.is_none(), "closed after the DISCONNECT");
+}
+
+// === The broker side ===
+
+/// A 3.1.1 subscriber straight at the broker (not through the gateway) on `#`: it sees every
+/// message the broker publishes, Wills included.
+pub async fn broker_watcher(gw: &TestGateway) -> PlainWire {
+    let mut w = PlainWire::plain_from(gw.broker.addr(), "127.0.0.1", ProtocolVersion::V311)
+        .await
+        .unwrap();
+    w.try_send(&connect_frame(ProtocolVersion::V311, "watcher", None, None))
+        .await
+        .unwrap();
+    assert_eq!(w.recv().await.unwrap(), [0x20, 2, 0, 0]);
+    w.try_send(&[0x82, 6, 0, 1, 0, 1, b'#', 0]).await.unwrap();
+    assert_eq!(w.recv().await.unwrap(), [0x90, 3, 0, 1, 0]);
+    w
+}
+
+/// The topic of the next PUBLISH the watcher receives.
+pub async fn next_topic(w: &mut PlainWire) -> String {
+    let frame = w.recv().await.expect("a PUBLISH at the broker");
+    let Ok(Packet::Publish(p)) = decode(&frame, ProtocolVersion::V311) else {
+        panic!("not a PUBLISH: {frame:?}")
+    };
+    p.topic.to_owned()
 }
