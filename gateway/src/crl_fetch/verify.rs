@@ -48,8 +48,8 @@ pub fn verify(der: &[u8], issuers: &[CertificateDer<'_>]) -> Result<CrlFacts, Re
     let issuer_name = crl.issuer().as_raw();
     let mut named = 0usize;
     let mut last_error = String::new();
-    for der in issuers {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+    for issuer in issuers {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(issuer.as_ref()) else {
             continue;
         };
         if cert.subject().as_raw() != issuer_name {
@@ -215,6 +215,11 @@ mod tests {
         let good = crl(&trusted, 7);
         let facts = verify(&good, &anchors).expect("signed by a client CA");
         assert_eq!(facts.number.as_deref(), Some(&[7u8][..]));
+        assert_eq!(
+            facts.digest,
+            <[u8; 32]>::from(Sha256::digest(&good)),
+            "the CRL's digest"
+        );
         assert!(facts.next_update.is_some_and(|n| n > facts.this_update));
 
         let pem = rustls::pki_types::CertificateRevocationListDer::from(good.clone());
