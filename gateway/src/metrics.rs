@@ -309,8 +309,7 @@ impl PacketBatch {
 /// ([`crate::labels::CrlFetchResult`]).
 pub const CRL_FETCHES_TOTAL: &str = "mqtt_gateway_crl_fetches_total";
 
-/// Describes `crl_fetches_total` and sets every result of `listener` to 0 (a listener with
-/// `crl_urls`; called at start).
+/// Describes `crl_fetches_total` and sets every result of `listener` to 0 (called at start).
 pub fn init_crl_fetches(listener: &str) {
     describe_counter!(
         CRL_FETCHES_TOTAL,

@@ -100,6 +100,17 @@ fn crl_hash(t: &TlsConfig) -> Hash {
     hash_files("crl", t.crl_files().iter().map(PathBuf::as_path))
 }
 
+/// What the background CRL fetchers were started with (`crate::crl_fetch::spawn`).
+fn crl_fetching(l: &crate::config::ListenerConfig) -> Option<(&[String], Option<&Path>, Duration)> {
+    l.tls.as_ref().map(|t| {
+        (
+            t.crl_urls.as_slice(),
+            t.crl_cache_dir.as_deref(),
+            t.crl_refresh_interval,
+        )
+    })
+}
+
 fn policy_hash(c: &Config) -> Hash {
     hash_files(
         "policy",
@@ -232,6 +243,7 @@ impl Reloader {
                             || new.protocol != cur.protocol
                             || new.websocket_path != cur.websocket_path
                             || new.websocket_origins != cur.websocket_origins
+                            || crl_fetching(new) != crl_fetching(cur)
                         {
                             report.needs_restart.push(format!("listener {}", new.name));
                         }

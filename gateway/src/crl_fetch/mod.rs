@@ -254,13 +254,11 @@ pub async fn prepare(config: &Config) -> Result<Vec<Outcome>, StartError> {
     Ok(outcomes)
 }
 
-/// Sets `crl_fetches_total` of every listener with `crl_urls` to 0, then counts (and audits) the
-/// fetches [`prepare`] made.
+/// Sets `crl_fetches_total` of every listener to 0 (the contract's "every family from start-up",
+/// as the other `listener` families), then counts (and audits) the fetches [`prepare`] made.
 pub fn record_start(gateway: &Gateway, config: &Config, outcomes: &[Outcome]) {
     for l in &config.listeners {
-        if l.tls.as_ref().is_some_and(|t| !t.crl_urls.is_empty()) {
-            crate::metrics::init_crl_fetches(&l.name);
-        }
+        crate::metrics::init_crl_fetches(&l.name);
     }
     for o in outcomes {
         crate::metrics::crl_fetch(&o.listener, o.result);
