@@ -122,7 +122,78 @@ async fn exchange(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A one-connection HTTP server on a local port that reads the request head and answers
+    /// `answer` (or nothing, holding the connection, when `None`).
+    async fn serve_once(answer: Option<Vec<u8>>) -> Uri {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(buf.get(..n).unwrap());
+            }
+            assert!(head.starts_with(b"GET /ca.crl HTTP/1.1\r\n"));
+            match answer {
+                Some(a) => {
+                    let _ = s.write_all(&a).await;
+                    let _ = s.shutdown().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        });
+        format!("http://{addr}/ca.crl").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_is_bounded_in_size_and_time_and_needs_a_2xx() {
+        let chunked_big = {
+            let mut a = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..3 {
+                a.extend_from_slice(b"400\r\n");
+                a.extend_from_slice(&[b'x'; 0x400]);
+                a.extend_from_slice(b"\r\n");
+            }
+            a.extend_from_slice(b"0\r\n\r\n");
+            a
+        };
+        type Row = (&'static str, Option<Vec<u8>>, Result<usize, CrlFetchResult>);
+        #[rustfmt::skip]
+        let table: Vec<Row> = vec![
+            ("200 with a body", Some(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc".to_vec()), Ok(3)),
+            ("404", Some(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()), Err(CrlFetchResult::HttpStatus)),
+            ("redirects are not followed", Some(b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n".to_vec()), Err(CrlFetchResult::HttpStatus)),
+            ("announced too large", Some(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n".to_vec()), Err(CrlFetchResult::TooLarge)),
+            ("chunked, grows too large", Some(chunked_big), Err(CrlFetchResult::TooLarge)),
+            ("not HTTP", Some(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()), Err(CrlFetchResult::Network)),
+            ("never answers", None, Err(CrlFetchResult::Timeout)),
+        ];
+        for (name, answer, want) in table {
+            let uri = serve_once(answer).await;
+            let got = get(&uri, 2048, Duration::from_millis(500))
+                .await
+                .map(|body| body.len())
+                .map_err(|(result, _)| result);
+            assert_eq!(got, want, "{name}");
+        }
+        // Nobody listening.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let uri: Uri = format!("http://{closed}/ca.crl").parse().unwrap();
+        let got = get(&uri, 2048, Duration::from_secs(5)).await;
+        assert_eq!(got.map_err(|(r, _)| r), Err(CrlFetchResult::Network));
+    }
 
     #[test]
     fn only_absolute_http_urls_with_a_host_are_accepted() {
