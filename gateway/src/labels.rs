@@ -252,6 +252,24 @@ mod tests {
             labels(ReloadResult::ALL, ReloadResult::as_str),
             ["ok", "rejected"]
         );
+        // dashboards/alerts.yml matches on these (MqttGatewayCrlFetch*).
+        assert_eq!(
+            labels(CrlFetchResult::ALL, CrlFetchResult::as_str),
+            [
+                "updated",
+                "unchanged",
+                "network",
+                "timeout",
+                "http_status",
+                "too_large",
+                "not_a_crl",
+                "unknown_issuer",
+                "bad_signature",
+                "rollback",
+                "stale",
+                "cache_error"
+            ]
+        );
         assert_eq!(
             labels(RevocationReason::ALL, RevocationReason::as_str),
             ["crl", "policy", "password"]
