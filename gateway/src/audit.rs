@@ -93,6 +93,9 @@ pub struct AuditEvent<'a> {
     /// Free text for the operator (an error message with file:line for a rejected reload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
+    /// `crl_fetch_failed`: the CRL URL.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cut")]
+    pub url: Option<&'a str>,
     /// `refusals_summary`: the client address (IPv6: its /64) whose lines were summarised.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<IpAddr>,

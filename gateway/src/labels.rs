@@ -169,6 +169,37 @@ label_enum! {
 }
 
 label_enum! {
+    /// `crl_fetches_total{result}`: how one fetch of a `crl_urls` CRL ended. Only `updated` and
+    /// `unchanged` are successes; every other value kept the CRL in force.
+    pub enum CrlFetchResult {
+        /// A newer, valid CRL was stored and swapped in.
+        Updated => "updated",
+        /// The CRL at the URL is the one in force.
+        Unchanged => "unchanged",
+        /// No connection (refused, unreachable, name not resolved) or the exchange broke.
+        Network => "network",
+        /// No whole answer within the fetch timeout.
+        Timeout => "timeout",
+        /// The server answered with a status other than 2xx.
+        HttpStatus => "http_status",
+        /// The body was larger than the size bound.
+        TooLarge => "too_large",
+        /// The body is not a CRL (PEM or DER) that parses.
+        NotACrl => "not_a_crl",
+        /// No CA of `client_ca` has the CRL's issuer name (or may sign CRLs).
+        UnknownIssuer => "unknown_issuer",
+        /// The signature does not verify with the issuer's key.
+        BadSignature => "bad_signature",
+        /// Older than the CRL in force (CRL number or thisUpdate): a rollback.
+        Rollback => "rollback",
+        /// Already past its nextUpdate.
+        Stale => "stale",
+        /// The CRL could not be written to `crl_cache_dir`.
+        CacheError => "cache_error",
+    }
+}
+
+label_enum! {
     /// `sessions_revoked_total{reason}`: why a reload ended a live session (also the `reason` of
     /// its `session_revoked` audit line).
     pub enum RevocationReason {
@@ -241,6 +272,24 @@ mod tests {
         assert_eq!(
             labels(ReloadResult::ALL, ReloadResult::as_str),
             ["ok", "rejected"]
+        );
+        // dashboards/alerts.yml matches on these (MqttGatewayCrlFetch*).
+        assert_eq!(
+            labels(CrlFetchResult::ALL, CrlFetchResult::as_str),
+            [
+                "updated",
+                "unchanged",
+                "network",
+                "timeout",
+                "http_status",
+                "too_large",
+                "not_a_crl",
+                "unknown_issuer",
+                "bad_signature",
+                "rollback",
+                "stale",
+                "cache_error"
+            ]
         );
         assert_eq!(
             labels(RevocationReason::ALL, RevocationReason::as_str),

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod close;
 pub mod config;
+pub mod crl_fetch;
 pub mod identity;
 pub mod labels;
 pub mod limits;

@@ -315,6 +315,28 @@ impl PacketBatch {
     }
 }
 
+/// `mqtt_gateway_crl_fetches_total{listener,result}`: fetches of `crl_urls` CRLs
+/// ([`crate::labels::CrlFetchResult`]).
+pub const CRL_FETCHES_TOTAL: &str = "mqtt_gateway_crl_fetches_total";
+
+/// Describes `crl_fetches_total` and sets every result of `listener` to 0 (called at start).
+pub fn init_crl_fetches(listener: &str) {
+    describe_counter!(
+        CRL_FETCHES_TOTAL,
+        "Fetches of crl_urls CRLs, by result; only updated and unchanged are successes."
+    );
+    for result in crate::labels::CrlFetchResult::ALL {
+        counter!(CRL_FETCHES_TOTAL, "listener" => listener.to_owned(), "result" => result.as_str())
+            .absolute(0);
+    }
+}
+
+/// Counts one fetch of a `crl_urls` CRL.
+pub fn crl_fetch(listener: &str, result: crate::labels::CrlFetchResult) {
+    counter!(CRL_FETCHES_TOTAL, "listener" => listener.to_owned(), "result" => result.as_str())
+        .increment(1);
+}
+
 /// `mqtt_gateway_policy_generation`: the generation of the snapshot in force.
 pub const POLICY_GENERATION: &str = "mqtt_gateway_policy_generation";
 /// `mqtt_gateway_reload_last_success_timestamp_seconds`.

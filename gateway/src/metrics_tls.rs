@@ -50,8 +50,9 @@ pub fn set_tls_file_gauges(config: &Config) {
                 tracing::warn!(listener = %l.name, file = %t.cert.display(), error = %e, "cannot read the server certificate's expiry");
             }
         }
-        let labels = crl_labels(&t.crl);
-        for (path, label) in t.crl.iter().zip(labels) {
+        let files = t.crl_files();
+        let labels = crl_labels(&files);
+        for (path, label) in files.iter().zip(labels) {
             let infos = match tls::crl_metadata(std::slice::from_ref(path)) {
                 Ok(infos) => infos,
                 Err(e) => {

@@ -85,15 +85,31 @@ fn hash_files<'a>(label: &str, paths: impl IntoIterator<Item = &'a Path>) -> Has
     h.finalize().into()
 }
 
-fn tls_files(t: &TlsConfig) -> Vec<&Path> {
-    let mut v: Vec<&Path> = vec![&t.cert, &t.key];
-    v.extend(t.client_ca.as_deref());
-    v.extend(t.crl.iter().map(PathBuf::as_path));
+/// The files of a TLS listener; the CRL files include the cached copies of its `crl_urls`.
+fn tls_files(t: &TlsConfig) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = vec![t.cert.clone(), t.key.clone()];
+    v.extend(t.client_ca.clone());
+    v.extend(t.crl_files());
     v
 }
 
 fn tls_hash(t: &TlsConfig) -> Hash {
-    hash_files(&format!("{t:?}"), tls_files(t))
+    hash_files(&format!("{t:?}"), tls_files(t).iter().map(PathBuf::as_path))
+}
+
+fn crl_hash(t: &TlsConfig) -> Hash {
+    hash_files("crl", t.crl_files().iter().map(PathBuf::as_path))
+}
+
+/// What the background CRL fetchers were started with (`crate::crl_fetch::spawn`).
+fn crl_fetching(l: &crate::config::ListenerConfig) -> Option<(&[String], Option<&Path>, Duration)> {
+    l.tls.as_ref().map(|t| {
+        (
+            t.crl_urls.as_slice(),
+            t.crl_cache_dir.as_deref(),
+            t.crl_refresh_interval,
+        )
+    })
 }
 
 fn policy_hash(c: &Config) -> Hash {
@@ -116,12 +132,12 @@ fn jwks_hash(c: &Config) -> Hash {
 }
 
 /// Every file the gateway loads.
-fn loaded_files<'a>(config_path: &'a Path, c: &'a Config) -> Vec<&'a Path> {
-    let mut files: Vec<&Path> = vec![config_path];
-    files.extend(c.policy.file.as_deref());
-    files.extend(c.policy.mosquitto_acl_file.as_deref());
-    files.extend(c.auth.password_file.as_deref());
-    files.extend(c.auth.token.as_ref().map(|t| t.jwks_file.as_path()));
+fn loaded_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = vec![config_path.to_owned()];
+    files.extend(c.policy.file.clone());
+    files.extend(c.policy.mosquitto_acl_file.clone());
+    files.extend(c.auth.password_file.clone());
+    files.extend(c.auth.token.as_ref().map(|t| t.jwks_file.clone()));
     for l in &c.listeners {
         if let Some(t) = &l.tls {
             files.extend(tls_files(t));
@@ -185,10 +201,7 @@ impl Reloader {
         for l in &c.listeners {
             if let Some(t) = &l.tls {
                 tried.insert(format!("tls:{}", l.name), tls_hash(t));
-                tried.insert(
-                    format!("crl:{}", l.name),
-                    hash_files("crl", t.crl.iter().map(PathBuf::as_path)),
-                );
+                tried.insert(format!("crl:{}", l.name), crl_hash(t));
             }
         }
         Self {
@@ -237,6 +250,7 @@ impl Reloader {
                             || new.protocol != cur.protocol
                             || new.websocket_path != cur.websocket_path
                             || new.websocket_origins != cur.websocket_origins
+                            || crl_fetching(new) != crl_fetching(cur)
                         {
                             report.needs_restart.push(format!("listener {}", new.name));
                         }
@@ -315,10 +329,7 @@ impl Reloader {
                 continue;
             };
             let key = format!("tls:{}", l.name);
-            let crl_changed = self.changed(
-                &format!("crl:{}", l.name),
-                hash_files("crl", t.crl.iter().map(PathBuf::as_path)),
-            );
+            let crl_changed = self.changed(&format!("crl:{}", l.name), crl_hash(t));
             if !self.changed(&key, tls_hash(t)) && !config_changed {
                 continue;
             }
@@ -463,6 +474,7 @@ pub async fn run(reloader: Arc<Reloader>, mut hup: mpsc::Receiver<()>) {
 #[must_use]
 pub fn spawn(config_path: &Path, running: &crate::Running) -> mpsc::Sender<()> {
     let (tx, rx) = mpsc::channel(1);
+    crate::crl_fetch::spawn(&running.gateway, &tx);
     let reloader = Arc::new(Reloader::new(
         config_path,
         Arc::clone(&running.gateway),

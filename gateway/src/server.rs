@@ -57,6 +57,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A `crl_urls` CRL is neither cached nor fetchable.
+    #[error(transparent)]
+    CrlFetch(#[from] crate::crl_fetch::StartError),
     /// The audit log could not be opened.
     #[error("audit log {}: {source}", path.as_ref().map_or("stderr".into(), |p| p.display().to_string()))]
     Audit {
@@ -197,6 +200,8 @@ pub async fn start_on(
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let metrics = metrics_handle();
+    // Before anything loads the CRL files: the cached copies of `crl_urls` are among them.
+    let crl_fetches = crate::crl_fetch::prepare(&config).await?;
     let snapshot = load_snapshot(Arc::clone(&config), 1)?;
     let audit =
         Audit::start(config.log.audit_file.as_deref()).map_err(|source| StartError::Audit {
@@ -208,6 +213,7 @@ pub async fn start_on(
     crate::metrics_tls::init(&config);
     m::policy_generation(snapshot.generation);
     let gateway = Arc::new(Gateway::new(snapshot, audit));
+    crate::crl_fetch::record_start(&gateway, &config, &crl_fetches);
 
     let mut bound = Vec::new();
     let mut tls_configs = HashMap::new();

@@ -474,6 +474,12 @@ const CONTRACT: &[Family] = &[
         "histogram",
         &["listener"],
     ),
+    // ../shared/spec/lifecycle.md, "Metrics and audit additions".
+    (
+        "mqtt_gateway_crl_fetches_total",
+        "counter",
+        &["listener", "result"],
+    ),
 ];
 
 /// `(family, label, every value the contract lists)`; for `type` the contract lists a few and

@@ -197,6 +197,9 @@ impl Listener {
             crl: Vec::new(),
             crl_scope: CrlScope::Leaf,
             min_version: TlsVersion::Tls12,
+            crl_urls: Vec::new(),
+            crl_cache_dir: None,
+            crl_refresh_interval: mqtt_gateway::config::DEFAULT_CRL_REFRESH_INTERVAL,
         };
         Self { dir, tls }
     }

@@ -205,6 +205,22 @@ fn check_jwks(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -> 
 }
 
 fn check_tls(index: usize, t: &TlsConfig, at: &Located<'_>, problems: &mut Vec<String>) {
+    // A `crl_urls` CRL not cached yet is fetched when the gateway starts (or it does not start):
+    // say so, and check the rest.
+    let mut t = t.clone();
+    if let Some(dir) = t.crl_cache_dir.clone() {
+        t.crl_urls.retain(|url| {
+            let cached = mqtt_gateway::crl_fetch::cache_file(&dir, url).exists();
+            if !cached {
+                eprintln!(
+                    "listener[{index}].tls.crl_urls: {url}: no CRL cached in {} yet; the gateway fetches it at start",
+                    dir.display()
+                );
+            }
+            cached
+        });
+    }
+    let t = &t;
     let mut key = vec![Seg::Key("listener"), Seg::Index(index), Seg::Key("tls")];
     if let Err(e) = tls::build_server_config(t) {
         key.extend(tls_key(t, &e));

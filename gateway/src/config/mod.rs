@@ -224,6 +224,45 @@ pub struct TlsConfig {
     /// Lowest TLS version accepted. Default `"1.2"`.
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// CRLs fetched over `http://` at start and refreshed in the background (`crate::crl_fetch`).
+    /// Needs `client_ca` (the CRL's issuer must be in it) and `crl_cache_dir`.
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Where the last good fetched CRLs are kept (one file per URL), so that a restart without
+    /// network starts from them. Required with `crl_urls`.
+    #[serde(default)]
+    pub crl_cache_dir: Option<PathBuf>,
+    /// The longest time between two fetches of a `crl_urls` CRL (sooner when half the time left
+    /// to its `nextUpdate` is shorter). Default `"1h"`, between `"1s"` and `"24h"`.
+    #[serde(
+        default = "default_crl_refresh_interval",
+        deserialize_with = "units::duration"
+    )]
+    pub crl_refresh_interval: Duration,
+}
+
+/// `listener.tls.crl_refresh_interval` when not given.
+pub const DEFAULT_CRL_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn default_crl_refresh_interval() -> Duration {
+    DEFAULT_CRL_REFRESH_INTERVAL
+}
+
+impl TlsConfig {
+    /// Every CRL file the verifier loads: the `crl` files, then the cached copy of each
+    /// `crl_urls` CRL (which may not exist yet).
+    #[must_use]
+    pub fn crl_files(&self) -> Vec<PathBuf> {
+        let mut files = self.crl.clone();
+        if let Some(dir) = &self.crl_cache_dir {
+            files.extend(
+                self.crl_urls
+                    .iter()
+                    .map(|url| crate::crl_fetch::cache_file(dir, url)),
+            );
+        }
+        files
+    }
 }
 
 /// `listener.tls.client_auth`.

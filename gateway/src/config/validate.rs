@@ -226,6 +226,46 @@ fn check_tls(tls: &TlsConfig, at: &KeyPath, src: &Source<'_>) -> Result<(), Conf
             "crl needs client_ca: CRLs only apply to verified client certificates",
         ));
     }
+    check_crl_urls(tls, at, src)
+}
+
+/// `crl_urls`, `crl_cache_dir`, `crl_refresh_interval`.
+fn check_crl_urls(tls: &TlsConfig, at: &KeyPath, src: &Source<'_>) -> Result<(), ConfigError> {
+    let interval = tls.crl_refresh_interval;
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(86_400) {
+        return Err(src.invalid(
+            &at.key("crl_refresh_interval"),
+            "must be between 1s and 24h",
+        ));
+    }
+    if tls.crl_urls.is_empty() {
+        return Ok(());
+    }
+    if tls.client_ca.is_none() {
+        return Err(src.invalid(
+            &at.key("crl_urls"),
+            "crl_urls needs client_ca: CRLs only apply to verified client certificates, and a fetched CRL must be signed by a CA of client_ca",
+        ));
+    }
+    if tls.crl_cache_dir.is_none() {
+        return Err(src.invalid(
+            &at.key("crl_urls"),
+            "crl_urls needs crl_cache_dir (where the last good CRLs are kept for a restart without network)",
+        ));
+    }
+    if tls.crl_urls.len() > crate::crl_fetch::MAX_URLS {
+        return Err(src.invalid(
+            &at.key("crl_urls"),
+            format!("at most {} URLs", crate::crl_fetch::MAX_URLS),
+        ));
+    }
+    for (i, url) in tls.crl_urls.iter().enumerate() {
+        crate::crl_fetch::http::check_url(url)
+            .map_err(|e| src.invalid(&at.key("crl_urls").index(i), e))?;
+        if tls.crl_urls.iter().take(i).any(|u| u == url) {
+            return Err(src.invalid(&at.key("crl_urls").index(i), "duplicate URL"));
+        }
+    }
     Ok(())
 }
 
@@ -425,6 +465,7 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
             resolve(&mut tls.key);
             tls.client_ca.iter_mut().for_each(resolve);
             tls.crl.iter_mut().for_each(resolve);
+            tls.crl_cache_dir.iter_mut().for_each(resolve);
         }
     }
     config.auth.password_file.iter_mut().for_each(resolve);

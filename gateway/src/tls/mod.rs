@@ -296,7 +296,7 @@ fn client_verifier_with(
     let client_ca = tls.client_ca.as_ref().ok_or(TlsError::MissingClientCa)?;
     let roots = load_roots(client_ca)?;
     let mut crls = Vec::new();
-    for path in &tls.crl {
+    for path in &tls.crl_files() {
         crls.extend(load_crls(path)?);
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

@@ -78,6 +78,9 @@ fn tls_for(cert: PathBuf, key: PathBuf) -> TlsConfig {
         crl: Vec::new(),
         crl_scope: CrlScope::Leaf,
         min_version: TlsVersion::Tls12,
+        crl_urls: Vec::new(),
+        crl_cache_dir: None,
+        crl_refresh_interval: crate::config::DEFAULT_CRL_REFRESH_INTERVAL,
     }
 }
 

@@ -272,6 +272,55 @@ impl Pki {
         path
     }
 
+    /// The intermediate's CRL (DER) revoking `revoked`, with its `thisUpdate` and CRL number
+    /// given (for the rollback cases of fetched CRLs), valid for 7 days from `this_update`.
+    pub fn leaf_crl_der(
+        &self,
+        revoked: &[&[u8]],
+        this_update: OffsetDateTime,
+        number: u64,
+    ) -> Vec<u8> {
+        Self::crl_signed_der(&self.inter, revoked, this_update, number)
+    }
+
+    /// A CRL (DER) naming the intermediate as its issuer but signed by another key: a forgery.
+    pub fn forged_leaf_crl_der(&self, revoked: &[&[u8]], number: u64) -> Vec<u8> {
+        let forger = CertifiedIssuer::self_signed(
+            ca_params("Test Intermediate CA", 2),
+            KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        Self::crl_signed_der(&forger, revoked, OffsetDateTime::now_utc(), number)
+    }
+
+    fn crl_signed_der(
+        issuer: &Issuer<'_, KeyPair>,
+        revoked: &[&[u8]],
+        this_update: OffsetDateTime,
+        number: u64,
+    ) -> Vec<u8> {
+        CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + time::Duration::days(7),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    }
+
     /// Writes the intermediate CA's certificate and private key (PEM) to `inter.pem` and
     /// `inter.key`, for tests where an external tool (`openssl ca`) signs its CRLs.
     pub fn write_inter_ca(&self) -> (PathBuf, PathBuf) {
