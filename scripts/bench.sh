@@ -7,7 +7,7 @@
 #                                                  idle memory; medians of REPS runs (default 3) ->
 #                                                  benches/results/compare.{md,csv,svg}
 #   bash scripts/bench.sh load [MESSAGES] [BYTES]  one QoS 0 flood through the same targets
-#   bash scripts/bench.sh reload | authflood | policy
+#   bash scripts/bench.sh reload | authflood | authmem | authcost | policy
 # Installs what is missing with apt-get (as root, or with sudo): mosquitto, haproxy, nginx-light with
 # libnginx-mod-stream (nginx's stream module).
 set -euo pipefail
