@@ -744,3 +744,57 @@ async fn the_guide_mints_a_token_that_mosquitto_pub_can_use() {
         );
     }
 }
+
+/// Issue 22 item 2: refused tokens "feed the ban counters" like wrong passwords: three forged
+/// tokens from one address ban it (the next connection, with a good token, is closed before any
+/// CONNACK: `connections_total{outcome="banned"}`), while another address still logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_count_towards_the_ban() {
+    let pki = Pki::new();
+    let key = Issuer::new("k1", Algorithm::ES256).unwrap();
+    let forger = Issuer::new("k1", Algorithm::ES256).unwrap();
+    let jwks = Jwks::new(&[&key]);
+    let mut setup = Setup::new(&pki);
+    setup.auth = token_auth(&jwks, "");
+    setup.limits =
+        "auth_failures_before_ban = 3\nban_window = \"1m\"\nban_duration = \"1m\"\n".to_owned();
+    let gw = setup.start().await;
+    let banned = "mqtt_gateway_connections_total{listener=\"plain\",outcome=\"banned\"}";
+    let before = gw.metric(banned).await;
+    let login = |from: &'static str, token: String, id: String| {
+        let addr = gw.plain_addr();
+        async move {
+            let mut c = PlainWire::plain_from(addr, from, ProtocolVersion::V311)
+                .await
+                .unwrap();
+            let frame = support::connect_frame(
+                ProtocolVersion::V311,
+                &id,
+                Some("dev-1"),
+                Some(token.as_bytes()),
+            );
+            let _ = c.try_send(&frame).await;
+            c.recv().await
+        }
+    };
+    for i in 0..3 {
+        let forged = forger.mint(&claims("dev-1", 600)).unwrap();
+        assert_eq!(
+            login("127.0.0.1", forged, format!("f{i}")).await,
+            Some(vec![0x20, 2, 0, 4]),
+            "forged token {i}: return code 4"
+        );
+    }
+    let good = key.mint(&claims("dev-1", 600)).unwrap();
+    assert_eq!(
+        login("127.0.0.1", good.clone(), "g1".to_owned()).await,
+        None,
+        "banned: closed before CONNACK"
+    );
+    assert!(gw.metric(banned).await >= before + 1.0);
+    assert_eq!(
+        login("127.0.0.2", good, "g2".to_owned()).await,
+        Some(vec![0x20, 2, 0, 0]),
+        "another address logs in"
+    );
+}

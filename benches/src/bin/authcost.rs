@@ -85,9 +85,18 @@ fn main() -> anyhow::Result<()> {
     )?;
     ca.issue("device", None, 30, false, &[])?;
     let issuers = [
-        ("ES256", Issuer::new("es", Algorithm::ES256).map_err(anyhow::Error::msg)?),
-        ("EdDSA", Issuer::new("ed", Algorithm::EdDSA).map_err(anyhow::Error::msg)?),
-        ("RS256 (2048)", Issuer::new("rs", Algorithm::RS256).map_err(anyhow::Error::msg)?),
+        (
+            "ES256",
+            Issuer::new("es", Algorithm::ES256).map_err(anyhow::Error::msg)?,
+        ),
+        (
+            "EdDSA",
+            Issuer::new("ed", Algorithm::EdDSA).map_err(anyhow::Error::msg)?,
+        ),
+        (
+            "RS256 (2048)",
+            Issuer::new("rs", Algorithm::RS256).map_err(anyhow::Error::msg)?,
+        ),
     ];
     let refs: Vec<&Issuer> = issuers.iter().map(|(_, i)| i).collect();
     std::fs::write(dir.join("jwks.json"), Issuer::jwks(&refs))?;
@@ -141,7 +150,9 @@ fn measure(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let claims = serde_json::json!({"sub": "device", "iat": now, "exp": now + 3000});
     let mut kinds: Vec<(String, Kind)> = vec![(
         "anonymous CONNECT (the shared floor)".to_owned(),
@@ -162,8 +173,13 @@ fn measure(
         "mTLS: TLS 1.3 full handshake, P-256 client certificate".to_owned(),
         Kind::Mtls(bench::client_tls(pki, "device")?),
     ));
-    println!("gateway {}; {logins} sequential logins per kind", bin.display());
-    println!("| login | gateway CPU per login (ms) | above the anonymous floor (ms) | logins/s (one client) |");
+    println!(
+        "gateway {}; {logins} sequential logins per kind",
+        bin.display()
+    );
+    println!(
+        "| login | gateway CPU per login (ms) | above the anonymous floor (ms) | logins/s (one client) |"
+    );
     println!("| --- | --- | --- | --- |");
     let mut floor = None;
     for (name, kind) in &kinds {
