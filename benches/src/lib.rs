@@ -338,3 +338,44 @@ pub fn write_alice_and_policy(dir: &Path, actions: &str, topics: &str) -> anyhow
     )?;
     Ok(())
 }
+
+/// A CA in `pki` (the gateway's own `pki` tool), with the gateway's server certificate for
+/// `localhost` and `127.0.0.1`, and a client certificate for each of `devices`: the TLS set-up
+/// of the benches.
+///
+/// # Errors
+/// A certificate could not be made or written.
+pub fn bench_pki(
+    pki: &Path,
+    ca_name: &str,
+    devices: &[&str],
+) -> anyhow::Result<mqtt_gateway::pki::Ca> {
+    let ca = mqtt_gateway::pki::Ca::init(pki, ca_name, 30)?;
+    ca.issue(
+        "gateway",
+        None,
+        30,
+        true,
+        &["localhost".into(), "127.0.0.1".into()],
+    )?;
+    for name in devices {
+        ca.issue(name, None, 30, false, &[])?;
+    }
+    Ok(ca)
+}
+
+/// The release gateway ([`gateway_bin`]) started as its own process on `config`, quiet (errors
+/// only on stderr).
+///
+/// # Errors
+/// It is not built, or could not be started.
+pub fn spawn_gateway(config: &Path) -> anyhow::Result<std::process::Child> {
+    let bin = gateway_bin()?;
+    std::process::Command::new(&bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| bin.display().to_string())
+}

@@ -480,6 +480,11 @@ const CONTRACT: &[Family] = &[
         "counter",
         &["listener", "result"],
     ),
+    (
+        "mqtt_gateway_reauthentications_total",
+        "counter",
+        &["result"],
+    ),
 ];
 
 /// `(family, label, every value the contract lists)`; for `type` the contract lists a few and
@@ -523,6 +528,13 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
             "anonymous",
             "client_id",
             "banned",
+            // lifecycle.md / issue 22: a token failure "with its own reason", and a method the
+            // listener does not accept (README, "Metrics beyond the contract").
+            "token_expired",
+            "token_signature",
+            "token_unknown_key",
+            "token_claims",
+            "method_not_allowed",
         ],
     ),
     (
@@ -543,13 +555,15 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
     (
         "mqtt_gateway_reloads_total",
         "source",
-        &["config", "policy", "passwords", "crl", "certs"],
+        // + the JWKS of [auth.token] (issue 22).
+        &["config", "policy", "passwords", "crl", "certs", "jwks"],
     ),
     ("mqtt_gateway_reloads_total", "result", &["ok", "rejected"]),
     (
         "mqtt_gateway_sessions_revoked_total",
         "reason",
-        &["crl", "policy", "password"],
+        // + a token whose key the JWKS lost (issue 22).
+        &["crl", "policy", "password", "token"],
     ),
 ];
 

@@ -184,6 +184,13 @@ async fn mosquitto_pub_with_a_token_is_let_in_and_every_bad_token_is_refused() {
     );
 }
 
+/// The audit line `event` about `client_id` (waited for; panics when none comes).
+async fn audited(gw: &TestGateway, event: &str, client_id: &str) -> Value {
+    gw.audit_line(|v| v["event"] == event && v["client_id"] == client_id)
+        .await
+        .unwrap_or_else(|| panic!("no {event} line for {client_id}"))
+}
+
 /// A CONNECT (MQTT 5) with `auth_method` "JWT" and `token` as Authentication Data.
 fn token_connect(client_id: &str, token: &str, will: Option<&'static str>) -> Vec<u8> {
     ConnectSpec {
@@ -301,18 +308,12 @@ async fn a_token_session_ends_at_exp_unless_it_reauthenticates() {
         .send(&reauth("JWT", &key.mint(&claims("dev-2", 600)).unwrap()))
         .await;
     ended_with(&mut thief, ReasonCode::NotAuthorized).await;
-    let line = gw
-        .audit_line(|v| v["event"] == "reauthentication_failed" && v["client_id"] == "thief")
-        .await
-        .expect("audit line");
+    let line = audited(&gw, "reauthentication_failed", "thief").await;
     assert_eq!(line["reason"], "principal_changed", "{line}");
 
     // The first token expires: its session is cut with 0xA0 and audited.
     ended_with(&mut expiring, ReasonCode::MaximumConnectTime).await;
-    let line = gw
-        .audit_line(|v| v["event"] == "credential_expired" && v["client_id"] == "expiring")
-        .await
-        .expect("audit line");
+    let line = audited(&gw, "credential_expired", "expiring").await;
     assert_eq!(line["reason"], "token", "{line}");
     assert_eq!(line["principal"], "dev-1", "{line}");
     // Past that exp, the renewed session is still served and publishes.
@@ -332,10 +333,7 @@ async fn a_token_session_ends_at_exp_unless_it_reauthenticates() {
     // A re-authentication with an expired token (the first one): 0x87.
     late.send(&reauth("JWT", &short)).await;
     ended_with(&mut late, ReasonCode::NotAuthorized).await;
-    let line = gw
-        .audit_line(|v| v["event"] == "reauthentication_failed" && v["client_id"] == "late")
-        .await
-        .expect("audit line");
+    let line = audited(&gw, "reauthentication_failed", "late").await;
     assert_eq!(line["reason"], "token_expired", "{line}");
 
     assert!(gw.metric(closed).await >= expired_before + 1.0);
@@ -396,10 +394,7 @@ async fn a_certificate_that_expires_during_the_session_ends_it() {
     };
     assert_eq!(d.reason, ReasonCode::MaximumConnectTime);
     s.assert_eof_within(EVENT).await;
-    let line = gw
-        .audit_line(|v| v["event"] == "credential_expired" && v["client_id"] == "short-lived")
-        .await
-        .expect("audit line");
+    let line = audited(&gw, "credential_expired", "short-lived").await;
     assert_eq!(line["reason"], "certificate", "{line}");
     assert!(line["cert_serial"].is_string(), "{line}");
     still_served(&mut b).await;
@@ -551,10 +546,7 @@ async fn a_jwks_reload_that_drops_a_key_ends_its_sessions_only() {
     replace(&jwks.path, &Issuer::jwks(&[&k2]));
     hup.send(()).await.unwrap();
     ended_with(&mut on_k1, ReasonCode::AdministrativeAction).await;
-    let line = gw
-        .audit_line(|v| v["event"] == "session_revoked" && v["client_id"] == "on-k1")
-        .await
-        .expect("audit line");
+    let line = audited(&gw, "session_revoked", "on-k1").await;
     assert_eq!(line["reason"], "token", "{line}");
     assert!(gw.metric(series).await >= before + 1.0);
     still_served(&mut on_k2).await;

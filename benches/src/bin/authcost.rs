@@ -12,15 +12,13 @@
 //! `GATEWAY_BIN=path` measures another build.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
 use jsonwebtoken::Algorithm;
 use mqtt_gateway::auth::token_issuer::Issuer;
-use mqtt_gateway::pki::Ca;
 use mqtt_inspect::{Connect, Properties, ProtocolVersion};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -75,15 +73,7 @@ fn main() -> anyhow::Result<()> {
          [[rule]]\nwho = { any = true }\nallow = [\"publish\"]\ntopics = [\"x\"]\n",
     )?;
     let pki = dir.join("pki");
-    let ca = Ca::init(&pki, "bench CA", 30)?;
-    ca.issue(
-        "gateway",
-        None,
-        30,
-        true,
-        &["localhost".into(), "127.0.0.1".into()],
-    )?;
-    ca.issue("device", None, 30, false, &[])?;
+    bench::bench_pki(&pki, "bench CA", &["device"])?;
     let issuers = [
         (
             "ES256",
@@ -118,13 +108,7 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     let bin = bench::gateway_bin()?;
-    let mut gw = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(dir.join("gateway.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| bin.display().to_string())?;
+    let mut gw = bench::spawn_gateway(&dir.join("gateway.toml"))?;
     let pid = gw.id();
     // Both listeners are bound together; probing the TLS one would log a failed handshake.
     let plain = bench::wait_port(plain_port)?;

@@ -12,13 +12,12 @@
 #![allow(clippy::as_conversions, clippy::cast_precision_loss)] // report arithmetic on counts, not input
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use e2e::{Mosquitto, free_port, scratch_dir, sigterm, workspace_root};
+use anyhow::bail;
+use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
 use mqtt_inspect::{Connect, Properties, ProtocolVersion, split_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -176,14 +175,7 @@ fn main() -> anyhow::Result<()> {
             broker.addr()
         ),
     )?;
-    let bin = workspace_root().join("target/release/mqtt-gateway");
-    let mut gw = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(dir.join("gateway.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("{} (run scripts/bench.sh)", bin.display()))?;
+    let mut gw = bench::spawn_gateway(&dir.join("gateway.toml"))?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
     for _ in 0..100 {

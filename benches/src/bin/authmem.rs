@@ -11,13 +11,12 @@
 //! (default 2000 and 8). `GATEWAY_BIN=path` measures another build.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use e2e::{Mosquitto, free_port, scratch_dir, sigterm, workspace_root};
+use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
 use mqtt_inspect::{Connect, Properties, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,17 +78,8 @@ fn main() -> anyhow::Result<()> {
             broker.addr()
         ),
     )?;
-    let bin = std::env::var_os("GATEWAY_BIN").map_or_else(
-        || workspace_root().join("target/release/mqtt-gateway"),
-        std::path::PathBuf::from,
-    );
-    let mut gw = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(dir.join("gateway.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("{} (run scripts/bench.sh)", bin.display()))?;
+    let bin = bench::gateway_bin()?;
+    let mut gw = bench::spawn_gateway(&dir.join("gateway.toml"))?;
     let pid = gw.id();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     for _ in 0..100 {

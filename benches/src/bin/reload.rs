@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bench::{client_tls, connect, gateway_bin, wait_port};
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
-use mqtt_gateway::pki::Ca;
 use mqtt_inspect::split_frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -245,16 +244,8 @@ fn crl_rows(broker: &Mosquitto, rt: &tokio::runtime::Runtime) -> anyhow::Result<
     for entries in [1usize, 10_000, 100_000, 300_000] {
         let dir = scratch_dir("reload-crl")?;
         let pki = dir.join("pki");
-        let ca = Ca::init(&pki, "reload bench CA", 30)?;
-        ca.issue(
-            "gateway",
-            None,
-            30,
-            true,
-            &["localhost".into(), "127.0.0.1".into()],
-        )?;
+        let ca = bench::bench_pki(&pki, "reload bench CA", &["bystander"])?;
         let victim = ca.issue("victim", None, 30, false, &[])?;
-        ca.issue("bystander", None, 30, false, &[])?;
         openssl_crl(&pki, entries, None, &dir.join("live.crl"))?;
         openssl_crl(&pki, entries, Some(&victim.serial), &dir.join("next.crl"))?;
         let size = std::fs::metadata(dir.join("next.crl"))?.len();

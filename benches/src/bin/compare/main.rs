@@ -37,7 +37,6 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use bench::proxies::{start_haproxy, start_nginx_workers};
 use e2e::{Mosquitto, scratch_dir, sigterm, workspace_root};
-use mqtt_gateway::pki::Ca;
 use phases::{PUBLISHERS_MAX, Row, measure, target_wanted, wanted};
 use targets::{Kind, Target, Up, idle_fresh, start_gateway, upstream_of};
 
@@ -48,17 +47,7 @@ fn main() -> anyhow::Result<()> {
         .context("REPS")?;
     let dir = scratch_dir("compare")?;
     let pki = dir.join("pki");
-    let ca = Ca::init(&pki, "bench CA", 30)?;
-    ca.issue(
-        "gateway",
-        None,
-        30,
-        true,
-        &["localhost".into(), "127.0.0.1".into()],
-    )?;
-    for name in ["bench-sub", "bench-hs", "idle"] {
-        ca.issue(name, None, 30, false, &[])?;
-    }
+    let ca = bench::bench_pki(&pki, "bench CA", &["bench-sub", "bench-hs", "idle"])?;
     for i in 0..PUBLISHERS_MAX {
         ca.issue(&format!("bench-pub-{i}"), None, 30, false, &[])?;
     }
