@@ -1,0 +1,545 @@
+//! Device enrollment over EST (RFC 7030) with clients nobody here wrote: `openssl req` makes the
+//! key and the CSR, `curl` speaks EST (HTTP Basic with a one-time token from `mqtt-gateway pki
+//! token`, or TLS client authentication for renewal), `openssl pkcs7 -print_certs` reads the
+//! answer, as RFC 7030's own examples do; then `mosquitto_pub` connects with the issued
+//! certificate through the gateway to a real Mosquitto. Every refusal sits next to the case that
+//! works, with its status, audit line and metric. Needs `openssl`, `curl`, `mosquitto`,
+//! `mosquitto_pub`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use e2e::{Mosquitto, MqttVersion};
+use mqtt_gateway::config::Config;
+use mqtt_gateway::pki::Ca;
+use x509_parser::prelude::FromDer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mqtt-gateway");
+
+/// The tests of this file share one process-wide metrics recorder: they run one at a time and
+/// assert on differences of `enrollments_total`.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `enrollments_total` by (kind, result).
+type Counts = std::collections::HashMap<(String, String), f64>;
+
+fn delta(now: &Counts, before: &Counts, kind: &str, result: &str) -> f64 {
+    let k = (kind.to_owned(), result.to_owned());
+    now.get(&k).copied().unwrap_or_else(|| panic!("no {k:?}"))
+        - before.get(&k).copied().unwrap_or(0.0)
+}
+
+struct Est {
+    running: mqtt_gateway::Running,
+    _broker: Mosquitto,
+    dir: tempfile::TempDir,
+    audit: PathBuf,
+}
+
+impl Est {
+    fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    fn est(&self) -> SocketAddr {
+        self.running.enrollment.unwrap()
+    }
+
+    fn mqtts(&self) -> SocketAddr {
+        self.running.addr("mqtts").unwrap()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The first audit line matching `pred` (polled until it is written).
+    async fn audit_line(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&self.audit) {
+                for l in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "no such audit line in:\n{}",
+            std::fs::read_to_string(&self.audit).unwrap_or_default()
+        );
+    }
+
+    async fn refused_line(&self, reason: &str) -> serde_json::Value {
+        let reason = reason.to_owned();
+        self.audit_line(move |v| v["event"] == "enrollment_refused" && v["reason"] == *reason)
+            .await
+    }
+
+    /// Every series of `mqtt_gateway_enrollments_total` on `/metrics`.
+    fn counts(&self) -> Counts {
+        let mut s = std::net::TcpStream::connect(self.running.admin.unwrap()).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let mut counts = Counts::new();
+        for l in out.lines() {
+            let Some(rest) = l.strip_prefix("mqtt_gateway_enrollments_total{kind=\"") else {
+                continue;
+            };
+            let (kind, rest) = rest.split_once("\",result=\"").unwrap();
+            let (result, value) = rest.split_once("\"}").unwrap();
+            counts.insert((kind.into(), result.into()), value.trim().parse().unwrap());
+        }
+        counts
+    }
+
+    /// `mosquitto_pub` through the gateway with the certificate and key files `cert`, `key`.
+    fn publish(&self, cert: &Path, key: &Path) -> bool {
+        let ca = self.pki().join("ca.pem");
+        let args = [
+            "--cafile",
+            s(&ca),
+            "--cert",
+            s(cert),
+            "--key",
+            s(key),
+            "-t",
+            "devices/x",
+            "-m",
+            "hello",
+            "-q",
+            "1",
+        ];
+        e2e::mosquitto_pub(self.mqtts(), MqttVersion::V5, &args)
+            .unwrap()
+            .success()
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn gw(args: &[&str]) -> String {
+    ok(&run(Command::new(BIN).args(args)))
+}
+
+/// A pki directory made by the CLI, a Mosquitto, and a gateway with an `[enrollment]` listener
+/// whose MQTT listener trusts the pki's CA and enforces its CRL.
+async fn start() -> Est {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    gw(&["pki", "init", s(&pki)]);
+    gw(&[
+        "pki",
+        "issue",
+        s(&pki),
+        "gateway",
+        "--server",
+        "--san",
+        "127.0.0.1",
+        "--san",
+        "localhost",
+    ]);
+    let broker = tokio::task::spawn_blocking(Mosquitto::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "version = 1\n[[connect]]\nwho = { any = true }\nclient_ids = [\"*\"]\n\
+         [[rule]]\nwho = { any = true }\nallow = [\"publish\", \"subscribe\", \"receive\"]\ntopics = [\"devices/#\"]\n",
+    )
+    .unwrap();
+    let toml = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+address = "{broker}"
+
+[[listener]]
+name = "mqtts"
+bind = "127.0.0.1:0"
+[listener.tls]
+cert = "pki/gateway.pem"
+key = "pki/gateway.key"
+client_ca = "pki/ca.pem"
+crl = ["pki/ca.crl"]
+
+[auth]
+allow_anonymous = false
+principal_from = "cert_cn"
+cert_is_credential = true
+
+[policy]
+file = "policy.toml"
+
+[limits]
+connections_per_ip_per_second = 10000
+auth_failures_before_ban = 10000
+
+[log]
+audit_file = "{audit}"
+
+[enrollment]
+bind = "127.0.0.1:0"
+pki_dir = "pki"
+cert_days = 7
+requests_per_ip_per_minute = 1000
+[enrollment.tls]
+cert = "pki/gateway.pem"
+key = "pki/gateway.key"
+"#,
+        broker = broker.addr(),
+        audit = audit.display(),
+    );
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let config = Config::load(&cfg).unwrap();
+    let running = mqtt_gateway::start(config).await.unwrap();
+    Est {
+        running,
+        _broker: broker,
+        dir,
+        audit,
+    }
+}
+
+/// `openssl req`: a new key (`newkey`, e.g. `ec -pkeyopt ec_paramgen_curve:P-256` or
+/// `rsa:2048`) and a base64 DER CSR for `/CN=cn`, written to `stem.key` and `stem.csr`.
+fn csr(e: &Est, stem: &str, cn: &str, newkey: &[&str]) -> (PathBuf, PathBuf) {
+    let key = e.path(&format!("{stem}.key"));
+    let der = e.path(&format!("{stem}.der"));
+    let b64 = e.path(&format!("{stem}.csr"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-new", "-nodes", "-newkey"])
+        .args(newkey)
+        .args(["-keyout", s(&key), "-subj", &format!("/CN={cn}")])
+        .args(["-outform", "DER", "-out", s(&der)]);
+    ok(&run(&mut cmd));
+    ok(&run(Command::new("openssl").args([
+        "base64",
+        "-in",
+        s(&der),
+        "-out",
+        s(&b64),
+    ])));
+    (key, b64)
+}
+
+const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+/// `curl` to an EST path: the status, and the answer's body saved to `out`.
+fn curl(e: &Est, path: &str, auth: &[&str], body: Option<&Path>, out: &Path) -> u16 {
+    let url = format!(
+        "https://127.0.0.1:{}/.well-known/est/{path}",
+        e.est().port()
+    );
+    let ca = e.pki().join("ca.pem");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "--cacert", s(&ca)])
+        .args(["-o", s(out), "-w", "%{http_code}"])
+        .args(auth);
+    if let Some(b) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/pkcs10",
+            "-H",
+            "Content-Transfer-Encoding: base64",
+            "--data-binary",
+            &format!("@{}", s(b)),
+        ]);
+    }
+    let out = run(cmd.arg(url));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `simpleenroll` with NAME:TOKEN; the status.
+fn enroll(e: &Est, user: &str, token: &str, csr: &Path, out: &Path) -> u16 {
+    let creds = format!("{user}:{token}");
+    curl(e, "simpleenroll", &["--user", &creds], Some(csr), out)
+}
+
+/// The certificates of a base64 PKCS#7 answer, as `openssl pkcs7 -print_certs` writes them
+/// (PEM), saved to `pem`; their DER.
+fn read_pkcs7(answer: &Path, pem: &Path) -> Vec<Vec<u8>> {
+    let der = answer.with_extension("p7b");
+    ok(&run(Command::new("openssl").args([
+        "base64",
+        "-d",
+        "-in",
+        s(answer),
+        "-out",
+        s(&der),
+    ])));
+    ok(&run(Command::new("openssl").args([
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        s(&der),
+        "-print_certs",
+        "-out",
+        s(pem),
+    ])));
+    let text = std::fs::read(pem).unwrap();
+    rustls_pki_types::CertificateDer::pem_slice_iter(&text)
+        .map(|c| c.unwrap().to_vec())
+        .collect()
+}
+
+use rustls_pki_types::pem::PemObject as _;
+
+fn mint(e: &Est, name: &str) -> String {
+    gw(&["pki", "token", s(&e.pki()), name, "--ttl", "1h"])
+        .trim()
+        .to_owned()
+}
+
+fn serial_of(der: &[u8]) -> String {
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    c.raw_serial().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Issue 25: "a device enrolls with a token using a client nobody here wrote (`openssl req`,
+/// `curl`, `openssl` to read the PKCS#7), then connects through the gateway to real Mosquitto
+/// with the new certificate and publishes"; the token is spent (RFC 7030 §3.2.3 HTTP Basic;
+/// spec lifecycle.md "a used ... token: 401, audited").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrolls_with_a_token_and_connects_and_the_token_is_spent() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let c0 = e.counts();
+    // cacerts: the CA, certs-only PKCS#7, readable by openssl.
+    let ans = e.path("cacerts.b64");
+    assert_eq!(curl(&e, "cacerts", &[], None, &ans), 200);
+    let cas = read_pkcs7(&ans, &e.path("cacerts.pem"));
+    let ca_pem = std::fs::read(e.pki().join("ca.pem")).unwrap();
+    let ca_der = rustls_pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap();
+    assert_eq!(cas, [ca_der.to_vec()]);
+
+    let token = mint(&e, "dev-1");
+    let (key, req) = csr(&e, "dev-1", "dev-1", P256);
+    // Without the certificate the device cannot connect (the good case is below).
+    let ans = e.path("dev-1.b64");
+    assert_eq!(enroll(&e, "dev-1", &token, &req, &ans), 200);
+    let pem = e.path("dev-1.pem");
+    let certs = read_pkcs7(&ans, &pem);
+    assert_eq!(certs.len(), 1);
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&certs[0]).unwrap();
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "dev-1"
+    );
+    let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert_eq!(life, 7 * 86_400 + 3600, "cert_days = 7 (+1 h back-dating)");
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    let serial = serial_of(&certs[0]);
+
+    assert!(e.publish(&pem, &key), "the enrolled device publishes");
+    let line = e
+        .audit_line(|v| v["event"] == "enrolled" && v["principal"] == "dev-1")
+        .await;
+    assert_eq!(line["cert_serial"], serial.as_str());
+    assert_eq!(line["reason"], "token");
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "issued"), 1.0);
+    // `pki list` sees it.
+    let list = gw(&["pki", "list", s(&e.pki())]);
+    assert!(list.contains(&serial), "{list}");
+
+    // The same token again: 401, audited, counted; nothing issued.
+    let (_, req2) = csr(&e, "dev-1b", "dev-1", P256);
+    assert_eq!(
+        enroll(&e, "dev-1", &token, &req2, &e.path("again.b64")),
+        401
+    );
+    let line = e.refused_line("token_used").await;
+    assert_eq!(line["principal"], "dev-1");
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "refused"), 1.0);
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "issued"), 1.0);
+    e.running.shutdown().await;
+}
+
+/// Issue 25: "Refusals with the good case beside each: a spent token (above), an expired token, a
+/// token for NAME A with a CSR for B, a CSR whose signature does not match its key, an RSA-1024
+/// key, a 10 MB body".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_each_beside_the_good_case() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let c0 = e.counts();
+    let out = e.path("out.b64");
+    // No credentials: 401 with a Basic challenge.
+    let (_, a_req) = csr(&e, "a", "dev-a", P256);
+    assert_eq!(curl(&e, "simpleenroll", &[], Some(&a_req), &out), 401);
+    e.refused_line("no_credentials").await;
+
+    // A token for dev-a with a CSR for dev-b: 400, and the token is not spent by it.
+    let token_a = mint(&e, "dev-a");
+    let (_, b_req) = csr(&e, "b", "dev-b", P256);
+    assert_eq!(enroll(&e, "dev-a", &token_a, &b_req, &out), 400);
+    let line = e.refused_line("csr_name_mismatch").await;
+    assert_eq!(line["principal"], "dev-a");
+    // The dev-a token presented as dev-b's: 401 (a foreign token).
+    assert_eq!(enroll(&e, "dev-b", &token_a, &b_req, &out), 401);
+    e.refused_line("token_foreign").await;
+    // An unknown token: 401.
+    assert_eq!(enroll(&e, "dev-a", "not-a-token", &a_req, &out), 401);
+    e.refused_line("token_unknown").await;
+    // Beside them, the good case: the same token with dev-a's own CSR.
+    assert_eq!(enroll(&e, "dev-a", &token_a, &a_req, &out), 200);
+
+    // An expired token (minted an hour in the past, valid one minute): 401.
+    let ca = Ca::open(&e.pki()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let old = mqtt_gateway::enroll::token::mint(&ca, "dev-c", Duration::from_secs(60), now - 3600)
+        .unwrap();
+    let (_, c_req) = csr(&e, "c", "dev-c", P256);
+    assert_eq!(enroll(&e, "dev-c", &old, &c_req, &out), 401);
+    e.refused_line("token_expired").await;
+    let fresh = mint(&e, "dev-c");
+
+    // A CSR whose signature does not match its key: one byte of the signed part changed.
+    let der = std::fs::read(e.path("c.der")).unwrap();
+    let at = der.windows(5).position(|w| w == b"dev-c").unwrap();
+    let mut forged = der.clone();
+    forged[at + 4] = b'C';
+    let forged_b64 = e.path("forged.csr");
+    std::fs::write(
+        &forged_b64,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &forged),
+    )
+    .unwrap();
+    // (now CN=dev-C: presented as dev-C's token it would be foreign; use a dev-C token)
+    let token_upper = mint(&e, "dev-C");
+    assert_eq!(enroll(&e, "dev-C", &token_upper, &forged_b64, &out), 400);
+    e.refused_line("csr_signature").await;
+
+    // RSA-1024: 400; RSA-2048 beside it: issued.
+    let (_, weak) = csr(&e, "weak", "dev-c", &["rsa:1024"]);
+    assert_eq!(enroll(&e, "dev-c", &fresh, &weak, &out), 400);
+    e.refused_line("csr_key_too_small").await;
+    let (rsa_key, strong) = csr(&e, "strong", "dev-c", &["rsa:2048"]);
+    assert_eq!(enroll(&e, "dev-c", &fresh, &strong, &out), 200);
+    let pem = e.path("dev-c.pem");
+    read_pkcs7(&out, &pem);
+    assert!(e.publish(&pem, &rsa_key), "an RSA-2048 device publishes");
+
+    // A 10 MB body: 413 before it is read.
+    let big = e.path("big.csr");
+    std::fs::write(&big, vec![b'A'; 10 * 1024 * 1024]).unwrap();
+    let token_d = mint(&e, "dev-d");
+    assert_eq!(enroll(&e, "dev-d", &token_d, &big, &out), 413);
+    e.refused_line("body_too_large").await;
+    let (_, d_req) = csr(&e, "d", "dev-d", P256);
+    assert_eq!(enroll(&e, "dev-d", &token_d, &d_req, &out), 200);
+
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "issued"), 3.0);
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "bad_request"), 4.0);
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "refused"), 4.0);
+    e.running.shutdown().await;
+}
+
+/// Issue 25: "Renewal before expiry gives a new certificate with the same subject; the old one
+/// keeps working until it expires (or is revoked); renewal with a revoked certificate is
+/// refused" (spec lifecycle.md: simplereenroll with "the current, valid, unrevoked
+/// certificate; same subject").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_with_the_current_certificate_and_not_after_revocation() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let c0 = e.counts();
+    let out = e.path("out.b64");
+    let token = mint(&e, "dev-r");
+    let (key1, req1) = csr(&e, "r1", "dev-r", P256);
+    assert_eq!(enroll(&e, "dev-r", &token, &req1, &out), 200);
+    let pem1 = e.path("r1.pem");
+    let first = read_pkcs7(&out, &pem1);
+
+    // Renewal without a client certificate: 401.
+    let (key2, req2) = csr(&e, "r2", "dev-r", P256);
+    assert_eq!(curl(&e, "simplereenroll", &[], Some(&req2), &out), 401);
+    e.refused_line("no_certificate").await;
+    // With the current certificate, a new key, the same subject: a new certificate.
+    let with_cert = ["--cert", s(&pem1), "--key", s(&key1)];
+    // A CSR for another name is refused even with a good certificate.
+    let (_, other) = csr(&e, "other", "dev-other", P256);
+    assert_eq!(
+        curl(&e, "simplereenroll", &with_cert, Some(&other), &out),
+        400
+    );
+    assert_eq!(
+        curl(&e, "simplereenroll", &with_cert, Some(&req2), &out),
+        200
+    );
+    let pem2 = e.path("r2.pem");
+    let second = read_pkcs7(&out, &pem2);
+    assert_ne!(serial_of(&first[0]), serial_of(&second[0]));
+    let (_, c2) = x509_parser::certificate::X509Certificate::from_der(&second[0]).unwrap();
+    assert_eq!(
+        c2.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "dev-r"
+    );
+    let line = e
+        .audit_line(|v| v["event"] == "enrolled" && v["reason"] == "certificate")
+        .await;
+    assert_eq!(line["cert_serial"], serial_of(&second[0]).as_str());
+    assert_eq!(delta(&e.counts(), &c0, "reenroll", "issued"), 1.0);
+    // Both certificates work: the new one, and the old one until it expires or is revoked.
+    assert!(e.publish(&pem2, &key2), "the renewed certificate connects");
+    assert!(e.publish(&pem1, &key1), "the old one still works");
+
+    // Revoked (pki revoke NAME cuts every certificate of the device): renewal refused.
+    gw(&["pki", "revoke", s(&e.pki()), "dev-r"]);
+    let (_, req3) = csr(&e, "r3", "dev-r", P256);
+    let with_new = ["--cert", s(&pem2), "--key", s(&key2)];
+    assert_eq!(
+        curl(&e, "simplereenroll", &with_new, Some(&req3), &out),
+        403
+    );
+    let line = e.refused_line("certificate_revoked").await;
+    assert_eq!(line["listener"], "enrollment");
+    assert_eq!(delta(&e.counts(), &c0, "reenroll", "refused"), 2.0);
+    assert_eq!(delta(&e.counts(), &c0, "reenroll", "issued"), 1.0);
+    e.running.shutdown().await;
+}
