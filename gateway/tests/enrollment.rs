@@ -150,6 +150,11 @@ fn gw(args: &[&str]) -> String {
 /// A pki directory made by the CLI, a Mosquitto, and a gateway with an `[enrollment]` listener
 /// whose MQTT listener trusts the pki's CA and enforces its CRL.
 async fn start() -> Est {
+    start_with(1000, 64).await
+}
+
+/// As [`start`], with `requests_per_ip_per_minute` and `max_connections` of `[enrollment]`.
+async fn start_with(rate: u32, max_connections: u32) -> Est {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     gw(&["pki", "init", s(&pki)]);
@@ -211,7 +216,8 @@ audit_file = "{audit}"
 bind = "127.0.0.1:0"
 pki_dir = "pki"
 cert_days = 7
-requests_per_ip_per_minute = 1000
+requests_per_ip_per_minute = {rate}
+max_connections = {max_connections}
 [enrollment.tls]
 cert = "pki/gateway.pem"
 key = "pki/gateway.key"
@@ -541,5 +547,213 @@ async fn renewal_with_the_current_certificate_and_not_after_revocation() {
     assert_eq!(line["listener"], "enrollment");
     assert_eq!(delta(&e.counts(), &c0, "reenroll", "refused"), 2.0);
     assert_eq!(delta(&e.counts(), &c0, "reenroll", "issued"), 1.0);
+    e.running.shutdown().await;
+}
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../docs/examples/est-enroll.sh"
+);
+
+/// docs/guide-device-enrollment.md works as written: `est-enroll.sh cacerts`, `enroll` with a
+/// token from `pki token`, `renew` with the certificate it got; each certificate connects
+/// through the gateway; a second `enroll` with the spent token fails and keeps the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_script_enrolls_and_renews() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let url = format!("https://127.0.0.1:{}", e.est().port());
+    let ca = e.pki().join("ca.pem");
+    let stem = e.path("sensor-7");
+    let fetched = e.path("fetched-ca.pem");
+    ok(&run(Command::new(SCRIPT).args([
+        "cacerts",
+        &url,
+        s(&ca),
+        s(&fetched),
+    ])));
+    let fetched = std::fs::read(&fetched).unwrap();
+    let ca_der = rustls_pki_types::CertificateDer::from_pem_file(&ca).unwrap();
+    assert_eq!(
+        rustls_pki_types::CertificateDer::from_pem_slice(&fetched).unwrap(),
+        ca_der
+    );
+
+    let token = mint(&e, "sensor-7");
+    let enroll = ["enroll", &url, s(&ca), "sensor-7", &token, s(&stem)];
+    ok(&run(Command::new(SCRIPT).args(enroll)));
+    let pem = stem.with_extension("pem");
+    let key = stem.with_extension("key");
+    let first = std::fs::read(&pem).unwrap();
+    assert!(e.publish(&pem, &key), "the enrolled certificate connects");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the key is the owner's only");
+
+    // The spent token: the script fails, and the device's files stay as they were.
+    let again = run(Command::new(SCRIPT).args(enroll));
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("401"),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read(&pem).unwrap(), first);
+
+    ok(&run(Command::new(SCRIPT).args([
+        "renew",
+        &url,
+        s(&ca),
+        "sensor-7",
+        s(&stem),
+    ])));
+    let renewed = std::fs::read(&pem).unwrap();
+    assert_ne!(renewed, first);
+    assert!(e.publish(&pem, &key), "the renewed certificate connects");
+    e.running.shutdown().await;
+}
+
+/// `requests_per_ip_per_minute` (429, audited, counted) and `max_connections` (one more is
+/// closed at once), each beside the request that is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_connection_bounds() {
+    let _one = SERIAL.lock().await;
+    let e = start_with(2, 1).await;
+    let c0 = e.counts();
+    let out = e.path("out.b64");
+    assert_eq!(curl(&e, "cacerts", &[], None, &out), 200);
+    let token = mint(&e, "dev-rate");
+    let (_, req) = csr(&e, "rate", "dev-rate", P256);
+    assert_eq!(enroll(&e, "dev-rate", &token, &req, &out), 200);
+    // The third request of the minute from this address.
+    let token2 = mint(&e, "dev-rate2");
+    let (_, req2) = csr(&e, "rate2", "dev-rate2", P256);
+    assert_eq!(enroll(&e, "dev-rate2", &token2, &req2, &out), 429);
+    e.refused_line("rate_limited").await;
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "rate_limited"), 1.0);
+    assert_eq!(delta(&e.counts(), &c0, "enroll", "issued"), 1.0);
+    e.running.shutdown().await;
+
+    // One connection at a time: a second is closed while the first is held.
+    let e = start_with(1000, 1).await;
+    let held = std::net::TcpStream::connect(e.est()).unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/.well-known/est/cacerts",
+        e.est().port()
+    );
+    let ca = e.pki().join("ca.pem");
+    let refused =
+        run(Command::new("curl").args(["-sS", "--max-time", "5", "--cacert", s(&ca), &url]));
+    assert!(!refused.status.success(), "{refused:?}");
+    drop(held);
+    // Once the held connection is gone, its slot is free again (waited for, not timed).
+    let served = (0..100).any(|_| {
+        let ok = run(Command::new("curl").args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "5",
+            "--cacert",
+            s(&ca),
+            &url,
+        ]))
+        .status
+        .success();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(served);
+    e.running.shutdown().await;
+}
+
+/// Issue 25: "Concurrent enrollments (hundreds) do not corrupt the CA's index or CRL (serial
+/// numbers unique, files replaced atomically)". 200 enrollments by curl, 50 at a time
+/// (`--parallel`), each with its own token: every one is issued, the index holds each once with
+/// a unique serial, every token is spent. Prints the rate (`BENCHMARKS.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_concurrent_enrollments_keep_the_index_whole() {
+    const N: usize = 200;
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let ca = Ca::open(&e.pki()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let url = format!(
+        "https://127.0.0.1:{}/.well-known/est/simpleenroll",
+        e.est().port()
+    );
+    let mut config = String::new();
+    for i in 0..N {
+        let name = format!("fleet-{i}");
+        let token =
+            mqtt_gateway::enroll::token::mint(&ca, &name, Duration::from_secs(600), now).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        let der = p.serialize_request(&key).unwrap().der().to_vec();
+        let csr = e.path(&format!("{name}.csr"));
+        std::fs::write(
+            &csr,
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der),
+        )
+        .unwrap();
+        if i > 0 {
+            config.push_str("next\n");
+        }
+        config.push_str(&format!(
+            "url = \"{url}\"\ncacert = \"{}\"\nuser = \"{name}:{token}\"\n\
+             header = \"Content-Type: application/pkcs10\"\ndata-binary = \"@{}\"\n\
+             output = \"{}\"\nwrite-out = \"%{{http_code}}\\n\"\nsilent\nshow-error\n",
+            s(&e.pki().join("ca.pem")),
+            s(&csr),
+            s(&e.path(&format!("{name}.p7"))),
+        ));
+    }
+    let cfg = e.path("parallel.curl");
+    std::fs::write(&cfg, config).unwrap();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new("curl").args(["--parallel", "--parallel-max", "50", "-K", s(&cfg)]))
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes.lines().filter(|c| *c == "200").count(),
+        N,
+        "{codes}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = ca.list().unwrap();
+    assert_eq!(
+        list.len(),
+        N + 1,
+        "the server certificate and each enrollment once"
+    );
+    let serials: std::collections::HashSet<_> = list.iter().map(|e| e.serial.clone()).collect();
+    assert_eq!(serials.len(), N + 1, "serials unique");
+    for i in 0..N {
+        let name = format!("fleet-{i}");
+        assert_eq!(list.iter().filter(|e| e.name == name).count(), 1, "{name}");
+        let certs = read_pkcs7(
+            &e.path(&format!("{name}.p7")),
+            &e.path(&format!("{name}.pem")),
+        );
+        assert!(serials.contains(&serial_of(&certs[0])));
+    }
+    let tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.pki().join("tokens.json")).unwrap())
+            .unwrap();
+    let tokens = tokens["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), N);
+    assert!(tokens.iter().all(|t| t["used_at"].is_i64()));
+    println!(
+        "{N} enrollments, 50 concurrent, in {:.2} s: {:.0} enrollments/s",
+        took.as_secs_f64(),
+        f64::from(u32::try_from(N).unwrap()) / took.as_secs_f64()
+    );
     e.running.shutdown().await;
 }
