@@ -239,6 +239,15 @@ impl Ca {
         Ok(f)
     }
 
+    /// Whether the CA can sign: `ca.key` and `ca.pem` read and match (an EST server checks this
+    /// at start rather than at its first enrollment).
+    ///
+    /// # Errors
+    /// Either file cannot be read or parsed.
+    pub fn check_signing(&self) -> Result<(), PkiError> {
+        self.issuer().map(drop)
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let key_path = self.path("ca.key");
         let pem_path = self.path("ca.pem");

@@ -545,6 +545,7 @@ async fn renewal_with_the_current_certificate_and_not_after_revocation() {
     );
     let line = e.refused_line("certificate_revoked").await;
     assert_eq!(line["listener"], "enrollment");
+    assert_eq!(line["principal"], "dev-r");
     assert_eq!(delta(&e.counts(), &c0, "reenroll", "refused"), 2.0);
     assert_eq!(delta(&e.counts(), &c0, "reenroll", "issued"), 1.0);
     e.running.shutdown().await;
@@ -754,6 +755,33 @@ async fn hundreds_of_concurrent_enrollments_keep_the_index_whole() {
         "{N} enrollments, 50 concurrent, in {:.2} s: {:.0} enrollments/s",
         took.as_secs_f64(),
         f64::from(u32::try_from(N).unwrap()) / took.as_secs_f64()
+    );
+    e.running.shutdown().await;
+}
+
+/// `mqtt-gateway check` loads `[enrollment]` as `run` does: a pki directory without a CA is a
+/// problem on the line of `pki_dir` (exit 1); the working config passes and names the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_an_enrollment_without_a_ca() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let good = e.path("gateway.toml");
+    let out = gw(&["check", "--config", s(&good)]);
+    assert!(out.contains("enrollment 127.0.0.1:0"), "{out}");
+    let text = std::fs::read_to_string(&good).unwrap();
+    let bad = e.path("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("pki_dir = \"pki\"", "pki_dir = \"nopki\""),
+    )
+    .unwrap();
+    let refused = run(Command::new(BIN).args(["check", "--config", s(&bad)]));
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    let line = text.lines().position(|l| l.starts_with("pki_dir")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}: enrollment.pki_dir: ")),
+        "{err}"
     );
     e.running.shutdown().await;
 }

@@ -141,6 +141,7 @@ impl Est {
     /// See [`EnrollError`].
     pub fn new(config: &EnrollmentConfig) -> Result<Self, EnrollError> {
         let ca = Ca::open(&config.pki_dir)?;
+        ca.check_signing()?;
         let roots = Arc::new(tls::load_roots(&ca.path("ca.pem"))?);
         let provider = tls::provider();
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
@@ -404,7 +405,7 @@ impl Conn {
         };
         let claimed = match &credential {
             Credential::Token { name, .. } => Some(name.clone()),
-            Credential::Certificate(_) => None,
+            Credential::Certificate(c) => common_name(c),
         };
         let body = match read_body(req).await {
             Ok(b) => b,
@@ -471,6 +472,13 @@ impl Conn {
         self.refused(claimed, "error", Some(error));
         answer(StatusCode::INTERNAL_SERVER_ERROR, "enrollment failed")
     }
+}
+
+/// The CN of a certificate, for audit lines.
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 /// `Authorization: Basic base64(NAME:TOKEN)`.
