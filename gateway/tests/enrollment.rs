@@ -785,3 +785,80 @@ async fn check_names_an_enrollment_without_a_ca() {
     );
     e.running.shutdown().await;
 }
+
+/// Issue 25: "renewal with an expired ... certificate is refused". A certificate of this CA whose
+/// notAfter has passed fails the EST handshake itself (audited `tls_failed`); a current one of the
+/// same CA renews beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_cannot_renew() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let out = e.path("out.b64");
+    // An expired certificate for dev-x, signed by the pki's own CA key.
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(e.pki().join("ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(e.pki().join("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "dev-x");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(10);
+    p.not_after = now - time::Duration::days(1);
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let (old_pem, old_key) = (e.path("old.pem"), e.path("old.key"));
+    std::fs::write(&old_pem, cert.pem()).unwrap();
+    std::fs::write(&old_key, key.serialize_pem()).unwrap();
+    let (_, req) = csr(&e, "x", "dev-x", P256);
+    let url = format!(
+        "https://127.0.0.1:{}/.well-known/est/simplereenroll",
+        e.est().port()
+    );
+    let ca = e.pki().join("ca.pem");
+    let refused = run(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        s(&ca),
+        "--cert",
+        s(&old_pem),
+        "--key",
+        s(&old_key),
+        "--data-binary",
+        &format!("@{}", s(&req)),
+        "-o",
+        s(&out),
+        "-w",
+        "%{http_code}",
+        &url,
+    ]));
+    assert!(
+        !String::from_utf8_lossy(&refused.stdout).starts_with('2'),
+        "{refused:?}"
+    );
+    let line = e.refused_line("tls_failed").await;
+    assert!(
+        line["detail"].as_str().unwrap().contains("certificate expired"),
+        "{line}"
+    );
+    // Beside it: a current certificate of the same CA renews.
+    let token = mint(&e, "dev-x");
+    let (key1, req1) = csr(&e, "x1", "dev-x", P256);
+    assert_eq!(enroll(&e, "dev-x", &token, &req1, &out), 200);
+    let pem1 = e.path("x1.pem");
+    read_pkcs7(&out, &pem1);
+    let with_cert = ["--cert", s(&pem1), "--key", s(&key1)];
+    assert_eq!(
+        curl(&e, "simplereenroll", &with_cert, Some(&req), &out),
+        200
+    );
+    e.running.shutdown().await;
+}
