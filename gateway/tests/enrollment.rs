@@ -846,7 +846,10 @@ async fn an_expired_certificate_cannot_renew() {
     );
     let line = e.refused_line("tls_failed").await;
     assert!(
-        line["detail"].as_str().unwrap().contains("certificate expired"),
+        line["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate expired"),
         "{line}"
     );
     // Beside it: a current certificate of the same CA renews.
@@ -861,4 +864,116 @@ async fn an_expired_certificate_cannot_renew() {
         200
     );
     e.running.shutdown().await;
+}
+
+/// Issue 25 item 2, "the same with `mqtt-gateway enroll`": the agent enrolls with a token file,
+/// the certificate connects; run again it does nothing (not due); with `--renew-below 100` it
+/// renews with the certificate it holds (a new serial, same name) which connects; with its files
+/// gone, the spent token is refused (401) and it exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enroll_agent_enrolls_renews_when_due_and_refuses_a_spent_token() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let server = format!("https://127.0.0.1:{}", e.est().port());
+    let ca = e.pki().join("ca.pem");
+    let token_file = e.path("token");
+    std::fs::write(&token_file, format!("{}\n", mint(&e, "agent-1"))).unwrap();
+    let stem = e.path("agent-1");
+    let agent = |extra: &[&str]| {
+        let mut args = vec![
+            "enroll",
+            "--server",
+            &server,
+            "--ca",
+            s(&ca),
+            "--name",
+            "agent-1",
+            "--out",
+            s(&stem),
+            "--token-file",
+            s(&token_file),
+        ];
+        args.extend_from_slice(extra);
+        run(Command::new(BIN).args(&args))
+    };
+    let first = ok(&agent(&[]));
+    assert!(first.starts_with("enrolled agent-1"), "{first}");
+    let (pem, key) = (stem.with_extension("pem"), stem.with_extension("key"));
+    assert!(e.publish(&pem, &key), "the agent's certificate connects");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let enrolled = std::fs::read(&pem).unwrap();
+
+    let again = ok(&agent(&[]));
+    assert!(again.contains("not due"), "{again}");
+    assert_eq!(std::fs::read(&pem).unwrap(), enrolled);
+
+    let renewed = ok(&agent(&["--renew-below", "100"]));
+    assert!(renewed.starts_with("renewed agent-1"), "{renewed}");
+    let new_pem = std::fs::read(&pem).unwrap();
+    assert_ne!(new_pem, enrolled);
+    let new_der = rustls_pki_types::CertificateDer::from_pem_slice(&new_pem).unwrap();
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(&new_der).unwrap();
+    assert_eq!(
+        c.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "agent-1"
+    );
+    assert!(e.publish(&pem, &key), "the renewed certificate connects");
+    e.audit_line(|v| {
+        v["event"] == "enrolled" && v["principal"] == "agent-1" && v["reason"] == "certificate"
+    })
+    .await;
+
+    std::fs::remove_file(&pem).unwrap();
+    let spent = agent(&[]);
+    assert_eq!(spent.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&spent.stderr).contains("401"),
+        "{spent:?}"
+    );
+    assert!(!pem.exists());
+    e.running.shutdown().await;
+}
+
+/// The device's units in deploy/systemd (`mqtt-gateway-enroll.service` and `.timer`) pass
+/// `systemd-analyze verify`, and the service's exposure is at most 2.0 ("OK"); a misspelt
+/// directive is reported, so the check is not blind.
+#[test]
+fn the_enroll_units_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    let service = std::fs::read_to_string(deploy.join("mqtt-gateway-enroll.service"))
+        .unwrap()
+        .replace("/usr/local/bin/mqtt-gateway", BIN);
+    let timer = std::fs::read_to_string(deploy.join("mqtt-gateway-enroll.timer")).unwrap();
+    let (s_path, t_path) = (
+        dir.path().join("mqtt-gateway-enroll.service"),
+        dir.path().join("mqtt-gateway-enroll.timer"),
+    );
+    std::fs::write(&t_path, &timer).unwrap();
+    let verify = |text: &str| {
+        std::fs::write(&s_path, text).unwrap();
+        run(Command::new("systemd-analyze").args(["verify", s(&s_path), s(&t_path)]))
+    };
+    let out = verify(&service);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let broken = verify(&service.replace("ProtectHome=yes", "ProtectHome=yess"));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("yess"),
+        "{broken:?}"
+    );
+    std::fs::write(&s_path, &service).unwrap();
+    let security = run(Command::new("systemd-analyze").args([
+        "security",
+        "--offline=true",
+        "--threshold=20",
+        s(&s_path),
+    ]));
+    assert!(security.status.success(), "{security:?}");
 }

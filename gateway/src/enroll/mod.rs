@@ -3,6 +3,7 @@
 //! one-time token from `mqtt-gateway pki token`) and `simplereenroll` (TLS client authentication
 //! with the device's current certificate).
 
+pub mod client;
 pub mod csr;
 pub mod pkcs7;
 pub mod server;
