@@ -384,7 +384,7 @@ impl Ca {
         Ok(revoked)
     }
 
-    /// Issues a device certificate (clientAuth, CN = `name`, `days` long) for a public key that
+    /// Issues a device certificate (clientAuth, CN = `name`, OU = `ou`, `days` long) for a public key that
     /// is not ours (an EST client's CSR: `spki_der` is its SubjectPublicKeyInfo; nothing else of
     /// the CSR is taken), and records it in the index. Unlike [`Ca::issue`], a name that already
     /// holds a valid certificate may get another one (renewal: the old one keeps working until it
@@ -397,6 +397,7 @@ impl Ca {
     pub fn issue_for_key_locked(
         &self,
         name: &str,
+        ou: Option<&str>,
         spki_der: &[u8],
         days: i64,
     ) -> Result<(Entry, Vec<u8>), PkiError> {
@@ -407,6 +408,10 @@ impl Ca {
         let mut p = CertificateParams::new(Vec::<String>::new())
             .map_err(cert_err("certificate parameters"))?;
         p.distinguished_name.push(DnType::CommonName, name);
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.use_authority_key_identifier_extension = true;
@@ -548,14 +553,14 @@ mod tests {
         let spki = key.subject_public_key_info();
         let (first, der) = {
             let _l = ca.lock().unwrap();
-            ca.issue_for_key_locked("dev-1", &spki, 7).unwrap()
+            ca.issue_for_key_locked("dev-1", None, &spki, 7).unwrap()
         };
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert_eq!(hex(cert.raw_serial()), first.serial);
         assert!(cert.validity().time_to_expiration().unwrap().whole_days() <= 7);
         let second = {
             let _l = ca.lock().unwrap();
-            ca.issue_for_key_locked("dev-1", &spki, 7).unwrap().0
+            ca.issue_for_key_locked("dev-1", None, &spki, 7).unwrap().0
         };
         assert_ne!(first.serial, second.serial);
         assert_eq!(ca.entry_by_serial(&first.serial).unwrap(), Some(first));

@@ -877,7 +877,9 @@ async fn the_enroll_agent_enrolls_renews_when_due_and_refuses_a_spent_token() {
     let server = format!("https://127.0.0.1:{}", e.est().port());
     let ca = e.pki().join("ca.pem");
     let token_file = e.path("token");
-    std::fs::write(&token_file, format!("{}\n", mint(&e, "agent-1"))).unwrap();
+    // Minted with an OU (the policy's `cert_ou`): the certificate carries it, and renewals keep it.
+    let token = gw(&["pki", "token", s(&e.pki()), "agent-1", "--ou", "devices"]);
+    std::fs::write(&token_file, token).unwrap();
     let stem = e.path("agent-1");
     let agent = |extra: &[&str]| {
         let mut args = vec![
@@ -904,6 +906,17 @@ async fn the_enroll_agent_enrolls_renews_when_due_and_refuses_a_spent_token() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let enrolled = std::fs::read(&pem).unwrap();
+    let ou_of = |pem: &[u8]| {
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem).unwrap();
+        let (_, c) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+        let ou = c
+            .subject()
+            .iter_organizational_unit()
+            .next()
+            .map(|o| o.as_str().unwrap().to_owned());
+        ou
+    };
+    assert_eq!(ou_of(&enrolled).as_deref(), Some("devices"));
 
     let again = ok(&agent(&[]));
     assert!(again.contains("not due"), "{again}");
@@ -923,6 +936,11 @@ async fn the_enroll_agent_enrolls_renews_when_due_and_refuses_a_spent_token() {
             .as_str()
             .unwrap(),
         "agent-1"
+    );
+    assert_eq!(
+        ou_of(&new_pem).as_deref(),
+        Some("devices"),
+        "kept on renewal"
     );
     assert!(e.publish(&pem, &key), "the renewed certificate connects");
     e.audit_line(|v| {

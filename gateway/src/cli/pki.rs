@@ -45,6 +45,10 @@ pub(super) enum PkiCommand {
     Token {
         dir: PathBuf,
         name: String,
+        /// Organizational unit of the certificate it enrolls (the policy's `cert_ou` selector);
+        /// kept by renewals.
+        #[arg(long)]
+        ou: Option<String>,
         /// How long the token may be used (at most 30 days).
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
@@ -99,10 +103,11 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<()> {
                 ca.path("ca.crl").display()
             );
         }
-        PkiCommand::Token { dir, name, ttl } => {
+        PkiCommand::Token { dir, name, ou, ttl } => {
             let ca = Ca::open(&dir)?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let token = mqtt_gateway::enroll::token::mint(&ca, &name, ttl, now)?;
+            let token =
+                mqtt_gateway::enroll::token::mint_with_ou(&ca, &name, ou.as_deref(), ttl, now)?;
             eprintln!(
                 "one-time enrollment token for {name}, valid {} (stored hashed in {}):",
                 humantime::format_duration(ttl),

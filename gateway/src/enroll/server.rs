@@ -474,6 +474,13 @@ impl Conn {
     }
 }
 
+/// The first OU of a certificate (kept on renewal: the policy's `cert_ou` groups).
+fn organizational_unit(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert.as_ref()).ok()?;
+    let ou = parsed.subject().iter_organizational_unit().next()?;
+    ou.as_str().ok().map(str::to_owned)
+}
+
 /// The CN of a certificate, for audit lines.
 fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert.as_ref()).ok()?;
@@ -520,7 +527,7 @@ fn decide(ca: &Ca, credential: &Credential, body: &[u8], days: i64, now: i64) ->
     // The credential first: who has none learns nothing about CSRs.
     let want = match credential {
         Credential::Token { name, token } => match token::check(ca, name, token, now) {
-            Check::Good => name.clone(),
+            Check::Good(_) => name.clone(),
             Check::Refused(r) => return Outcome::Token(r),
             Check::Error(e) => return Outcome::Error(e),
         },
@@ -538,19 +545,20 @@ fn decide(ca: &Ca, credential: &Credential, body: &[u8], days: i64, now: i64) ->
         Ok(l) => l,
         Err(e) => return Outcome::Error(e),
     };
-    match credential {
+    // The OU: the token's (chosen by whoever minted it), or the current certificate's.
+    let ou = match credential {
         Credential::Token { name, token } => match token::spend_locked(ca, name, token, now) {
-            Check::Good => {}
+            Check::Good(ou) => ou,
             Check::Refused(r) => return Outcome::Token(r),
             Check::Error(e) => return Outcome::Error(e),
         },
         Credential::Certificate(cert) => match current_certificate(ca, cert, now) {
-            Ok(_) => {}
+            Ok(_) => organizational_unit(cert),
             Err(Ok(reason)) => return Outcome::Cert(reason),
             Err(Err(e)) => return Outcome::Error(e),
         },
-    }
-    let issued = ca.issue_for_key_locked(&accepted.cn, &accepted.spki_der, days);
+    };
+    let issued = ca.issue_for_key_locked(&accepted.cn, ou.as_deref(), &accepted.spki_der, days);
     drop(lock);
     match issued {
         Ok((entry, der)) => Outcome::Issued {

@@ -35,6 +35,9 @@ pub struct TokenEntry {
     pub expires_at: i64,
     /// When it was spent, unix seconds.
     pub used_at: Option<i64>,
+    /// The organizational unit the certificate gets (the policy's `cert_ou`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ou: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -119,13 +122,26 @@ fn save(ca: &Ca, file: &TokenFile) -> Result<(), PkiError> {
     write_atomic(&path, text.as_bytes(), 0o600)
 }
 
-/// Mints a token for `name`, valid `ttl` from `now` (unix seconds); returns the token (shown
-/// once, never stored).
+/// Mints a token for `name` (and the certificate's OU `ou`), valid `ttl` from `now` (unix
+/// seconds); returns the token (shown once, never stored).
 ///
 /// # Errors
-/// An invalid name or TTL, [`MAX_TOKENS`] live tokens already, or a file error.
-pub fn mint(ca: &Ca, name: &str, ttl: Duration, now: i64) -> Result<String, PkiError> {
+/// An invalid name, OU or TTL, [`MAX_TOKENS`] live tokens already, or a file error.
+pub fn mint_with_ou(
+    ca: &Ca,
+    name: &str,
+    ou: Option<&str>,
+    ttl: Duration,
+    now: i64,
+) -> Result<String, PkiError> {
     check_name(name)?;
+    if let Some(ou) = ou
+        && (ou.is_empty() || ou.len() > 64 || ou.chars().any(char::is_control))
+    {
+        return Err(PkiError::Usage(format!(
+            "invalid OU {ou:?}: 1-64 characters, no control characters"
+        )));
+    }
     if ttl.is_zero() || ttl > MAX_TTL {
         return Err(PkiError::Usage(format!(
             "--ttl must be more than 0 and at most {}",
@@ -152,9 +168,18 @@ pub fn mint(ca: &Ca, name: &str, ttl: Duration, now: i64) -> Result<String, PkiE
         sha256: token_hash(&token),
         expires_at: now.saturating_add(ttl),
         used_at: None,
+        ou: ou.map(str::to_owned),
     });
     save(ca, &file)?;
     Ok(token)
+}
+
+/// [`mint_with_ou`] without an OU.
+///
+/// # Errors
+/// As [`mint_with_ou`].
+pub fn mint(ca: &Ca, name: &str, ttl: Duration, now: i64) -> Result<String, PkiError> {
+    mint_with_ou(ca, name, None, ttl, now)
 }
 
 /// Whether `token` would be accepted for `name` at `now` (reads the file; changes nothing).
@@ -162,7 +187,7 @@ pub fn mint(ca: &Ca, name: &str, ttl: Duration, now: i64) -> Result<String, PkiE
 pub fn check(ca: &Ca, name: &str, token: &str, now: i64) -> Check {
     match load(ca) {
         Ok(file) => match judge(&file.tokens, name, &token_hash(token), now) {
-            Ok(_) => Check::Good,
+            Ok(i) => Check::Good(file.tokens.get(i).and_then(|e| e.ou.clone())),
             Err(r) => Check::Refused(r),
         },
         Err(e) => Check::Error(e),
@@ -172,8 +197,8 @@ pub fn check(ca: &Ca, name: &str, token: &str, now: i64) -> Check {
 /// The answer of [`check`] and [`spend_locked`].
 #[derive(Debug)]
 pub enum Check {
-    /// Accepted (and, by [`spend_locked`], spent).
-    Good,
+    /// Accepted (and, by [`spend_locked`], spent); the OU the token was minted with.
+    Good(Option<String>),
     /// Refused.
     Refused(TokenRefusal),
     /// The file could not be read or written (fail closed: refused).
@@ -192,12 +217,14 @@ pub fn spend_locked(ca: &Ca, name: &str, token: &str, now: i64) -> Check {
         Ok(i) => i,
         Err(r) => return Check::Refused(r),
     };
+    let mut ou = None;
     if let Some(e) = file.tokens.get_mut(i) {
         e.used_at = Some(now);
+        ou.clone_from(&e.ou);
     }
     file.tokens.retain(|e| e.expires_at > now);
     match save(ca, &file) {
-        Ok(()) => Check::Good,
+        Ok(()) => Check::Good(ou),
         Err(e) => Check::Error(e),
     }
 }
@@ -212,6 +239,7 @@ mod tests {
             sha256: hash.into(),
             expires_at,
             used_at,
+            ou: None,
         }
     }
 
@@ -247,7 +275,7 @@ mod tests {
         let t = mint(&ca, "dev-1", Duration::from_secs(60), 1000).unwrap();
         let stored = std::fs::read_to_string(ca.path(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&t), "the token itself is never stored");
-        assert!(matches!(check(&ca, "dev-1", &t, 1001), Check::Good));
+        assert!(matches!(check(&ca, "dev-1", &t, 1001), Check::Good(None)));
         assert!(matches!(
             check(&ca, "dev-2", &t, 1001),
             Check::Refused(TokenRefusal::Foreign)
@@ -258,7 +286,10 @@ mod tests {
         ));
         {
             let _l = ca.lock().unwrap();
-            assert!(matches!(spend_locked(&ca, "dev-1", &t, 1002), Check::Good));
+            assert!(matches!(
+                spend_locked(&ca, "dev-1", &t, 1002),
+                Check::Good(None)
+            ));
             assert!(matches!(
                 spend_locked(&ca, "dev-1", &t, 1003),
                 Check::Refused(TokenRefusal::Used)
@@ -267,6 +298,10 @@ mod tests {
         assert!(mint(&ca, "dev-1", Duration::ZERO, 1000).is_err());
         assert!(mint(&ca, "dev-1", MAX_TTL + Duration::from_secs(1), 1000).is_err());
         assert!(mint(&ca, "../x", Duration::from_secs(60), 1000).is_err());
+        let t = mint_with_ou(&ca, "dev-2", Some("devices"), Duration::from_secs(60), 1000).unwrap();
+        assert!(matches!(check(&ca, "dev-2", &t, 1001), Check::Good(Some(ou)) if ou == "devices"));
+        assert!(mint_with_ou(&ca, "dev-2", Some("a\nb"), Duration::from_secs(60), 1000).is_err());
+        assert!(mint_with_ou(&ca, "dev-2", Some(""), Duration::from_secs(60), 1000).is_err());
     }
 
     #[test]
