@@ -909,12 +909,10 @@ async fn the_enroll_agent_enrolls_renews_when_due_and_refuses_a_spent_token() {
     let ou_of = |pem: &[u8]| {
         let der = rustls_pki_types::CertificateDer::from_pem_slice(pem).unwrap();
         let (_, c) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
-        let ou = c
-            .subject()
+        c.subject()
             .iter_organizational_unit()
             .next()
-            .map(|o| o.as_str().unwrap().to_owned());
-        ou
+            .map(|o| o.as_str().unwrap().to_owned())
     };
     assert_eq!(ou_of(&enrolled).as_deref(), Some("devices"));
 
