@@ -993,3 +993,72 @@ fn the_enroll_units_verify() {
     ]));
     assert!(security.status.success(), "{security:?}");
 }
+
+/// Issue 25: "key types allowed: P-256, P-384, Ed25519, RSA ≥ 2048; any extension a CSR asks for
+/// beyond the subject is ignored". openssl's keys of each allowed type enroll; a CSR asking for
+/// serverAuth and a SAN gets a clientAuth certificate without a SAN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_allowed_key_type_enrolls_and_requested_extensions_are_ignored() {
+    let _one = SERIAL.lock().await;
+    let e = start().await;
+    let out = e.path("out.b64");
+    let kinds: [(&str, &[&str]); 3] = [
+        ("p384", &["ec", "-pkeyopt", "ec_paramgen_curve:P-384"]),
+        ("ed25519", &["ed25519"]),
+        ("p256", P256),
+    ];
+    for (stem, newkey) in kinds {
+        let name = format!("dev-{stem}");
+        let token = mint(&e, &name);
+        let (key, req) = csr(&e, stem, &name, newkey);
+        assert_eq!(enroll(&e, &name, &token, &req, &out), 200, "{stem}");
+        let pem = e.path(&format!("{stem}.pem"));
+        read_pkcs7(&out, &pem);
+        assert!(e.publish(&pem, &key), "{stem} connects");
+    }
+    // A CSR that asks for more than a device certificate.
+    let key = e.path("greedy.key");
+    let der = e.path("greedy.der");
+    ok(&run(Command::new("openssl").args([
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-keyout",
+        s(&key),
+        "-subj",
+        "/CN=dev-greedy/O=Evil Corp",
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+        "-addext",
+        "subjectAltName=DNS:broker.example",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-outform",
+        "DER",
+        "-out",
+        s(&der),
+    ])));
+    let b64 = e.path("greedy.csr");
+    std::fs::write(
+        &b64,
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            std::fs::read(&der).unwrap(),
+        ),
+    )
+    .unwrap();
+    let token = mint(&e, "dev-greedy");
+    assert_eq!(enroll(&e, "dev-greedy", &token, &b64, &out), 200);
+    let certs = read_pkcs7(&out, &e.path("greedy.pem"));
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(&certs[0]).unwrap();
+    let eku = c.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    assert!(c.subject_alternative_name().unwrap().is_none(), "no SAN");
+    assert!(!c.is_ca());
+    assert_eq!(c.subject().iter_organization().count(), 0, "only the CN");
+    e.running.shutdown().await;
+}
