@@ -198,8 +198,13 @@ pub async fn serve(listener: TcpListener, est: Arc<Est>, gateway: Arc<Gateway>) 
         let gw = Arc::clone(&gateway);
         gateway.tracker.spawn(async move {
             let _permit = permit;
-            let _ =
-                tokio::time::timeout(CONNECTION_TIMEOUT, connection(stream, peer, est, gw)).await;
+            let shutdown = gw.shutdown.clone();
+            // A shutdown ends an EST exchange at once (the device retries later); a slow one ends
+            // at CONNECTION_TIMEOUT.
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection(stream, peer, est, gw)) => {}
+                () = shutdown.cancelled() => {}
+            }
         });
     }
 }
