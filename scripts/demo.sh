@@ -3,9 +3,11 @@
 #
 # On a fresh Debian machine it installs Mosquitto if absent, starts the reference unsecured broker
 # from upstream-broker/ on 127.0.0.1:18830 (loopback only, as the gateway's README tells operators
-# to do), makes a development CA with a server certificate and two client certificates
-# (`mqtt-gateway pki`), starts the gateway on 127.0.0.1:8883 (mTLS) with policies/demo.toml, checks
-# that a publish really goes through, and prints a mosquitto_sub / mosquitto_pub pair to try.
+# to do), makes a development CA with a server certificate and an operator certificate
+# (`mqtt-gateway pki`), starts the gateway on 127.0.0.1:8883 (mTLS) with policies/demo.toml and its
+# EST enrollment port on 127.0.0.1:8443, enrolls device sensor-1 over EST with a one-time token
+# (`mqtt-gateway pki token`, `mqtt-gateway enroll`), checks that a publish really goes through, and
+# prints a mosquitto_sub / mosquitto_pub pair to try.
 # Everything it makes lives in ./demo (ignored by git).
 set -euo pipefail
 
@@ -15,6 +17,7 @@ demo=$root/demo
 BROKER_PORT=${BROKER_PORT:-18830}
 GATEWAY_PORT=${GATEWAY_PORT:-8883}
 ADMIN_PORT=${ADMIN_PORT:-9090}
+EST_PORT=${EST_PORT:-8443}
 bin=${CARGO_TARGET_DIR:-$root/target}/release/mqtt-gateway
 
 stop() {
@@ -57,7 +60,6 @@ if [[ ! -f $pki/ca.key ]]; then
     echo "==> making a development CA in $pki"
     "$bin" pki init "$pki" --cn "mqtt-gateway demo CA"
     "$bin" pki issue "$pki" gateway --server --san localhost --san 127.0.0.1
-    "$bin" pki issue "$pki" sensor-1 --ou devices
     "$bin" pki issue "$pki" operator
 fi
 
@@ -98,6 +100,15 @@ max_packet_size = "256KiB"
 
 [log]
 audit_file = "audit.jsonl"
+
+# Device enrollment over EST (RFC 7030): docs/guide-device-enrollment.md.
+[enrollment]
+bind = "127.0.0.1:$EST_PORT"
+pki_dir = "pki"
+cert_days = 7
+[enrollment.tls]
+cert = "pki/gateway.pem"
+key = "pki/gateway.key"
 EOF
 
 echo "==> checking the configuration"
@@ -126,6 +137,15 @@ if [[ -z $ready ]]; then
     exit 1
 fi
 
+# The device enrolls itself: a one-time token (OU devices, the policy's device group), then the EST
+# client makes its key, sends a CSR and gets a 7-day certificate. Run again, it renews when due.
+if [[ ! -f $pki/sensor-1.pem ]]; then
+    echo "==> enrolling sensor-1 over EST (one-time token, mqtt-gateway enroll)"
+    (umask 077 && "$bin" pki token "$pki" sensor-1 --ou devices --ttl 10m >"$demo/sensor-1.token")
+fi
+"$bin" enroll --server "https://localhost:$EST_PORT" --ca "$pki/ca.pem" --name sensor-1 \
+    --out "$pki/sensor-1" --token-file "$demo/sensor-1.token"
+
 tls_operator=(--cafile "$pki/ca.pem" --cert "$pki/operator.pem" --key "$pki/operator.key")
 tls_sensor=(--cafile "$pki/ca.pem" --cert "$pki/sensor-1.pem" --key "$pki/sensor-1.key")
 
@@ -139,7 +159,7 @@ cat "$demo/selftest.out"
 
 cat <<EOF
 
-The gateway is running (mTLS on 127.0.0.1:$GATEWAY_PORT, metrics on http://127.0.0.1:$ADMIN_PORT/metrics,
+The gateway is running (mTLS on 127.0.0.1:$GATEWAY_PORT, EST on https://127.0.0.1:$EST_PORT, metrics on http://127.0.0.1:$ADMIN_PORT/metrics,
 audit log $demo/audit.jsonl), in front of an unsecured Mosquitto on 127.0.0.1:$BROKER_PORT.
 
 Watch (as the operator):
@@ -151,7 +171,10 @@ Publish (as device sensor-1, allowed under demo/sensor-1/):
 Refused (another device's topic; MQTT 5 shows the gateway's "not authorized"):
   mosquitto_pub -V mqttv5 -q 1 -h localhost -p $GATEWAY_PORT --cafile $pki/ca.pem --cert $pki/sensor-1.pem --key $pki/sensor-1.key -i sensor-1 -t demo/sensor-2/temp -m 99
 
-Revoke the device: its live session is closed within a second, and it cannot come back:
+Renew sensor-1's certificate over EST with the one it holds (what a timer does when it is due):
+  $bin enroll --server https://localhost:$EST_PORT --ca $pki/ca.pem --name sensor-1 --out $pki/sensor-1 --renew-below 100
+
+Revoke the device: its live session is closed within a second, and it cannot come back (nor renew):
   $bin pki revoke $pki sensor-1
 
 Stop everything: bash scripts/demo.sh stop

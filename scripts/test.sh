@@ -9,6 +9,7 @@
 #                 state of several gateways, gateway/tests/cluster.rs), nodejs + npm (apt-get, only
 #                 when missing), MQTT.js for the WebSocket tests (npm ci in tests/mqttjs),
 #                 python3-paho-mqtt (paho-mqtt over WebSocket, gateway/tests/websocket.rs),
+#                 openssl + curl (the EST client of gateway/tests/enrollment.rs),
 #                 rustfmt + clippy
 #   2. fmt        cargo fmt --all -- --check
 #   3. clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -72,6 +73,10 @@ fi
 # paho-mqtt for Python over WebSocket (gateway/tests/websocket.rs), for the system Python 3.
 if ! /usr/bin/python3 -c 'import paho.mqtt.client' 2>/dev/null; then
     packages+=(python3-paho-mqtt)
+fi
+# openssl and curl are the EST client of gateway/tests/enrollment.rs (and of the guide).
+if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
+    packages+=(openssl curl ca-certificates)
 fi
 if ((${#packages[@]} > 0)); then
     echo "installing ${packages[*]} with apt-get"

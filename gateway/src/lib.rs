@@ -13,6 +13,7 @@ pub mod auth;
 pub mod close;
 pub mod config;
 pub mod crl_fetch;
+pub mod enroll;
 pub mod identity;
 pub mod labels;
 pub mod limits;

@@ -5,7 +5,11 @@
 //!
 //! Everything is ordinary PEM that Mosquitto, openssl and the gateway read. Layout of DIR:
 //! `ca.pem`, `ca.key`, `ca.crl`, `index.json` (what was issued), and `NAME.pem` / `NAME.key` per
-//! certificate.
+//! certificate; `tokens.json` (hashed one-time enrollment tokens, `crate::enroll`) and `.lock`.
+//!
+//! Every change of the directory (issue, revoke, CRL, tokens) holds an exclusive `flock` on
+//! `DIR/.lock`, so the CLI and a running EST server (many enrollments at once) never interleave
+//! their read-modify-write of `index.json`; each file is replaced atomically (temp file, rename).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -92,7 +96,7 @@ fn cert_err(context: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, with `mode`.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
     let tmp = path.with_extension("tmp");
     let mut f = OpenOptions::new()
         .write(true)
@@ -119,7 +123,7 @@ fn random_serial() -> Result<Vec<u8>, PkiError> {
     Ok(bytes.to_vec())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -130,7 +134,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn check_name(name: &str) -> Result<(), PkiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), PkiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -216,6 +220,34 @@ impl Ca {
         self.dir.join(name)
     }
 
+    /// Takes the directory's exclusive lock (`flock` on `DIR/.lock`, blocking), released when
+    /// the returned file is dropped. Not re-entrant: the public methods take it, the private
+    /// helpers they call do not.
+    ///
+    /// # Errors
+    /// The lock file cannot be opened or locked.
+    pub fn lock(&self) -> Result<fs::File, PkiError> {
+        let path = self.path(".lock");
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.lock().map_err(io_err(&path))?;
+        Ok(f)
+    }
+
+    /// Whether the CA can sign: `ca.key` and `ca.pem` read and match (an EST server checks this
+    /// at start rather than at its first enrollment).
+    ///
+    /// # Errors
+    /// Either file cannot be read or parsed.
+    pub fn check_signing(&self) -> Result<(), PkiError> {
+        self.issuer().map(drop)
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let key_path = self.path("ca.key");
         let pem_path = self.path("ca.pem");
@@ -259,6 +291,7 @@ impl Ca {
         sans: &[String],
     ) -> Result<Entry, PkiError> {
         check_name(name)?;
+        let _lock = self.lock()?;
         let mut index = self.load_index()?;
         if index
             .entries
@@ -322,27 +355,97 @@ impl Ca {
         Ok(entry)
     }
 
-    /// Revokes the certificate issued as `name` and rewrites the CRL.
+    /// Revokes the certificate issued as `name` and rewrites the CRL. A device that renewed over
+    /// EST may hold several unexpired certificates of its name (the old one stays valid until it
+    /// expires): all of them are revoked; the newest is returned.
     ///
     /// # Errors
     /// No valid certificate of that name, or a file error.
     pub fn revoke(&self, name: &str) -> Result<Entry, PkiError> {
+        let _lock = self.lock()?;
         let mut index = self.load_index()?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let Some(entry) = index
+        let mut revoked = None;
+        for entry in index
             .entries
             .iter_mut()
-            .find(|e| e.name == name && e.revoked_at.is_none())
-        else {
+            .filter(|e| e.name == name && e.revoked_at.is_none())
+        {
+            entry.revoked_at = Some(now);
+            revoked = Some(entry.clone());
+        }
+        let Some(revoked) = revoked else {
             return Err(PkiError::Usage(format!(
                 "no valid certificate named {name}"
             )));
         };
-        entry.revoked_at = Some(now);
-        let revoked = entry.clone();
         self.save_index(&index)?;
         self.write_crl(&index.entries)?;
         Ok(revoked)
+    }
+
+    /// Issues a device certificate (clientAuth, CN = `name`, OU = `ou`, `days` long) for a public key that
+    /// is not ours (an EST client's CSR: `spki_der` is its SubjectPublicKeyInfo; nothing else of
+    /// the CSR is taken), and records it in the index. Unlike [`Ca::issue`], a name that already
+    /// holds a valid certificate may get another one (renewal: the old one keeps working until it
+    /// expires or is revoked). The caller holds [`Ca::lock`].
+    ///
+    /// Returns the entry and the certificate (DER).
+    ///
+    /// # Errors
+    /// An invalid name, a key type rcgen cannot carry, or a file error.
+    pub fn issue_for_key_locked(
+        &self,
+        name: &str,
+        ou: Option<&str>,
+        spki_der: &[u8],
+        days: i64,
+    ) -> Result<(Entry, Vec<u8>), PkiError> {
+        check_name(name)?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
+            .map_err(cert_err("the request's public key"))?;
+        let mut index = self.load_index()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())
+            .map_err(cert_err("certificate parameters"))?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(days);
+        let serial = random_serial()?;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let cert = p
+            .signed_by(&public_key, &self.issuer()?)
+            .map_err(cert_err("signing"))?;
+        let entry = Entry {
+            name: name.to_owned(),
+            serial: hex(&serial),
+            kind: "device".to_owned(),
+            not_after: p.not_after.unix_timestamp(),
+            revoked_at: None,
+        };
+        index.entries.push(entry.clone());
+        self.save_index(&index)?;
+        Ok((entry, cert.der().to_vec()))
+    }
+
+    /// The index entry of the certificate with serial `serial_hex` (lower-case hex), if this CA
+    /// issued it.
+    ///
+    /// # Errors
+    /// The index cannot be read.
+    pub fn entry_by_serial(&self, serial_hex: &str) -> Result<Option<Entry>, PkiError> {
+        Ok(self
+            .load_index()?
+            .entries
+            .into_iter()
+            .find(|e| e.serial == serial_hex))
     }
 
     /// Re-signs the CRL with a fresh validity period.
@@ -350,6 +453,7 @@ impl Ca {
     /// # Errors
     /// A file error.
     pub fn refresh_crl(&self) -> Result<(), PkiError> {
+        let _lock = self.lock()?;
         let index = self.load_index()?;
         self.write_crl(&index.entries)
     }
@@ -396,6 +500,7 @@ impl Ca {
 mod tests {
     use super::*;
 
+    use rcgen::PublicKeyData;
     use x509_parser::prelude::FromDer;
 
     #[test]
@@ -437,5 +542,30 @@ mod tests {
             .map(|r| hex(r.raw_serial()))
             .collect();
         assert_eq!(serials, [dev.serial]);
+    }
+
+    /// Renewal (EST) gives a name a second valid certificate; `revoke NAME` must cut both.
+    #[test]
+    fn issue_for_key_allows_renewal_and_revoke_cuts_every_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::init(dir.path(), "test CA", 3650).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = key.subject_public_key_info();
+        let (first, der) = {
+            let _l = ca.lock().unwrap();
+            ca.issue_for_key_locked("dev-1", None, &spki, 7).unwrap()
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(hex(cert.raw_serial()), first.serial);
+        assert!(cert.validity().time_to_expiration().unwrap().whole_days() <= 7);
+        let second = {
+            let _l = ca.lock().unwrap();
+            ca.issue_for_key_locked("dev-1", None, &spki, 7).unwrap().0
+        };
+        assert_ne!(first.serial, second.serial);
+        assert_eq!(ca.entry_by_serial(&first.serial).unwrap(), Some(first));
+        ca.revoke("dev-1").unwrap();
+        assert!(ca.list().unwrap().iter().all(|e| e.revoked_at.is_some()));
+        assert!(ca.revoke("dev-1").is_err());
     }
 }

@@ -60,6 +60,9 @@ pub enum StartError {
     /// A `crl_urls` CRL is neither cached nor fetchable.
     #[error(transparent)]
     CrlFetch(#[from] crate::crl_fetch::StartError),
+    /// The EST listener (`[enrollment]`) could not be set up.
+    #[error(transparent)]
+    Enrollment(#[from] crate::enroll::EnrollError),
     /// The audit log could not be opened.
     #[error("audit log {}: {source}", path.as_ref().map_or("stderr".into(), |p| p.display().to_string()))]
     Audit {
@@ -153,6 +156,8 @@ pub struct Running {
     pub listeners: HashMap<String, SocketAddr>,
     /// Bound address of the admin listener.
     pub admin: Option<SocketAddr>,
+    /// Bound address of the EST listener (`[enrollment]`).
+    pub enrollment: Option<SocketAddr>,
     /// TLS configuration of each TLS listener, by name (swapped on reload).
     pub tls: HashMap<String, Arc<ArcSwap<crate::tls::ServerTls>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -269,6 +274,7 @@ pub async fn start_on(
             metrics,
         )));
     }
+    let enrollment = crate::enroll::start(&config, &gateway, &mut tasks)?;
     tasks.push(tokio::spawn(admin::probe_upstream(Arc::clone(&gateway))));
     tasks.push(tokio::spawn(sweep(Arc::clone(&gateway))));
     for (socket, ctx) in bound {
@@ -299,6 +305,7 @@ pub async fn start_on(
         gateway,
         listeners: addrs,
         admin: admin_addr,
+        enrollment,
         tls: tls_configs,
         tasks,
     })

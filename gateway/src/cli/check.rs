@@ -53,6 +53,7 @@ pub(super) fn check(path: &Path) -> ExitCode {
             check_tls(i, t, &at, &mut problems);
         }
     }
+    check_enrollment(&config, &at, &mut problems);
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -88,6 +89,12 @@ pub(super) fn check(path: &Path) -> ExitCode {
         .iter()
         .map(|l| format!("{} {}", l.name, l.bind))
         .chain(config.admin.iter().map(|a| format!("admin {}", a.listen)))
+        .chain(
+            config
+                .enrollment
+                .iter()
+                .map(|e| format!("enrollment {}", e.bind)),
+        )
         .collect();
     println!(
         "note: listener addresses ({}) are bound at start: a change to them needs a restart; \
@@ -285,6 +292,21 @@ fn chain(e: &dyn Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// `[enrollment]`: the pki directory holds a CA whose key can be read, and the EST server's
+/// certificate and key load, as at start.
+fn check_enrollment(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) {
+    let Some(e) = &config.enrollment else { return };
+    if let Err(err) = mqtt_gateway::enroll::Est::new(e) {
+        let key: &[Seg] = match &err {
+            mqtt_gateway::enroll::EnrollError::Pki(_) => {
+                &[Seg::Key("enrollment"), Seg::Key("pki_dir")]
+            }
+            _ => &[Seg::Key("enrollment"), Seg::Key("tls")],
+        };
+        problems.push(at.key(key, &chain(&err)));
+    }
 }
 
 /// One step of a key path in gateway.toml.

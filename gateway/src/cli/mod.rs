@@ -2,6 +2,7 @@
 //! subcommand, each thin, calling library modules.
 
 mod check;
+mod enroll;
 mod explain;
 mod passwd;
 mod pki;
@@ -47,6 +48,9 @@ enum Command {
         #[command(subcommand)]
         command: pki::PkiCommand,
     },
+    /// EST client for a device: first enrollment with a one-time token, then renewal with the
+    /// current certificate when it is due (for a systemd timer or cron).
+    Enroll(enroll::EnrollArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,5 +69,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Explain(args),
         } => explain::explain(&args),
         Command::Pki { command } => pki::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Enroll(args) => enroll::run(args),
     }
 }

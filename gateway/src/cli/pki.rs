@@ -1,4 +1,4 @@
-//! `mqtt-gateway pki init|issue|revoke|crl|list DIR ...`: the small CA of `mqtt_gateway::pki`.
+//! `mqtt-gateway pki init|issue|revoke|crl|list|token DIR ...`: the small CA of `mqtt_gateway::pki`.
 
 use std::path::PathBuf;
 
@@ -40,6 +40,19 @@ pub(super) enum PkiCommand {
     Crl { dir: PathBuf },
     /// List what DIR has issued.
     List { dir: PathBuf },
+    /// Mint a one-time EST enrollment token for NAME (printed once; stored hashed in
+    /// DIR/tokens.json): `simpleenroll` with user NAME and this password issues one certificate.
+    Token {
+        dir: PathBuf,
+        name: String,
+        /// Organizational unit of the certificate it enrolls (the policy's `cert_ou` selector);
+        /// kept by renewals.
+        #[arg(long)]
+        ou: Option<String>,
+        /// How long the token may be used (at most 30 days).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<()> {
@@ -89,6 +102,18 @@ pub(super) fn run(cmd: PkiCommand) -> anyhow::Result<()> {
                 "CRL re-signed, valid {CRL_DAYS} days: {}",
                 ca.path("ca.crl").display()
             );
+        }
+        PkiCommand::Token { dir, name, ou, ttl } => {
+            let ca = Ca::open(&dir)?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let token =
+                mqtt_gateway::enroll::token::mint_with_ou(&ca, &name, ou.as_deref(), ttl, now)?;
+            eprintln!(
+                "one-time enrollment token for {name}, valid {} (stored hashed in {}):",
+                humantime::format_duration(ttl),
+                ca.path(mqtt_gateway::enroll::token::TOKENS_FILE).display()
+            );
+            println!("{token}");
         }
         PkiCommand::List { dir } => {
             let ca = Ca::open(&dir)?;

@@ -9,6 +9,7 @@
 //! of the config file and every value has passed the semantic checks,
 //! so the rest of the gateway never re-checks them.
 
+mod enrollment;
 mod error;
 mod locate;
 mod validate;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use enrollment::{EnrollmentConfig, EnrollmentTls};
 pub use error::ConfigError;
 pub use units::ByteSize;
 pub use validate::{MAX_PACKET_SIZE, MIN_PACKET_SIZE};
@@ -54,6 +56,9 @@ pub struct Config {
     /// `[log]`: where the audit log goes.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[enrollment]`: the EST listener. Absent: none.
+    #[serde(default)]
+    pub enrollment: Option<EnrollmentConfig>,
 }
 
 /// `[admin]`.

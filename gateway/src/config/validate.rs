@@ -25,7 +25,8 @@ pub(super) fn validate(config: &Config, src: &Source<'_>) -> Result<(), ConfigEr
     check_listeners(&config.listeners, src)?;
     check_auth_and_policy(config, src)?;
     check_limits(config, src)?;
-    check_admin(config, src)
+    check_admin(config, src)?;
+    super::enrollment::check(config.enrollment.as_ref(), src)
 }
 
 /// At most this many concurrent admin connections (`admin.max_connections`).
@@ -479,5 +480,10 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
         .iter_mut()
         .for_each(resolve);
     config.log.audit_file.iter_mut().for_each(resolve);
+    if let Some(e) = &mut config.enrollment {
+        resolve(&mut e.pki_dir);
+        resolve(&mut e.tls.cert);
+        resolve(&mut e.tls.key);
+    }
     Ok(())
 }
