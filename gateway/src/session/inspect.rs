@@ -77,6 +77,55 @@ fn malformed(direction: Direction, error: DecodeError) -> Inspected {
     }
 }
 
+/// What one frame is judged under: the policy of `generation`, the session's state shared by both
+/// directions, and where the frame's denials go (for the metrics and the audit log).
+pub struct Under<'a> {
+    /// The generation `policy` was resolved in.
+    pub generation: u64,
+    /// The client's policy.
+    pub policy: &'a ClientPolicy,
+    /// State both directions read and write (pending SUBACKs, the CONNACK seen, aliases granted).
+    pub shared: &'a SessionShared,
+    /// Denials of this frame, drained by the caller.
+    pub denials: &'a mut Vec<Denial>,
+}
+
+/// One direction's inspector: a frame is decoded in that direction's stream state, then judged.
+/// [`Inspect::inspect`] is the one entry point: frame bytes and state in, verdict out.
+pub trait Inspect {
+    /// Who sends the frames this inspector sees.
+    const DIR: Direction;
+
+    /// Decodes one complete frame against the stream's state.
+    ///
+    /// # Errors
+    /// The frame is malformed or forbidden here.
+    fn decode<'f>(&mut self, frame: &'f [u8]) -> Result<Packet<'f>, DecodeError>;
+
+    /// The verdict on a decoded packet.
+    ///
+    /// # Errors
+    /// A protocol violation that only the packet's meaning shows (the connection is closed as
+    /// malformed).
+    fn judge(&mut self, packet: Packet<'_>, under: &mut Under<'_>) -> Result<Verdict, DecodeError>;
+
+    /// Inspects one complete frame.
+    fn inspect(&mut self, frame: &[u8], under: &mut Under<'_>) -> Inspected {
+        let packet = match self.decode(frame) {
+            Ok(p) => p,
+            Err(e) => return malformed(Self::DIR, e),
+        };
+        let packet_type = Some(packet.packet_type());
+        match self.judge(packet, under) {
+            Ok(verdict) => Inspected {
+                packet_type,
+                verdict,
+            },
+            Err(e) => malformed(Self::DIR, e),
+        }
+    }
+}
+
 fn encode_or_close(
     direction: Direction,
     f: impl FnOnce(&mut Vec<u8>) -> Result<(), mqtt_inspect::EncodeError>,
@@ -127,6 +176,19 @@ fn suback_refusal(version: ProtocolVersion, reason: ReasonCode) -> u8 {
 }
 
 /// Rewrites a PUBLISH with its topic written out (its alias kept, so the binding is renewed).
+/// An allowed PUBLISH: forwarded as it came, or with `topic` written out (and its alias kept)
+/// when the receiver does not know the alias binding.
+fn forward(
+    p: &Publish<'_>,
+    topic: Option<&str>,
+    version: ProtocolVersion,
+    direction: Direction,
+) -> Verdict {
+    topic.map_or(Verdict::Forward, |t| {
+        publish_with_topic(p, t, version, direction)
+    })
+}
+
 fn publish_with_topic(
     p: &Publish<'_>,
     topic: &str,
@@ -191,6 +253,7 @@ impl ClientInspector {
         version: ProtocolVersion,
         on_publish_deny: OnPublishDeny,
         max_subscriptions: u32,
+        auth_method: Option<&str>,
     ) -> Self {
         Self {
             subscriptions: Subscriptions::new(max_subscriptions),
@@ -200,79 +263,20 @@ impl ClientInspector {
             qos2: GatewayQos2::default(),
             on_publish_deny,
             last_allowed: LastAllowed::default(),
-            auth_method: None,
+            auth_method: auth_method.map(Box::from),
         }
     }
+}
 
-    /// For a client that connected with Authentication Method `method` (a token): its AUTH
-    /// re-authentications become [`Verdict::Reauthenticate`].
-    #[must_use]
-    pub fn with_auth_method(mut self, method: Option<&str>) -> Self {
-        self.auth_method = method.map(Box::from);
-        self
-    }
-
-    /// Inspects one complete frame from the client, under `policy` of `generation`.
-    pub fn inspect(
-        &mut self,
-        frame: &[u8],
-        generation: u64,
-        policy: &ClientPolicy,
-        shared: &SessionShared,
-        denials: &mut Vec<Denial>,
-    ) -> Inspected {
+impl ClientInspector {
+    fn publish(&mut self, p: &Publish<'_>, under: &mut Under<'_>) -> Verdict {
         const DIR: Direction = Direction::ClientToServer;
-        let packet = match self.stream.decode_client(frame) {
-            Ok(p) => p,
-            Err(e) => return malformed(DIR, e),
-        };
-        let packet_type = Some(packet.packet_type());
-        let verdict = match packet {
-            Packet::Publish(p) if p.properties.user_property_count() > MAX_USER_PROPERTIES => {
-                Verdict::Close(CloseReason::QuotaExceeded)
-            }
-            Packet::Subscribe(s) if s.len() > MAX_FILTERS_PER_SUBSCRIBE => {
-                Verdict::Close(CloseReason::QuotaExceeded)
-            }
-            Packet::Publish(p) => self.publish(&p, (generation, policy), shared, denials),
-            Packet::Subscribe(s) => self.subscribe(&s, policy, shared, denials),
-            Packet::Unsubscribe(u) => {
-                for filter in u.filters() {
-                    self.subscriptions.remove(filter.as_str());
-                }
-                Verdict::Forward
-            }
-            Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
-                reply(DIR, |out| {
-                    Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
-                        .encode(self.version, out)
-                })
-            }
-            // No enhanced authentication method was accepted at CONNECT, so there is nothing to
-            // re-authenticate with; an AUTH can never change the identity bound to this session.
-            Packet::Auth(_) if self.auth_method.is_none() => {
-                Verdict::Close(CloseReason::AuthNotSupported)
-            }
-            Packet::Auth(a) => match reauthentication(&a, self.auth_method.as_deref()) {
-                Ok(token) => Verdict::Reauthenticate(token.to_vec()),
-                Err(e) => return malformed(DIR, e),
-            },
-            _ => Verdict::Forward,
-        };
-        Inspected {
-            packet_type,
-            verdict,
-        }
-    }
-
-    fn publish(
-        &mut self,
-        p: &Publish<'_>,
-        (generation, policy): (u64, &ClientPolicy),
-        shared: &SessionShared,
-        denials: &mut Vec<Denial>,
-    ) -> Verdict {
-        const DIR: Direction = Direction::ClientToServer;
+        let Under {
+            generation,
+            policy,
+            shared,
+            ref mut denials,
+        } = *under;
         if let Some(id) = p.packet_id {
             // A client reuses an identifier only once its last flow is over: a QoS 2 flow the
             // gateway answered with this identifier is finished, and a later PUBREL belongs to
@@ -306,11 +310,7 @@ impl ClientInspector {
         }
         if decision.allowed {
             // The broker does not know this binding (its PUBLISH was dropped): write the topic out.
-            let verdict = if needs_topic {
-                publish_with_topic(p, topic, version, DIR)
-            } else {
-                Verdict::Forward
-            };
+            let verdict = forward(p, needs_topic.then_some(topic), version, DIR);
             self.aliases.forwarded(alias);
             return verdict;
         }
@@ -342,14 +342,9 @@ impl ClientInspector {
         reply(DIR, |out| ack.encode(version, out))
     }
 
-    fn subscribe(
-        &mut self,
-        s: &Subscribe<'_>,
-        policy: &ClientPolicy,
-        shared: &SessionShared,
-        denials: &mut Vec<Denial>,
-    ) -> Verdict {
+    fn subscribe(&mut self, s: &Subscribe<'_>, under: &mut Under<'_>) -> Verdict {
         const DIR: Direction = Direction::ClientToServer;
+        let (policy, shared, denials) = (under.policy, under.shared, &mut *under.denials);
         let denied_code = suback_refusal(self.version, ReasonCode::NotAuthorized);
         let quota_code = suback_refusal(self.version, ReasonCode::QuotaExceeded);
         let mut codes: Vec<Option<u8>> = Vec::with_capacity(s.len());
@@ -402,6 +397,48 @@ impl ClientInspector {
     }
 }
 
+impl Inspect for ClientInspector {
+    const DIR: Direction = Direction::ClientToServer;
+
+    fn decode<'f>(&mut self, frame: &'f [u8]) -> Result<Packet<'f>, DecodeError> {
+        self.stream.decode_client(frame)
+    }
+
+    fn judge(&mut self, packet: Packet<'_>, under: &mut Under<'_>) -> Result<Verdict, DecodeError> {
+        Ok(match packet {
+            Packet::Publish(p) if p.properties.user_property_count() > MAX_USER_PROPERTIES => {
+                Verdict::Close(CloseReason::QuotaExceeded)
+            }
+            Packet::Subscribe(s) if s.len() > MAX_FILTERS_PER_SUBSCRIBE => {
+                Verdict::Close(CloseReason::QuotaExceeded)
+            }
+            Packet::Publish(p) => self.publish(&p, under),
+            Packet::Subscribe(s) => self.subscribe(&s, under),
+            Packet::Unsubscribe(u) => {
+                for filter in u.filters() {
+                    self.subscriptions.remove(filter.as_str());
+                }
+                Verdict::Forward
+            }
+            Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
+                reply(Self::DIR, |out| {
+                    Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
+                        .encode(self.version, out)
+                })
+            }
+            // No enhanced authentication method was accepted at CONNECT, so there is nothing to
+            // re-authenticate with; an AUTH can never change the identity bound to this session.
+            Packet::Auth(_) if self.auth_method.is_none() => {
+                Verdict::Close(CloseReason::AuthNotSupported)
+            }
+            Packet::Auth(a) => {
+                Verdict::Reauthenticate(reauthentication(&a, self.auth_method.as_deref())?.to_vec())
+            }
+            _ => Verdict::Forward,
+        })
+    }
+}
+
 // === impl BrokerInspector ===
 
 /// Inspection of the broker-to-client direction.
@@ -434,6 +471,7 @@ impl BrokerInspector {
         alias_max: u16,
         enforced_keep_alive: u16,
         server_keep_alive: Option<u16>,
+        auth_method: Option<&str>,
     ) -> Self {
         Self {
             stream: StreamState::after_connect(version),
@@ -444,78 +482,12 @@ impl BrokerInspector {
             server_keep_alive,
             enforced_keep_alive,
             last_allowed: LastAllowed::default(),
-            auth_method: None,
+            auth_method: auth_method.map(Box::from),
         }
     }
+}
 
-    /// For a client that connected with Authentication Method `method`: a successful CONNACK
-    /// carries it back.
-    #[must_use]
-    pub fn with_auth_method(mut self, method: Option<&str>) -> Self {
-        self.auth_method = method.map(Box::from);
-        self
-    }
-
-    /// Inspects one complete frame from the broker, under `policy` of `generation`.
-    pub fn inspect(
-        &mut self,
-        frame: &[u8],
-        generation: u64,
-        policy: &ClientPolicy,
-        shared: &SessionShared,
-        denials: &mut Vec<Denial>,
-    ) -> Inspected {
-        const DIR: Direction = Direction::ServerToClient;
-        let packet = match self.stream.decode_server(frame) {
-            Ok(p) => p,
-            Err(e) => return malformed(DIR, e),
-        };
-        let packet_type = Some(packet.packet_type());
-        let version = self.version;
-        let verdict = match packet {
-            Packet::Connack(c) => {
-                shared.note_connack();
-                shared.set_client_alias_max(c.properties.topic_alias_maximum());
-                self.connack(&c)
-            }
-            Packet::Publish(p) => self.publish(&p, (generation, policy), denials),
-            Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
-                reply(DIR, |out| {
-                    Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
-                        .encode(version, out)
-                })
-            }
-            Packet::Suback(s) => match shared.take_pending(s.packet_id.get()) {
-                None => Verdict::Forward,
-                Some(pending) => {
-                    let mut broker_codes = s.codes.iter().copied();
-                    let merged: Vec<u8> = pending
-                        .codes
-                        .iter()
-                        .map(|c| {
-                            c.unwrap_or_else(|| {
-                                broker_codes
-                                    .next()
-                                    .unwrap_or(ReasonCode::UnspecifiedError.to_u8())
-                            })
-                        })
-                        .collect();
-                    let suback = Suback {
-                        packet_id: s.packet_id,
-                        properties: s.properties,
-                        codes: &merged,
-                    };
-                    replace(DIR, |out| suback.encode(version, out))
-                }
-            },
-            _ => Verdict::Forward,
-        };
-        Inspected {
-            packet_type,
-            verdict,
-        }
-    }
-
+impl BrokerInspector {
     /// Forwards the broker's CONNACK, rewritten (MQTT 5) when the client must learn the capped
     /// keep-alive (Server Keep Alive: the gateway's cap, or the broker's when lower, never above
     /// the one the gateway enforces) or a Topic Alias Maximum lower than the broker's (the gateway
@@ -580,13 +552,9 @@ impl BrokerInspector {
         })
     }
 
-    fn publish(
-        &mut self,
-        p: &Publish<'_>,
-        (generation, policy): (u64, &ClientPolicy),
-        denials: &mut Vec<Denial>,
-    ) -> Verdict {
+    fn publish(&mut self, p: &Publish<'_>, under: &mut Under<'_>) -> Verdict {
         const DIR: Direction = Direction::ServerToClient;
+        let (generation, policy, denials) = (under.generation, under.policy, &mut *under.denials);
         let alias = p.properties.topic_alias();
         let had_topic = !p.topic.is_empty();
         let version = self.version;
@@ -599,11 +567,7 @@ impl BrokerInspector {
             .last_allowed
             .decide(generation, topic, |t| policy.receive(t));
         if decision.allowed {
-            let verdict = if needs_topic {
-                publish_with_topic(p, topic, version, DIR)
-            } else {
-                Verdict::Forward
-            };
+            let verdict = forward(p, needs_topic.then_some(topic), version, DIR);
             self.aliases.forwarded(alias);
             return verdict;
         }
@@ -621,6 +585,58 @@ impl BrokerInspector {
             }
         };
         reply(DIR, |out| ack.encode(version, out))
+    }
+}
+
+impl Inspect for BrokerInspector {
+    const DIR: Direction = Direction::ServerToClient;
+
+    fn decode<'f>(&mut self, frame: &'f [u8]) -> Result<Packet<'f>, DecodeError> {
+        self.stream.decode_server(frame)
+    }
+
+    fn judge(&mut self, packet: Packet<'_>, under: &mut Under<'_>) -> Result<Verdict, DecodeError> {
+        let version = self.version;
+        Ok(match packet {
+            Packet::Connack(c) => {
+                under.shared.note_connack();
+                under
+                    .shared
+                    .set_client_alias_max(c.properties.topic_alias_maximum());
+                self.connack(&c)
+            }
+            Packet::Publish(p) => self.publish(&p, under),
+            Packet::Ack(a) if a.kind == AckKind::Pubrel && self.qos2.remove(a.packet_id.get()) => {
+                reply(Self::DIR, |out| {
+                    Ack::new(AckKind::Pubcomp, a.packet_id, ReasonCode::Success)
+                        .encode(version, out)
+                })
+            }
+            Packet::Suback(s) => match under.shared.take_pending(s.packet_id.get()) {
+                None => Verdict::Forward,
+                Some(pending) => {
+                    let mut broker_codes = s.codes.iter().copied();
+                    let merged: Vec<u8> = pending
+                        .codes
+                        .iter()
+                        .map(|c| {
+                            c.unwrap_or_else(|| {
+                                broker_codes
+                                    .next()
+                                    .unwrap_or(ReasonCode::UnspecifiedError.to_u8())
+                            })
+                        })
+                        .collect();
+                    let suback = Suback {
+                        packet_id: s.packet_id,
+                        properties: s.properties,
+                        codes: &merged,
+                    };
+                    replace(Self::DIR, |out| suback.encode(version, out))
+                }
+            },
+            _ => Verdict::Forward,
+        })
     }
 }
 
@@ -659,7 +675,7 @@ mod tests {
     fn the_client_is_never_told_a_keep_alive_above_the_one_the_gateway_enforces() {
         // The client asked for 60 s and the gateway enforces 60 ([MQTT-3.1.2-21]: the client then
         // uses whatever the CONNACK says).
-        let insp = BrokerInspector::new(ProtocolVersion::V5, 0, 60, None);
+        let insp = BrokerInspector::new(ProtocolVersion::V5, 0, 60, None, None);
         assert_eq!(told(&insp, &[]), None, "no Server Keep Alive: none added");
         assert_eq!(told(&insp, &[0x13, 0, 30]), Some(30), "a lower one passes");
         assert_eq!(
@@ -669,7 +685,7 @@ mod tests {
         );
         assert_eq!(told(&insp, &[0x13, 0, 0]), Some(60), "0 (none) is replaced");
         // The gateway capped the client's 65,535 at 600: announced, or the broker's if lower.
-        let capped = BrokerInspector::new(ProtocolVersion::V5, 0, 600, Some(600));
+        let capped = BrokerInspector::new(ProtocolVersion::V5, 0, 600, Some(600), None);
         assert_eq!(told(&capped, &[]), Some(600));
         assert_eq!(told(&capped, &[0x13, 0, 100]), Some(100));
         assert_eq!(told(&capped, &[0x13, 0xff, 0xff]), Some(600));

@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use mqtt_inspect::{DecodeError, Direction, ProtocolVersion, ReasonCode};
 
 use super::{
-    BrokerInspector, ClientInspector, Denial, MAX_FILTERS_PER_SUBSCRIBE, MAX_USER_PROPERTIES,
-    Verdict,
+    BrokerInspector, ClientInspector, Denial, Inspect, MAX_FILTERS_PER_SUBSCRIBE,
+    MAX_USER_PROPERTIES, Under, Verdict,
 };
 use crate::close::CloseReason;
 use crate::config::OnPublishDeny;
@@ -425,12 +425,29 @@ fn resolve(rules: &[Rule]) -> ClientPolicy {
     })
 }
 
+fn under<'a>(
+    generation: u64,
+    policy: &'a ClientPolicy,
+    shared: &'a SessionShared,
+    denials: &'a mut Vec<Denial>,
+) -> Under<'a> {
+    Under {
+        generation,
+        policy,
+        shared,
+        denials,
+    }
+}
+
 fn run(row: &Row) {
     let s = row.setup;
-    let mut client = ClientInspector::new(s.version, s.on_publish_deny, s.max_subscriptions)
-        .with_auth_method(s.auth_method);
-    let mut broker = BrokerInspector::new(s.version, s.client_alias_max, 60, None)
-        .with_auth_method(s.auth_method);
+    let mut client = ClientInspector::new(
+        s.version,
+        s.on_publish_deny,
+        s.max_subscriptions,
+        s.auth_method,
+    );
+    let mut broker = BrokerInspector::new(s.version, s.client_alias_max, 60, None, s.auth_method);
     let shared = SessionShared::default();
     let mut generation = 1u64;
     let mut policy = resolve(s.policy);
@@ -445,11 +462,17 @@ fn run(row: &Row) {
         let mut denials = Vec::new();
         let (got, want, want_denials) = match step {
             Client(frame, want, d) => {
-                let got = client.inspect(frame, generation, &policy, &shared, &mut denials);
+                let got = client.inspect(
+                    frame,
+                    &mut under(generation, &policy, &shared, &mut denials),
+                );
                 (got, want, d)
             }
             Broker(frame, want, d) => {
-                let got = broker.inspect(frame, generation, &policy, &shared, &mut denials);
+                let got = broker.inspect(
+                    frame,
+                    &mut under(generation, &policy, &shared, &mut denials),
+                );
                 (got, want, d)
             }
             Reload(src) => {

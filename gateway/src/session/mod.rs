@@ -37,7 +37,7 @@ use self::connect::{
 };
 use self::finish::watch_session;
 use self::handshake::handshake;
-use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspected, Verdict};
+use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspect, Inspected, Under, Verdict};
 pub(crate) use self::refuse::Why;
 use self::refuse::connect_level;
 use self::relay::{Out, PumpSettings, pump, send};
@@ -221,15 +221,15 @@ impl Session<'_> {
             self.version,
             on_deny,
             self.snap.config.limits.max_subscriptions_per_client.get(),
-        )
-        .with_auth_method(auth_method);
+            auth_method,
+        );
         let mut b_insp = BrokerInspector::new(
             self.version,
             self.alias_max,
             self.keep_alive,
             self.server_keep_alive,
-        )
-        .with_auth_method(auth_method);
+            auth_method,
+        );
         let mut throttle =
             crate::limits::ClientThrottle::new(&self.snap.config.limits, std::time::Instant::now());
         let ack_credit = std::sync::atomic::AtomicU32::new(0);
@@ -258,7 +258,7 @@ impl Session<'_> {
             &client_out,
             |frame, denials| {
                 refresh(gw, identity, &mut c_pol);
-                let mut inspected = c_insp.inspect(frame, c_pol.0, &c_pol.1, &shared, denials);
+                let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
                 if let Verdict::Reauthenticate(token) = &inspected.verdict {
                     inspected.verdict = self.reauthenticate(identity, token, auth_method);
                 }
@@ -283,7 +283,7 @@ impl Session<'_> {
             |frame, denials| {
                 refresh(gw, identity, &mut b_pol);
                 note_goodbye(
-                    b_insp.inspect(frame, b_pol.0, &b_pol.1, &shared, denials),
+                    b_insp.inspect(frame, &mut under(&b_pol, &shared, denials)),
                     &said_goodbye,
                 )
             },
@@ -466,6 +466,20 @@ impl Session<'_> {
                 ..self.event(identity, "acl_denied", d.action.as_str())
             });
         }
+    }
+}
+
+/// What a frame is judged under: `policy` (of its generation), the shared state, `denials`.
+fn under<'a>(
+    policy: &'a (u64, Arc<ClientPolicy>),
+    shared: &'a SessionShared,
+    denials: &'a mut Vec<Denial>,
+) -> Under<'a> {
+    Under {
+        generation: policy.0,
+        policy: &policy.1,
+        shared,
+        denials,
     }
 }
 
