@@ -110,6 +110,32 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Pk
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// The parameters of a leaf certificate for `name` (CN, and OU when given), valid from an hour ago
+/// for `days`, with one extended key usage and a fresh random serial (returned too).
+fn leaf_params(
+    sans: Vec<String>,
+    name: &str,
+    ou: Option<&str>,
+    usage: ExtendedKeyUsagePurpose,
+    days: i64,
+) -> Result<(CertificateParams, Vec<u8>), PkiError> {
+    let mut p = CertificateParams::new(sans).map_err(cert_err("certificate parameters"))?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    if let Some(ou) = ou {
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, ou);
+    }
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![usage];
+    p.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(days);
+    let serial = random_serial()?;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok((p, serial))
+}
+
 fn random_serial() -> Result<Vec<u8>, PkiError> {
     let mut bytes = [0u8; 16];
     crate::tls::provider()
@@ -311,24 +337,12 @@ impl Ca {
         } else {
             Vec::new()
         };
-        let mut p = CertificateParams::new(names).map_err(cert_err("certificate parameters"))?;
-        p.distinguished_name.push(DnType::CommonName, name);
-        if let Some(ou) = ou {
-            p.distinguished_name
-                .push(DnType::OrganizationalUnitName, ou);
-        }
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![if server {
+        let usage = if server {
             ExtendedKeyUsagePurpose::ServerAuth
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        p.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(days);
-        let serial = random_serial()?;
-        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        };
+        let (p, serial) = leaf_params(names, name, ou, usage, days)?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_err("key"))?;
         let cert = p
             .signed_by(&key, &self.issuer()?)
@@ -405,21 +419,13 @@ impl Ca {
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
             .map_err(cert_err("the request's public key"))?;
         let mut index = self.load_index()?;
-        let mut p = CertificateParams::new(Vec::<String>::new())
-            .map_err(cert_err("certificate parameters"))?;
-        p.distinguished_name.push(DnType::CommonName, name);
-        if let Some(ou) = ou {
-            p.distinguished_name
-                .push(DnType::OrganizationalUnitName, ou);
-        }
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(days);
-        let serial = random_serial()?;
-        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let (p, serial) = leaf_params(
+            Vec::new(),
+            name,
+            ou,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            days,
+        )?;
         let cert = p
             .signed_by(&public_key, &self.issuer()?)
             .map_err(cert_err("signing"))?;
