@@ -1,0 +1,523 @@
+//! OCSP for client certificates: `[listener.tls] ocsp = "off" | "soft" | "hard"`.
+//!
+//! Checked after the TLS handshake, when the CONNECT is admitted ([`Ocsp::admit`], called from
+//! `session::connect::admit`): the handshake itself (rustls' synchronous verifier) cannot wait
+//! on a responder, and refusing at CONNECT answers the client with a CONNACK that says why
+//! (0x87 Not authorized; 3.1.1: 5) instead of a bare TLS alert.
+//!
+//! * The responder is `ocsp_responder` when set, else the leaf's AIA `id-ad-ocsp` URL (`http://`
+//!   only). The issuer is the certificate of the presented chain or of `client_ca` whose subject
+//!   is the leaf's issuer.
+//! * Answers are validated in full ([`validate::judge`]) and cached by (issuer key hash, serial)
+//!   until their `nextUpdate` ([`MAX_ENTRIES`] at most; when full, the unused entries that expire
+//!   first are evicted). A cached answer is used without touching the network.
+//! * No usable answer: one query, within `ocsp_timeout`, at most [`MAX_QUERIES`] at a time
+//!   gateway-wide. A failed query is remembered for `min(ocsp_refresh_interval, 30s)`: connects
+//!   in that time do not query again.
+//! * `good` admits. `revoked` refuses (audited `ocsp_revoked`). `unknown`, no responder, or no
+//!   valid answer: `hard` refuses, `soft` admits (and keeps asking in the background).
+//! * While a session using the certificate lives (a [`Lease`]), the answer is fetched again every
+//!   `ocsp_refresh_interval` (sooner when half the time to `nextUpdate` is shorter). A `revoked`
+//!   answer wakes every session: those of that certificate end with DISCONNECT 0x98
+//!   (`sessions_revoked_total{reason="ocsp"}`), audited `ocsp_revoked` once.
+//!   A refresh that fails leaves live sessions alone (only `revoked` cuts, in both modes).
+
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper::Uri;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{Semaphore, watch};
+use x509_ocsp::CertId;
+
+use crate::audit::AuditEvent;
+use crate::config::{OcspMode, TlsConfig};
+use crate::labels::OcspStatus;
+use crate::shared::Gateway;
+use validate::{Answer, Issuer, Status};
+
+/// The most cached answers (one per certificate).
+pub const MAX_ENTRIES: usize = 100_000;
+/// The most OCSP queries in flight, gateway-wide.
+pub const MAX_QUERIES: usize = 32;
+/// The largest answer read from a responder.
+pub const MAX_BYTES: usize = 64 * 1024;
+/// The longest a failed query is remembered (connects meanwhile do not query again).
+const ERROR_MEMORY: i64 = 30;
+/// How often the background refresh looks for due entries.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The cache key: the issuer's key hash and the serial.
+type Key = ([u8; 20], Vec<u8>);
+
+/// What is needed to ask about one certificate again.
+#[derive(Debug)]
+struct Query {
+    listener: Arc<str>,
+    url: String,
+    uri: Uri,
+    issuer: Issuer,
+    cert_id: CertId,
+    request: Vec<u8>,
+    serial_hex: String,
+    timeout: Duration,
+    refresh: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    query: Arc<Query>,
+    answer: Option<Answer>,
+    /// Unix seconds until which a failed query is not repeated at connect.
+    failed_until: i64,
+    /// Live sessions using the certificate.
+    leases: u32,
+    /// When the background refresh asks again (unix seconds).
+    refresh_at: i64,
+}
+
+impl Entry {
+    fn usable(&self, now: i64) -> Option<Answer> {
+        self.answer
+            .filter(|a| now <= a.valid_until.saturating_add(validate::LEEWAY))
+    }
+}
+
+/// The issuers of one listener's `client_ca`, loaded once per snapshot generation.
+#[derive(Debug)]
+struct Anchors {
+    generation: u64,
+    issuers: Arc<Vec<Issuer>>,
+}
+
+/// The OCSP state of a gateway: the cache, the query permits, the revocation signal.
+#[derive(Debug)]
+pub struct Ocsp {
+    cache: Mutex<HashMap<Key, Entry>>,
+    anchors: Mutex<HashMap<String, Anchors>>,
+    permits: Semaphore,
+    revoked: watch::Sender<u64>,
+}
+
+impl Default for Ocsp {
+    fn default() -> Self {
+        Self {
+            cache: Mutex::default(),
+            anchors: Mutex::default(),
+            permits: Semaphore::new(MAX_QUERIES),
+            revoked: watch::channel(0).0,
+        }
+    }
+}
+
+/// A live session's hold on a cached answer: while one lives, the answer is refreshed.
+#[derive(Debug)]
+pub struct Lease {
+    ocsp: Arc<Ocsp>,
+    key: Key,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut cache = self.ocsp.lock();
+        if let Some(e) = cache.get_mut(&self.key) {
+            e.leases = e.leases.saturating_sub(1);
+        }
+    }
+}
+
+impl Lease {
+    /// Whether the cached answer now says revoked.
+    #[must_use]
+    pub fn revoked(&self) -> bool {
+        let cache = self.ocsp.lock();
+        cache
+            .get(&self.key)
+            .and_then(|e| e.answer)
+            .is_some_and(|a| matches!(a.status, Status::Revoked(_)))
+    }
+
+    /// Wakes (changes) whenever an answer turns to revoked.
+    #[must_use]
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.ocsp.revoked.subscribe()
+    }
+}
+
+/// Why a client certificate is refused by OCSP at CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The responder says revoked.
+    Revoked,
+    /// `hard`: no good answer (the reason).
+    NoGoodAnswer(&'static str),
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The AIA `id-ad-ocsp` `http://` URL of `leaf`, and its issuer name and serial.
+fn leaf_facts(leaf: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Option<String>)> {
+    use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    let mut url = None;
+    for ext in cert.extensions() {
+        if let ParsedExtension::AuthorityInfoAccess(aia) = ext.parsed_extension() {
+            for d in &aia.accessdescs {
+                if d.access_method.to_id_string() == "1.3.6.1.5.5.7.48.1"
+                    && let GeneralName::URI(u) = d.access_location
+                    && u.starts_with("http://")
+                    && url.is_none()
+                {
+                    url = Some(u.to_owned());
+                }
+            }
+        }
+    }
+    Some((
+        cert.issuer().as_raw().to_vec(),
+        cert.raw_serial().to_vec(),
+        url,
+    ))
+}
+
+fn subject_of(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.subject().as_raw().to_vec())
+}
+
+impl Ocsp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many answers are cached.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no answer is cached.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The issuers of `client_ca` of `listener` under snapshot `generation`.
+    fn anchors(&self, listener: &str, tls: &TlsConfig, generation: u64) -> Arc<Vec<Issuer>> {
+        let mut anchors = self.anchors.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = anchors.get(listener)
+            && a.generation == generation
+        {
+            return Arc::clone(&a.issuers);
+        }
+        let certs = tls
+            .client_ca
+            .as_deref()
+            .and_then(|p| crate::tls::load_certs(p).ok())
+            .unwrap_or_default();
+        let issuers: Arc<Vec<Issuer>> = Arc::new(
+            certs
+                .into_iter()
+                .filter_map(|c| Issuer::new(c).ok())
+                .collect(),
+        );
+        anchors.insert(
+            listener.to_owned(),
+            Anchors {
+                generation,
+                issuers: Arc::clone(&issuers),
+            },
+        );
+        issuers
+    }
+
+    /// The OCSP decision at CONNECT for the client whose verified chain is `chain` (leaf first),
+    /// on `listener` with `tls` (its `ocsp` is not off). `Ok(Some(lease))`: admitted, and the
+    /// answer is kept fresh while the lease lives.
+    ///
+    /// # Errors
+    /// [`Refused`]: the CONNECT is refused.
+    pub async fn admit(
+        self: &Arc<Self>,
+        gateway: &Gateway,
+        listener: &Arc<str>,
+        tls: &TlsConfig,
+        generation: u64,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<Option<Arc<Lease>>, Refused> {
+        let hard = tls.ocsp == OcspMode::Hard;
+        let soft_or = |why: &'static str| {
+            if hard {
+                Err(Refused::NoGoodAnswer(why))
+            } else {
+                Ok(None)
+            }
+        };
+        let Some(leaf) = chain.first() else {
+            return soft_or("no certificate");
+        };
+        let Some((issuer_name, serial, aia)) = leaf_facts(leaf.as_ref()) else {
+            return soft_or("unreadable certificate");
+        };
+        let Some(url) = tls.ocsp_responder.clone().or(aia) else {
+            tracing::warn!(%listener, "OCSP: the client certificate names no http:// OCSP responder (AIA) and ocsp_responder is not set");
+            return soft_or("no responder");
+        };
+        let anchors = self.anchors(listener, tls, generation);
+        let presented = chain
+            .iter()
+            .skip(1)
+            .filter_map(|c| Issuer::new(c.clone()).ok());
+        let issuer = presented
+            .chain(anchors.iter().cloned())
+            .find(|i| subject_of(i.der.as_ref()).is_some_and(|s| s == issuer_name));
+        let Some(issuer) = issuer else {
+            return soft_or("issuer not found");
+        };
+        let key: Key = (issuer.key_hash, serial.clone());
+        let now = now_unix();
+        let known = {
+            let cache = self.lock();
+            cache
+                .get(&key)
+                .map(|e| (e.usable(now), e.failed_until > now))
+        };
+        let answer = match known {
+            Some((Some(a), _)) => Some(a),
+            Some((None, true)) => None,
+            _ => {
+                let Ok(uri) = crate::crl_fetch::http::check_url(&url) else {
+                    return soft_or("bad responder URL");
+                };
+                let Ok(cert_id) = issuer.cert_id(&serial) else {
+                    return soft_or("bad serial");
+                };
+                let Ok(request) = validate::request(&cert_id) else {
+                    return soft_or("request encoding");
+                };
+                let query = Arc::new(Query {
+                    listener: Arc::clone(listener),
+                    url,
+                    uri,
+                    issuer,
+                    cert_id,
+                    request,
+                    serial_hex: hex(&serial),
+                    timeout: tls.ocsp_timeout,
+                    refresh: tls.ocsp_refresh_interval,
+                });
+                let result = self.query(&query).await;
+                self.store(gateway, &key, &query, result, false)
+            }
+        };
+        let lease = |ocsp: &Arc<Self>| -> Option<Arc<Lease>> {
+            let mut cache = ocsp.lock();
+            let e = cache.get_mut(&key)?;
+            e.leases = e.leases.saturating_add(1);
+            Some(Arc::new(Lease {
+                ocsp: Arc::clone(ocsp),
+                key: key.clone(),
+            }))
+        };
+        match answer.map(|a| a.status) {
+            Some(Status::Good) => Ok(lease(self)),
+            Some(Status::Revoked(_)) => Err(Refused::Revoked),
+            Some(Status::Unknown) if hard => Err(Refused::NoGoodAnswer("unknown")),
+            None if hard => Err(Refused::NoGoodAnswer("no valid answer")),
+            Some(Status::Unknown) | None => Ok(lease(self)),
+        }
+    }
+
+    /// One query: the validated answer, or why not (logged).
+    async fn query(&self, q: &Query) -> Result<Answer, String> {
+        let permit = tokio::time::timeout(q.timeout, self.permits.acquire()).await;
+        let Ok(Ok(_permit)) = permit else {
+            return Err(format!(
+                "{MAX_QUERIES} OCSP queries already in flight for {:?}",
+                q.timeout
+            ));
+        };
+        let body = crate::crl_fetch::http::request(
+            &q.uri,
+            Some(("application/ocsp-request", &q.request)),
+            MAX_BYTES,
+            q.timeout,
+        )
+        .await
+        .map_err(|(result, detail)| format!("{}: {detail}", result.as_str()))?;
+        validate::judge(&body, &q.issuer, &q.cert_id, now_unix()).map_err(|e| e.to_string())
+    }
+
+    /// Records a query's outcome in the cache and the metrics; returns the usable answer.
+    fn store(
+        &self,
+        gateway: &Gateway,
+        key: &Key,
+        q: &Arc<Query>,
+        result: Result<Answer, String>,
+        background: bool,
+    ) -> Option<Answer> {
+        let now = now_unix();
+        let label = result
+            .as_ref()
+            .map_or(OcspStatus::Error, |a| a.status.label());
+        crate::metrics::ocsp_response(&q.listener, label);
+        let refresh_secs = i64::try_from(q.refresh.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let mut audit_revoked = None;
+        let answer = {
+            let mut cache = self.lock();
+            if !cache.contains_key(key) && cache.len() >= MAX_ENTRIES {
+                evict(&mut cache, now);
+            }
+            if !cache.contains_key(key) && cache.len() >= MAX_ENTRIES {
+                tracing::warn!(listener = %q.listener, "OCSP cache full of answers in use; this answer is not cached");
+                return result
+                    .ok()
+                    .filter(|a| now <= a.valid_until.saturating_add(validate::LEEWAY));
+            }
+            let e = cache.entry(key.clone()).or_insert_with(|| Entry {
+                query: Arc::clone(q),
+                answer: None,
+                failed_until: 0,
+                leases: 0,
+                refresh_at: now,
+            });
+            match &result {
+                Ok(a) => {
+                    let was_revoked = e
+                        .answer
+                        .is_some_and(|old| matches!(old.status, Status::Revoked(_)));
+                    let half = (a.valid_until - now) / 2;
+                    e.refresh_at = now + refresh_secs.min(half.max(1));
+                    e.failed_until = 0;
+                    e.answer = Some(*a);
+                    // Found by the background refresh: audited here, once (at CONNECT the
+                    // refusal is audited with the client's address).
+                    if let Status::Revoked(at) = a.status
+                        && background
+                        && !was_revoked
+                    {
+                        audit_revoked = Some(at);
+                    }
+                }
+                Err(detail) => {
+                    tracing::warn!(listener = %q.listener, url = %q.url, serial = %q.serial_hex, %detail, background, "OCSP query failed");
+                    e.failed_until = now + refresh_secs.min(ERROR_MEMORY);
+                    e.refresh_at = now + refresh_secs;
+                }
+            }
+            let usable = e.usable(now);
+            crate::metrics::ocsp_cache_entries(cache.len());
+            usable
+        };
+        if let Some(at) = audit_revoked {
+            tracing::info!(listener = %q.listener, url = %q.url, serial = %q.serial_hex, revoked_at = at, "OCSP: certificate revoked");
+            let detail = format!("responder {}: revoked at {at} (unix)", q.url);
+            gateway.audit.record(&AuditEvent {
+                event: "ocsp_revoked",
+                listener: Some(&q.listener),
+                cert_serial: Some(&q.serial_hex),
+                url: Some(&q.url),
+                reason: "revoked",
+                detail: Some(&detail),
+                ..AuditEvent::default()
+            });
+            self.revoked.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        answer
+    }
+
+    /// One round of the background refresh: every entry in use whose time has come is asked
+    /// again (at most [`MAX_QUERIES`] at a time); unused entries past their end are dropped.
+    async fn refresh_due(self: &Arc<Self>, gateway: &Arc<Gateway>) {
+        let now = now_unix();
+        let due: Vec<(Key, Arc<Query>)> = {
+            let mut cache = self.lock();
+            cache.retain(|_, e| e.leases > 0 || e.usable(now).is_some() || e.failed_until > now);
+            crate::metrics::ocsp_cache_entries(cache.len());
+            cache
+                .iter_mut()
+                .filter(|(_, e)| e.leases > 0 && e.refresh_at <= now)
+                .map(|(k, e)| {
+                    // Not picked again while this query runs.
+                    e.refresh_at = now.saturating_add(3600);
+                    (k.clone(), Arc::clone(&e.query))
+                })
+                .collect()
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (key, q) in due {
+            let ocsp = Arc::clone(self);
+            let gw = Arc::clone(gateway);
+            tasks.spawn(async move {
+                let result = ocsp.query(&q).await;
+                ocsp.store(&gw, &key, &q, result, true);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Drops 1% of the entries not in use, those whose answers end first.
+fn evict(cache: &mut HashMap<Key, Entry>, now: i64) {
+    let mut unused: Vec<(i64, Key)> = cache
+        .iter()
+        .filter(|(_, e)| e.leases == 0)
+        .map(|(k, e)| (e.usable(now).map_or(i64::MIN, |a| a.valid_until), k.clone()))
+        .collect();
+    let n = (MAX_ENTRIES / 100).max(1).min(unused.len());
+    if n == 0 {
+        return;
+    }
+    if n < unused.len() {
+        unused.select_nth_unstable(n);
+    }
+    for (_, k) in unused.into_iter().take(n) {
+        cache.remove(&k);
+    }
+}
+
+/// At start: every listener's `ocsp_responses_total` at 0, the cache gauge at 0, and the
+/// background refresh (until shutdown).
+pub fn start(gateway: &Arc<Gateway>, config: &crate::config::Config) {
+    crate::metrics::init_ocsp(config.listeners.iter().map(|l| l.name.as_str()));
+    let gw = Arc::clone(gateway);
+    tokio::spawn(async move {
+        let ocsp = Arc::clone(&gw.ocsp);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = gw.shutdown.cancelled() => return,
+            }
+            ocsp.refresh_due(&gw).await;
+        }
+    });
+}
+
+/// The setting of `listener` in `config`, when it checks OCSP.
+#[must_use]
+pub fn listener_tls<'a>(
+    config: &'a crate::config::Config,
+    listener: &str,
+) -> Option<&'a TlsConfig> {
+    config
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .and_then(|l| l.tls.as_ref())
+        .filter(|t| t.ocsp != OcspMode::Off)
+}
