@@ -354,3 +354,198 @@ pub fn judge(body: &[u8], issuer: &Issuer, cert_id: &CertId, now: i64) -> Result
         has_next_update,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use der::asn1::{BitString, GeneralizedTime};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, SigningKey,
+    };
+    use x509_ocsp::{
+        OcspGeneralizedTime, OcspResponseStatus, ResponderId, ResponseBytes, ResponseData,
+        RevokedInfo, SingleResponse,
+    };
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+    const SERIAL: &[u8] = &[0x10, 0x01];
+
+    fn make_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    /// A responder certificate issued by `by` with `eku`, and its key.
+    fn responder(
+        by: &CertifiedIssuer<'static, KeyPair>,
+        eku: ExtendedKeyUsagePurpose,
+    ) -> (Vec<u8>, KeyPair) {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "ocsp");
+        p.extended_key_usages = vec![eku];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, by).unwrap();
+        (cert.der().to_vec(), key)
+    }
+
+    fn time(t: i64) -> OcspGeneralizedTime {
+        OcspGeneralizedTime(
+            GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(
+                u64::try_from(t).unwrap(),
+            ))
+            .unwrap(),
+        )
+    }
+
+    struct Answer {
+        cert_id: CertId,
+        status: CertStatus,
+        this_update: i64,
+        next_update: Option<i64>,
+    }
+
+    /// An OCSP response signed by `key`, carrying `certs`.
+    fn signed(a: &Answer, key: &KeyPair, certs: &[Vec<u8>]) -> Vec<u8> {
+        let tbs = ResponseData {
+            version: x509_ocsp::Version::V1,
+            responder_id: ResponderId::ByKey(OctetString::new(vec![0u8; 20]).unwrap()),
+            produced_at: time(a.this_update),
+            responses: vec![SingleResponse {
+                cert_id: a.cert_id.clone(),
+                cert_status: a.status,
+                this_update: time(a.this_update),
+                next_update: a.next_update.map(time),
+                single_extensions: None,
+            }],
+            response_extensions: None,
+        };
+        let signature = key.sign(&tbs.to_der().unwrap()).unwrap();
+        let basic = BasicOcspResponse {
+            tbs_response_data: tbs,
+            signature_algorithm: AlgorithmIdentifierOwned {
+                oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
+                parameters: None,
+            },
+            signature: BitString::from_bytes(&signature).unwrap(),
+            certs: (!certs.is_empty()).then(|| {
+                certs
+                    .iter()
+                    .map(|c| x509_cert::Certificate::from_der(c).unwrap())
+                    .collect()
+            }),
+        };
+        OcspResponse {
+            response_status: OcspResponseStatus::Successful,
+            response_bytes: Some(ResponseBytes {
+                response_type: OCSP_BASIC,
+                response: OctetString::new(basic.to_der().unwrap()).unwrap(),
+            }),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    /// RFC 6960 §3.2 and §4.2.2.2: the answers a client may and may not rely on.
+    #[test]
+    fn judge_table() {
+        let ca = make_ca("Device CA");
+        let issuer = Issuer::new(ca.der().clone()).unwrap();
+        let id = issuer.cert_id(SERIAL).unwrap();
+        let other_id = issuer.cert_id(&[0x10, 0x02]).unwrap();
+        let (delegate, delegate_key) = responder(&ca, ExtendedKeyUsagePurpose::OcspSigning);
+        let (not_delegated, not_delegated_key) =
+            responder(&ca, ExtendedKeyUsagePurpose::ClientAuth);
+        let foreign = make_ca("Other CA");
+        let (foreign_responder, foreign_key) =
+            responder(&foreign, ExtendedKeyUsagePurpose::OcspSigning);
+        let good = |this_update, next_update| Answer {
+            cert_id: id.clone(),
+            status: CertStatus::good(),
+            this_update,
+            next_update,
+        };
+        let revoked = Answer {
+            cert_id: id.clone(),
+            status: CertStatus::revoked(RevokedInfo {
+                revocation_time: time(NOW - 60),
+                revocation_reason: None,
+            }),
+            this_update: NOW - 10,
+            next_update: Some(NOW + 600),
+        };
+        let unknown = Answer {
+            status: CertStatus::unknown(),
+            ..good(NOW - 10, Some(NOW + 600))
+        };
+        let for_other = Answer {
+            cert_id: other_id,
+            ..good(NOW - 10, Some(NOW + 600))
+        };
+        let unsuccessful = OcspResponse {
+            response_status: OcspResponseStatus::TryLater,
+            response_bytes: None,
+        }
+        .to_der()
+        .unwrap();
+        let mut tampered = signed(&good(NOW - 10, Some(NOW + 600)), ca.key(), &[]);
+        let at = tampered.len() - 80;
+        tampered[at] ^= 1;
+
+        type Row = (&'static str, Vec<u8>, Result<Status, &'static str>);
+        #[rustfmt::skip]
+        let table: Vec<Row> = vec![
+            ("good, signed by the issuer", signed(&good(NOW - 10, Some(NOW + 600)), ca.key(), &[]), Ok(Status::Good)),
+            ("revoked, signed by the issuer", signed(&revoked, ca.key(), &[]), Ok(Status::Revoked(NOW - 60))),
+            ("unknown", signed(&unknown, ca.key(), &[]), Ok(Status::Unknown)),
+            ("good, signed by a delegated responder", signed(&good(NOW - 10, Some(NOW + 600)), &delegate_key, &[delegate.clone()]), Ok(Status::Good)),
+            ("delegated key, but its certificate is not included", signed(&good(NOW - 10, Some(NOW + 600)), &delegate_key, &[]), Err("signature")),
+            ("a responder of the issuer without id-kp-OCSPSigning", signed(&revoked, &not_delegated_key, &[not_delegated]), Err("signature")),
+            ("a responder delegated by another CA", signed(&good(NOW - 10, Some(NOW + 600)), &foreign_key, &[foreign_responder]), Err("signature")),
+            ("signed by another CA's key", signed(&good(NOW - 10, Some(NOW + 600)), foreign.key(), &[]), Err("signature")),
+            ("a delegated certificate beside another key's signature", signed(&good(NOW - 10, Some(NOW + 600)), foreign.key(), &[delegate]), Err("signature")),
+            ("tampered after signing", tampered, Err("")),
+            ("for another serial", signed(&for_other, ca.key(), &[]), Err("other_certificate")),
+            ("stale: nextUpdate passed", signed(&good(NOW - 7200, Some(NOW - 3600)), ca.key(), &[]), Err("stale")),
+            ("nextUpdate passed within the leeway", signed(&good(NOW - 7200, Some(NOW - 60)), ca.key(), &[]), Ok(Status::Good)),
+            ("no nextUpdate, thisUpdate 2 days old", signed(&good(NOW - 2 * 86_400, None), ca.key(), &[]), Err("stale")),
+            ("no nextUpdate, recent", signed(&good(NOW - 60, None), ca.key(), &[]), Ok(Status::Good)),
+            ("thisUpdate in the future", signed(&good(NOW + 3600, Some(NOW + 7200)), ca.key(), &[]), Err("future")),
+            ("thisUpdate ahead within the leeway", signed(&good(NOW + 60, Some(NOW + 7200)), ca.key(), &[]), Ok(Status::Good)),
+            ("responder says tryLater", unsuccessful, Err("responder_status")),
+            ("garbage", b"<html>hello</html>".to_vec(), Err("malformed")),
+            ("empty", Vec::new(), Err("malformed")),
+        ];
+        for (name, body, want) in table {
+            let got = judge(&body, &issuer, &id, NOW);
+            match (&got, want) {
+                (Ok(a), Ok(status)) => assert_eq!(a.status, status, "{name}"),
+                // A tampered body fails to parse or to verify, depending on the byte.
+                (Err(e), Err("")) => {
+                    assert!(matches!(e.kind, "signature" | "malformed"), "{name}: {e}")
+                }
+                (Err(e), Err(kind)) => assert_eq!(e.kind, kind, "{name}: {e}"),
+                _ => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_names_the_certificate_by_sha1_hashes_and_serial() {
+        let ca = make_ca("Device CA");
+        let issuer = Issuer::new(ca.der().clone()).unwrap();
+        let id = issuer.cert_id(SERIAL).unwrap();
+        let der = request(&id).unwrap();
+        let back = OcspRequest::from_der(&der).unwrap();
+        assert_eq!(back.tbs_request.request_list.len(), 1);
+        let got = &back.tbs_request.request_list[0].req_cert;
+        assert_eq!(got, &id);
+        assert_eq!(got.hash_algorithm.oid, SHA1);
+        assert_eq!(got.serial_number.as_bytes(), SERIAL);
+        assert_ne!(issuer.cert_id(&[0x10, 0x02]).unwrap(), id);
+    }
+}
