@@ -73,6 +73,8 @@ struct Entry {
     answer: Option<Answer>,
     /// Unix seconds until which a failed query is not repeated at connect.
     failed_until: i64,
+    /// Why the last query failed (the `detail` of a refused CONNECT's audit line).
+    last_error: &'static str,
     /// Live sessions using the certificate.
     leases: u32,
     /// When the background refresh asks again (unix seconds).
@@ -152,7 +154,9 @@ impl Lease {
 pub enum Refused {
     /// The responder says revoked.
     Revoked,
-    /// `hard`: no good answer (the reason).
+    /// `hard`: no good answer. Why: `unknown`, `no_responder`, `issuer_not_found`, a query
+    /// failure (`network`, `timeout`, `http_status`, `too_large`, `busy`) or a refused answer
+    /// (`malformed`, `responder_status`, `signature`, `other_certificate`, `stale`, `future`).
     NoGoodAnswer(&'static str),
 }
 
@@ -266,14 +270,14 @@ impl Ocsp {
             }
         };
         let Some(leaf) = chain.first() else {
-            return soft_or("no certificate");
+            return soft_or("no_certificate");
         };
         let Some((issuer_name, serial, aia)) = leaf_facts(leaf.as_ref()) else {
-            return soft_or("unreadable certificate");
+            return soft_or("unreadable_certificate");
         };
         let Some(url) = tls.ocsp_responder.clone().or(aia) else {
             tracing::warn!(%listener, "OCSP: the client certificate names no http:// OCSP responder (AIA) and ocsp_responder is not set");
-            return soft_or("no responder");
+            return soft_or("no_responder");
         };
         let anchors = self.anchors(listener, tls, generation);
         let presented = chain
@@ -284,7 +288,7 @@ impl Ocsp {
             .chain(anchors.iter().cloned())
             .find(|i| subject_of(i.der.as_ref()).is_some_and(|s| s == issuer_name));
         let Some(issuer) = issuer else {
-            return soft_or("issuer not found");
+            return soft_or("issuer_not_found");
         };
         let key: Key = (issuer.key_hash, serial.clone());
         let now = now_unix();
@@ -292,20 +296,24 @@ impl Ocsp {
             let cache = self.lock();
             cache
                 .get(&key)
-                .map(|e| (e.usable(now), e.failed_until > now))
+                .map(|e| (e.usable(now), e.failed_until > now, e.last_error))
         };
+        let mut why = "no_answer";
         let answer = match known {
-            Some((Some(a), _)) => Some(a),
-            Some((None, true)) => None,
+            Some((Some(a), _, _)) => Some(a),
+            Some((None, true, last)) => {
+                why = last;
+                None
+            }
             _ => {
                 let Ok(uri) = crate::crl_fetch::http::check_url(&url) else {
-                    return soft_or("bad responder URL");
+                    return soft_or("bad_responder_url");
                 };
                 let Ok(cert_id) = issuer.cert_id(&serial) else {
-                    return soft_or("bad serial");
+                    return soft_or("bad_serial");
                 };
                 let Ok(request) = validate::request(&cert_id) else {
-                    return soft_or("request encoding");
+                    return soft_or("request_encoding");
                 };
                 let query = Arc::new(Query {
                     listener: Arc::clone(listener),
@@ -319,6 +327,9 @@ impl Ocsp {
                     refresh: tls.ocsp_refresh_interval,
                 });
                 let result = self.query(&query).await;
+                if let Err((kind, _)) = &result {
+                    why = kind;
+                }
                 self.store(gateway, &key, &query, result, false)
             }
         };
@@ -335,18 +346,21 @@ impl Ocsp {
             Some(Status::Good) => Ok(lease(self)),
             Some(Status::Revoked(_)) => Err(Refused::Revoked),
             Some(Status::Unknown) if hard => Err(Refused::NoGoodAnswer("unknown")),
-            None if hard => Err(Refused::NoGoodAnswer("no valid answer")),
+            None if hard => Err(Refused::NoGoodAnswer(why)),
             Some(Status::Unknown) | None => Ok(lease(self)),
         }
     }
 
     /// One query: the validated answer, or why not (logged).
-    async fn query(&self, q: &Query) -> Result<Answer, String> {
+    async fn query(&self, q: &Query) -> Result<Answer, (&'static str, String)> {
         let permit = tokio::time::timeout(q.timeout, self.permits.acquire()).await;
         let Ok(Ok(_permit)) = permit else {
-            return Err(format!(
-                "{MAX_QUERIES} OCSP queries already in flight for {:?}",
-                q.timeout
+            return Err((
+                "busy",
+                format!(
+                    "{MAX_QUERIES} OCSP queries already in flight for {:?}",
+                    q.timeout
+                ),
             ));
         };
         let body = crate::crl_fetch::http::request(
@@ -356,8 +370,8 @@ impl Ocsp {
             q.timeout,
         )
         .await
-        .map_err(|(result, detail)| format!("{}: {detail}", result.as_str()))?;
-        validate::judge(&body, &q.issuer, &q.cert_id, now_unix()).map_err(|e| e.to_string())
+        .map_err(|(result, detail)| (result.as_str(), detail))?;
+        validate::judge(&body, &q.issuer, &q.cert_id, now_unix()).map_err(|e| (e.kind, e.detail))
     }
 
     /// Records a query's outcome in the cache and the metrics; returns the usable answer.
@@ -366,7 +380,7 @@ impl Ocsp {
         gateway: &Gateway,
         key: &Key,
         q: &Arc<Query>,
-        result: Result<Answer, String>,
+        result: Result<Answer, (&'static str, String)>,
         background: bool,
     ) -> Option<Answer> {
         let now = now_unix();
@@ -393,6 +407,7 @@ impl Ocsp {
                 query: Arc::clone(q),
                 answer: None,
                 failed_until: 0,
+                last_error: "no_answer",
                 leases: 0,
                 refresh_at: now,
             });
@@ -414,8 +429,9 @@ impl Ocsp {
                         audit_revoked = Some(at);
                     }
                 }
-                Err(detail) => {
-                    tracing::warn!(listener = %q.listener, url = %q.url, serial = %q.serial_hex, %detail, background, "OCSP query failed");
+                Err((kind, detail)) => {
+                    tracing::warn!(listener = %q.listener, url = %q.url, serial = %q.serial_hex, reason = kind, %detail, background, "OCSP query failed: the answer is not used");
+                    e.last_error = kind;
                     e.failed_until = now + refresh_secs.min(ERROR_MEMORY);
                     e.refresh_at = now + refresh_secs;
                 }

@@ -502,7 +502,7 @@ mod tests {
             ("good, signed by the issuer", signed(&good(NOW - 10, Some(NOW + 600)), ca.key(), &[]), Ok(Status::Good)),
             ("revoked, signed by the issuer", signed(&revoked, ca.key(), &[]), Ok(Status::Revoked(NOW - 60))),
             ("unknown", signed(&unknown, ca.key(), &[]), Ok(Status::Unknown)),
-            ("good, signed by a delegated responder", signed(&good(NOW - 10, Some(NOW + 600)), &delegate_key, &[delegate.clone()]), Ok(Status::Good)),
+            ("good, signed by a delegated responder", signed(&good(NOW - 10, Some(NOW + 600)), &delegate_key, std::slice::from_ref(&delegate)), Ok(Status::Good)),
             ("delegated key, but its certificate is not included", signed(&good(NOW - 10, Some(NOW + 600)), &delegate_key, &[]), Err("signature")),
             ("a responder of the issuer without id-kp-OCSPSigning", signed(&revoked, &not_delegated_key, &[not_delegated]), Err("signature")),
             ("a responder delegated by another CA", signed(&good(NOW - 10, Some(NOW + 600)), &foreign_key, &[foreign_responder]), Err("signature")),
