@@ -480,6 +480,12 @@ const CONTRACT: &[Family] = &[
         "counter",
         &["listener", "result"],
     ),
+    (
+        "mqtt_gateway_ocsp_responses_total",
+        "counter",
+        &["listener", "status"],
+    ),
+    ("mqtt_gateway_ocsp_cache_entries", "gauge", &[]),
 ];
 
 /// `(family, label, every value the contract lists)`; for `type` the contract lists a few and
@@ -523,6 +529,13 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
             "anonymous",
             "client_id",
             "banned",
+            "token_expired",
+            "token_signature",
+            "token_unknown_key",
+            "token_claims",
+            "method_not_allowed",
+            "certificate_revoked",
+            "ocsp_no_answer",
         ],
     ),
     (
@@ -543,13 +556,17 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
     (
         "mqtt_gateway_reloads_total",
         "source",
-        &["config", "policy", "passwords", "crl", "certs"],
+        &["config", "policy", "passwords", "crl", "certs", "jwks"],
     ),
     ("mqtt_gateway_reloads_total", "result", &["ok", "rejected"]),
     (
         "mqtt_gateway_sessions_revoked_total",
         "reason",
-        &["crl", "policy", "password"],
+        &["crl", "policy", "password", "token", "ocsp"],
+    ),    (
+        "mqtt_gateway_ocsp_responses_total",
+        "status",
+        &["good", "revoked", "unknown", "error"],
     ),
 ];
 
