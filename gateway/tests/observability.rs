@@ -563,7 +563,8 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
         "mqtt_gateway_sessions_revoked_total",
         "reason",
         &["crl", "policy", "password", "token", "ocsp"],
-    ),    (
+    ),
+    (
         "mqtt_gateway_ocsp_responses_total",
         "status",
         &["good", "revoked", "unknown", "error"],

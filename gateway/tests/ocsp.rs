@@ -337,11 +337,18 @@ async fn a_device_revoked_at_the_responder_is_cut_with_0x98_and_refused_and_the_
 async fn with_the_responder_down_hard_refuses_and_soft_admits_until_it_says_revoked() {
     let _one = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
-    let device = pki.client("device", None, Flaw::None);
     let mut responder = Responder::new(&pki, None);
+    // No ocsp_responder here: the responder is the one the certificate names (AIA).
+    let device = pki.client_with_ocsp_url("device", &responder.url());
     responder.write_index(&[index_line(&device, "device", true)]);
+    let setup = |mode: &str| {
+        let mut s = Setup::new(&pki);
+        s.tls_extra =
+            format!("ocsp = \"{mode}\"\nocsp_refresh_interval = \"1s\"\nocsp_timeout = \"1s\"");
+        s
+    };
 
-    let hard = setup(&pki, "hard", &responder.url()).start().await;
+    let hard = setup("hard").start().await;
     let errors = responses(&hard, "error").await;
     let line = refused(&hard, &pki, &device, "device-hard").await;
     assert_eq!(line["reason"], "ocsp_no_answer");
@@ -349,7 +356,7 @@ async fn with_the_responder_down_hard_refuses_and_soft_admits_until_it_says_revo
     assert_eq!(responses(&hard, "error").await, errors + 1.0);
     hard.running.shutdown().await;
 
-    let soft = setup(&pki, "soft", &responder.url()).start().await;
+    let soft = setup("soft").start().await;
     let errors = responses(&soft, "error").await;
     let mut c = connected(&soft, &pki, &device, "device-soft").await;
     still_served(&mut c).await;

@@ -41,6 +41,8 @@ use validate::{Answer, Issuer, Status};
 
 /// The most cached answers (one per certificate).
 pub const MAX_ENTRIES: usize = 100_000;
+/// The most distinct issuer certificates kept parsed.
+const MAX_ISSUERS: usize = 1024;
 /// The most OCSP queries in flight, gateway-wide.
 pub const MAX_QUERIES: usize = 32;
 /// The largest answer read from a responder.
@@ -59,7 +61,7 @@ struct Query {
     listener: Arc<str>,
     url: String,
     uri: Uri,
-    issuer: Issuer,
+    issuer: Arc<Issuer>,
     cert_id: CertId,
     request: Vec<u8>,
     serial_hex: String,
@@ -92,7 +94,7 @@ impl Entry {
 #[derive(Debug)]
 struct Anchors {
     generation: u64,
-    issuers: Arc<Vec<Issuer>>,
+    issuers: Arc<Vec<Arc<Issuer>>>,
 }
 
 /// The OCSP state of a gateway: the cache, the query permits, the revocation signal.
@@ -100,6 +102,8 @@ struct Anchors {
 pub struct Ocsp {
     cache: Mutex<HashMap<Key, Entry>>,
     anchors: Mutex<HashMap<String, Anchors>>,
+    /// Every issuer seen (by its DER), parsed and hashed once; at most [`MAX_ISSUERS`].
+    issuers: Mutex<HashMap<Vec<u8>, Arc<Issuer>>>,
     permits: Semaphore,
     revoked: watch::Sender<u64>,
 }
@@ -109,6 +113,7 @@ impl Default for Ocsp {
         Self {
             cache: Mutex::default(),
             anchors: Mutex::default(),
+            issuers: Mutex::default(),
             permits: Semaphore::new(MAX_QUERIES),
             revoked: watch::channel(0).0,
         }
@@ -195,12 +200,6 @@ fn leaf_facts(leaf: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Option<String>)> {
     ))
 }
 
-fn subject_of(der: &[u8]) -> Option<Vec<u8>> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    Some(cert.subject().as_raw().to_vec())
-}
-
 impl Ocsp {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
@@ -218,8 +217,23 @@ impl Ocsp {
         self.len() == 0
     }
 
+    /// `der` as an issuer, parsed once (interned; the map is emptied when it reaches
+    /// [`MAX_ISSUERS`]).
+    fn issuer(&self, der: &CertificateDer<'_>) -> Option<Arc<Issuer>> {
+        let mut issuers = self.issuers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = issuers.get(der.as_ref()) {
+            return Some(Arc::clone(i));
+        }
+        let issuer = Arc::new(Issuer::new(der.clone().into_owned()).ok()?);
+        if issuers.len() >= MAX_ISSUERS {
+            issuers.clear();
+        }
+        issuers.insert(der.as_ref().to_vec(), Arc::clone(&issuer));
+        Some(issuer)
+    }
+
     /// The issuers of `client_ca` of `listener` under snapshot `generation`.
-    fn anchors(&self, listener: &str, tls: &TlsConfig, generation: u64) -> Arc<Vec<Issuer>> {
+    fn anchors(&self, listener: &str, tls: &TlsConfig, generation: u64) -> Arc<Vec<Arc<Issuer>>> {
         let mut anchors = self.anchors.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(a) = anchors.get(listener)
             && a.generation == generation
@@ -231,12 +245,8 @@ impl Ocsp {
             .as_deref()
             .and_then(|p| crate::tls::load_certs(p).ok())
             .unwrap_or_default();
-        let issuers: Arc<Vec<Issuer>> = Arc::new(
-            certs
-                .into_iter()
-                .filter_map(|c| Issuer::new(c).ok())
-                .collect(),
-        );
+        let issuers: Arc<Vec<Arc<Issuer>>> =
+            Arc::new(certs.iter().filter_map(|c| self.issuer(c)).collect());
         anchors.insert(
             listener.to_owned(),
             Anchors {
@@ -280,13 +290,10 @@ impl Ocsp {
             return soft_or("no_responder");
         };
         let anchors = self.anchors(listener, tls, generation);
-        let presented = chain
-            .iter()
-            .skip(1)
-            .filter_map(|c| Issuer::new(c.clone()).ok());
+        let presented = chain.iter().skip(1).filter_map(|c| self.issuer(c));
         let issuer = presented
             .chain(anchors.iter().cloned())
-            .find(|i| subject_of(i.der.as_ref()).is_some_and(|s| s == issuer_name));
+            .find(|i| i.subject == issuer_name);
         let Some(issuer) = issuer else {
             return soft_or("issuer_not_found");
         };
@@ -536,4 +543,61 @@ pub fn listener_tls<'a>(
         .find(|l| l.name == listener)
         .and_then(|l| l.tls.as_ref())
         .filter(|t| t.ocsp != OcspMode::Off)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rcgen::{CertificateParams, CustomExtension, KeyPair};
+
+    use super::*;
+
+    /// An AuthorityInfoAccessSyntax of one access description (`method` = last arc of
+    /// id-ad: 1 ocsp, 2 caIssuers) for `url`.
+    fn aia(method: u8, url: &str) -> Vec<u8> {
+        let len = |n: usize| u8::try_from(n).unwrap();
+        let oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, method];
+        let mut location = vec![0x86, len(url.len())];
+        location.extend_from_slice(url.as_bytes());
+        let mut d = vec![0x30, len(oid.len() + location.len())];
+        d.extend_from_slice(&oid);
+        d.extend_from_slice(&location);
+        let mut out = vec![0x30, len(d.len())];
+        out.extend_from_slice(&d);
+        out
+    }
+
+    fn leaf(aia: Option<Vec<u8>>) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
+        if let Some(content) = aia {
+            p.custom_extensions = vec![CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                content,
+            )];
+        }
+        p.self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    /// RFC 5280 §4.2.2.1: the responder is the `id-ad-ocsp` access description's `http://` URI.
+    #[test]
+    fn the_responder_comes_from_the_aia_ocsp_http_uri() {
+        type Row = (&'static str, Option<Vec<u8>>, Option<&'static str>);
+        #[rustfmt::skip]
+        let table: [Row; 4] = [
+            ("ocsp, http", Some(aia(1, "http://ocsp.example/ca")), Some("http://ocsp.example/ca")),
+            ("ocsp, https (not fetched: the answer is signed, RFC 6960 A.1)", Some(aia(1, "https://ocsp.example")), None),
+            ("caIssuers only", Some(aia(2, "http://pki.example/ca.cer")), None),
+            ("no AIA", None, None),
+        ];
+        for (name, ext, want) in table {
+            let (_, serial, url) = leaf_facts(&leaf(ext)).unwrap();
+            assert_eq!(url.as_deref(), want, "{name}");
+            assert_eq!(serial, [0x0a, 0xbc], "{name}");
+        }
+        assert!(leaf_facts(b"not a certificate").is_none());
+    }
 }

@@ -102,6 +102,8 @@ pub struct Issuer {
     pub name_hash: [u8; 20],
     /// SHA-1 of its public key (the BIT STRING's contents).
     pub key_hash: [u8; 20],
+    /// Its subject as encoded in the certificate (compared with a leaf's issuer).
+    pub subject: Vec<u8>,
 }
 
 impl Issuer {
@@ -122,10 +124,17 @@ impl Issuer {
             .subject_public_key_info
             .subject_public_key
             .raw_bytes();
+        let raw_subject = {
+            use x509_parser::prelude::{FromDer, X509Certificate};
+            let (_, parsed) = X509Certificate::from_der(der.as_ref())
+                .map_err(|e| format!("not a certificate: {e}"))?;
+            parsed.subject().as_raw().to_vec()
+        };
         Ok(Self {
-            der,
             name_hash: Sha1::digest(&subject).into(),
             key_hash: Sha1::digest(key).into(),
+            subject: raw_subject,
+            der,
         })
     }
 
