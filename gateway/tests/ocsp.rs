@@ -424,3 +424,100 @@ async fn bad_answers_are_refused_with_their_reason_and_the_gateway_stays_up() {
     let mut c = connected(&gw, &pki, &good, "good").await;
     still_served(&mut c).await;
 }
+
+/// `openssl s_client -status` against the gateway with `client`: what it prints.
+async fn s_client(gw: &TestGateway, pki: &Pki, client: &Issued) -> String {
+    let (inter, _) = pki.write_inter_ca();
+    let addr = gw.tls_addr();
+    let (cert, key, ca) = (
+        client.chain_path.clone(),
+        client.key_path.clone(),
+        pki.root_path.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("openssl")
+            .args(["s_client", "-status", "-connect"])
+            .arg(addr.to_string())
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .arg("-cert_chain")
+            .arg(inter)
+            .arg("-CAfile")
+            .arg(ca)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `openssl s_client -status` until its output satisfies `want` (bounded).
+async fn s_client_until(
+    gw: &TestGateway,
+    pki: &Pki,
+    client: &Issued,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = s_client(gw, pki, client).await;
+        if want(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("s_client never showed {what}:\n{last}");
+}
+
+/// Issue 23 item 3: the gateway staples a good, validated OCSP response for its own certificate
+/// (a real `openssl ocsp` answers, a real `openssl s_client -status` reads it), and withdraws it
+/// once the responder says revoked; a listener without `staple_ocsp` staples nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_certificate_is_stapled_while_good_and_not_once_revoked() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let pki = Pki::new();
+    let device = pki.client("device", None, Flaw::None);
+    let mut responder = Responder::new(&pki, None);
+    responder.write_index(&[
+        index_line(&pki.server, "gateway.test", false),
+        index_line(&device, "device", false),
+    ]);
+    responder.start();
+
+    let plain = Setup::new(&pki).start().await;
+    let out = s_client(&plain, &pki, &device).await;
+    assert!(
+        out.contains("OCSP response: no response sent"),
+        "no staple without staple_ocsp:\n{out}"
+    );
+    plain.running.shutdown().await;
+
+    let mut setup = Setup::new(&pki);
+    setup.tls_extra = format!(
+        "staple_ocsp = true\nocsp_responder = \"{}\"\nocsp_refresh_interval = \"1s\"",
+        responder.url()
+    );
+    let gw = setup.start().await;
+    let out = s_client_until(&gw, &pki, &device, "a stapled good answer", |o| {
+        o.contains("Cert Status: good")
+    })
+    .await;
+    assert!(out.contains("OCSP Response Status: successful"), "{out}");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+
+    // The CA revokes the gateway's certificate: the staple goes (never a stale good one).
+    responder.write_index(&[
+        index_line(&pki.server, "gateway.test", true),
+        index_line(&device, "device", false),
+    ]);
+    s_client_until(&gw, &pki, &device, "no staple", |o| {
+        o.contains("OCSP response: no response sent")
+    })
+    .await;
+}

@@ -204,6 +204,7 @@ impl Listener {
             ocsp_responder: None,
             ocsp_refresh_interval: std::time::Duration::from_secs(300),
             ocsp_timeout: std::time::Duration::from_secs(5),
+            staple_ocsp: false,
         };
         Self { dir, tls }
     }

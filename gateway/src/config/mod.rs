@@ -257,6 +257,11 @@ pub struct TlsConfig {
     /// `"5s"`, between `"100ms"` and `"60s"`.
     #[serde(default = "default_ocsp_timeout", deserialize_with = "units::duration")]
     pub ocsp_timeout: Duration,
+    /// Staple an OCSP response for the gateway's own certificate (`crate::ocsp::staple`): from
+    /// its AIA responder (else `ocsp_responder`), checked against the next certificate of `cert`,
+    /// refreshed every `ocsp_refresh_interval`, never served past its `nextUpdate`.
+    #[serde(default)]
+    pub staple_ocsp: bool,
 }
 
 /// `listener.tls.ocsp`.

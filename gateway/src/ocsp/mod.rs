@@ -22,6 +22,7 @@
 //!   (`sessions_revoked_total{reason="ocsp"}`), audited `ocsp_revoked` once.
 //!   A refresh that fails leaves live sessions alone (only `revoked` cuts, in both modes).
 
+pub mod staple;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -518,6 +519,7 @@ fn evict(cache: &mut HashMap<Key, Entry>, now: i64) {
 /// background refresh (until shutdown).
 pub fn start(gateway: &Arc<Gateway>, config: &crate::config::Config) {
     crate::metrics::init_ocsp(config.listeners.iter().map(|l| l.name.as_str()));
+    tokio::spawn(staple::run(Arc::clone(gateway)));
     let gw = Arc::clone(gateway);
     tokio::spawn(async move {
         let ocsp = Arc::clone(&gw.ocsp);

@@ -85,6 +85,7 @@ fn tls_for(cert: PathBuf, key: PathBuf) -> TlsConfig {
         ocsp_responder: None,
         ocsp_refresh_interval: std::time::Duration::from_secs(300),
         ocsp_timeout: std::time::Duration::from_secs(5),
+        staple_ocsp: false,
     }
 }
 
