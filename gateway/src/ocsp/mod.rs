@@ -29,10 +29,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::Uri;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{Semaphore, watch};
-use x509_ocsp::CertId;
 
 use crate::audit::AuditEvent;
 use crate::config::{OcspMode, TlsConfig};
@@ -60,12 +58,9 @@ type Key = ([u8; 20], Vec<u8>);
 #[derive(Debug)]
 struct Query {
     listener: Arc<str>,
-    url: String,
-    uri: Uri,
+    url: Arc<str>,
     issuer: Arc<Issuer>,
-    cert_id: CertId,
-    request: Vec<u8>,
-    serial_hex: String,
+    serial: Box<[u8]>,
     timeout: Duration,
     refresh: Duration,
 }
@@ -266,7 +261,6 @@ impl Ocsp {
     /// [`Refused`]: the CONNECT is refused.
     pub async fn admit(
         self: &Arc<Self>,
-        gateway: &Gateway,
         listener: &Arc<str>,
         tls: &TlsConfig,
         generation: u64,
@@ -314,23 +308,14 @@ impl Ocsp {
                 None
             }
             _ => {
-                let Ok(uri) = crate::crl_fetch::http::check_url(&url) else {
+                if crate::crl_fetch::http::check_url(&url).is_err() {
                     return soft_or("bad_responder_url");
-                };
-                let Ok(cert_id) = issuer.cert_id(&serial) else {
-                    return soft_or("bad_serial");
-                };
-                let Ok(request) = validate::request(&cert_id) else {
-                    return soft_or("request_encoding");
-                };
+                }
                 let query = Arc::new(Query {
                     listener: Arc::clone(listener),
-                    url,
-                    uri,
+                    url: Arc::from(url),
                     issuer,
-                    cert_id,
-                    request,
-                    serial_hex: hex(&serial),
+                    serial: serial.clone().into_boxed_slice(),
                     timeout: tls.ocsp_timeout,
                     refresh: tls.ocsp_refresh_interval,
                 });
@@ -338,7 +323,7 @@ impl Ocsp {
                 if let Err((kind, _)) = &result {
                     why = kind;
                 }
-                self.store(gateway, &key, &query, result, false)
+                self.store(None, &key, &query, result)
             }
         };
         let lease = |ocsp: &Arc<Self>| -> Option<Arc<Lease>> {
@@ -371,26 +356,32 @@ impl Ocsp {
                 ),
             ));
         };
+        let bad = |e: String| ("bad_request", e);
+        let uri = crate::crl_fetch::http::check_url(&q.url).map_err(bad)?;
+        let cert_id = q.issuer.cert_id(&q.serial).map_err(bad)?;
+        let request = validate::request(&cert_id).map_err(bad)?;
         let body = crate::crl_fetch::http::request(
-            &q.uri,
-            Some(("application/ocsp-request", &q.request)),
+            &uri,
+            Some(("application/ocsp-request", &request)),
             MAX_BYTES,
             q.timeout,
         )
         .await
         .map_err(|(result, detail)| (result.as_str(), detail))?;
-        validate::judge(&body, &q.issuer, &q.cert_id, now_unix()).map_err(|e| (e.kind, e.detail))
+        validate::judge(&body, &q.issuer, &cert_id, now_unix()).map_err(|e| (e.kind, e.detail))
     }
 
-    /// Records a query's outcome in the cache and the metrics; returns the usable answer.
+    /// Records a query's outcome in the cache and the metrics; returns the usable answer. An
+    /// answer that turns to revoked wakes every session; found by the background refresh
+    /// (`audit` given), it is audited `ocsp_revoked` here.
     fn store(
         &self,
-        gateway: &Gateway,
+        audit: Option<&Gateway>,
         key: &Key,
         q: &Arc<Query>,
         result: Result<Answer, (&'static str, String)>,
-        background: bool,
     ) -> Option<Answer> {
+        let background = audit.is_some();
         let now = now_unix();
         let label = result
             .as_ref()
@@ -399,7 +390,7 @@ impl Ocsp {
         let refresh_secs = i64::try_from(q.refresh.as_secs())
             .unwrap_or(i64::MAX)
             .max(1);
-        let mut audit_revoked = None;
+        let mut turned_revoked = None;
         let answer = {
             let mut cache = self.lock();
             if !cache.contains_key(key) && cache.len() >= MAX_ENTRIES {
@@ -428,17 +419,14 @@ impl Ocsp {
                     e.refresh_at = now + refresh_secs.min(half.max(1));
                     e.failed_until = 0;
                     e.answer = Some(*a);
-                    // Found by the background refresh: audited here, once (at CONNECT the
-                    // refusal is audited with the client's address).
                     if let Status::Revoked(at) = a.status
-                        && background
                         && !was_revoked
                     {
-                        audit_revoked = Some(at);
+                        turned_revoked = Some(at);
                     }
                 }
                 Err((kind, detail)) => {
-                    tracing::warn!(listener = %q.listener, url = %q.url, serial = %q.serial_hex, reason = kind, %detail, background, "OCSP query failed: the answer is not used");
+                    tracing::warn!(listener = %q.listener, url = %q.url, serial = %hex(&q.serial), reason = kind, %detail, background, "OCSP query failed: the answer is not used");
                     e.last_error = kind;
                     e.failed_until = now + refresh_secs.min(ERROR_MEMORY);
                     e.refresh_at = now + refresh_secs;
@@ -448,21 +436,52 @@ impl Ocsp {
             crate::metrics::ocsp_cache_entries(cache.len());
             usable
         };
-        if let Some(at) = audit_revoked {
-            tracing::info!(listener = %q.listener, url = %q.url, serial = %q.serial_hex, revoked_at = at, "OCSP: certificate revoked");
+        if turned_revoked.is_some() {
+            // Live sessions of this certificate (admitted by "soft" without an answer, say) end.
+            self.revoked.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        // Found by the background refresh: audited here, once (at CONNECT the refusal is
+        // audited with the client's address).
+        if let (Some(at), Some(gateway)) = (turned_revoked, audit) {
+            let serial_hex = hex(&q.serial);
+            tracing::info!(listener = %q.listener, url = %q.url, serial = %serial_hex, revoked_at = at, "OCSP: certificate revoked");
             let detail = format!("responder {}: revoked at {at} (unix)", q.url);
             gateway.audit.record(&AuditEvent {
                 event: "ocsp_revoked",
                 listener: Some(&q.listener),
-                cert_serial: Some(&q.serial_hex),
+                cert_serial: Some(&serial_hex),
                 url: Some(&q.url),
                 reason: "revoked",
                 detail: Some(&detail),
                 ..AuditEvent::default()
             });
-            self.revoked.send_modify(|g| *g = g.wrapping_add(1));
         }
         answer
+    }
+
+    /// Caches `answer` for the certificate `serial` issued by `issuer`, as a query's answer is
+    /// (for the cache-bound test and its memory measurement in BENCHMARKS.md).
+    #[doc(hidden)]
+    pub fn remember(
+        &self,
+        listener: &Arc<str>,
+        issuer: &CertificateDer<'static>,
+        serial: &[u8],
+        answer: Answer,
+    ) {
+        let Some(issuer) = self.issuer(issuer) else {
+            return;
+        };
+        let key: Key = (issuer.key_hash, serial.to_vec());
+        let query = Arc::new(Query {
+            listener: Arc::clone(listener),
+            url: Arc::from("http://ocsp.invalid/"),
+            issuer,
+            serial: serial.into(),
+            timeout: std::time::Duration::from_secs(5),
+            refresh: std::time::Duration::from_secs(300),
+        });
+        self.store(None, &key, &query, Ok(answer));
     }
 
     /// One round of the background refresh: every entry in use whose time has come is asked
@@ -489,7 +508,7 @@ impl Ocsp {
             let gw = Arc::clone(gateway);
             tasks.spawn(async move {
                 let result = ocsp.query(&q).await;
-                ocsp.store(&gw, &key, &q, result, true);
+                ocsp.store(Some(&gw), &key, &q, result);
             });
         }
         while tasks.join_next().await.is_some() {}

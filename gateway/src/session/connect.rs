@@ -708,7 +708,7 @@ async fn check_ocsp(
 ) -> Result<Option<Arc<crate::ocsp::Lease>>, Refusal> {
     match gateway
         .ocsp
-        .admit(gateway, listener, tls, generation, &cert.chain)
+        .admit(listener, tls, generation, &cert.chain)
         .await
     {
         Ok(lease) => Ok(lease),
