@@ -346,7 +346,9 @@ impl Ocsp {
 
     /// One query: the validated answer, or why not (logged).
     async fn query(&self, q: &Query) -> Result<Answer, (&'static str, String)> {
-        let permit = tokio::time::timeout(q.timeout, self.permits.acquire()).await;
+        // One deadline for the slot and the exchange.
+        let deadline = tokio::time::Instant::now() + q.timeout;
+        let permit = tokio::time::timeout_at(deadline, self.permits.acquire()).await;
         let Ok(Ok(_permit)) = permit else {
             return Err((
                 "busy",
@@ -364,7 +366,7 @@ impl Ocsp {
             &uri,
             Some(("application/ocsp-request", &request)),
             MAX_BYTES,
-            q.timeout,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
         )
         .await
         .map_err(|(result, detail)| (result.as_str(), detail))?;
@@ -410,6 +412,8 @@ impl Ocsp {
                 leases: 0,
                 refresh_at: now,
             });
+            // The latest settings (a reload may have changed the responder or the interval).
+            e.query = Arc::clone(q);
             match &result {
                 Ok(a) => {
                     let was_revoked = e
