@@ -543,6 +543,59 @@ mod tests {
         }
     }
 
+    /// One issuer, the CertID of [`SERIAL`] and a good answer for it, made once for the
+    /// property tests.
+    struct Fixture {
+        issuer: Issuer,
+        id: CertId,
+        good: Vec<u8>,
+    }
+
+    static FIXTURE: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(|| {
+        let ca = make_ca("Device CA");
+        let issuer = Issuer::new(ca.der().clone()).unwrap();
+        let id = issuer.cert_id(SERIAL).unwrap();
+        let good = signed(
+            &Answer {
+                cert_id: id.clone(),
+                status: CertStatus::good(),
+                this_update: NOW - 10,
+                next_update: Some(NOW + 600),
+            },
+            ca.key(),
+            &[],
+        );
+        Fixture { issuer, id, good }
+    });
+
+    proptest::proptest! {
+        /// The parse path on hostile input: arbitrary bytes never panic and are never taken.
+        #[test]
+        fn arbitrary_bytes_are_refused_without_panicking(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)
+        ) {
+            let f = &*FIXTURE;
+            proptest::prop_assert!(judge(&body, &f.issuer, &f.id, NOW).is_err());
+        }
+
+        /// Any one flipped bit of a good answer: refused, or (a bit outside what is signed and
+        /// read) the same good answer; never another status or time.
+        #[test]
+        fn a_flipped_bit_never_changes_what_is_taken(
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let f = &*FIXTURE;
+            let mut body = f.good.clone();
+            let i = at.index(body.len());
+            body[i] ^= 1 << bit;
+            if let Ok(a) = judge(&body, &f.issuer, &f.id, NOW) {
+                let want = judge(&f.good, &f.issuer, &f.id, NOW).unwrap();
+                proptest::prop_assert_eq!(a, want);
+            }
+        }
+    }
+
     #[test]
     fn a_request_names_the_certificate_by_sha1_hashes_and_serial() {
         let ca = make_ca("Device CA");
