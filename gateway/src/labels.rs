@@ -87,6 +87,11 @@ label_enum! {
         TokenClaims => "token_claims",
         /// A credential of a kind the listener does not accept (`[[listener]] auth`).
         MethodNotAllowed => "method_not_allowed",
+        /// The client certificate's OCSP responder answered `revoked` (`crate::ocsp`).
+        CertificateRevoked => "certificate_revoked",
+        /// `ocsp = "hard"` and no good OCSP answer (unreachable responder, `unknown`, an
+        /// answer that does not validate).
+        OcspNoAnswer => "ocsp_no_answer",
     }
 }
 
@@ -211,6 +216,23 @@ label_enum! {
         Password => "password",
         /// The JWKS key that signed its token was removed or replaced.
         Token => "token",
+        /// Its certificate's OCSP responder answered `revoked` (`crate::ocsp`).
+        Ocsp => "ocsp",
+    }
+}
+
+label_enum! {
+    /// `ocsp_responses_total{listener,status}`: what an OCSP query came back with.
+    pub enum OcspStatus {
+        /// A valid answer: not revoked.
+        Good => "good",
+        /// A valid answer: revoked.
+        Revoked => "revoked",
+        /// A valid answer: the responder does not know the certificate.
+        Unknown => "unknown",
+        /// No valid answer: unreachable, timeout, HTTP error, too large, garbage, a bad
+        /// signature, another certificate's answer, stale or future.
+        Error => "error",
     }
 }
 
@@ -242,7 +264,8 @@ mod tests {
         assert_eq!(
             labels(AuthFailure::ALL, AuthFailure::as_str).join(", "),
             "bad_credentials, unknown_user, anonymous, client_id, banned, \
-             token_expired, token_signature, token_unknown_key, token_claims, method_not_allowed"
+             token_expired, token_signature, token_unknown_key, token_claims, method_not_allowed, \
+             certificate_revoked, ocsp_no_answer"
         );
         assert_eq!(
             labels(AclAction::ALL, AclAction::as_str),
@@ -284,7 +307,7 @@ mod tests {
         );
         assert_eq!(
             labels(RevocationReason::ALL, RevocationReason::as_str),
-            ["crl", "policy", "password", "token"]
+            ["crl", "policy", "password", "token", "ocsp"]
         );
     }
 }

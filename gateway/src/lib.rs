@@ -20,6 +20,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod metrics_tls;
+pub mod ocsp;
 pub mod pki;
 pub mod policy;
 pub mod reload;

@@ -366,3 +366,39 @@ pub fn reload_result(source: ReloadSource, ok: bool, generation: u64) {
     #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
     gauge!(POLICY_GENERATION).set(generation as f64);
 }
+
+/// `mqtt_gateway_ocsp_responses_total{listener,status}`.
+pub const OCSP_RESPONSES_TOTAL: &str = "mqtt_gateway_ocsp_responses_total";
+/// `mqtt_gateway_ocsp_cache_entries`.
+pub const OCSP_CACHE_ENTRIES: &str = "mqtt_gateway_ocsp_cache_entries";
+
+/// Describes the OCSP families and sets them to 0 for every listener (called at start).
+pub fn init_ocsp<'a>(listeners: impl Iterator<Item = &'a str>) {
+    describe_counter!(
+        OCSP_RESPONSES_TOTAL,
+        "OCSP queries for client certificates, by what came back (error: no valid answer)."
+    );
+    metrics::describe_gauge!(
+        OCSP_CACHE_ENTRIES,
+        "OCSP answers cached (one per client certificate)."
+    );
+    for listener in listeners {
+        for status in crate::labels::OcspStatus::ALL {
+            counter!(OCSP_RESPONSES_TOTAL, "listener" => listener.to_owned(), "status" => status.as_str())
+                .absolute(0);
+        }
+    }
+    metrics::gauge!(OCSP_CACHE_ENTRIES).set(0.0);
+}
+
+/// Counts one OCSP query.
+pub fn ocsp_response(listener: &str, status: crate::labels::OcspStatus) {
+    counter!(OCSP_RESPONSES_TOTAL, "listener" => listener.to_owned(), "status" => status.as_str())
+        .increment(1);
+}
+
+/// Sets the OCSP cache gauge.
+#[allow(clippy::cast_precision_loss, clippy::as_conversions)]
+pub fn ocsp_cache_entries(n: usize) {
+    metrics::gauge!(OCSP_CACHE_ENTRIES).set(n as f64);
+}

@@ -219,6 +219,7 @@ pub async fn start_on(
     m::policy_generation(snapshot.generation);
     let gateway = Arc::new(Gateway::new(snapshot, audit));
     crate::crl_fetch::record_start(&gateway, &config, &crl_fetches);
+    crate::ocsp::start(&gateway, &config);
 
     let mut bound = Vec::new();
     let mut tls_configs = HashMap::new();

@@ -65,6 +65,8 @@ pub struct Gateway {
     pub conn_limits: crate::limits::ConnLimits,
     /// Bans earned by authentication failures; the settings follow `[limits]` on reload.
     pub bans: crate::auth::ban::Bans,
+    /// OCSP answers for client certificates (`[listener.tls] ocsp`).
+    pub ocsp: Arc<crate::ocsp::Ocsp>,
 }
 
 impl Gateway {
@@ -91,6 +93,7 @@ impl Gateway {
             c2b: PacketCounters::new(Direction::ClientToServer),
             b2c: PacketCounters::new(Direction::ServerToClient),
             broker_seen: BrokerSeen::new(),
+            ocsp: Arc::default(),
         }
     }
 

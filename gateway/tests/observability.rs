@@ -485,6 +485,12 @@ const CONTRACT: &[Family] = &[
         "counter",
         &["result"],
     ),
+    (
+        "mqtt_gateway_ocsp_responses_total",
+        "counter",
+        &["listener", "status"],
+    ),
+    ("mqtt_gateway_ocsp_cache_entries", "gauge", &[]),
 ];
 
 /// `(family, label, every value the contract lists)`; for `type` the contract lists a few and
@@ -535,6 +541,8 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
             "token_unknown_key",
             "token_claims",
             "method_not_allowed",
+            "certificate_revoked",
+            "ocsp_no_answer",
         ],
     ),
     (
@@ -562,8 +570,13 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
     (
         "mqtt_gateway_sessions_revoked_total",
         "reason",
-        // + a token whose key the JWKS lost (issue 22).
-        &["crl", "policy", "password", "token"],
+        // + a token whose key the JWKS lost (issue 22), an OCSP revocation (issue 23).
+        &["crl", "policy", "password", "token", "ocsp"],
+    ),
+    (
+        "mqtt_gateway_ocsp_responses_total",
+        "status",
+        &["good", "revoked", "unknown", "error"],
     ),
 ];
 

@@ -200,6 +200,11 @@ impl Listener {
             crl_urls: Vec::new(),
             crl_cache_dir: None,
             crl_refresh_interval: mqtt_gateway::config::DEFAULT_CRL_REFRESH_INTERVAL,
+            ocsp: mqtt_gateway::config::OcspMode::Off,
+            ocsp_responder: None,
+            ocsp_refresh_interval: std::time::Duration::from_secs(300),
+            ocsp_timeout: std::time::Duration::from_secs(5),
+            staple_ocsp: false,
         };
         Self { dir, tls }
     }

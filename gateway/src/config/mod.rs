@@ -244,6 +244,50 @@ pub struct TlsConfig {
         deserialize_with = "units::duration"
     )]
     pub crl_refresh_interval: Duration,
+    /// OCSP for client certificates (`crate::ocsp`). Default `"off"`. Needs `client_ca`.
+    #[serde(default)]
+    pub ocsp: OcspMode,
+    /// The OCSP responder (`http://`) asked for every client certificate, instead of the one in
+    /// each certificate's AIA extension.
+    #[serde(default)]
+    pub ocsp_responder: Option<String>,
+    /// How often the answer for a certificate in use is fetched again (sooner when half the time
+    /// left to its `nextUpdate` is shorter). Default `"5m"`, between `"1s"` and `"24h"`.
+    #[serde(
+        default = "default_ocsp_refresh_interval",
+        deserialize_with = "units::duration"
+    )]
+    pub ocsp_refresh_interval: Duration,
+    /// The deadline of one OCSP query (a permit, the connection, the whole answer). Default
+    /// `"5s"`, between `"100ms"` and `"60s"`.
+    #[serde(default = "default_ocsp_timeout", deserialize_with = "units::duration")]
+    pub ocsp_timeout: Duration,
+    /// Staple an OCSP response for the gateway's own certificate (`crate::ocsp::staple`): from
+    /// its AIA responder (else `ocsp_responder`), checked against the next certificate of `cert`,
+    /// refreshed every `ocsp_refresh_interval`, never served past its `nextUpdate`.
+    #[serde(default)]
+    pub staple_ocsp: bool,
+}
+
+/// `listener.tls.ocsp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OcspMode {
+    /// No OCSP.
+    #[default]
+    Off,
+    /// A revoked answer refuses; no answer (unreachable responder, `unknown`) admits.
+    Soft,
+    /// Only a good answer admits.
+    Hard,
+}
+
+fn default_ocsp_refresh_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_ocsp_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `listener.tls.crl_refresh_interval` when not given.

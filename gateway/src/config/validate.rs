@@ -227,7 +227,34 @@ fn check_tls(tls: &TlsConfig, at: &KeyPath, src: &Source<'_>) -> Result<(), Conf
             "crl needs client_ca: CRLs only apply to verified client certificates",
         ));
     }
-    check_crl_urls(tls, at, src)
+    check_crl_urls(tls, at, src)?;
+    check_ocsp(tls, at, src)
+}
+
+/// `ocsp`, `ocsp_responder`, `ocsp_refresh_interval`, `ocsp_timeout`.
+fn check_ocsp(tls: &TlsConfig, at: &KeyPath, src: &Source<'_>) -> Result<(), ConfigError> {
+    let interval = tls.ocsp_refresh_interval;
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(86_400) {
+        return Err(src.invalid(
+            &at.key("ocsp_refresh_interval"),
+            "must be between 1s and 24h",
+        ));
+    }
+    let timeout = tls.ocsp_timeout;
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
+        return Err(src.invalid(&at.key("ocsp_timeout"), "must be between 100ms and 60s"));
+    }
+    if let Some(url) = &tls.ocsp_responder {
+        crate::crl_fetch::http::check_url(url)
+            .map_err(|e| src.invalid(&at.key("ocsp_responder"), e))?;
+    }
+    if tls.ocsp != crate::config::OcspMode::Off && tls.client_ca.is_none() {
+        return Err(src.invalid(
+            &at.key("ocsp"),
+            "ocsp needs client_ca: OCSP applies to verified client certificates",
+        ));
+    }
+    Ok(())
 }
 
 /// `crl_urls`, `crl_cache_dir`, `crl_refresh_interval`.

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::Uri;
-use hyper::header::{HOST, USER_AGENT};
+use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -42,8 +42,22 @@ pub fn check_url(url: &str) -> Result<Uri, String> {
 /// [`CrlFetchResult::Network`], [`CrlFetchResult::Timeout`], [`CrlFetchResult::HttpStatus`] or
 /// [`CrlFetchResult::TooLarge`], with a detail.
 pub async fn get(uri: &Uri, max_bytes: usize, deadline: Duration) -> Result<Vec<u8>, Refusal> {
+    request(uri, None, max_bytes, deadline).await
+}
+
+/// GETs `uri`, or POSTs `body` (content type, bytes) to it; the answer's body, at most
+/// `max_bytes`, within `deadline`. (OCSP queries are POSTs: `crate::ocsp`.)
+///
+/// # Errors
+/// As [`get`].
+pub async fn request(
+    uri: &Uri,
+    body: Option<(&'static str, &[u8])>,
+    max_bytes: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, Refusal> {
     let mut driver = None;
-    let result = tokio::time::timeout(deadline, exchange(uri, max_bytes, &mut driver)).await;
+    let result = tokio::time::timeout(deadline, exchange(uri, body, max_bytes, &mut driver)).await;
     if let Some(task) = driver {
         task.abort();
     }
@@ -57,6 +71,7 @@ pub async fn get(uri: &Uri, max_bytes: usize, deadline: Duration) -> Result<Vec<
 
 async fn exchange(
     uri: &Uri,
+    body: Option<(&'static str, &[u8])>,
     max_bytes: usize,
     driver: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> Result<Vec<u8>, Refusal> {
@@ -76,13 +91,18 @@ async fn exchange(
     }));
     let authority = uri.authority().map_or(host, |a| a.as_str());
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = hyper::Request::get(path)
-        .header(HOST, authority)
-        .header(
-            USER_AGENT,
-            concat!("mqtt-gateway/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
+    let builder = match body {
+        None => hyper::Request::get(path),
+        Some((content_type, _)) => hyper::Request::post(path).header(CONTENT_TYPE, content_type),
+    }
+    .header(HOST, authority)
+    .header(
+        USER_AGENT,
+        concat!("mqtt-gateway/", env!("CARGO_PKG_VERSION")),
+    );
+    let payload = body.map_or_else(Bytes::new, |(_, b)| Bytes::copy_from_slice(b));
+    let request = builder
+        .body(Full::new(payload))
         .map_err(|e| network("request", &e))?;
     let response = sender
         .send_request(request)

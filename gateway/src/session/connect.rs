@@ -106,6 +106,9 @@ pub struct SessionIdentity {
     pub will: Option<Box<WillTopics>>,
     /// The JWT device token that authenticated the client, when one did (boxed: most have none).
     pub token: Option<Box<TokenBinding>>,
+    /// The OCSP answer for the client certificate, kept fresh while the session lives
+    /// (`[listener.tls] ocsp`); a `revoked` answer ends the session.
+    pub ocsp: Option<Arc<crate::ocsp::Lease>>,
 }
 
 /// What a session keeps of the token that authenticated it.
@@ -405,6 +408,9 @@ impl Refusal {
             RevocationReason::Crl | RevocationReason::Password | RevocationReason::Token => {
                 Self::auth(ReasonCode::NotAuthorized, AuthFailure::BadCredentials)
             }
+            RevocationReason::Ocsp => {
+                Self::auth(ReasonCode::NotAuthorized, AuthFailure::CertificateRevoked)
+            }
             // The connect rule, the Will or `allow_anonymous`: a policy refusal, not a bad login.
             RevocationReason::Policy => Self {
                 reason: ReasonCode::NotAuthorized,
@@ -552,6 +558,12 @@ pub async fn admit(
     snap: &Snapshot,
     gateway: &Gateway,
 ) -> Result<Admitted, Refusal> {
+    let ocsp = match (&cert, crate::ocsp::listener_tls(&snap.config, listener)) {
+        (Some(c), Some(tls)) => {
+            check_ocsp(gateway, listener, peer, c, tls, snap.generation).await?
+        }
+        _ => None,
+    };
     let auth = &snap.config.auth;
     let methods = snap
         .config
@@ -670,6 +682,7 @@ pub async fn admit(
             })
         }),
         token,
+        ocsp,
     };
     let policy = snap.policy.resolve(&identity.facts());
     let d = policy.connect();
@@ -681,6 +694,49 @@ pub async fn admit(
         return Err(Refusal::policy(AclAction::Will, d.rule, Some(topic.to_owned())).by(who));
     }
     Ok(Admitted { identity, policy })
+}
+
+/// The OCSP decision for `cert` on `listener` (whose `ocsp` is on): a lease on the answer, or
+/// the refusal (a revoked certificate is audited `ocsp_revoked`).
+async fn check_ocsp(
+    gateway: &Gateway,
+    listener: &Arc<str>,
+    peer: SocketAddr,
+    cert: &CertInfo,
+    tls: &crate::config::TlsConfig,
+    generation: u64,
+) -> Result<Option<Arc<crate::ocsp::Lease>>, Refusal> {
+    match gateway
+        .ocsp
+        .admit(listener, tls, generation, &cert.chain)
+        .await
+    {
+        Ok(lease) => Ok(lease),
+        Err(crate::ocsp::Refused::Revoked) => {
+            tracing::info!(%listener, %peer, serial = %cert.identity.serial_hex, "client certificate refused: OCSP says revoked");
+            gateway.audit.record(&crate::audit::AuditEvent {
+                event: "ocsp_revoked",
+                listener: Some(listener),
+                peer: Some(peer),
+                cert_fingerprint: Some(&cert.identity.fingerprint_sha256_hex),
+                cert_serial: Some(&cert.identity.serial_hex),
+                reason: "revoked",
+                detail: Some("at CONNECT"),
+                ..crate::audit::AuditEvent::default()
+            });
+            Err(Refusal {
+                detail: Some("ocsp: revoked"),
+                ..Refusal::revoked(RevocationReason::Ocsp)
+            })
+        }
+        Err(crate::ocsp::Refused::NoGoodAnswer(why)) => {
+            tracing::info!(%listener, %peer, serial = %cert.identity.serial_hex, why, "client certificate refused: ocsp = \"hard\" and no good OCSP answer");
+            Err(Refusal {
+                detail: Some(why),
+                ..Refusal::auth(ReasonCode::NotAuthorized, AuthFailure::OcspNoAnswer)
+            })
+        }
+    }
 }
 
 /// Why an MQTT 5 re-authentication was refused (the session then ends with 0x87).
@@ -855,6 +911,7 @@ mod tests {
             password_fingerprint: None,
             will: None,
             token: token.map(Box::new),
+            ocsp: None,
         }
     }
 

@@ -144,7 +144,13 @@ pub(super) async fn watch_session(
     identity: &SessionIdentity,
     mut rx: tokio::sync::watch::Receiver<u64>,
 ) -> CloseReason {
+    // Subscribed before the first look: an OCSP answer that turns to revoked at any later moment
+    // wakes this watch.
+    let mut ocsp_rx = identity.ocsp.as_ref().map(|l| l.watch());
     loop {
+        if identity.ocsp.as_ref().is_some_and(|l| l.revoked()) {
+            return CloseReason::Revoked(crate::labels::RevocationReason::Ocsp);
+        }
         let end = identity.credential_end().map(|(at, _)| at);
         if end.is_some_and(|at| !before(at)) {
             return CloseReason::CredentialExpired;
@@ -161,7 +167,18 @@ pub(super) async fn watch_session(
                 None => std::future::pending().await,
             }
         };
+        let ocsp_changed = async {
+            match ocsp_rx.as_mut() {
+                Some(r) => {
+                    if r.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = ocsp_changed => {}
             changed = rx.changed() => {
                 if changed.is_err() {
                     // The gateway is going away; shutdown ends the session.

@@ -239,7 +239,7 @@ pub fn build_server_tls(tls: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
     let cache: Arc<dyn rustls::server::StoresServerSessions> =
         ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     let build = |provider: Arc<CryptoProvider>| -> Result<Arc<ServerConfig>, TlsError> {
-        let builder = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions(tls.min_version))
             .map_err(|e| TlsError::Versions {
                 source: Box::new(e),
@@ -248,13 +248,24 @@ pub fn build_server_tls(tls: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
             Some(v) => builder.with_client_cert_verifier(Arc::clone(v)),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| TlsError::CertKey {
-                cert: tls.cert.clone(),
-                key: tls.key.clone(),
-                source: Box::new(e),
-            })?;
+        let cert_key_error = |e: rustls::Error| TlsError::CertKey {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            source: Box::new(e),
+        };
+        let mut config = if tls.staple_ocsp {
+            let certified =
+                rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+                    .map_err(cert_key_error)?;
+            builder.with_cert_resolver(Arc::new(crate::ocsp::staple::StapleResolver::new(
+                certified,
+                crate::ocsp::staple::staple_for(&tls.cert),
+            )))
+        } else {
+            builder
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(cert_key_error)?
+        };
         // The server's order decides; see the module doc.
         config.ignore_client_order = true;
         // rustls' builder already makes a new cache; set this build's own explicitly so that

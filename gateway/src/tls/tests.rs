@@ -81,6 +81,11 @@ fn tls_for(cert: PathBuf, key: PathBuf) -> TlsConfig {
         crl_urls: Vec::new(),
         crl_cache_dir: None,
         crl_refresh_interval: crate::config::DEFAULT_CRL_REFRESH_INTERVAL,
+        ocsp: crate::config::OcspMode::Off,
+        ocsp_responder: None,
+        ocsp_refresh_interval: std::time::Duration::from_secs(300),
+        ocsp_timeout: std::time::Duration::from_secs(5),
+        staple_ocsp: false,
     }
 }
 

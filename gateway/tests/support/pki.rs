@@ -180,6 +180,19 @@ impl Pki {
         self.issue(&format!("client-{cn}-{}", self.next_serial.get()), p)
     }
 
+    /// A client certificate with CN `cn` whose Authority Information Access extension names the
+    /// OCSP responder `url` (RFC 5280 §4.2.2.1).
+    pub fn client_with_ocsp_url(&self, cn: &str, url: &str) -> Issued {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+            aia_ocsp(url),
+        )];
+        self.issue(&format!("client-{cn}-{}", self.next_serial.get()), p)
+    }
+
     /// A client certificate with CN `cn`, valid from an hour ago until `not_after`.
     pub fn client_until(&self, cn: &str, not_after: OffsetDateTime) -> Issued {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -393,4 +406,19 @@ pub fn client_tls_offering(
         None => builder.with_no_client_auth(),
     };
     Arc::new(config)
+}
+
+/// The DER of an AuthorityInfoAccessSyntax with one `id-ad-ocsp` access description for `url`
+/// (short-form lengths: `url` under 100 bytes).
+pub fn aia_ocsp(url: &str) -> Vec<u8> {
+    let oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+    let len = |n: usize| u8::try_from(n).unwrap();
+    let mut location = vec![0x86, len(url.len())];
+    location.extend_from_slice(url.as_bytes());
+    let mut description = vec![0x30, len(oid.len() + location.len())];
+    description.extend_from_slice(&oid);
+    description.extend_from_slice(&location);
+    let mut aia = vec![0x30, len(description.len())];
+    aia.extend_from_slice(&description);
+    aia
 }
