@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub passwords: Option<Arc<PasswordFile>>,
     /// The JWKS of `[auth.token]`, when tokens are accepted.
     pub tokens: Option<Arc<crate::auth::token::TokenKeys>>,
+    /// The admin API's tokens (`[admin] api_tokens_file`), when the API is enabled.
+    pub admin_tokens: Option<Arc<crate::api::tokens::AdminTokens>>,
     /// The client-certificate verifier of each TLS listener that asks for certificates (by name),
     /// built from the same CA and CRL files as its `ServerConfig`: live sessions' chains are
     /// re-verified against it after a reload.
@@ -65,6 +67,10 @@ pub struct Gateway {
     pub conn_limits: crate::limits::ConnLimits,
     /// Bans earned by authentication failures; the settings follow `[limits]` on reload.
     pub bans: crate::auth::ban::Bans,
+    /// The live sessions (admin API).
+    pub sessions: crate::api::registry::Registry,
+    /// The reloader, once `reload::spawn` started it (admin API `POST /api/v1/reload`).
+    pub reloader: std::sync::OnceLock<std::sync::Weak<crate::reload::Reloader>>,
 }
 
 impl Gateway {
@@ -91,6 +97,8 @@ impl Gateway {
             c2b: PacketCounters::new(Direction::ClientToServer),
             b2c: PacketCounters::new(Direction::ServerToClient),
             broker_seen: BrokerSeen::new(),
+            sessions: crate::api::registry::Registry::default(),
+            reloader: std::sync::OnceLock::new(),
         }
     }
 

@@ -7,7 +7,7 @@
 pub const AUTH_CONCURRENCY: usize = 4;
 
 pub mod ban;
-mod hash;
+pub(crate) mod hash;
 pub mod passwd_file;
 pub mod passwords;
 pub mod token;

@@ -1,6 +1,7 @@
 //! The command line of the contract (`../shared/spec/README.md`, "Command line"): one file per
 //! subcommand, each thin, calling library modules.
 
+mod admin_token;
 mod check;
 mod explain;
 mod passwd;
@@ -37,6 +38,9 @@ enum Command {
     /// Add, replace (--mosquitto: a `$7$` hash Mosquitto reads too) or --delete USER in a password
     /// file; the password is read from stdin, or asked twice on a terminal.
     Passwd(passwd::PasswdArgs),
+    /// Add or replace (--role read|operate) or --delete NAME in the admin API's token file; the
+    /// new token NAME:SECRET is printed once.
+    AdminToken(admin_token::AdminTokenArgs),
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -61,6 +65,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => Ok(check::check(&config)),
         Command::Passwd(args) => passwd::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::AdminToken(args) => admin_token::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => explain::explain(&args),

@@ -42,6 +42,16 @@ fn check_admin(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(admin) = &config.admin
+        && admin.api_tokens_file.is_some()
+        && admin.tls.is_none()
+        && !admin.listen.ip().is_loopback()
+    {
+        return Err(src.invalid(
+            &KeyPath::new("admin").key("api_tokens_file"),
+            "the API on a non-loopback address needs [admin.tls] (cert, key): its tokens would travel in clear",
+        ));
+    }
     Ok(())
 }
 
@@ -479,5 +489,12 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
         .iter_mut()
         .for_each(resolve);
     config.log.audit_file.iter_mut().for_each(resolve);
+    if let Some(a) = &mut config.admin {
+        a.api_tokens_file.iter_mut().for_each(resolve);
+        if let Some(t) = &mut a.tls {
+            resolve(&mut t.cert);
+            resolve(&mut t.key);
+        }
+    }
     Ok(())
 }

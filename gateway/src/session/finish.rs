@@ -137,12 +137,13 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Watches what can end a session from outside its packets: a new snapshot that revokes it (each
 /// is re-checked), and the end of its credential (the certificate's notAfter, the token's `exp`,
-/// moved by re-authentications). Returns when it must end. `rx` was subscribed before the
+/// moved by re-authentications), and a kick from the admin API. Returns when it must end. `rx` was subscribed before the
 /// session's snapshot was read, so no reload falls between them.
 pub(super) async fn watch_session(
     gw: &Gateway,
     identity: &SessionIdentity,
     mut rx: tokio::sync::watch::Receiver<u64>,
+    kick: &tokio::sync::Notify,
 ) -> CloseReason {
     loop {
         let end = identity.credential_end().map(|(at, _)| at);
@@ -175,6 +176,8 @@ pub(super) async fn watch_session(
             // Checked again at the top: a wall clock that lags the monotonic one sleeps again.
             () = expiry => {}
             () = replaced => {}
+            // The admin API's `DELETE /api/v1/sessions/{id}`.
+            () = kick.notified() => return CloseReason::Kicked,
         }
     }
 }

@@ -1,0 +1,297 @@
+//! The live sessions, for `GET /api/v1/sessions` and kicks: one [`LiveSession`] per session that
+//! got past its CONNECT, inserted when its relay starts and removed when it ends (a guard), so the
+//! table holds exactly the live sessions and is bounded by the connection caps.
+//!
+//! The relay never takes a lock here: a session writes only its own entry's counters (relaxed
+//! atomics, one add per packet). The table is a sharded map, touched twice per session (insert,
+//! remove) and read shard by shard by a listing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::session::connect::{SessionIdentity, TokenBinding};
+
+/// What the registry knows of one live session.
+#[derive(Debug)]
+pub struct LiveSession {
+    /// Its id in the API (unique for the process's life).
+    pub id: u64,
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// The principal (`None`: anonymous).
+    pub principal: Option<Box<str>>,
+    /// MQTT client id.
+    pub client_id: Box<str>,
+    /// 3 (3.1), 4 (3.1.1) or 5.
+    pub protocol: u8,
+    /// Client certificate serial (hex).
+    pub cert_serial: Option<Box<str>>,
+    /// Client certificate SHA-256 fingerprint (hex).
+    pub cert_fingerprint: Option<Box<str>>,
+    /// When the client certificate stops being valid (unix seconds).
+    cert_end: Option<u64>,
+    /// The token in force (moved by re-authentications).
+    token: Option<Box<TokenBinding>>,
+    /// When the relay started (unix seconds).
+    pub since: u64,
+    /// Bytes and packets, client to broker and broker to client.
+    pub c2b_bytes: AtomicU64,
+    /// See `c2b_bytes`.
+    pub c2b_packets: AtomicU64,
+    /// See `c2b_bytes`.
+    pub b2c_bytes: AtomicU64,
+    /// See `c2b_bytes`.
+    pub b2c_packets: AtomicU64,
+    /// Notified once by a kick.
+    pub kick: tokio::sync::Notify,
+    /// Kicked: its end wakes the kicker ([`Registry::ended`]).
+    kicked: std::sync::atomic::AtomicBool,
+}
+
+impl LiveSession {
+    /// Asks the session to end (DISCONNECT 0x98 and close).
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.kick.notify_one();
+    }
+
+    /// Counts one packet of `len` bytes from the client.
+    pub fn from_client(&self, len: usize) {
+        self.c2b_packets.fetch_add(1, Ordering::Relaxed);
+        self.c2b_bytes
+            .fetch_add(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts one packet of `len` bytes from the broker.
+    pub fn from_broker(&self, len: usize) {
+        self.b2c_packets.fetch_add(1, Ordering::Relaxed);
+        self.b2c_bytes
+            .fetch_add(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When its credential ends now (unix seconds): the earlier of the certificate's and the
+    /// token's.
+    #[must_use]
+    pub fn credential_end(&self) -> Option<u64> {
+        let token = self.token.as_ref().map(|t| t.now().valid_until);
+        match (self.cert_end, token) {
+            (Some(c), Some(t)) => Some(c.min(t)),
+            (c, t) => c.or(t),
+        }
+    }
+
+    /// Its JSON view.
+    #[must_use]
+    pub fn view(&self) -> SessionView<'_> {
+        SessionView {
+            id: self.id,
+            principal: self.principal.as_deref(),
+            client_id: &self.client_id,
+            listener: &self.listener,
+            peer: self.peer.to_string(),
+            protocol: self.protocol,
+            cert_serial: self.cert_serial.as_deref(),
+            cert_fingerprint: self.cert_fingerprint.as_deref(),
+            credential_expiry: self.credential_end(),
+            connected_since: self.since,
+            bytes_in: self.c2b_bytes.load(Ordering::Relaxed),
+            bytes_out: self.b2c_bytes.load(Ordering::Relaxed),
+            packets_in: self.c2b_packets.load(Ordering::Relaxed),
+            packets_out: self.b2c_packets.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A session as `GET /api/v1/sessions` shows it (`_in`: from the client; `_out`: to it).
+#[derive(Debug, Serialize)]
+pub struct SessionView<'a> {
+    /// See [`LiveSession`].
+    pub id: u64,
+    /// See [`LiveSession`].
+    pub principal: Option<&'a str>,
+    /// See [`LiveSession`].
+    pub client_id: &'a str,
+    /// See [`LiveSession`].
+    pub listener: &'a str,
+    /// See [`LiveSession`].
+    pub peer: String,
+    /// See [`LiveSession`].
+    pub protocol: u8,
+    /// See [`LiveSession`].
+    pub cert_serial: Option<&'a str>,
+    /// See [`LiveSession`].
+    pub cert_fingerprint: Option<&'a str>,
+    /// Unix seconds.
+    pub credential_expiry: Option<u64>,
+    /// Unix seconds.
+    pub connected_since: u64,
+    /// See [`LiveSession`].
+    pub bytes_in: u64,
+    /// See [`LiveSession`].
+    pub bytes_out: u64,
+    /// See [`LiveSession`].
+    pub packets_in: u64,
+    /// See [`LiveSession`].
+    pub packets_out: u64,
+}
+
+/// The table of live sessions.
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: DashMap<u64, Arc<LiveSession>>,
+    next: AtomicU64,
+    /// Woken when a kicked session leaves the table (only those: no lock on other ends).
+    removed: tokio::sync::Notify,
+}
+
+/// Removes its session from the registry when dropped.
+#[derive(Debug)]
+pub struct Registered<'a> {
+    registry: &'a Registry,
+    /// The entry.
+    pub entry: Arc<LiveSession>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.map.remove(&self.entry.id);
+        if self.entry.kicked.load(Ordering::Acquire) {
+            self.registry.removed.notify_waiters();
+        }
+    }
+}
+
+/// Filters of a listing (all given ones must match; `address` matches the peer's IP).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Exact principal.
+    pub principal: Option<String>,
+    /// Exact client id.
+    pub client_id: Option<String>,
+    /// Exact listener name.
+    pub listener: Option<String>,
+    /// An IP address or a CIDR the peer's address is in.
+    pub address: Option<ipnet::IpNet>,
+}
+
+impl Filter {
+    fn matches(&self, s: &LiveSession) -> bool {
+        self.principal
+            .as_deref()
+            .is_none_or(|p| s.principal.as_deref() == Some(p))
+            && self.client_id.as_deref().is_none_or(|c| &*s.client_id == c)
+            && self.listener.as_deref().is_none_or(|l| &*s.listener == l)
+            && self.address.is_none_or(|a| a.contains(&s.peer.ip()))
+    }
+}
+
+impl Registry {
+    /// Registers a session whose relay starts now; it leaves the table when the guard drops.
+    pub fn register(&self, identity: &SessionIdentity, protocol: u8, since: u64) -> Registered<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let cert = identity.cert.as_ref();
+        let entry = Arc::new(LiveSession {
+            id,
+            listener: Arc::clone(&identity.listener),
+            peer: identity.peer,
+            principal: identity.principal.as_deref().map(Into::into),
+            client_id: identity.client_id.as_str().into(),
+            protocol,
+            cert_serial: identity.serial().map(Into::into),
+            cert_fingerprint: identity.fingerprint().map(Into::into),
+            cert_end: cert.map(|c| {
+                u64::try_from(c.identity.not_after_unix)
+                    .unwrap_or(0)
+                    .saturating_add(1)
+            }),
+            token: identity.token.clone(),
+            since,
+            c2b_bytes: AtomicU64::new(0),
+            c2b_packets: AtomicU64::new(0),
+            b2c_bytes: AtomicU64::new(0),
+            b2c_packets: AtomicU64::new(0),
+            kick: tokio::sync::Notify::new(),
+            kicked: std::sync::atomic::AtomicBool::new(false),
+        });
+        self.map.insert(id, Arc::clone(&entry));
+        Registered {
+            registry: self,
+            entry,
+        }
+    }
+
+    /// Completes when a kicked session leaves the table (enable it before checking).
+    pub fn ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.removed.notified()
+    }
+
+    /// Live sessions now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when none is live.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// One session.
+    #[must_use]
+    pub fn get(&self, id: u64) -> Option<Arc<LiveSession>> {
+        self.map.get(&id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Whether session `id` is still live.
+    #[must_use]
+    pub fn contains(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    /// The sessions that match `filter`, by id, from the first id above `after`, at most
+    /// `limit`; and the number of matches in all. Memory: the matching ids (8 bytes each) and
+    /// `limit` entries.
+    #[must_use]
+    pub fn list(
+        &self,
+        filter: &Filter,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<Arc<LiveSession>>, usize) {
+        let mut ids: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|e| filter.matches(e.value()))
+            .map(|e| *e.key())
+            .collect();
+        ids.sort_unstable();
+        let total = ids.len();
+        let page = ids
+            .into_iter()
+            .skip(offset)
+            .filter_map(|id| self.get(id))
+            .take(limit)
+            .collect();
+        (page, total)
+    }
+
+    /// Kicks every live session whose certificate has this fingerprint; returns their ids.
+    #[must_use]
+    pub fn kick_fingerprint(&self, fingerprint: &str) -> Vec<u64> {
+        let mut kicked = Vec::new();
+        for e in &self.map {
+            if e.cert_fingerprint.as_deref() == Some(fingerprint) {
+                e.kick();
+                kicked.push(e.id);
+            }
+        }
+        kicked
+    }
+}

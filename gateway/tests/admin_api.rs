@@ -1,0 +1,362 @@
+//! The admin API (`/api/v1`, spec/lifecycle.md "Admin API") against a real gateway in front of a
+//! real Mosquitto, driven with `curl`: tokens (401, 403 beside 200), the live sessions listed and
+//! filtered, a kick (the client gets DISCONNECT 0x98, a bystander stays), `admin_action` and
+//! `session_opened`/`session_closed` audit lines, `admin_requests_total`, reload answering with
+//! file:line, and policy explain as JSON.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::Path;
+
+use e2e::{LiveSubscriber, MqttVersion};
+use mqtt_inspect::ReasonCode;
+use serde_json::Value;
+use support::reload::{connected, disconnected_with, still_served};
+use support::{Flaw, Pki, Setup, TestGateway, tls_args};
+
+/// Writes a token file with an `operate` token `ops` and a `read` token `viewer`; returns their
+/// `NAME:SECRET` strings.
+fn token_file(path: &Path) -> (String, String) {
+    use mqtt_gateway::api::tokens::new_secret;
+    let (ops, viewer) = (new_secret().unwrap(), new_secret().unwrap());
+    let line = |name: &str, role: &str, s: &str| {
+        format!(
+            "{name}:{role}:{}\n",
+            mqtt_gateway::auth::hash_argon2id(s.as_bytes()).unwrap()
+        )
+    };
+    std::fs::write(
+        path,
+        format!(
+            "# admin tokens\n{}{}",
+            line("ops", "operate", &ops),
+            line("viewer", "read", &viewer)
+        ),
+    )
+    .unwrap();
+    (format!("ops:{ops}"), format!("viewer:{viewer}"))
+}
+
+/// `curl -X METHOD` on the admin listener, with `token` as a Bearer token: (status, JSON body).
+async fn curl(gw: &TestGateway, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let url = format!("http://{}{path}", gw.running.admin.unwrap());
+    let mut args = vec![
+        "-s".to_owned(),
+        "-X".to_owned(),
+        method.to_owned(),
+        "-w".to_owned(),
+        "\n%{http_code}".to_owned(),
+    ];
+    if let Some(t) = token {
+        args.extend(["-H".to_owned(), format!("Authorization: Bearer {t}")]);
+    }
+    args.push(url);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl").args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("curl is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+    (status.parse().unwrap(), body)
+}
+
+async fn start(pki: &Pki, dir: &Path) -> (TestGateway, String, String) {
+    let tokens = dir.join("admin-tokens");
+    let (ops, viewer) = token_file(&tokens);
+    let mut setup = Setup::new(pki);
+    setup.admin_extra = format!("api_tokens_file = \"{}\"", tokens.display());
+    setup.log_extra = "sessions = true".to_owned();
+    (setup.start().await, ops, viewer)
+}
+
+fn sessions(body: &Value) -> Vec<Value> {
+    body["sessions"].as_array().cloned().unwrap_or_default()
+}
+
+fn requests(endpoint: &str, result: &str) -> String {
+    format!("mqtt_gateway_admin_requests_total{{endpoint=\"{endpoint}\",result=\"{result}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_filtered_and_kicked_and_only_an_operate_token_kicks() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, ops, viewer) = start(&pki, dir.path()).await;
+    for (endpoint, result) in [("session_kick", "ok"), ("sessions_list", "unauthorized")] {
+        assert_eq!(gw.metric(&requests(endpoint, result)).await, 0.0);
+    }
+    let kicked_series = "mqtt_gateway_sessions_closed_total{reason=\"kicked\"}";
+    assert_eq!(gw.metric(kicked_series).await, 0.0);
+
+    let (cert_a, cert_b, cert_c) = (
+        pki.client("device-a", None, Flaw::None),
+        pki.client("device-b", None, Flaw::None),
+        pki.client("device-c", None, Flaw::None),
+    );
+    let mut a = connected(&gw, &pki, &cert_a, "kick-me").await;
+    let mut b = connected(&gw, &pki, &cert_b, "bystander").await;
+    // A real mosquitto_sub (MQTT 5) through the gateway, subscribed.
+    let sub_args: Vec<String> = tls_args(&pki, Some(&cert_c))
+        .into_iter()
+        .chain(["-i", "sub-c", "-t", "x/#"].map(str::to_owned))
+        .collect();
+    let addr = gw.tls_addr();
+    let sub = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = sub_args.iter().map(String::as_str).collect();
+        LiveSubscriber::spawn(addr, MqttVersion::V5, 60, &a)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    // No token, a wrong secret, an unknown name: 401. Nothing is listed.
+    let wrong = format!("ops:{}", "0".repeat(64));
+    for token in [
+        None,
+        Some(wrong.as_str()),
+        Some("nobody:x"),
+        Some("garbage"),
+    ] {
+        let (status, body) = curl(&gw, "GET", "/api/v1/sessions", token).await;
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert!(body.get("sessions").is_none());
+    }
+    // A read token lists: all three, with their identity and counters.
+    let (status, all) = curl(&gw, "GET", "/api/v1/sessions", Some(&viewer)).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["total"], 3, "{all}");
+    let mut ids: Vec<String> = sessions(&all)
+        .iter()
+        .map(|s| s["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["bystander", "kick-me", "sub-c"]);
+    // Filters: by client id, principal, listener, address; pagination.
+    let (_, one) = curl(
+        &gw,
+        "GET",
+        "/api/v1/sessions?client_id=kick-me",
+        Some(&viewer),
+    )
+    .await;
+    let one = sessions(&one);
+    assert_eq!(one.len(), 1, "{one:?}");
+    let s = &one[0];
+    assert_eq!(s["principal"], "device-a");
+    assert_eq!(s["listener"], "mqtts");
+    assert_eq!(s["protocol"], 5);
+    assert_eq!(s["cert_fingerprint"].as_str().unwrap().len(), 64, "{s}");
+    assert!(s["cert_serial"].is_string(), "{s}");
+    assert!(s["credential_expiry"].as_u64().unwrap() > s["connected_since"].as_u64().unwrap());
+    assert!(s["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(s["packets_in"], 1, "the CONNECT: {s}");
+    assert_eq!(s["packets_out"], 1, "the CONNACK: {s}");
+    assert!(s["bytes_in"].as_u64().unwrap() > 10);
+    for (query, want) in [
+        ("principal=device-b", 1),
+        ("principal=nobody", 0),
+        ("listener=mqtts", 3),
+        ("listener=plain", 0),
+        ("address=127.0.0.0%2F8", 3),
+        ("address=10.0.0.1", 0),
+        ("principal=device-c&client_id=sub-c", 1),
+    ] {
+        let (status, body) = curl(
+            &gw,
+            "GET",
+            &format!("/api/v1/sessions?{query}"),
+            Some(&viewer),
+        )
+        .await;
+        assert_eq!(
+            (status, body["total"].as_u64()),
+            (200, Some(want)),
+            "{query}: {body}"
+        );
+    }
+    let (_, page) = curl(
+        &gw,
+        "GET",
+        "/api/v1/sessions?limit=2&offset=2",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(
+        (sessions(&page).len(), page["total"].as_u64()),
+        (1, Some(3))
+    );
+    for bad in ["limit=0", "limit=1001", "address=nope", "colour=red"] {
+        let (status, _) = curl(
+            &gw,
+            "GET",
+            &format!("/api/v1/sessions?{bad}"),
+            Some(&viewer),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // A read token may not kick: 403, and the session is still served.
+    let id = s["id"].as_u64().unwrap();
+    let (status, body) = curl(
+        &gw,
+        "DELETE",
+        &format!("/api/v1/sessions/{id}"),
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    still_served(&mut a).await;
+    // The operate token kicks: DISCONNECT 0x98 (Administrative action), closed; the bystander
+    // stays.
+    let (status, body) = curl(&gw, "DELETE", &format!("/api/v1/sessions/{id}"), Some(&ops)).await;
+    assert_eq!(
+        (status, &body["closed"]),
+        (200, &Value::Bool(true)),
+        "{body}"
+    );
+    disconnected_with(&mut a, ReasonCode::AdministrativeAction).await;
+    still_served(&mut b).await;
+    let (status, _) = curl(&gw, "DELETE", &format!("/api/v1/sessions/{id}"), Some(&ops)).await;
+    assert_eq!(status, 404, "gone");
+
+    // mosquitto_sub -V mqttv5, kicked, exits (long before its -W 60).
+    let (_, subs) = curl(
+        &gw,
+        "GET",
+        "/api/v1/sessions?client_id=sub-c",
+        Some(&viewer),
+    )
+    .await;
+    let sub_id = sessions(&subs)[0]["id"].as_u64().unwrap();
+    let (status, _) = curl(
+        &gw,
+        "DELETE",
+        &format!("/api/v1/sessions/{sub_id}"),
+        Some(&ops),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let out = tokio::task::spawn_blocking(move || sub.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.timed_out, "mosquitto_sub ended when kicked: {out:?}");
+
+    assert_eq!(gw.metric(kicked_series).await, 2.0);
+    assert_eq!(gw.metric(&requests("session_kick", "ok")).await, 2.0);
+    assert_eq!(gw.metric(&requests("session_kick", "forbidden")).await, 1.0);
+    assert_eq!(
+        gw.metric(&requests("session_kick", "client_error")).await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric(&requests("sessions_list", "unauthorized")).await,
+        4.0
+    );
+    let action = gw
+        .audit_line(|l| l["event"] == "admin_action" && l["reason"] == "session_kick")
+        .await
+        .expect("an admin_action line");
+    let detail = action["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("token ops") && detail.contains("kick-me"),
+        "{action}"
+    );
+    assert!(
+        gw.audit_line(|l| l["event"] == "admin_action"
+            && l["detail"].as_str().is_some_and(|d| d.contains("viewer")))
+            .await
+            .is_none(),
+        "a refused call is no action"
+    );
+    let closed = gw
+        .audit_line(|l| l["event"] == "session_closed" && l["client_id"] == "kick-me")
+        .await
+        .expect("a session_closed line");
+    assert_eq!(closed["reason"], "kicked");
+    assert_eq!(closed["principal"], "device-a");
+    assert!(
+        gw.audit_line(|l| l["event"] == "session_opened" && l["client_id"] == "bystander")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_answers_file_and_line_and_explain_answers_json() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, ops, viewer) = start(&pki, dir.path()).await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+
+    let (status, _) = curl(&gw, "POST", "/api/v1/reload", Some(&viewer)).await;
+    assert_eq!(status, 403);
+    let (status, body) = curl(&gw, "POST", "/api/v1/reload", None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = curl(&gw, "GET", "/api/v1/reload", Some(&ops)).await;
+    assert_eq!(status, 405, "{body}");
+
+    let policy = gw.dir.path().join("policy.toml");
+    let good = std::fs::read_to_string(&policy).unwrap();
+    support::reload::replace(&policy, &format!("{good}\n[[rule]]\nbroken =\n"));
+    let (status, body) = curl(&gw, "POST", "/api/v1/reload", Some(&ops)).await;
+    assert_eq!(status, 409, "{body}");
+    let error = body["rejected"][0]["error"].as_str().unwrap();
+    assert_eq!(body["rejected"][0]["source"], "policy");
+    assert!(error.contains("policy.toml:"), "file:line: {error}");
+    let lines = good.lines().count();
+    assert!(
+        (lines..lines + 4).any(|n| error.contains(&format!("policy.toml:{n}"))),
+        "{error}"
+    );
+    support::reload::replace(&policy, &format!("{good}\n"));
+    let (status, body) = curl(&gw, "POST", "/api/v1/reload", Some(&ops)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"], serde_json::json!(["policy"]), "{body}");
+    assert!(
+        gw.audit_line(|l| l["event"] == "admin_action" && l["reason"] == "reload")
+            .await
+            .is_some()
+    );
+
+    let (status, body) = curl(
+        &gw,
+        "GET",
+        "/api/v1/policy/explain?principal=device-a&client_id=c1&publish=a%2Fb",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "allow", "{body}");
+    assert!(
+        body["rule"].as_str().unwrap().contains("policy.toml:"),
+        "{body}"
+    );
+    let (status, body) = curl(
+        &gw,
+        "GET",
+        "/api/v1/policy/explain?principal=device-a",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, 400, "no action: {body}");
+    assert_eq!(gw.metric(&requests("policy_explain", "ok")).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_file_there_is_no_api_and_the_probes_answer_as_before() {
+    let pki = Pki::new();
+    let gw = Setup::new(&pki).start().await;
+    let (status, _) = curl(&gw, "GET", "/api/v1/sessions", Some("ops:x")).await;
+    assert_eq!(status, 404);
+    let (status, body) = gw.admin_get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _) = curl(&gw, "POST", "/metrics", None).await;
+    assert_eq!(status, 405);
+}
