@@ -41,6 +41,17 @@ fn token_file(path: &Path) -> (String, String) {
 
 /// `curl -X METHOD` on the admin listener, with `token` as a Bearer token: (status, JSON body).
 async fn curl(gw: &TestGateway, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    curl_body(gw, method, path, token, None).await
+}
+
+/// [`curl`] with a JSON request body.
+async fn curl_body(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
     let url = format!("http://{}{path}", gw.running.admin.unwrap());
     let mut args = vec![
         "-s".to_owned(),
@@ -51,6 +62,14 @@ async fn curl(gw: &TestGateway, method: &str, path: &str, token: Option<&str>) -
     ];
     if let Some(t) = token {
         args.extend(["-H".to_owned(), format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        args.extend([
+            "-H".to_owned(),
+            "Content-Type: application/json".to_owned(),
+            "--data-binary".to_owned(),
+            b.to_owned(),
+        ]);
     }
     args.push(url);
     let out = tokio::task::spawn_blocking(move || {
@@ -359,4 +378,94 @@ async fn without_a_token_file_there_is_no_api_and_the_probes_answer_as_before() 
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, _) = curl(&gw, "POST", "/metrics", None).await;
     assert_eq!(status, 405);
+}
+
+/// `mosquitto_pub -V mqttv5` through the TLS listener with `cert`, its socket bound to `from`.
+async fn publish_from(
+    gw: &TestGateway,
+    pki: &Pki,
+    cert: &support::Issued,
+    from: &str,
+) -> e2e::CliOutput {
+    let mut args: Vec<String> = tls_args(pki, Some(cert));
+    args.extend(["-A", from, "-t", "t/ban", "-m", "x", "-i", "banned-or-not"].map(str::to_owned));
+    let addr = gw.tls_addr();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        e2e::mosquitto_pub(addr, MqttVersion::V5, &a)
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_added_through_the_api_refuses_that_address_with_0x8a_until_lifted() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, ops, viewer) = start(&pki, dir.path()).await;
+    let cert = pki.client("device-d", None, Flaw::None);
+    let banned = "mqtt_gateway_connections_total{listener=\"mqtts\",outcome=\"banned\"}";
+    assert_eq!(gw.metric(banned).await, 0.0);
+    assert!(publish_from(&gw, &pki, &cert, "127.0.0.2").await.success());
+
+    let ban = r#"{"address": "127.0.0.2", "expires_in": 3600}"#;
+    let (status, _) = curl_body(&gw, "POST", "/api/v1/bans", Some(&viewer), Some(ban)).await;
+    assert_eq!(status, 403);
+    for bad in [
+        r#"{"address": "nope"}"#,
+        r#"{"address": "127.0.0.2", "user": "u"}"#,
+        "{}",
+        r#"{"certificate": "ab"}"#,
+        "not json",
+    ] {
+        let (status, body) = curl_body(&gw, "POST", "/api/v1/bans", Some(&ops), Some(bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = curl_body(&gw, "POST", "/api/v1/bans", Some(&ops), Some(ban)).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (body["kind"].as_str(), body["value"].as_str()),
+        (Some("address"), Some("127.0.0.2/32"))
+    );
+    let (status, list) = curl(&gw, "GET", "/api/v1/bans", Some(&viewer)).await;
+    assert_eq!(status, 200);
+    let listed = list["bans"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|b| b["id"] == id.as_str() && b["source"] == "operator" && b["expires"].is_u64()),
+        "{list}"
+    );
+
+    // The banned address: CONNACK 0x8A; another address is served.
+    let refused = publish_from(&gw, &pki, &cert, "127.0.0.2").await;
+    assert!(!refused.success(), "{refused:?}");
+    assert!(
+        refused.stderr.to_lowercase().contains("banned"),
+        "0x8A Banned: {refused:?}"
+    );
+    assert_eq!(gw.metric(banned).await, 1.0);
+    assert!(publish_from(&gw, &pki, &cert, "127.0.0.3").await.success());
+
+    // Lifted: served again, no restart.
+    let (status, _) = curl(&gw, "DELETE", &format!("/api/v1/bans/{id}"), Some(&viewer)).await;
+    assert_eq!(status, 403);
+    let (status, body) = curl(&gw, "DELETE", &format!("/api/v1/bans/{id}"), Some(&ops)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = curl(&gw, "DELETE", &format!("/api/v1/bans/{id}"), Some(&ops)).await;
+    assert_eq!(status, 404);
+    assert!(publish_from(&gw, &pki, &cert, "127.0.0.2").await.success());
+    assert_eq!(gw.metric(banned).await, 1.0);
+    for endpoint in ["ban_add", "ban_remove"] {
+        let line = gw
+            .audit_line(|l| l["event"] == "admin_action" && l["reason"] == endpoint)
+            .await
+            .expect("an admin_action line");
+        assert!(
+            line["detail"].as_str().unwrap().contains("token ops"),
+            "{line}"
+        );
+    }
 }

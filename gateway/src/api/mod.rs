@@ -8,6 +8,7 @@
 //! The HTTP framing (head and body caps, one request per connection, the connection cap, TLS) is
 //! `crate::admin`'s; this module turns one parsed [`Request`] into one [`Response`].
 
+mod bans;
 pub mod registry;
 pub mod tokens;
 
@@ -40,6 +41,12 @@ label_enum! {
         Reload => "reload",
         /// `GET /api/v1/policy/explain`.
         PolicyExplain => "policy_explain",
+        /// `GET /api/v1/bans`.
+        BansList => "bans_list",
+        /// `POST /api/v1/bans`.
+        BanAdd => "ban_add",
+        /// `DELETE /api/v1/bans/{id}`.
+        BanRemove => "ban_remove",
         /// Anything else under `/api/`.
         Unknown => "unknown",
     }
@@ -96,11 +103,11 @@ pub struct Response {
 }
 
 impl Response {
-    fn new(status: u16, body: Value) -> Self {
+    pub(crate) const fn new(status: u16, body: Value) -> Self {
         Self { status, body }
     }
 
-    fn error(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn error(status: u16, message: impl Into<String>) -> Self {
         Self::new(status, json!({ "error": message.into() }))
     }
 
@@ -115,27 +122,30 @@ impl Response {
     }
 }
 
-/// The route of a request: its endpoint, the role it needs, and the target (a session id).
-fn route(method: &str, path: &str) -> Result<(Endpoint, Role, Option<u64>), Response> {
+/// The route of a request: its endpoint, the role it needs, and the target in the path.
+fn route<'a>(method: &str, path: &'a str) -> Result<(Endpoint, Role, Option<&'a str>), Response> {
     let rest = path.strip_prefix("/api/v1/").unwrap_or_default();
     let segments: Vec<&str> = rest.split('/').collect();
-    let (endpoint, role, id, allowed): (Endpoint, Role, Option<u64>, &str) =
-        match segments.as_slice() {
-            ["sessions"] => (Endpoint::SessionsList, Role::Read, None, "GET"),
-            ["sessions", id] => {
-                let Ok(id) = id.parse::<u64>() else {
-                    return Err(Response::error(404, "no such session"));
-                };
-                (Endpoint::SessionKick, Role::Operate, Some(id), "DELETE")
-            }
-            ["reload"] => (Endpoint::Reload, Role::Operate, None, "POST"),
-            ["policy", "explain"] => (Endpoint::PolicyExplain, Role::Read, None, "GET"),
-            _ => return Err(Response::error(404, "no such endpoint")),
-        };
-    if method != allowed {
-        return Err(Response::error(405, format!("{allowed} only")));
+    let found: &[(&str, Endpoint, Role)] = match segments.as_slice() {
+        ["sessions"] => &[("GET", Endpoint::SessionsList, Role::Read)],
+        ["sessions", _] => &[("DELETE", Endpoint::SessionKick, Role::Operate)],
+        ["reload"] => &[("POST", Endpoint::Reload, Role::Operate)],
+        ["policy", "explain"] => &[("GET", Endpoint::PolicyExplain, Role::Read)],
+        ["bans"] => &[
+            ("GET", Endpoint::BansList, Role::Read),
+            ("POST", Endpoint::BanAdd, Role::Operate),
+        ],
+        ["bans", _] => &[("DELETE", Endpoint::BanRemove, Role::Operate)],
+        _ => return Err(Response::error(404, "no such endpoint")),
+    };
+    let target = segments.get(1).copied().filter(|t| !t.is_empty());
+    match found.iter().find(|(m, ..)| *m == method) {
+        Some((_, endpoint, role)) => Ok((*endpoint, *role, target)),
+        None => {
+            let allowed: Vec<&str> = found.iter().map(|(m, ..)| *m).collect();
+            Err(Response::error(405, format!("{} only", allowed.join(", "))))
+        }
     }
-    Ok((endpoint, role, id))
 }
 
 /// Serializes slow token verifications: a flood of wrong secrets costs one core at most.
@@ -182,13 +192,13 @@ pub async fn handle(gw: &Gateway, req: &Request<'_>) -> Option<Response> {
     let tokens = gw.current().admin_tokens.clone()?;
     let (endpoint, response) = match route(req.method, req.path) {
         Err(r) => (Endpoint::Unknown, r),
-        Ok((endpoint, role, id)) => {
+        Ok((endpoint, role, target)) => {
             let r = match authenticate(&tokens, req.authorization).await {
                 Err(r) => r,
                 Ok(caller) if role == Role::Operate && caller.role != Role::Operate => {
                     Response::error(403, format!("token {:?} may only read", caller.name))
                 }
-                Ok(caller) => serve(gw, endpoint, id, req, &caller).await,
+                Ok(caller) => serve(gw, endpoint, target, req, &caller).await,
             };
             (endpoint, r)
         }
@@ -201,13 +211,20 @@ pub async fn handle(gw: &Gateway, req: &Request<'_>) -> Option<Response> {
 async fn serve(
     gw: &Gateway,
     endpoint: Endpoint,
-    id: Option<u64>,
+    target: Option<&str>,
     req: &Request<'_>,
     caller: &Caller,
 ) -> Response {
+    let target = target.unwrap_or_default();
     match endpoint {
         Endpoint::SessionsList => list_sessions(gw, req.query),
-        Endpoint::SessionKick => kick(gw, id.unwrap_or(0), caller).await,
+        Endpoint::SessionKick => match target.parse() {
+            Ok(id) => kick(gw, id, caller).await,
+            Err(_) => Response::error(404, "no such session"),
+        },
+        Endpoint::BansList => bans::list(gw),
+        Endpoint::BanAdd => bans::add(gw, req.body, caller),
+        Endpoint::BanRemove => bans::remove(gw, target, caller),
         Endpoint::Reload => reload(gw, caller).await,
         Endpoint::PolicyExplain => explain(gw, req.query),
         Endpoint::Unknown => Response::error(404, "no such endpoint"),
@@ -215,7 +232,13 @@ async fn serve(
 }
 
 /// Writes the `admin_action` line of an operate call.
-fn audit_action(gw: &Gateway, caller: &Caller, endpoint: Endpoint, target: &str, outcome: &str) {
+pub(crate) fn audit_action(
+    gw: &Gateway,
+    caller: &Caller,
+    endpoint: Endpoint,
+    target: &str,
+    outcome: &str,
+) {
     tracing::info!(token = %caller.name, endpoint = endpoint.as_str(), target, outcome, "admin action");
     let detail = format!("token {}; target {target}; {outcome}", caller.name);
     gw.audit.record(&AuditEvent {
@@ -494,33 +517,38 @@ mod tests {
 
     #[test]
     fn routes_and_roles() {
-        for (method, path, want) in [
-            (
-                "GET",
-                "/api/v1/sessions",
-                Ok((Endpoint::SessionsList, Role::Read, None)),
-            ),
+        use Endpoint as E;
+        use Role::{Operate, Read};
+        type Want = Result<(Endpoint, Role, Option<&'static str>), u16>;
+        let table: [(&str, &str, Want); 14] = [
+            ("GET", "/api/v1/sessions", Ok((E::SessionsList, Read, None))),
             (
                 "DELETE",
                 "/api/v1/sessions/7",
-                Ok((Endpoint::SessionKick, Role::Operate, Some(7))),
+                Ok((E::SessionKick, Operate, Some("7"))),
             ),
-            (
-                "POST",
-                "/api/v1/reload",
-                Ok((Endpoint::Reload, Role::Operate, None)),
-            ),
+            ("POST", "/api/v1/reload", Ok((E::Reload, Operate, None))),
             (
                 "GET",
                 "/api/v1/policy/explain",
-                Ok((Endpoint::PolicyExplain, Role::Read, None)),
+                Ok((E::PolicyExplain, Read, Some("explain"))),
             ),
+            ("GET", "/api/v1/bans", Ok((E::BansList, Read, None))),
+            ("POST", "/api/v1/bans", Ok((E::BanAdd, Operate, None))),
+            (
+                "DELETE",
+                "/api/v1/bans/m1",
+                Ok((E::BanRemove, Operate, Some("m1"))),
+            ),
+            ("PUT", "/api/v1/bans", Err(405)),
             ("POST", "/api/v1/sessions", Err(405)),
             ("GET", "/api/v1/reload", Err(405)),
-            ("DELETE", "/api/v1/sessions/x", Err(404)),
             ("GET", "/api/v1/nothing", Err(404)),
             ("GET", "/api/v2/sessions", Err(404)),
-        ] {
+            ("GET", "/api/v1/sessions/1/2", Err(404)),
+            ("DELETE", "/api/v1/bans/", Ok((E::BanRemove, Operate, None))),
+        ];
+        for (method, path, want) in table {
             assert_eq!(
                 route(method, path).map_err(|r| r.status),
                 want,

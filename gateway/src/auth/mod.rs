@@ -7,6 +7,7 @@
 pub const AUTH_CONCURRENCY: usize = 4;
 
 pub mod ban;
+pub mod ban_manual;
 pub(crate) mod hash;
 pub mod passwd_file;
 pub mod passwords;
