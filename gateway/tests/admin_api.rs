@@ -469,3 +469,142 @@ async fn a_ban_added_through_the_api_refuses_that_address_with_0x8a_until_lifted
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_through_the_api_rewrites_the_crl_and_cuts_the_live_session() {
+    use mqtt_gateway::pki::Ca;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("pki");
+    let ca = Ca::init(&ca_dir, "Fleet CA", 365).unwrap();
+    ca.issue("meter-1", None, 30, false, &[]).unwrap();
+    ca.issue("meter-2", None, 30, false, &[]).unwrap();
+    // The listener trusts the fleet CA too (beside the test root) and enforces its CRL.
+    let fleet = std::fs::read_to_string(ca.path("ca.pem")).unwrap();
+    let mut roots = std::fs::read_to_string(&pki.root_path).unwrap();
+    roots.push_str(&fleet);
+    std::fs::write(&pki.root_path, roots).unwrap();
+
+    let tokens = dir.path().join("admin-tokens");
+    let (ops, viewer) = token_file(&tokens);
+    let mut setup = Setup::new(&pki);
+    setup.admin_extra = format!(
+        "api_tokens_file = \"{}\"\npki_dir = \"{}\"",
+        tokens.display(),
+        ca_dir.display()
+    );
+    setup.tls_extra = format!("crl = [\"{}\"]", ca.path("ca.crl").display());
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+
+    let spawn_sub = |name: &str| {
+        let args: Vec<String> = [
+            "--cafile",
+            &pki.root_path.display().to_string(),
+            "--cert",
+            &ca.path(&format!("{name}.pem")).display().to_string(),
+            "--key",
+            &ca.path(&format!("{name}.key")).display().to_string(),
+            "-i",
+            name,
+            "-t",
+            "m/#",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let addr = gw.tls_addr();
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            LiveSubscriber::spawn(addr, MqttVersion::V5, 60, &a)
+        })
+    };
+    let one = spawn_sub("meter-1").await.unwrap().unwrap();
+    let two = spawn_sub("meter-2").await.unwrap().unwrap();
+    let crl_before = std::fs::read(ca.path("ca.crl")).unwrap();
+
+    let (status, _) = curl(
+        &gw,
+        "POST",
+        "/api/v1/certificates/meter-1/revoke",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = curl(
+        &gw,
+        "POST",
+        "/api/v1/certificates/nobody/revoke",
+        Some(&ops),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = curl(
+        &gw,
+        "POST",
+        "/api/v1/certificates/meter-1/revoke",
+        Some(&ops),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sessions_cut"], 1, "{body}");
+    assert_ne!(
+        std::fs::read(ca.path("ca.crl")).unwrap(),
+        crl_before,
+        "the CRL changed"
+    );
+    // Answered once the session is gone: it is no longer listed, and its client exits.
+    let (_, listed) = curl(&gw, "GET", "/api/v1/sessions", Some(&viewer)).await;
+    let ids: Vec<String> = sessions(&listed)
+        .iter()
+        .map(|s| s["client_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["meter-2"], "{listed}");
+    let out = tokio::task::spawn_blocking(move || one.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.timed_out, "{out:?}");
+    // The CRL is in force for new connections too; the other meter is still served.
+    let again: Vec<String> = tls_args(&pki, None)
+        .into_iter()
+        .chain(
+            [
+                "--cert",
+                &ca.path("meter-1.pem").display().to_string(),
+                "--key",
+                &ca.path("meter-1.key").display().to_string(),
+                "-t",
+                "m/x",
+                "-m",
+                "x",
+            ]
+            .map(str::to_owned),
+        )
+        .collect();
+    let addr = gw.tls_addr();
+    let refused = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = again.iter().map(String::as_str).collect();
+        e2e::mosquitto_pub(addr, MqttVersion::V5, &a)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!refused.success(), "{refused:?}");
+    let (_, still) = curl(
+        &gw,
+        "GET",
+        "/api/v1/sessions?client_id=meter-2",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(still["total"], 1);
+    drop(two);
+    let line = gw
+        .audit_line(|l| l["event"] == "admin_action" && l["reason"] == "certificate_revoke")
+        .await
+        .expect("an admin_action line");
+    assert!(
+        line["detail"].as_str().unwrap().contains("meter-1"),
+        "{line}"
+    );
+}

@@ -47,6 +47,8 @@ label_enum! {
         BanAdd => "ban_add",
         /// `DELETE /api/v1/bans/{id}`.
         BanRemove => "ban_remove",
+        /// `POST /api/v1/certificates/{name}/revoke`.
+        CertificateRevoke => "certificate_revoke",
         /// Anything else under `/api/`.
         Unknown => "unknown",
     }
@@ -136,6 +138,7 @@ fn route<'a>(method: &str, path: &'a str) -> Result<(Endpoint, Role, Option<&'a 
             ("POST", Endpoint::BanAdd, Role::Operate),
         ],
         ["bans", _] => &[("DELETE", Endpoint::BanRemove, Role::Operate)],
+        ["certificates", _, "revoke"] => &[("POST", Endpoint::CertificateRevoke, Role::Operate)],
         _ => return Err(Response::error(404, "no such endpoint")),
     };
     let target = segments.get(1).copied().filter(|t| !t.is_empty());
@@ -225,6 +228,7 @@ async fn serve(
         Endpoint::BansList => bans::list(gw),
         Endpoint::BanAdd => bans::add(gw, req.body, caller),
         Endpoint::BanRemove => bans::remove(gw, target, caller),
+        Endpoint::CertificateRevoke => revoke(gw, target, caller).await,
         Endpoint::Reload => reload(gw, caller).await,
         Endpoint::PolicyExplain => explain(gw, req.query),
         Endpoint::Unknown => Response::error(404, "no such endpoint"),
@@ -356,6 +360,59 @@ async fn kick(gw: &Gateway, id: u64, caller: &Caller) -> Response {
         if cut == 1 { "closed" } else { "closing" },
     );
     Response::new(200, json!({ "id": id, "closed": cut == 1 }))
+}
+
+/// Revokes `name` through the `pki_dir` CA (the CRL rewritten), reloads so that the new CRL is in
+/// force, kicks the live sessions on that certificate the reload did not cut (a listener that does
+/// not enforce this CA's CRL), and answers once they are gone.
+async fn revoke(gw: &Gateway, name: &str, caller: &Caller) -> Response {
+    let Some(dir) = gw
+        .current()
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.pki_dir.clone())
+    else {
+        return Response::error(404, "no [admin] pki_dir is configured");
+    };
+    let who = name.to_owned();
+    let revoked = tokio::task::spawn_blocking(move || {
+        crate::pki::Ca::open(&dir).and_then(|ca| ca.revoke(&who))
+    })
+    .await;
+    let entry = match revoked {
+        Ok(Ok(e)) => e,
+        Ok(Err(crate::pki::PkiError::Usage(m))) => return Response::error(404, m),
+        Ok(Err(e)) => return Response::error(500, e.to_string()),
+        Err(_) => return Response::error(500, "the revocation task failed"),
+    };
+    let ids = gw.sessions.with_serial(&entry.serial);
+    if let Some(reloader) = gw.reloader.get().and_then(std::sync::Weak::upgrade) {
+        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+    }
+    for id in &ids {
+        if let Some(s) = gw.sessions.get(*id) {
+            s.kick();
+        }
+    }
+    let cut = wait_cut(gw, &ids).await;
+    let target = format!("certificate {} (serial {})", entry.name, entry.serial);
+    audit_action(
+        gw,
+        caller,
+        Endpoint::CertificateRevoke,
+        &target,
+        &format!("revoked; {cut} of {} live sessions cut", ids.len()),
+    );
+    Response::new(
+        200,
+        json!({
+            "name": entry.name,
+            "serial": entry.serial,
+            "revoked_at": entry.revoked_at,
+            "sessions_cut": cut,
+        }),
+    )
 }
 
 async fn reload(gw: &Gateway, caller: &Caller) -> Response {

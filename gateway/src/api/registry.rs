@@ -282,16 +282,17 @@ impl Registry {
         (page, total)
     }
 
-    /// Kicks every live session whose certificate has this fingerprint; returns their ids.
+    /// The live sessions whose client certificate has this serial (hex, any case).
     #[must_use]
-    pub fn kick_fingerprint(&self, fingerprint: &str) -> Vec<u64> {
-        let mut kicked = Vec::new();
-        for e in &self.map {
-            if e.cert_fingerprint.as_deref() == Some(fingerprint) {
-                e.kick();
-                kicked.push(e.id);
-            }
-        }
-        kicked
+    pub fn with_serial(&self, serial: &str) -> Vec<u64> {
+        self.map
+            .iter()
+            .filter(|e| {
+                e.cert_serial
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(serial))
+            })
+            .map(|e| e.id)
+            .collect()
     }
 }

@@ -73,6 +73,9 @@ pub struct AdminConfig {
     /// `[admin.tls]`: serve the admin listener over TLS (read at start).
     #[serde(default)]
     pub tls: Option<AdminTlsConfig>,
+    /// A `mqtt-gateway pki` directory: enables `POST /api/v1/certificates/{name}/revoke`.
+    #[serde(default)]
+    pub pki_dir: Option<PathBuf>,
 }
 
 /// `[admin.tls]`.

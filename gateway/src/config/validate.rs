@@ -491,6 +491,7 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
     config.log.audit_file.iter_mut().for_each(resolve);
     if let Some(a) = &mut config.admin {
         a.api_tokens_file.iter_mut().for_each(resolve);
+        a.pki_dir.iter_mut().for_each(resolve);
         if let Some(t) = &mut a.tls {
             resolve(&mut t.cert);
             resolve(&mut t.key);
