@@ -16,6 +16,9 @@ use serde_json::Value;
 use support::reload::{connected, disconnected_with, still_served};
 use support::{Flaw, Pki, Setup, TestGateway, tls_args};
 
+/// The tests of this file run one at a time: they read deltas of the process's metrics.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Writes a token file with an `operate` token `ops` and a `read` token `viewer`; returns their
 /// `NAME:SECRET` strings.
 fn token_file(path: &Path) -> (String, String) {
@@ -103,14 +106,24 @@ fn requests(endpoint: &str, result: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_listed_filtered_and_kicked_and_only_an_operate_token_kicks() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (gw, ops, viewer) = start(&pki, dir.path()).await;
-    for (endpoint, result) in [("session_kick", "ok"), ("sessions_list", "unauthorized")] {
-        assert_eq!(gw.metric(&requests(endpoint, result)).await, 0.0);
-    }
+    // The series exist from the start (`metric` panics on a missing one); the recorder is the
+    // process's, shared by the tests of this file, which run one at a time: deltas.
     let kicked_series = "mqtt_gateway_sessions_closed_total{reason=\"kicked\"}";
-    assert_eq!(gw.metric(kicked_series).await, 0.0);
+    let series = [
+        kicked_series.to_owned(),
+        requests("session_kick", "ok"),
+        requests("session_kick", "forbidden"),
+        requests("session_kick", "client_error"),
+        requests("sessions_list", "unauthorized"),
+    ];
+    let mut before = Vec::new();
+    for s in &series {
+        before.push(gw.metric(s).await);
+    }
 
     let (cert_a, cert_b, cert_c) = (
         pki.client("device-a", None, Flaw::None),
@@ -267,17 +280,9 @@ async fn sessions_are_listed_filtered_and_kicked_and_only_an_operate_token_kicks
         .unwrap();
     assert!(!out.timed_out, "mosquitto_sub ended when kicked: {out:?}");
 
-    assert_eq!(gw.metric(kicked_series).await, 2.0);
-    assert_eq!(gw.metric(&requests("session_kick", "ok")).await, 2.0);
-    assert_eq!(gw.metric(&requests("session_kick", "forbidden")).await, 1.0);
-    assert_eq!(
-        gw.metric(&requests("session_kick", "client_error")).await,
-        1.0
-    );
-    assert_eq!(
-        gw.metric(&requests("sessions_list", "unauthorized")).await,
-        4.0
-    );
+    for ((s, was), delta) in series.iter().zip(before).zip([2.0, 2.0, 1.0, 1.0, 4.0]) {
+        assert_eq!(gw.metric(s).await - was, delta, "{s}");
+    }
     let action = gw
         .audit_line(|l| l["event"] == "admin_action" && l["reason"] == "session_kick")
         .await
@@ -309,6 +314,7 @@ async fn sessions_are_listed_filtered_and_kicked_and_only_an_operate_token_kicks
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_answers_file_and_line_and_explain_answers_json() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (gw, ops, viewer) = start(&pki, dir.path()).await;
@@ -344,6 +350,7 @@ async fn reload_answers_file_and_line_and_explain_answers_json() {
             .is_some()
     );
 
+    let explained = gw.metric(&requests("policy_explain", "ok")).await;
     let (status, body) = curl(
         &gw,
         "GET",
@@ -365,11 +372,15 @@ async fn reload_answers_file_and_line_and_explain_answers_json() {
     )
     .await;
     assert_eq!(status, 400, "no action: {body}");
-    assert_eq!(gw.metric(&requests("policy_explain", "ok")).await, 1.0);
+    assert_eq!(
+        gw.metric(&requests("policy_explain", "ok")).await - explained,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_file_there_is_no_api_and_the_probes_answer_as_before() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let gw = Setup::new(&pki).start().await;
     let (status, _) = curl(&gw, "GET", "/api/v1/sessions", Some("ops:x")).await;
@@ -401,12 +412,13 @@ async fn publish_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_added_through_the_api_refuses_that_address_with_0x8a_until_lifted() {
+    let _serial = SERIAL.lock().await;
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (gw, ops, viewer) = start(&pki, dir.path()).await;
     let cert = pki.client("device-d", None, Flaw::None);
     let banned = "mqtt_gateway_connections_total{listener=\"mqtts\",outcome=\"banned\"}";
-    assert_eq!(gw.metric(banned).await, 0.0);
+    let was = gw.metric(banned).await;
     assert!(publish_from(&gw, &pki, &cert, "127.0.0.2").await.success());
 
     let ban = r#"{"address": "127.0.0.2", "expires_in": 3600}"#;
@@ -446,7 +458,7 @@ async fn a_ban_added_through_the_api_refuses_that_address_with_0x8a_until_lifted
         refused.stderr.to_lowercase().contains("banned"),
         "0x8A Banned: {refused:?}"
     );
-    assert_eq!(gw.metric(banned).await, 1.0);
+    assert_eq!(gw.metric(banned).await - was, 1.0);
     assert!(publish_from(&gw, &pki, &cert, "127.0.0.3").await.success());
 
     // Lifted: served again, no restart.
@@ -457,7 +469,7 @@ async fn a_ban_added_through_the_api_refuses_that_address_with_0x8a_until_lifted
     let (status, _) = curl(&gw, "DELETE", &format!("/api/v1/bans/{id}"), Some(&ops)).await;
     assert_eq!(status, 404);
     assert!(publish_from(&gw, &pki, &cert, "127.0.0.2").await.success());
-    assert_eq!(gw.metric(banned).await, 1.0);
+    assert_eq!(gw.metric(banned).await - was, 1.0);
     for endpoint in ["ban_add", "ban_remove"] {
         let line = gw
             .audit_line(|l| l["event"] == "admin_action" && l["reason"] == endpoint)
@@ -472,6 +484,7 @@ async fn a_ban_added_through_the_api_refuses_that_address_with_0x8a_until_lifted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_through_the_api_rewrites_the_crl_and_cuts_the_live_session() {
+    let _serial = SERIAL.lock().await;
     use mqtt_gateway::pki::Ca;
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
@@ -607,4 +620,393 @@ async fn revoking_through_the_api_rewrites_the_crl_and_cuts_the_live_session() {
         line["detail"].as_str().unwrap().contains("meter-1"),
         "{line}"
     );
+}
+
+// === docs/openapi.yaml against the running API ===
+
+/// docs/openapi.yaml as JSON (PyYAML, installed by scripts/test.sh).
+fn openapi() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json,sys,yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 with PyYAML");
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Follows a `$ref` within the document.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let mut at = doc;
+            for part in r.trim_start_matches("#/").split('/') {
+                at = &at[part];
+            }
+            assert!(!at.is_null(), "dangling $ref {r}");
+            resolve(doc, at)
+        }
+        None => v,
+    }
+}
+
+/// Checks `value` against the subset of JSON Schema the document uses: type, nullable, required,
+/// properties, items, enum. Returns what is wrong, with the JSON path.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str, wrong: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if value.is_null() {
+        if schema["nullable"] != true {
+            wrong.push(format!("{at}: null but not nullable"));
+        }
+        return;
+    }
+    let ok = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_u64() || value.is_i64(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        wrong.push(format!("{at}: {value} is not {}", schema["type"]));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        wrong.push(format!("{at}: {value} not in {allowed:?}"));
+    }
+    for field in schema["required"].as_array().into_iter().flatten() {
+        let f = field.as_str().unwrap();
+        if value.get(f).is_none() {
+            wrong.push(format!("{at}: required field {f} missing in {value}"));
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, v) in obj {
+            match props.get(k) {
+                Some(s) => check(doc, s, v, &format!("{at}.{k}"), wrong),
+                None => wrong.push(format!("{at}: field {k} is not documented")),
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check(doc, items, v, &format!("{at}[{i}]"), wrong);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_path_and_status_is_what_the_running_api_answers() {
+    let _serial = SERIAL.lock().await;
+    use mqtt_gateway::pki::Ca;
+    let doc = openapi();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("pki");
+    let ca = Ca::init(&ca_dir, "Fleet CA", 365).unwrap();
+    ca.issue("meter-1", None, 30, false, &[]).unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let (ops, viewer) = token_file(&tokens);
+    let mut setup = Setup::new(&pki);
+    setup.admin_extra = format!(
+        "api_tokens_file = \"{}\"\npki_dir = \"{}\"",
+        tokens.display(),
+        ca_dir.display()
+    );
+    let gw = setup.start().await;
+    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let cert = pki.client("device-a", None, Flaw::None);
+    let mut a = connected(&gw, &pki, &cert, "doc-a").await;
+    let (_, listed) = curl(&gw, "GET", "/api/v1/sessions", Some(&viewer)).await;
+    let id = sessions(&listed)[0]["id"].as_u64().unwrap();
+    let policy = gw.dir.path().join("policy.toml");
+    let good_policy = std::fs::read_to_string(&policy).unwrap();
+
+    // (template, method, concrete path, token, body, status)
+    let (o, v) = (Some(ops.as_str()), Some(viewer.as_str()));
+    let ban = r#"{"user": "mallory", "expires_in": 60}"#;
+    type Call<'a> = (
+        &'a str,
+        &'a str,
+        String,
+        Option<&'a str>,
+        Option<&'a str>,
+        u16,
+    );
+    let calls: Vec<Call<'_>> = vec![
+        (
+            "/api/v1/sessions",
+            "get",
+            "/api/v1/sessions?limit=10".into(),
+            v,
+            None,
+            200,
+        ),
+        (
+            "/api/v1/sessions",
+            "get",
+            "/api/v1/sessions?limit=0".into(),
+            v,
+            None,
+            400,
+        ),
+        (
+            "/api/v1/sessions",
+            "get",
+            "/api/v1/sessions".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/sessions/{id}",
+            "delete",
+            format!("/api/v1/sessions/{id}"),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/sessions/{id}",
+            "delete",
+            format!("/api/v1/sessions/{id}"),
+            v,
+            None,
+            403,
+        ),
+        (
+            "/api/v1/sessions/{id}",
+            "delete",
+            format!("/api/v1/sessions/{id}"),
+            o,
+            None,
+            200,
+        ),
+        (
+            "/api/v1/sessions/{id}",
+            "delete",
+            format!("/api/v1/sessions/{id}"),
+            o,
+            None,
+            404,
+        ),
+        (
+            "/api/v1/bans",
+            "post",
+            "/api/v1/bans".into(),
+            o,
+            Some(ban),
+            200,
+        ),
+        (
+            "/api/v1/bans",
+            "post",
+            "/api/v1/bans".into(),
+            o,
+            Some("{}"),
+            400,
+        ),
+        (
+            "/api/v1/bans",
+            "post",
+            "/api/v1/bans".into(),
+            None,
+            Some(ban),
+            401,
+        ),
+        (
+            "/api/v1/bans",
+            "post",
+            "/api/v1/bans".into(),
+            v,
+            Some(ban),
+            403,
+        ),
+        ("/api/v1/bans", "get", "/api/v1/bans".into(), v, None, 200),
+        (
+            "/api/v1/bans",
+            "get",
+            "/api/v1/bans".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/bans/{id}",
+            "delete",
+            "/api/v1/bans/m1".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/bans/{id}",
+            "delete",
+            "/api/v1/bans/m1".into(),
+            v,
+            None,
+            403,
+        ),
+        (
+            "/api/v1/bans/{id}",
+            "delete",
+            "/api/v1/bans/m1".into(),
+            o,
+            None,
+            200,
+        ),
+        (
+            "/api/v1/bans/{id}",
+            "delete",
+            "/api/v1/bans/m1".into(),
+            o,
+            None,
+            404,
+        ),
+        (
+            "/api/v1/reload",
+            "post",
+            "/api/v1/reload".into(),
+            o,
+            None,
+            200,
+        ),
+        (
+            "/api/v1/reload",
+            "post",
+            "/api/v1/reload".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/reload",
+            "post",
+            "/api/v1/reload".into(),
+            v,
+            None,
+            403,
+        ),
+        (
+            "/api/v1/reload",
+            "post",
+            "/api/v1/reload".into(),
+            o,
+            None,
+            409,
+        ),
+        (
+            "/api/v1/policy/explain",
+            "get",
+            "/api/v1/policy/explain?principal=p&subscribe=a%2F%23".into(),
+            v,
+            None,
+            200,
+        ),
+        (
+            "/api/v1/policy/explain",
+            "get",
+            "/api/v1/policy/explain?principal=p".into(),
+            v,
+            None,
+            400,
+        ),
+        (
+            "/api/v1/policy/explain",
+            "get",
+            "/api/v1/policy/explain?connect".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/certificates/{name}/revoke",
+            "post",
+            "/api/v1/certificates/meter-1/revoke".into(),
+            None,
+            None,
+            401,
+        ),
+        (
+            "/api/v1/certificates/{name}/revoke",
+            "post",
+            "/api/v1/certificates/meter-1/revoke".into(),
+            v,
+            None,
+            403,
+        ),
+        (
+            "/api/v1/certificates/{name}/revoke",
+            "post",
+            "/api/v1/certificates/meter-1/revoke".into(),
+            o,
+            None,
+            200,
+        ),
+        (
+            "/api/v1/certificates/{name}/revoke",
+            "post",
+            "/api/v1/certificates/meter-1/revoke".into(),
+            o,
+            None,
+            404,
+        ),
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    let mut wrong = Vec::new();
+    for (template, method, path, token, body, status) in &calls {
+        if *status == 409 {
+            support::reload::replace(&policy, &format!("{good_policy}\n[[rule]]\nbroken =\n"));
+        }
+        let (got, answer) = curl_body(&gw, &method.to_uppercase(), path, *token, *body).await;
+        if *status == 409 {
+            support::reload::replace(&policy, &good_policy);
+        }
+        assert_eq!(got, *status, "{method} {path}: {answer}");
+        let op = &doc["paths"][template][method];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let response = resolve(&doc, &op["responses"][status.to_string()]);
+        assert!(
+            response.is_object(),
+            "{method} {template} {status} is not documented"
+        );
+        let schema = &response["content"]["application/json"]["schema"];
+        check(
+            &doc,
+            schema,
+            &answer,
+            &format!("{method} {path} {status}"),
+            &mut wrong,
+        );
+        covered.insert((template.to_string(), method.to_string(), status.to_string()));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    disconnected_with(&mut a, ReasonCode::AdministrativeAction).await;
+
+    // Every documented path, method and status was exercised above.
+    let mut documented = std::collections::BTreeSet::new();
+    let mut operations = std::collections::BTreeSet::new();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations.insert(op["operationId"].as_str().unwrap().to_owned());
+            for status in op["responses"].as_object().unwrap().keys() {
+                documented.insert((template.clone(), method.clone(), status.clone()));
+            }
+        }
+    }
+    assert_eq!(documented, covered);
+    // And the document's operations are the API's endpoints (the metric's `endpoint` label).
+    let endpoints: std::collections::BTreeSet<String> = mqtt_gateway::api::Endpoint::ALL
+        .into_iter()
+        .filter(|e| *e != mqtt_gateway::api::Endpoint::Unknown)
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    assert_eq!(operations, endpoints);
 }
