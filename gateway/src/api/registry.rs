@@ -296,3 +296,90 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(id: u64, peer: &str, principal: Option<&str>) -> LiveSession {
+        LiveSession {
+            id,
+            listener: Arc::from("mqtts"),
+            peer: peer.parse().unwrap(),
+            principal: principal.map(Into::into),
+            client_id: format!("client-{id}").into(),
+            protocol: 5,
+            cert_serial: None,
+            cert_fingerprint: None,
+            cert_end: Some(10),
+            token: None,
+            since: 0,
+            c2b_bytes: AtomicU64::new(0),
+            c2b_packets: AtomicU64::new(0),
+            b2c_bytes: AtomicU64::new(0),
+            b2c_packets: AtomicU64::new(0),
+            kick: tokio::sync::Notify::new(),
+            kicked: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// 10,000 live sessions: pages of at most `limit`, in id order, the total beside them; a
+    /// filter narrows the total. (BENCHMARKS.md: the time of one page.)
+    #[test]
+    fn ten_thousand_sessions_are_paged() {
+        let r = Registry::default();
+        for id in 1..=10_000u64 {
+            let who = if id % 10 == 0 { "ten" } else { "other" };
+            r.map
+                .insert(id, Arc::new(fake(id, "10.0.0.1:1", Some(who))));
+        }
+        let started = std::time::Instant::now();
+        let (page, total) = r.list(&Filter::default(), 9_500, 1000);
+        let took = started.elapsed();
+        assert_eq!((page.len(), total), (500, 10_000));
+        assert_eq!(page.first().map(|s| s.id), Some(9_501));
+        let views = serde_json::to_vec(&page.iter().map(|s| s.view()).collect::<Vec<_>>()).unwrap();
+        eprintln!(
+            "10,000 sessions: one page in {took:?}, {} bytes of JSON for 500",
+            views.len()
+        );
+        let ten = Filter {
+            principal: Some("ten".into()),
+            ..Filter::default()
+        };
+        let (page, total) = r.list(&ten, 0, 1000);
+        assert_eq!((page.len(), total), (1000, 1000));
+        assert!(page.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    /// What a live session adds to an idle connection (BENCHMARKS.md: about 11.5 KiB each): the
+    /// entry on the heap (its strings apart), an `Arc` header, and the map's slot.
+    #[test]
+    fn an_entry_stays_small() {
+        let entry = std::mem::size_of::<LiveSession>();
+        let slot = std::mem::size_of::<(u64, Arc<LiveSession>)>();
+        eprintln!("LiveSession {entry} bytes, map slot {slot} bytes");
+        assert!(entry <= 256, "{entry} bytes");
+        assert!(slot <= 16, "{slot} bytes");
+    }
+
+    #[test]
+    fn filters_match_every_given_field() {
+        let f = Filter {
+            address: Some("10.0.0.0/8".parse().unwrap()),
+            ..Filter::default()
+        };
+        let s = |peer: &str, principal: Option<&str>| fake(1, peer, principal);
+        assert!(f.matches(&s("10.1.2.3:1", None)));
+        assert!(!f.matches(&s("11.1.2.3:1", None)));
+        let f = Filter {
+            principal: Some("a".into()),
+            listener: Some("mqtts".into()),
+            ..f
+        };
+        assert!(f.matches(&s("10.1.2.3:1", Some("a"))));
+        assert!(!f.matches(&s("10.1.2.3:1", Some("b"))));
+        assert!(!f.matches(&s("10.1.2.3:1", None)));
+        assert_eq!(s("10.1.2.3:1", None).credential_end(), Some(10));
+    }
+}
