@@ -82,9 +82,9 @@ async fn curl_body(
     .unwrap()
     .expect("curl is installed");
     let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
-    (status.parse().unwrap(), body)
+    (status.parse().unwrap_or(0), body)
 }
 
 async fn start(pki: &Pki, dir: &Path) -> (TestGateway, String, String) {
@@ -1009,4 +1009,156 @@ async fn every_documented_path_and_status_is_what_the_running_api_answers() {
         .map(|e| e.as_str().to_owned())
         .collect();
     assert_eq!(operations, endpoints);
+}
+
+/// `curl` over HTTPS to the admin listener, trusting the test root: (status, body); status 0 when
+/// curl could not talk TLS at all.
+async fn curl_tls(gw: &TestGateway, pki: &Pki, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut args = vec![
+        "-s".to_owned(),
+        "--cacert".to_owned(),
+        pki.root_path.display().to_string(),
+        "-w".to_owned(),
+        "\n%{http_code}".to_owned(),
+    ];
+    if let Some(t) = token {
+        args.extend(["-H".to_owned(), format!("Authorization: Bearer {t}")]);
+    }
+    args.push(format!("https://{}{path}", gw.running.admin.unwrap()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl").args(&args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.parse().unwrap_or(0), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_admin_tls_the_api_and_the_probes_speak_only_tls() {
+    let _serial = SERIAL.lock().await;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let (_, viewer) = token_file(&tokens);
+    let mut setup = Setup::new(&pki);
+    setup.admin_extra = format!(
+        "api_tokens_file = \"{}\"\n[admin.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        tokens.display(),
+        pki.server.chain_path.display(),
+        pki.server.key_path.display()
+    );
+    let gw = setup.start().await;
+    let (status, body) = curl_tls(&gw, &pki, "/api/v1/sessions", Some(&viewer)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(curl_tls(&gw, &pki, "/api/v1/sessions", None).await.0, 401);
+    let (status, body) = curl_tls(&gw, &pki, "/healthz", None).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Plain HTTP gets no answer.
+    let (status, _) = curl(&gw, "GET", "/healthz", None).await;
+    assert_ne!(status, 200);
+}
+
+/// Runs the `mqtt-gateway` binary.
+async fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-gateway"))
+            .args(&args)
+            .env_remove("MQTT_GATEWAY_TOKEN")
+            .envs(env)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_writes_a_token_then_lists_and_kicks_in_two_commands() {
+    let _serial = SERIAL.lock().await;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let file = tokens.display().to_string();
+    // `admin-token` writes the file and prints the token once.
+    let made = cli(&["admin-token", &file, "alice", "--role", "operate"], &[]).await;
+    assert!(made.status.success(), "{made:?}");
+    let token = stdout(&made).trim().to_owned();
+    assert!(
+        token.starts_with("alice:") && token.len() == 6 + 64,
+        "{token}"
+    );
+    let stored = std::fs::read_to_string(&tokens).unwrap();
+    assert!(stored.starts_with("alice:operate:$argon2id$") && !stored.contains(&token[6..]));
+    let bad = cli(&["admin-token", &file, "bob", "--role", "admin"], &[]).await;
+    assert!(!bad.status.success());
+
+    let mut setup = Setup::new(&pki);
+    setup.admin_extra = format!("api_tokens_file = \"{file}\"");
+    let gw = setup.start().await;
+    let admin = format!("http://{}", gw.running.admin.unwrap());
+    let cfg = gw.config_path.display().to_string();
+    let checked = cli(&["check", "--config", &cfg], &[]).await;
+    assert!(
+        stdout(&checked).contains("admin: /api/v1 enabled, 1 token(s)"),
+        "{checked:?}"
+    );
+
+    let cert = pki.client("device-cli", None, Flaw::None);
+    let mut device = connected(&gw, &pki, &cert, "cli-device").await;
+    let env = [
+        ("MQTT_GATEWAY_ADMIN", admin.as_str()),
+        ("MQTT_GATEWAY_TOKEN", token.as_str()),
+    ];
+    // 1: list (a table for people).
+    let listed = cli(&["sessions", "--principal", "device-cli"], &env).await;
+    assert!(listed.status.success(), "{listed:?}");
+    let table = stdout(&listed);
+    let row = table
+        .lines()
+        .find(|l| l.contains("cli-device"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let id = row.split_whitespace().next().unwrap().to_owned();
+    assert!(table.contains("1 of 1 session(s)"), "{table}");
+    // 2: kick.
+    let kicked = cli(&["kick", &id], &env).await;
+    assert!(kicked.status.success(), "{kicked:?}");
+    disconnected_with(&mut device, ReasonCode::AdministrativeAction).await;
+
+    // --json for scripts; flags instead of the environment; a bad token fails.
+    let json = cli(
+        &["sessions", "--json", "--admin", &admin, "--token", &token],
+        &[],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["total"], 0, "{v}");
+    let wrong = cli(&["bans", "--admin", &admin, "--token", "alice:0"], &[]).await;
+    assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    let banned = cli(&["ban", "--user", "mallory", "--expires-in", "60"], &env).await;
+    assert!(
+        stdout(&banned).contains("banned: user mallory (m1)"),
+        "{banned:?}"
+    );
+    assert!(stdout(&cli(&["bans"], &env).await).contains("mallory"));
+    assert!(cli(&["unban", "m1"], &env).await.status.success());
+    assert!(!cli(&["unban", "m1"], &env).await.status.success());
+
+    // A broken token file: `check` names file:line.
+    std::fs::write(&tokens, "alice:root:x\n").unwrap();
+    let checked = cli(&["check", "--config", &cfg], &[]).await;
+    assert!(!checked.status.success());
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(err.contains(&format!("{file}:1: ")), "{err}");
 }

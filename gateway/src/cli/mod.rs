@@ -2,6 +2,7 @@
 //! subcommand, each thin, calling library modules.
 
 mod admin_token;
+mod api_client;
 mod check;
 mod explain;
 mod passwd;
@@ -19,6 +20,9 @@ use clap::{Parser, Subcommand};
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the admin API commands reach the gateway (`--admin`, `--token`, `--cacert`, `--json`).
+    #[command(flatten)]
+    conn: api_client::Conn,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +45,9 @@ enum Command {
     /// Add or replace (--role read|operate) or --delete NAME in the admin API's token file; the
     /// new token NAME:SECRET is printed once.
     AdminToken(admin_token::AdminTokenArgs),
+    /// Admin API commands: sessions, kick, bans, ban, unban, revoke.
+    #[command(flatten)]
+    Api(api_client::ApiCommand),
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -66,6 +73,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => Ok(check::check(&config)),
         Command::Passwd(args) => passwd::run(&args).map(|()| ExitCode::SUCCESS),
         Command::AdminToken(args) => admin_token::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Api(cmd) => api_client::run(&cli.conn, &cmd),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => explain::explain(&args),
