@@ -17,14 +17,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::shared::Gateway;
 
 const MAX_HEAD: usize = 8 * 1024;
 /// Largest request body of `/api/v1`.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The TLS handshake and the whole request (head and body) must arrive within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// And the answer must be written within this more: an API call that waits for sessions to end
+/// or for a reload takes seconds.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(25);
 /// `/readyz` wants a proof of a live broker at most this old.
 pub const READY_UPSTREAM_AGE_MS: u64 = 5_000;
 /// The prober connects when no broker has been seen alive for this long: with the 1 s tick, an
@@ -84,13 +88,15 @@ pub async fn serve(
         let metrics = metrics.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = timeout(REQUEST_TIMEOUT, async {
+            let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+            let _ = timeout(REQUEST_TIMEOUT + ANSWER_TIMEOUT, async {
                 match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => handle(s, &gw, metrics.as_ref()).await,
-                        Err(e) => Err(e),
+                    Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => handle(s, &gw, metrics.as_ref(), deadline).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Ok(()),
                     },
-                    None => handle(stream, &gw, metrics.as_ref()).await,
+                    None => handle(stream, &gw, metrics.as_ref(), deadline).await,
                 }
             })
             .await;
@@ -141,6 +147,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     gw: &Gateway,
     metrics: Option<&PrometheusHandle>,
+    deadline: Instant,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -154,7 +161,10 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             )
             .await;
         }
-        let n = stream.read(&mut chunk).await?;
+        let Ok(n) = timeout_at(deadline, stream.read(&mut chunk)).await else {
+            return Ok(());
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
@@ -165,7 +175,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     let method = parts.next().unwrap_or_default();
     let path = parts.next().unwrap_or_default();
     if path.starts_with(b"/api/") {
-        return api(&mut stream, gw, &head, method, path).await;
+        return api(&mut stream, gw, &head, (method, path), deadline).await;
     }
     if method != b"GET" {
         return respond(
@@ -221,8 +231,8 @@ async fn api<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     gw: &Gateway,
     head: &[u8],
-    method: &[u8],
-    target: &[u8],
+    (method, target): (&[u8], &[u8]),
+    deadline: Instant,
 ) -> std::io::Result<()> {
     let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(());
@@ -272,7 +282,10 @@ async fn api<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut chunk = [0u8; 4096];
     while body.len() < length {
-        let n = stream.read(&mut chunk).await?;
+        let Ok(n) = timeout_at(deadline, stream.read(&mut chunk)).await else {
+            return Ok(());
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }

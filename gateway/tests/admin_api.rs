@@ -1162,3 +1162,53 @@ async fn the_cli_writes_a_token_then_lists_and_kicks_in_two_commands() {
     let err = String::from_utf8_lossy(&checked.stderr);
     assert!(err.contains(&format!("{file}:1: ")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_capped_and_a_slow_request_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, ops, _) = start(&pki, dir.path()).await;
+    let admin = gw.running.admin.unwrap();
+    let ask = |head: String| async move {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    };
+    // Over 64 KiB announced: 413 before a byte of it is read; at the cap, read and judged.
+    let big = ask(format!(
+        "POST /api/v1/bans HTTP/1.1\r\nAuthorization: Bearer {ops}\r\nContent-Length: 65537\r\n\r\n"
+    ))
+    .await;
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    let body = format!("{{\"user\": \"{}\"}}", "u".repeat(65_536 - 12));
+    assert_eq!(body.len(), 65_536);
+    let at_cap = ask(format!(
+        "POST /api/v1/bans HTTP/1.1\r\nAuthorization: Bearer {ops}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+    .await;
+    assert!(
+        at_cap.starts_with("HTTP/1.1 200"),
+        "{}",
+        &at_cap[..at_cap.len().min(200)]
+    );
+    // A body that never comes: the connection is closed unanswered (5 s for the whole request).
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(
+        format!("POST /api/v1/bans HTTP/1.1\r\nAuthorization: Bearer {ops}\r\nContent-Length: 10\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))) && out.is_empty(),
+        "{read:?} {out:?}"
+    );
+}

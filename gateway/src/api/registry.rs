@@ -6,6 +6,7 @@
 //! atomics, one add per packet). The table is a sharded map, touched twice per session (insert,
 //! remove) and read shard by shard by a listing.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,8 +92,8 @@ impl LiveSession {
     pub fn view(&self) -> SessionView<'_> {
         SessionView {
             id: self.id,
-            principal: self.principal.as_deref(),
-            client_id: &self.client_id,
+            principal: self.principal.as_deref().map(cut),
+            client_id: cut(&self.client_id),
             listener: &self.listener,
             peer: self.peer.to_string(),
             protocol: self.protocol,
@@ -113,10 +114,10 @@ impl LiveSession {
 pub struct SessionView<'a> {
     /// See [`LiveSession`].
     pub id: u64,
-    /// See [`LiveSession`].
-    pub principal: Option<&'a str>,
-    /// See [`LiveSession`].
-    pub client_id: &'a str,
+    /// See [`LiveSession`] (at most [`MAX_SHOWN`] bytes, then `…`).
+    pub principal: Option<Cow<'a, str>>,
+    /// See [`LiveSession`] (at most [`MAX_SHOWN`] bytes, then `…`).
+    pub client_id: Cow<'a, str>,
     /// See [`LiveSession`].
     pub listener: &'a str,
     /// See [`LiveSession`].
@@ -139,6 +140,22 @@ pub struct SessionView<'a> {
     pub packets_in: u64,
     /// See [`LiveSession`].
     pub packets_out: u64,
+}
+
+/// A client id or principal is the client's to choose (up to 64 KiB): a listing shows at most
+/// this many bytes of each (as audit lines do), so that a page of 1,000 stays small.
+pub const MAX_SHOWN: usize = 1024;
+
+/// `s` cut to at most [`MAX_SHOWN`] bytes at a character boundary, `…` appended when cut.
+fn cut(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_SHOWN {
+        return Cow::Borrowed(s);
+    }
+    let mut end = MAX_SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", s.get(..end).unwrap_or_default()))
 }
 
 /// The table of live sessions.
@@ -381,5 +398,13 @@ mod tests {
         assert!(!f.matches(&s("10.1.2.3:1", Some("b"))));
         assert!(!f.matches(&s("10.1.2.3:1", None)));
         assert_eq!(s("10.1.2.3:1", None).credential_end(), Some(10));
+        let long = "é".repeat(1000);
+        let shown = cut(&long);
+        assert!(
+            shown.len() <= MAX_SHOWN + 3 && shown.ends_with('…'),
+            "{}",
+            shown.len()
+        );
+        assert_eq!(cut("short"), "short");
     }
 }
