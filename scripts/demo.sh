@@ -60,11 +60,18 @@ if [[ ! -f $pki/ca.key ]]; then
     "$bin" pki issue "$pki" sensor-1 --ou devices
     "$bin" pki issue "$pki" operator
 fi
+# An operate token for the admin API and its CLI (`sessions`, `kick`, `ban`, ...), printed once.
+if [[ ! -f $demo/admin-token ]]; then
+    "$bin" admin-token "$demo/admin-tokens" demo --role operate >"$demo/admin-token"
+    chmod 600 "$demo/admin-token"
+fi
 
 cat >"$demo/gateway.toml" <<EOF
 # Written by scripts/demo.sh. Every key: see README.md and ../../shared/spec/gateway.example.toml.
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
+api_tokens_file = "admin-tokens"
+pki_dir = "pki"
 
 [upstream]
 address = "127.0.0.1:$BROKER_PORT"
@@ -151,8 +158,14 @@ Publish (as device sensor-1, allowed under demo/sensor-1/):
 Refused (another device's topic; MQTT 5 shows the gateway's "not authorized"):
   mosquitto_pub -V mqttv5 -q 1 -h localhost -p $GATEWAY_PORT --cafile $pki/ca.pem --cert $pki/sensor-1.pem --key $pki/sensor-1.key -i sensor-1 -t demo/sensor-2/temp -m 99
 
+List the live sessions and kick one (MQTT 5 clients get DISCONNECT 0x98), with the demo's admin token:
+  export MQTT_GATEWAY_ADMIN=http://127.0.0.1:$ADMIN_PORT MQTT_GATEWAY_TOKEN=\$(cat $demo/admin-token)
+  $bin sessions
+  $bin kick ID
+
 Revoke the device: its live session is closed within a second, and it cannot come back:
   $bin pki revoke $pki sensor-1
+(or through the admin API, answered once its sessions are cut: $bin revoke sensor-1)
 
 Stop everything: bash scripts/demo.sh stop
 EOF

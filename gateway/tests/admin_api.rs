@@ -1212,3 +1212,63 @@ async fn request_bodies_are_capped_and_a_slow_request_is_cut() {
         "{read:?} {out:?}"
     );
 }
+
+/// [MQTT-3.2.0-1]: the first packet the Server sends is a CONNACK. A session kicked before its
+/// broker's CONNACK reached it gets a refusing CONNACK (0x87), not a DISCONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_kicked_before_its_connack_gets_a_refusing_connack() {
+    use mqtt_inspect::{Packet, ProtocolVersion, decode};
+    let _serial = SERIAL.lock().await;
+    // A "broker" that accepts and never answers: the session waits for its CONNACK.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let (ops, viewer) = token_file(&tokens);
+    let mut setup = Setup::new(&pki);
+    setup.admin_extra = format!("api_tokens_file = \"{}\"", tokens.display());
+    setup.upstream_keys = Some(format!("address = \"{silent_addr}\""));
+    let gw = setup.start().await;
+    let cert = pki.client("device-early", None, Flaw::None);
+    let mut c = support::reload::tls13(&gw, &pki, &cert).await;
+    c.send(&support::connect_frame(
+        ProtocolVersion::V5,
+        "early",
+        None,
+        None,
+    ))
+    .await;
+    // Listed once its CONNECT went upstream.
+    let id = loop {
+        let (_, body) = curl(
+            &gw,
+            "GET",
+            "/api/v1/sessions?client_id=early",
+            Some(&viewer),
+        )
+        .await;
+        if let Some(s) = sessions(&body).first() {
+            break s["id"].as_u64().unwrap();
+        }
+        tokio::task::yield_now().await;
+    };
+    let (status, _) = curl(&gw, "DELETE", &format!("/api/v1/sessions/{id}"), Some(&ops)).await;
+    assert_eq!(status, 200);
+    let frame = c.recv().await.expect("an answer");
+    match decode(&frame, ProtocolVersion::V5) {
+        Ok(Packet::Connack(ack)) => assert_eq!(
+            ack.code,
+            mqtt_inspect::ConnackCode::V5(ReasonCode::NotAuthorized)
+        ),
+        other => panic!("not a CONNACK: {other:?}"),
+    }
+    assert!(c.recv().await.is_none(), "closed");
+    held.abort();
+}

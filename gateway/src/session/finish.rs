@@ -83,10 +83,10 @@ impl Session<'_> {
                 .filter(|_| self.version.is_v5() && !said_goodbye);
             if matches!(
                 reason,
-                CloseReason::Revoked(_) | CloseReason::CredentialExpired
+                CloseReason::Revoked(_) | CloseReason::CredentialExpired | CloseReason::Kicked
             ) && !connack_relayed
             {
-                // Revoked before the broker's CONNACK reached the client: the answer still due is
+                // Revoked (or kicked) before the broker's CONNACK reached the client: the answer still due is
                 // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
                 let connack = refuse::refusing_connack(self.version, ReasonCode::NotAuthorized);
                 write_goodbye(client.io_mut(), |b| connack.encode(self.version, b)).await;
@@ -137,8 +137,8 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Watches what can end a session from outside its packets: a new snapshot that revokes it (each
 /// is re-checked), and the end of its credential (the certificate's notAfter, the token's `exp`,
-/// moved by re-authentications), and a kick from the admin API. Returns when it must end. `rx` was subscribed before the
-/// session's snapshot was read, so no reload falls between them.
+/// moved by re-authentications), and a kick from the admin API. Returns when it must end. `rx`
+/// was subscribed before the session's snapshot was read, so no reload falls between them.
 pub(super) async fn watch_session(
     gw: &Gateway,
     identity: &SessionIdentity,
