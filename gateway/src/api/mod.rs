@@ -345,9 +345,9 @@ async fn kick(gw: &Gateway, id: u64, caller: &Caller) -> Response {
     };
     let target = format!(
         "session {id} (client id {:?}, principal {:?}, peer {})",
-        &*s.client_id,
-        s.principal.as_deref(),
-        s.peer
+        registry::cut(&s.identity.client_id),
+        s.identity.principal.as_deref().map(registry::cut),
+        s.identity.peer
     );
     s.kick();
     drop(s);

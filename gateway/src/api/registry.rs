@@ -7,38 +7,26 @@
 //! remove) and read shard by shard by a listing.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::session::connect::{SessionIdentity, TokenBinding};
+use crate::session::connect::SessionIdentity;
 
-/// What the registry knows of one live session.
+/// What the registry knows of one live session: its identity (shared with the session, not
+/// copied), when it started, its counters and its kick.
 #[derive(Debug)]
 pub struct LiveSession {
     /// Its id in the API (unique for the process's life).
     pub id: u64,
-    /// Listener name.
-    pub listener: Arc<str>,
-    /// Client address.
-    pub peer: SocketAddr,
-    /// The principal (`None`: anonymous).
-    pub principal: Option<Box<str>>,
-    /// MQTT client id.
-    pub client_id: Box<str>,
+    /// Who it is (principal, client id, listener, peer, certificate, token).
+    pub identity: Arc<SessionIdentity>,
     /// 3 (3.1), 4 (3.1.1) or 5.
     pub protocol: u8,
-    /// Client certificate serial (hex).
-    pub cert_serial: Option<Box<str>>,
-    /// Client certificate SHA-256 fingerprint (hex).
-    pub cert_fingerprint: Option<Box<str>>,
-    /// When the client certificate stops being valid (unix seconds).
-    cert_end: Option<u64>,
-    /// The token in force (moved by re-authentications).
-    token: Option<Box<TokenBinding>>,
+    /// Kicked: its end wakes the kicker ([`Registry::ended`]).
+    kicked: std::sync::atomic::AtomicBool,
     /// When the relay started (unix seconds).
     pub since: u64,
     /// Bytes and packets, client to broker and broker to client.
@@ -51,8 +39,6 @@ pub struct LiveSession {
     pub b2c_packets: AtomicU64,
     /// Notified once by a kick.
     pub kick: tokio::sync::Notify,
-    /// Kicked: its end wakes the kicker ([`Registry::ended`]).
-    kicked: std::sync::atomic::AtomicBool,
 }
 
 impl LiveSession {
@@ -76,30 +62,20 @@ impl LiveSession {
             .fetch_add(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// When its credential ends now (unix seconds): the earlier of the certificate's and the
-    /// token's.
-    #[must_use]
-    pub fn credential_end(&self) -> Option<u64> {
-        let token = self.token.as_ref().map(|t| t.now().valid_until);
-        match (self.cert_end, token) {
-            (Some(c), Some(t)) => Some(c.min(t)),
-            (c, t) => c.or(t),
-        }
-    }
-
     /// Its JSON view.
     #[must_use]
     pub fn view(&self) -> SessionView<'_> {
+        let i = &*self.identity;
         SessionView {
             id: self.id,
-            principal: self.principal.as_deref().map(cut),
-            client_id: cut(&self.client_id),
-            listener: &self.listener,
-            peer: self.peer.to_string(),
+            principal: i.principal.as_deref().map(cut),
+            client_id: cut(&i.client_id),
+            listener: &i.listener,
+            peer: i.peer.to_string(),
             protocol: self.protocol,
-            cert_serial: self.cert_serial.as_deref(),
-            cert_fingerprint: self.cert_fingerprint.as_deref(),
-            credential_expiry: self.credential_end(),
+            cert_serial: i.serial(),
+            cert_fingerprint: i.fingerprint(),
+            credential_expiry: i.credential_end().map(|(at, _)| at),
             connected_since: self.since,
             bytes_in: self.c2b_bytes.load(Ordering::Relaxed),
             bytes_out: self.b2c_bytes.load(Ordering::Relaxed),
@@ -147,7 +123,7 @@ pub struct SessionView<'a> {
 pub const MAX_SHOWN: usize = 1024;
 
 /// `s` cut to at most [`MAX_SHOWN`] bytes at a character boundary, `…` appended when cut.
-fn cut(s: &str) -> Cow<'_, str> {
+pub(crate) fn cut(s: &str) -> Cow<'_, str> {
     if s.len() <= MAX_SHOWN {
         return Cow::Borrowed(s);
     }
@@ -199,42 +175,38 @@ pub struct Filter {
 
 impl Filter {
     fn matches(&self, s: &LiveSession) -> bool {
+        let i = &*s.identity;
         self.principal
             .as_deref()
-            .is_none_or(|p| s.principal.as_deref() == Some(p))
-            && self.client_id.as_deref().is_none_or(|c| &*s.client_id == c)
-            && self.listener.as_deref().is_none_or(|l| &*s.listener == l)
-            && self.address.is_none_or(|a| a.contains(&s.peer.ip()))
+            .is_none_or(|p| i.principal.as_deref() == Some(p))
+            && self.client_id.as_deref().is_none_or(|c| i.client_id == c)
+            && self.listener.as_deref().is_none_or(|l| &*i.listener == l)
+            && self
+                .address
+                .is_none_or(|a| a.contains(&i.peer.ip().to_canonical()))
     }
 }
 
 impl Registry {
     /// Registers a session whose relay starts now; it leaves the table when the guard drops.
-    pub fn register(&self, identity: &SessionIdentity, protocol: u8, since: u64) -> Registered<'_> {
+    pub fn register(
+        &self,
+        identity: Arc<SessionIdentity>,
+        protocol: u8,
+        since: u64,
+    ) -> Registered<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let cert = identity.cert.as_ref();
         let entry = Arc::new(LiveSession {
             id,
-            listener: Arc::clone(&identity.listener),
-            peer: identity.peer,
-            principal: identity.principal.as_deref().map(Into::into),
-            client_id: identity.client_id.as_str().into(),
+            identity,
             protocol,
-            cert_serial: identity.serial().map(Into::into),
-            cert_fingerprint: identity.fingerprint().map(Into::into),
-            cert_end: cert.map(|c| {
-                u64::try_from(c.identity.not_after_unix)
-                    .unwrap_or(0)
-                    .saturating_add(1)
-            }),
-            token: identity.token.clone(),
+            kicked: std::sync::atomic::AtomicBool::new(false),
             since,
             c2b_bytes: AtomicU64::new(0),
             c2b_packets: AtomicU64::new(0),
             b2c_bytes: AtomicU64::new(0),
             b2c_packets: AtomicU64::new(0),
             kick: tokio::sync::Notify::new(),
-            kicked: std::sync::atomic::AtomicBool::new(false),
         });
         self.map.insert(id, Arc::clone(&entry));
         Registered {
@@ -305,8 +277,8 @@ impl Registry {
         self.map
             .iter()
             .filter(|e| {
-                e.cert_serial
-                    .as_deref()
+                e.identity
+                    .serial()
                     .is_some_and(|s| s.eq_ignore_ascii_case(serial))
             })
             .map(|e| e.id)
@@ -321,22 +293,26 @@ mod tests {
     fn fake(id: u64, peer: &str, principal: Option<&str>) -> LiveSession {
         LiveSession {
             id,
-            listener: Arc::from("mqtts"),
-            peer: peer.parse().unwrap(),
-            principal: principal.map(Into::into),
-            client_id: format!("client-{id}").into(),
+            identity: Arc::new(SessionIdentity {
+                listener: Arc::from("mqtts"),
+                peer: peer.parse().unwrap(),
+                principal: principal.map(Into::into),
+                client_id: format!("client-{id}"),
+                anonymous: false,
+                cert: None,
+                password_user: None,
+                password_fingerprint: None,
+                will: None,
+                token: None,
+            }),
             protocol: 5,
-            cert_serial: None,
-            cert_fingerprint: None,
-            cert_end: Some(10),
-            token: None,
+            kicked: std::sync::atomic::AtomicBool::new(false),
             since: 0,
             c2b_bytes: AtomicU64::new(0),
             c2b_packets: AtomicU64::new(0),
             b2c_bytes: AtomicU64::new(0),
             b2c_packets: AtomicU64::new(0),
             kick: tokio::sync::Notify::new(),
-            kicked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -370,13 +346,17 @@ mod tests {
     }
 
     /// What a live session adds to an idle connection (BENCHMARKS.md: about 11.5 KiB each): the
-    /// entry on the heap (its strings apart), an `Arc` header, and the map's slot.
+    /// entry on the heap (the identity is the session's own, shared), an `Arc` header, and the
+    /// map's slot.
     #[test]
     fn an_entry_stays_small() {
         let entry = std::mem::size_of::<LiveSession>();
         let slot = std::mem::size_of::<(u64, Arc<LiveSession>)>();
-        eprintln!("LiveSession {entry} bytes, map slot {slot} bytes");
-        assert!(entry <= 256, "{entry} bytes");
+        let identity = std::mem::size_of::<SessionIdentity>();
+        eprintln!(
+            "LiveSession {entry} bytes, map slot {slot} bytes; the identity ({identity} bytes) moved into an Arc"
+        );
+        assert!(entry <= 128, "{entry} bytes");
         assert!(slot <= 16, "{slot} bytes");
     }
 
@@ -397,7 +377,16 @@ mod tests {
         assert!(f.matches(&s("10.1.2.3:1", Some("a"))));
         assert!(!f.matches(&s("10.1.2.3:1", Some("b"))));
         assert!(!f.matches(&s("10.1.2.3:1", None)));
-        assert_eq!(s("10.1.2.3:1", None).credential_end(), Some(10));
+        let mapped = s("[::ffff:10.1.2.3]:1", None);
+        let net = Filter {
+            address: Some("10.0.0.0/8".parse().unwrap()),
+            ..Filter::default()
+        };
+        assert!(
+            net.matches(&mapped),
+            "an IPv4-mapped peer is matched as IPv4"
+        );
+        assert_eq!(mapped.view().credential_expiry, None);
         let long = "é".repeat(1000);
         let shown = cut(&long);
         assert!(

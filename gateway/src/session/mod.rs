@@ -195,8 +195,9 @@ impl Session<'_> {
         (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
     ) {
         let gw = &*self.ctx.gateway;
-        let identity = &admitted.identity;
-        let policy = admitted.policy;
+        let Admitted { identity, policy } = admitted;
+        // Shared with the admin API's table of live sessions (not copied).
+        let identity = Arc::new(identity);
         let (mut client_rd, client_wr) = crate::transport::io::split(client);
         let (mut broker_rd, broker_wr) = broker.into_split();
         let client_out = Mutex::new(Out::new(client_wr));
@@ -207,9 +208,12 @@ impl Session<'_> {
             return;
         }
         // In the admin API's table while the relay runs (the guard takes it out).
-        let registered = gw
-            .sessions
-            .register(identity, self.version.level(), connect::unix_now());
+        let registered = gw.sessions.register(
+            Arc::clone(&identity),
+            self.version.level(),
+            connect::unix_now(),
+        );
+        let identity = &*identity;
         let live = &*registered.entry;
         // Its CONNECT, as relayed.
         live.from_client(connect.len());
