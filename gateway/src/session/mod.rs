@@ -134,12 +134,15 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
         denials: std::sync::Mutex::default(),
         reauth_lines: std::sync::Mutex::default(),
     };
+    // The identity goes to the heap here, shared with the admin API's table of live sessions:
+    // as an argument of `relay` it would keep its room in the session's future for good.
+    let Admitted { identity, policy } = o.admitted;
     session
         .relay(
             o.client,
             o.broker,
             o.rest,
-            o.admitted,
+            (Arc::new(identity), policy),
             (o.upstream_connect, generations),
         )
         .await;
@@ -191,13 +194,10 @@ impl Session<'_> {
         client: ClientStream,
         broker: crate::transport::broker_stream::BrokerStream,
         rest: BytesMut,
-        admitted: Admitted,
+        (identity, policy): (Arc<SessionIdentity>, ClientPolicy),
         (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
     ) {
         let gw = &*self.ctx.gateway;
-        let Admitted { identity, policy } = admitted;
-        // Shared with the admin API's table of live sessions (not copied).
-        let identity = Arc::new(identity);
         let (mut client_rd, client_wr) = crate::transport::io::split(client);
         let (mut broker_rd, broker_wr) = broker.into_split();
         let client_out = Mutex::new(Out::new(client_wr));
