@@ -62,11 +62,18 @@ if [[ ! -f $pki/ca.key ]]; then
     "$bin" pki issue "$pki" gateway --server --san localhost --san 127.0.0.1
     "$bin" pki issue "$pki" operator
 fi
+# An operate token for the admin API and its CLI (`sessions`, `kick`, `ban`, ...), printed once.
+if [[ ! -f $demo/admin-token ]]; then
+    "$bin" admin-token "$demo/admin-tokens" demo --role operate >"$demo/admin-token"
+    chmod 600 "$demo/admin-token"
+fi
 
 cat >"$demo/gateway.toml" <<EOF
 # Written by scripts/demo.sh. Every key: see README.md and ../../shared/spec/gateway.example.toml.
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
+api_tokens_file = "admin-tokens"
+pki_dir = "pki"
 
 [upstream]
 address = "127.0.0.1:$BROKER_PORT"
@@ -174,8 +181,14 @@ Refused (another device's topic; MQTT 5 shows the gateway's "not authorized"):
 Renew sensor-1's certificate over EST with the one it holds (what a timer does when it is due):
   $bin enroll --server https://localhost:$EST_PORT --ca $pki/ca.pem --name sensor-1 --out $pki/sensor-1 --renew-below 100
 
+List the live sessions and kick one (MQTT 5 clients get DISCONNECT 0x98), with the demo's admin token:
+  export MQTT_GATEWAY_ADMIN=http://127.0.0.1:$ADMIN_PORT MQTT_GATEWAY_TOKEN=\$(cat $demo/admin-token)
+  $bin sessions
+  $bin kick ID
+
 Revoke the device: its live session is closed within a second, and it cannot come back (nor renew):
   $bin pki revoke $pki sensor-1
+(or through the admin API, answered once its sessions are cut: $bin revoke sensor-1)
 
 Stop everything: bash scripts/demo.sh stop
 EOF

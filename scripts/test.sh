@@ -10,6 +10,7 @@
 #                 when missing), MQTT.js for the WebSocket tests (npm ci in tests/mqttjs),
 #                 python3-paho-mqtt (paho-mqtt over WebSocket, gateway/tests/websocket.rs),
 #                 openssl + curl (the EST client of gateway/tests/enrollment.rs),
+#                 curl and python3-yaml (the admin API and docs/openapi.yaml, gateway/tests/admin_api.rs),
 #                 rustfmt + clippy
 #   2. fmt        cargo fmt --all -- --check
 #   3. clippy     cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -78,6 +79,10 @@ fi
 if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
     packages+=(openssl curl ca-certificates)
 fi
+# curl also drives the admin API, and PyYAML reads docs/openapi.yaml (gateway/tests/admin_api.rs).
+if ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+    packages+=(python3-yaml)
+fi
 if ((${#packages[@]} > 0)); then
     echo "installing ${packages[*]} with apt-get"
     as_root apt-get update
@@ -85,10 +90,11 @@ if ((${#packages[@]} > 0)); then
 fi
 # The Debian packages may start a system broker on 127.0.0.1:1883 and a Prometheus on :9090; the
 # tests never use those ports (they start their own broker, gateway and Prometheus on free ports).
-for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze haproxy redis-server node npm cargo; do
+for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze haproxy redis-server node npm curl cargo; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import paho.mqtt.client' || { echo "missing: python3-paho-mqtt" >&2; exit 1; }
+/usr/bin/python3 -c 'import yaml' || { echo "missing: python3-yaml" >&2; exit 1; }
 # MQTT.js at the version pinned in tests/mqttjs/package-lock.json.
 if [[ ! -d tests/mqttjs/node_modules/mqtt ]]; then
     npm ci --prefix tests/mqttjs --no-audit --no-fund

@@ -1,7 +1,9 @@
 //! The admin HTTP listener: `GET /metrics` (Prometheus text format), `/healthz` (the process
 //! serves), `/readyz` (every listener is bound and an upstream broker spoke MQTT within the last
 //! few seconds). A deliberately tiny HTTP/1.1 responder: GET only, request head capped at 8 KiB
-//! and 5 s, one request per connection, at most `admin.max_connections` at once.
+//! and 5 s, one request per connection, at most `admin.max_connections` at once. With
+//! `api_tokens_file`, also `/api/v1` ([`crate::api`]: other methods, a body capped at
+//! [`MAX_BODY`]); with `[admin.tls]`, all of it over TLS.
 //!
 //! What proves a broker alive: a packet from it to any session (its CONNACK, a PINGRESP, a
 //! delivery), or else a probe: a whole MQTT connection under the client id [`PROBE_CLIENT_ID`]
@@ -12,15 +14,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::shared::Gateway;
 
 const MAX_HEAD: usize = 8 * 1024;
+/// Largest request body of `/api/v1`.
+pub const MAX_BODY: usize = 64 * 1024;
+/// The TLS handshake and the whole request (head and body) must arrive within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// And the answer must be written within this more: an API call that waits for sessions to end
+/// or for a reload takes seconds.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(25);
 /// `/readyz` wants a proof of a live broker at most this old.
 pub const READY_UPSTREAM_AGE_MS: u64 = 5_000;
 /// The prober connects when no broker has been seen alive for this long: with the 1 s tick, an
@@ -36,7 +44,9 @@ pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     metrics: Option<PrometheusHandle>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     // Its own cap, apart from the MQTT listeners' (`admin.max_connections`, read at start: the
     // admin table needs a restart): idle admin connections cannot take the descriptors MQTT needs.
     let cap = gateway
@@ -76,8 +86,20 @@ pub async fn serve(
         full = false;
         let gw = Arc::clone(&gateway);
         let metrics = metrics.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = timeout(REQUEST_TIMEOUT, handle(stream, &gw, metrics.as_ref())).await;
+            let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+            let _ = timeout(REQUEST_TIMEOUT + ANSWER_TIMEOUT, async {
+                match tls {
+                    Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => handle(s, &gw, metrics.as_ref(), deadline).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Ok(()),
+                    },
+                    None => handle(stream, &gw, metrics.as_ref(), deadline).await,
+                }
+            })
+            .await;
             drop(permit);
         });
     }
@@ -121,10 +143,11 @@ pub async fn probe_upstream(gateway: Arc<Gateway>) {
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     gw: &Gateway,
     metrics: Option<&PrometheusHandle>,
+    deadline: Instant,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -138,7 +161,10 @@ async fn handle(
             )
             .await;
         }
-        let n = stream.read(&mut chunk).await?;
+        let Ok(n) = timeout_at(deadline, stream.read(&mut chunk)).await else {
+            return Ok(());
+        };
+        let n = n?;
         if n == 0 {
             return Ok(());
         }
@@ -148,6 +174,9 @@ async fn handle(
     let mut parts = line.split(|&b| b == b' ');
     let method = parts.next().unwrap_or_default();
     let path = parts.next().unwrap_or_default();
+    if path.starts_with(b"/api/") {
+        return api(&mut stream, gw, &head, (method, path), deadline).await;
+    }
     if method != b"GET" {
         return respond(
             &mut stream,
@@ -197,8 +226,118 @@ async fn handle(
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+/// A `/api/` request: its headers and body read, answered by [`crate::api::handle`].
+async fn api<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    gw: &Gateway,
+    head: &[u8],
+    (method, target): (&[u8], &[u8]),
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(());
+    };
+    let (head_only, after) = head.split_at(end);
+    let mut body = after.get(4..).unwrap_or_default().to_vec();
+    let Ok(head_text) = std::str::from_utf8(head_only) else {
+        return respond(stream, "400 Bad Request", "text/plain", b"bad head\n").await;
+    };
+    let header = |name: &str| {
+        head_text.split("\r\n").skip(1).find_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+        })
+    };
+    let length = match header("content-length").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) if n <= MAX_BODY => n,
+        Some(Ok(_)) => {
+            return respond(
+                stream,
+                "413 Content Too Large",
+                "text/plain",
+                b"body too large\n",
+            )
+            .await;
+        }
+        Some(Err(_)) => {
+            return respond(
+                stream,
+                "400 Bad Request",
+                "text/plain",
+                b"bad Content-Length\n",
+            )
+            .await;
+        }
+    };
+    if header("transfer-encoding").is_some() {
+        return respond(
+            stream,
+            "411 Length Required",
+            "text/plain",
+            b"Content-Length only\n",
+        )
+        .await;
+    }
+    let mut chunk = [0u8; 4096];
+    while body.len() < length {
+        let Ok(n) = timeout_at(deadline, stream.read(&mut chunk)).await else {
+            return Ok(());
+        };
+        let n = n?;
+        if n == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    body.truncate(length);
+    let (Ok(method), Ok(target)) = (std::str::from_utf8(method), std::str::from_utf8(target))
+    else {
+        return respond(
+            stream,
+            "400 Bad Request",
+            "text/plain",
+            b"bad request line\n",
+        )
+        .await;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let request = crate::api::Request {
+        method,
+        path,
+        query,
+        authorization: header("authorization"),
+        body: &body,
+    };
+    match crate::api::handle(gw, &request).await {
+        None => respond(stream, "404 Not Found", "text/plain", b"not found\n").await,
+        Some(r) => {
+            let status = format!("{} {}", r.status, reason_phrase(r.status));
+            let mut text = r.body.to_string();
+            text.push('\n');
+            respond(stream, &status, "application/json", text.as_bytes()).await
+        }
+    }
+}
+
+const fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: &str,
     content_type: &str,
     body: &[u8],

@@ -46,6 +46,8 @@ pub enum CloseReason {
     RateLimited(crate::limits::ClientLimit),
     /// The gateway is shutting down.
     Shutdown,
+    /// Kicked through the admin API (`DELETE /api/v1/sessions/{id}`).
+    Kicked,
 }
 
 impl CloseReason {
@@ -77,6 +79,7 @@ impl CloseReason {
             }
             Self::RateLimited(crate::limits::ClientLimit::Bytes) => Some(ReasonCode::QuotaExceeded),
             Self::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            Self::Kicked => Some(ReasonCode::AdministrativeAction),
         }
     }
 
@@ -98,6 +101,7 @@ impl CloseReason {
             Self::ReauthenticationFailed => CloseKind::ReauthenticationFailed,
             Self::RateLimited(_) => CloseKind::RateLimited,
             Self::Shutdown => CloseKind::Shutdown,
+            Self::Kicked => CloseKind::Kicked,
         }
     }
 
@@ -139,6 +143,8 @@ label_enum! {
         RateLimited => "rate_limited",
         /// [`CloseReason::Shutdown`].
         Shutdown => "shutdown",
+        /// [`CloseReason::Kicked`].
+        Kicked => "kicked",
     }
 }
 
@@ -169,6 +175,7 @@ mod tests {
             CloseReason::ReauthenticationFailed,
             CloseReason::RateLimited(ClientLimit::Messages),
             CloseReason::Shutdown,
+            CloseReason::Kicked,
         ];
         // No wildcard: a new variant stops this from compiling until it is added to `all`.
         for r in &all {
@@ -186,7 +193,8 @@ mod tests {
                 | CloseReason::CredentialExpired
                 | CloseReason::ReauthenticationFailed
                 | CloseReason::RateLimited(_)
-                | CloseReason::Shutdown => {}
+                | CloseReason::Shutdown
+                | CloseReason::Kicked => {}
             }
         }
         let labels: std::collections::BTreeSet<&str> =
@@ -214,6 +222,7 @@ mod tests {
                 "reauthentication_failed",
                 "rate_limited",
                 "shutdown",
+                "kicked",
             ]
         );
     }

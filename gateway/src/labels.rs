@@ -160,6 +160,8 @@ label_enum! {
         Certs => "certs",
         /// The JWKS of `[auth.token]`.
         Jwks => "jwks",
+        /// The admin API's `api_tokens_file`.
+        AdminTokens => "admin_tokens",
     }
 }
 
@@ -281,7 +283,15 @@ mod tests {
         );
         assert_eq!(
             labels(ReloadSource::ALL, ReloadSource::as_str),
-            ["config", "policy", "passwords", "crl", "certs", "jwks"]
+            [
+                "config",
+                "policy",
+                "passwords",
+                "crl",
+                "certs",
+                "jwks",
+                "admin_tokens"
+            ]
         );
         assert_eq!(
             labels(ReloadResult::ALL, ReloadResult::as_str),

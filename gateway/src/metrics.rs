@@ -223,6 +223,7 @@ pub fn init(listeners: &[&str]) {
     for reason in CloseKind::ALL {
         counter!(SESSIONS_CLOSED_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
+    crate::api::init_metrics();
     for result in ReauthResult::ALL {
         counter!(REAUTHENTICATIONS_TOTAL, "result" => result.as_str()).absolute(0);
     }

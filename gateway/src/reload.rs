@@ -59,6 +59,8 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     tls: HashMap<String, Arc<ArcSwap<crate::tls::ServerTls>>>,
     tried: Mutex<HashMap<String, Hash>>,
+    /// One reload at a time (the watcher's and the admin API's).
+    one: Mutex<()>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -127,6 +129,14 @@ fn passwords_hash(c: &Config) -> Hash {
     hash_files("passwords", c.auth.password_file.as_deref())
 }
 
+fn admin_tokens_file(c: &Config) -> Option<&Path> {
+    c.admin.as_ref().and_then(|a| a.api_tokens_file.as_deref())
+}
+
+fn admin_tokens_hash(c: &Config) -> Hash {
+    hash_files("admin_tokens", admin_tokens_file(c))
+}
+
 fn jwks_hash(c: &Config) -> Hash {
     hash_files("jwks", c.auth.token.as_ref().map(|t| t.jwks_file.as_path()))
 }
@@ -138,6 +148,7 @@ fn loaded_files(config_path: &Path, c: &Config) -> Vec<PathBuf> {
     files.extend(c.policy.mosquitto_acl_file.clone());
     files.extend(c.auth.password_file.clone());
     files.extend(c.auth.token.as_ref().map(|t| t.jwks_file.clone()));
+    files.extend(admin_tokens_file(c).map(Path::to_owned));
     for l in &c.listeners {
         if let Some(t) = &l.tls {
             files.extend(tls_files(t));
@@ -198,6 +209,7 @@ impl Reloader {
         tried.insert("policy".to_owned(), policy_hash(c));
         tried.insert("passwords".to_owned(), passwords_hash(c));
         tried.insert("jwks".to_owned(), jwks_hash(c));
+        tried.insert("admin_tokens".to_owned(), admin_tokens_hash(c));
         for l in &c.listeners {
             if let Some(t) = &l.tls {
                 tried.insert(format!("tls:{}", l.name), tls_hash(t));
@@ -209,6 +221,7 @@ impl Reloader {
             gateway,
             tls,
             tried: Mutex::new(tried),
+            one: Mutex::new(()),
         }
     }
 
@@ -235,6 +248,10 @@ impl Reloader {
     /// Re-reads every source and applies what changed and validates. Blocking (file reads,
     /// parsing, certificate checks): run it off the async workers.
     pub fn reload(&self) -> ReloadReport {
+        let _one = self
+            .one
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut report = ReloadReport::default();
         let old = self.gateway.current();
         let mut config = Arc::clone(&old.config);
@@ -323,6 +340,20 @@ impl Reloader {
             }
         }
 
+        let mut admin_tokens = old.admin_tokens.clone();
+        if self.changed("admin_tokens", admin_tokens_hash(&config)) || config_changed {
+            match admin_tokens_file(&config)
+                .map(crate::api::tokens::AdminTokens::load)
+                .transpose()
+            {
+                Ok(t) => {
+                    admin_tokens = t.map(Arc::new);
+                    report.applied.push(ReloadSource::AdminTokens);
+                }
+                Err(e) => self.reject(&mut report, ReloadSource::AdminTokens, e.to_string()),
+            }
+        }
+
         let mut verifiers = old.verifiers.clone();
         for l in &config.listeners {
             let (Some(t), Some(swap)) = (&l.tls, self.tls.get(&l.name)) else {
@@ -360,6 +391,7 @@ impl Reloader {
                 policy,
                 passwords,
                 tokens,
+                admin_tokens,
                 verifiers,
                 generation,
             });
@@ -480,6 +512,7 @@ pub fn spawn(config_path: &Path, running: &crate::Running) -> mpsc::Sender<()> {
         Arc::clone(&running.gateway),
         running.tls.clone(),
     ));
+    let _ = running.gateway.reloader.set(Arc::downgrade(&reloader));
     tokio::spawn(run(reloader, rx));
     tx
 }

@@ -37,6 +37,12 @@ pub enum StartError {
     /// The JWKS of `[auth.token]` is unreadable or invalid.
     #[error("auth.token.jwks_file: {0}")]
     Jwks(#[from] crate::auth::token::JwksError),
+    /// The admin API's token file is unreadable or invalid.
+    #[error("admin.api_tokens_file: {0}")]
+    AdminTokens(#[from] crate::api::tokens::TokenFileError),
+    /// The admin listener's certificate or key could not be loaded.
+    #[error("admin.tls: {0}")]
+    AdminTls(#[source] tls::TlsError),
     /// A certificate, key, CA or CRL could not be loaded.
     #[error("listener {listener}: {source}")]
     Tls {
@@ -93,6 +99,14 @@ pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, S
         Some(t) => Some(Arc::new(TokenKeys::load(&t.jwks_file)?)),
         None => None,
     };
+    let admin_tokens = match config
+        .admin
+        .as_ref()
+        .and_then(|a| a.api_tokens_file.as_ref())
+    {
+        Some(p) => Some(Arc::new(crate::api::tokens::AdminTokens::load(p)?)),
+        None => None,
+    };
     let mut verifiers = HashMap::new();
     for l in &config.listeners {
         if let Some(t) = &l.tls {
@@ -110,6 +124,7 @@ pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, S
         policy: Arc::new(policy),
         passwords,
         tokens,
+        admin_tokens,
         verifiers,
         generation,
     })
@@ -269,10 +284,17 @@ pub async fn start_on(
             source,
         })?;
         admin_addr = Some(socket.local_addr().unwrap_or(a.listen));
+        let admin_tls = a
+            .tls
+            .as_ref()
+            .map(crate::api::server_tls)
+            .transpose()
+            .map_err(StartError::AdminTls)?;
         tasks.push(tokio::spawn(admin::serve(
             socket,
             Arc::clone(&gateway),
             metrics,
+            admin_tls,
         )));
     }
     let enrollment = crate::enroll::start(&config, &gateway, &mut tasks)?;

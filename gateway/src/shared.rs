@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub passwords: Option<Arc<PasswordFile>>,
     /// The JWKS of `[auth.token]`, when tokens are accepted.
     pub tokens: Option<Arc<crate::auth::token::TokenKeys>>,
+    /// The admin API's tokens (`[admin] api_tokens_file`), when the API is enabled.
+    pub admin_tokens: Option<Arc<crate::api::tokens::AdminTokens>>,
     /// The client-certificate verifier of each TLS listener that asks for certificates (by name),
     /// built from the same CA and CRL files as its `ServerConfig`: live sessions' chains are
     /// re-verified against it after a reload.
@@ -67,6 +69,10 @@ pub struct Gateway {
     pub bans: crate::auth::ban::Bans,
     /// OCSP answers for client certificates (`[listener.tls] ocsp`).
     pub ocsp: Arc<crate::ocsp::Ocsp>,
+    /// The live sessions (admin API).
+    pub sessions: crate::api::registry::Registry,
+    /// The reloader, once `reload::spawn` started it (admin API `POST /api/v1/reload`).
+    pub reloader: std::sync::OnceLock<std::sync::Weak<crate::reload::Reloader>>,
 }
 
 impl Gateway {
@@ -94,6 +100,8 @@ impl Gateway {
             b2c: PacketCounters::new(Direction::ServerToClient),
             broker_seen: BrokerSeen::new(),
             ocsp: Arc::default(),
+            sessions: crate::api::registry::Registry::default(),
+            reloader: std::sync::OnceLock::new(),
         }
     }
 

@@ -491,6 +491,11 @@ const CONTRACT: &[Family] = &[
         &["listener", "status"],
     ),
     ("mqtt_gateway_ocsp_cache_entries", "gauge", &[]),
+    (
+        "mqtt_gateway_admin_requests_total",
+        "counter",
+        &["endpoint", "result"],
+    ),
 ];
 
 /// `(family, label, every value the contract lists)`; for `type` the contract lists a few and
@@ -563,8 +568,16 @@ const CONTRACT_VALUES: &[(&str, &str, &[&str])] = &[
     (
         "mqtt_gateway_reloads_total",
         "source",
-        // + the JWKS of [auth.token] (issue 22).
-        &["config", "policy", "passwords", "crl", "certs", "jwks"],
+        // + the JWKS of [auth.token] (issue 22), the admin API's token file (issue 24).
+        &[
+            "config",
+            "policy",
+            "passwords",
+            "crl",
+            "certs",
+            "jwks",
+            "admin_tokens",
+        ],
     ),
     ("mqtt_gateway_reloads_total", "result", &["ok", "rejected"]),
     (

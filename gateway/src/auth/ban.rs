@@ -74,6 +74,18 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         e.banned_until.is_some_and(|until| now < until)
     }
 
+    /// The keys banned at `now`, with the end of their ban.
+    fn banned(&self, now: Instant) -> Vec<(K, Instant)> {
+        self.map
+            .iter()
+            .filter_map(|e| {
+                e.banned_until
+                    .filter(|u| now < *u)
+                    .map(|u| (e.key().clone(), u))
+            })
+            .collect()
+    }
+
     fn sweep(&self, now: Instant, window: Duration) {
         self.map.retain(|_, e| {
             e.banned_until.is_some_and(|until| now < until)
@@ -103,6 +115,8 @@ pub struct Bans {
     certs: Counter<String>,
     /// (account, address key) → last successful authentication.
     known_good: DashMap<(UserKey, IpAddr), Instant>,
+    /// Bans given by an operator (admin API), checked with these at CONNECT.
+    pub manual: super::ban_manual::ManualBans,
     /// `ban_window` and `ban_duration` in milliseconds (they follow the config on reload).
     window_ms: AtomicU64,
     duration_ms: AtomicU64,
@@ -129,6 +143,7 @@ impl Bans {
             users: Counter::new(per_identity),
             certs: Counter::new(per_identity),
             known_good: DashMap::new(),
+            manual: super::ban_manual::ManualBans::default(),
             window_ms: AtomicU64::new(millis(window)),
             duration_ms: AtomicU64::new(millis(duration)),
         }
@@ -170,6 +185,9 @@ impl Bans {
         fingerprint: Option<&str>,
         now: Instant,
     ) -> Option<Banned> {
+        if let Some(b) = self.manual.matching(ip, user, fingerprint, now) {
+            return Some(b);
+        }
         if let Some(u) = user.map(user_key)
             && self.users.is_banned(&u, now)
         {
@@ -222,6 +240,45 @@ impl Bans {
             banned = banned.or(Some(Banned::Certificate));
         }
         banned
+    }
+
+    /// The bans that failures earned, in force at `now`: what, the key (an address, the hex
+    /// SHA-256 of a username, a certificate fingerprint), and when each ends.
+    #[must_use]
+    pub fn in_force(&self, now: Instant) -> Vec<(Banned, String, Instant)> {
+        let hex = |k: &UserKey| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let a = self.addresses.banned(now).into_iter();
+        let u = self.users.banned(now).into_iter();
+        let c = self.certs.banned(now).into_iter();
+        a.map(|(k, t)| (Banned::Address, k.to_string(), t))
+            .chain(u.map(|(k, t)| (Banned::User, hex(&k), t)))
+            .chain(c.map(|(k, t)| (Banned::Certificate, k, t)))
+            .collect()
+    }
+
+    /// Lifts the earned ban of `key` as [`Bans::in_force`] shows it (its failures are forgotten
+    /// too); whether there was one.
+    pub fn lift(&self, what: Banned, key: &str) -> bool {
+        match what {
+            Banned::Address => key
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| self.addresses.map.remove(&ip).is_some()),
+            Banned::User => {
+                let k: Option<UserKey> = (key.len() == 64)
+                    .then(|| {
+                        (0..32)
+                            .map(|i| {
+                                key.get(i * 2..i * 2 + 2)
+                                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                            })
+                            .collect::<Option<Vec<u8>>>()
+                    })
+                    .flatten()
+                    .and_then(|v| v.try_into().ok());
+                k.is_some_and(|k| self.users.map.remove(&k).is_some())
+            }
+            Banned::Certificate => self.certs.map.remove(key).is_some(),
+        }
     }
 
     /// Drops expired entries (call periodically).
@@ -326,6 +383,34 @@ mod tests {
             b.identity_banned(elsewhere, Some("alice"), None, t0),
             Some(Banned::User)
         );
+    }
+
+    #[test]
+    fn earned_bans_are_listed_and_lifted_by_their_key() {
+        let b = Bans::new(1, Duration::from_secs(60), Duration::from_secs(600));
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        let t0 = Instant::now();
+        // Users and certificates are banned at twice the threshold.
+        for _ in 0..2 {
+            b.failure(ip, Some("alice"), Some("fp"), t0);
+        }
+        let mut shown = b.in_force(t0);
+        shown.sort_by_key(|(_, k, _)| k.clone());
+        let keys: Vec<(Banned, &str)> = shown.iter().map(|(w, k, _)| (*w, k.as_str())).collect();
+        let alice = "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90";
+        assert_eq!(
+            keys,
+            [
+                (Banned::Address, "198.51.100.9"),
+                (Banned::User, alice),
+                (Banned::Certificate, "fp")
+            ]
+        );
+        assert!(b.lift(Banned::Address, "198.51.100.9") && b.lift(Banned::User, alice));
+        assert!(b.lift(Banned::Certificate, "fp") && !b.lift(Banned::Certificate, "fp"));
+        assert!(!b.address_banned(ip, t0));
+        assert_eq!(b.identity_banned(ip, Some("alice"), Some("fp"), t0), None);
+        assert!(b.in_force(t0).is_empty());
     }
 
     #[test]

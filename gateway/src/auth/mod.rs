@@ -7,7 +7,8 @@
 pub const AUTH_CONCURRENCY: usize = 4;
 
 pub mod ban;
-mod hash;
+pub mod ban_manual;
+pub(crate) mod hash;
 pub mod passwd_file;
 pub mod passwords;
 pub mod token;

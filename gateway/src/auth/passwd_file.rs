@@ -214,7 +214,14 @@ fn edit_file(path: &Path, user: &str, hash: Option<&str>) -> Result<EditOutcome,
 /// Writes `data` to a temporary file beside `path` with the mode, owner and group of `like` (or
 /// mode 0600), then renames it over `path` and syncs the directory. The temporary file is removed
 /// on failure.
-fn write_atomic(path: &Path, data: &[u8], like: Option<&fs::Metadata>) -> Result<(), PasswdError> {
+///
+/// # Errors
+/// A file error; `path` is then as it was.
+pub fn write_atomic(
+    path: &Path,
+    data: &[u8],
+    like: Option<&fs::Metadata>,
+) -> Result<(), PasswdError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),

@@ -48,6 +48,7 @@ pub(super) fn check(path: &Path) -> ExitCode {
     }
     let users = check_passwords(&config, &at, &mut problems);
     let keys = check_jwks(&config, &at, &mut problems);
+    let admin_tokens = check_admin(&config, &at, &mut problems);
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(t) = &l.tls {
             check_tls(i, t, &at, &mut problems);
@@ -76,6 +77,9 @@ pub(super) fn check(path: &Path) -> ExitCode {
     );
     if let Some(keys) = keys {
         println!("auth.token: {keys} key(s) in the JWKS");
+    }
+    if let Some(n) = admin_tokens {
+        println!("admin: /api/v1 enabled, {n} token(s)");
     }
     for l in &config.listeners {
         println!(
@@ -192,6 +196,31 @@ fn check_passwords(config: &Config, at: &Located<'_>, problems: &mut Vec<String>
                 PasswordFileError::Invalid { .. } => chain(&e),
             });
             0
+        }
+    }
+}
+
+/// The admin API's token file and `[admin.tls]`: the number of tokens, or the problems.
+fn check_admin(config: &Config, at: &Located<'_>, problems: &mut Vec<String>) -> Option<usize> {
+    use mqtt_gateway::api::tokens::{AdminTokens, TokenFileError};
+    let admin = config.admin.as_ref()?;
+    if let Some(t) = &admin.tls
+        && let Err(e) = mqtt_gateway::api::server_tls(t)
+    {
+        problems.push(at.key(&[Seg::Key("admin"), Seg::Key("tls")], &chain(&e)));
+    }
+    let file = admin.api_tokens_file.as_ref()?;
+    match AdminTokens::load(file) {
+        Ok(t) => Some(t.len()),
+        Err(e) => {
+            problems.push(match &e {
+                TokenFileError::Read { .. } => at.key(
+                    &[Seg::Key("admin"), Seg::Key("api_tokens_file")],
+                    &chain(&e),
+                ),
+                TokenFileError::Invalid { .. } => chain(&e),
+            });
+            None
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The command line of the contract (`../shared/spec/README.md`, "Command line"): one file per
 //! subcommand, each thin, calling library modules.
 
+mod admin_token;
+mod api_client;
 mod check;
 mod enroll;
 mod explain;
@@ -19,6 +21,9 @@ use clap::{Parser, Subcommand};
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the admin API commands reach the gateway (`--admin`, `--token`, `--cacert`, `--json`).
+    #[command(flatten)]
+    conn: api_client::Conn,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +43,12 @@ enum Command {
     /// Add, replace (--mosquitto: a `$7$` hash Mosquitto reads too) or --delete USER in a password
     /// file; the password is read from stdin, or asked twice on a terminal.
     Passwd(passwd::PasswdArgs),
+    /// Add or replace (--role read|operate) or --delete NAME in the admin API's token file; the
+    /// new token NAME:SECRET is printed once.
+    AdminToken(admin_token::AdminTokenArgs),
+    /// Admin API commands: sessions, kick, bans, ban, unban, revoke.
+    #[command(flatten)]
+    Api(api_client::ApiCommand),
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -65,6 +76,8 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => Ok(check::check(&config)),
         Command::Passwd(args) => passwd::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::AdminToken(args) => admin_token::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Api(cmd) => api_client::run(&cli.conn, &cmd),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => explain::explain(&args),

@@ -71,6 +71,26 @@ pub struct AdminConfig {
     /// connections cannot take the descriptors the MQTT listeners need. Default 64.
     #[serde(default = "defaults::admin_max_connections")]
     pub max_connections: NonZeroU32,
+    /// Enables `/api/v1`: lines `NAME:ROLE:HASH` (ROLE `read` or `operate`), reloaded like every
+    /// file. Refused on a non-loopback `listen` without `[admin.tls]`.
+    #[serde(default)]
+    pub api_tokens_file: Option<PathBuf>,
+    /// `[admin.tls]`: serve the admin listener over TLS (read at start).
+    #[serde(default)]
+    pub tls: Option<AdminTlsConfig>,
+    /// A `mqtt-gateway pki` directory: enables `POST /api/v1/certificates/{name}/revoke`.
+    #[serde(default)]
+    pub pki_dir: Option<PathBuf>,
+}
+
+/// `[admin.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    /// PEM certificate chain of the admin listener.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[upstream]`.
@@ -590,6 +610,8 @@ impl Default for LimitsConfig {
 pub struct LogConfig {
     /// JSON-lines audit file. Absent: audit lines go to stderr.
     pub audit_file: Option<PathBuf>,
+    /// Also a `session_opened` and a `session_closed` line per session.
+    pub sessions: bool,
 }
 
 /// Defaults that serde needs as functions.

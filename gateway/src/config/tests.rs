@@ -174,7 +174,8 @@ fn appended(extra: &str) -> String {
 fn broken_cases() -> Vec<Case> {
     const TLS_LISTENER: &str = "[[listener]]\nname = \"t\"\nbind = \"127.0.0.1:8883\"\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n";
     vec![
-        (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nlisne = 1\n"), Some(12), Some("admin.lisne"), "unknown field `lisne`, expected `listen`"),
+        (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nlisne = 1\n"), Some(12), Some("admin.lisne"), "unknown field `lisne`, expected one of `listen`"),
+        (appended("[admin]\nlisten = \"0.0.0.0:9090\"\napi_tokens_file = \"t\"\n"), Some(12), Some("admin.api_tokens_file"), "needs [admin.tls]"),
         (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nmax_connections = 0\n"), Some(12), Some("admin.max_connections"), "nonzero"),
         (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nmax_connections = 10001\n"), Some(12), Some("admin.max_connections"), "at most 10000"),
         (appended("[limits]\nmax_packet_size = \"12 apples\"\n"), Some(11), Some("limits.max_packet_size"), r#"invalid size "12 apples": expected"#),
@@ -322,4 +323,36 @@ fn load_reads_the_copied_example() {
         config.policy.file,
         Some(path.parent().unwrap().join("policies/policy.toml"))
     );
+}
+
+#[test]
+fn the_admin_api_needs_tls_off_loopback() {
+    let path = Path::new("/etc/gw/gateway.toml");
+    for (admin, ok) in [
+        (
+            "listen = \"127.0.0.1:9090\"\napi_tokens_file = \"t\"\n",
+            true,
+        ),
+        ("listen = \"[::1]:9090\"\napi_tokens_file = \"t\"\n", true),
+        ("listen = \"0.0.0.0:9090\"\n", true),
+        (
+            "listen = \"0.0.0.0:9090\"\napi_tokens_file = \"t\"\n",
+            false,
+        ),
+        (
+            "listen = \"0.0.0.0:9090\"\napi_tokens_file = \"t\"\n[admin.tls]\ncert = \"c\"\nkey = \"k\"\n",
+            true,
+        ),
+    ] {
+        let r = Config::from_str(&appended(&format!("[admin]\n{admin}")), path);
+        assert_eq!(r.is_ok(), ok, "{admin}: {r:?}");
+        if let Ok(c) = r {
+            let a = c.admin.unwrap();
+            assert!(
+                a.api_tokens_file
+                    .is_none_or(|p| p == Path::new("/etc/gw/t"))
+            );
+            assert!(a.tls.is_none_or(|t| t.cert == Path::new("/etc/gw/c")));
+        }
+    }
 }

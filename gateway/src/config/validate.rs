@@ -43,6 +43,16 @@ fn check_admin(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Some(admin) = &config.admin
+        && admin.api_tokens_file.is_some()
+        && admin.tls.is_none()
+        && !admin.listen.ip().is_loopback()
+    {
+        return Err(src.invalid(
+            &KeyPath::new("admin").key("api_tokens_file"),
+            "the API on a non-loopback address needs [admin.tls] (cert, key): its tokens would travel in clear",
+        ));
+    }
     Ok(())
 }
 
@@ -511,6 +521,14 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
         resolve(&mut e.pki_dir);
         resolve(&mut e.tls.cert);
         resolve(&mut e.tls.key);
+    }
+    if let Some(a) = &mut config.admin {
+        a.api_tokens_file.iter_mut().for_each(resolve);
+        a.pki_dir.iter_mut().for_each(resolve);
+        if let Some(t) = &mut a.tls {
+            resolve(&mut t.cert);
+            resolve(&mut t.key);
+        }
     }
     Ok(())
 }

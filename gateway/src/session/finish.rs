@@ -83,10 +83,10 @@ impl Session<'_> {
                 .filter(|_| self.version.is_v5() && !said_goodbye);
             if matches!(
                 reason,
-                CloseReason::Revoked(_) | CloseReason::CredentialExpired
+                CloseReason::Revoked(_) | CloseReason::CredentialExpired | CloseReason::Kicked
             ) && !connack_relayed
             {
-                // Revoked before the broker's CONNACK reached the client: the answer still due is
+                // Revoked (or kicked) before the broker's CONNACK reached the client: the answer still due is
                 // a refusing CONNACK, not a DISCONNECT ([MQTT-3.2.0-1]).
                 let connack = refuse::refusing_connack(self.version, ReasonCode::NotAuthorized);
                 write_goodbye(client.io_mut(), |b| connack.encode(self.version, b)).await;
@@ -137,12 +137,13 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Watches what can end a session from outside its packets: a new snapshot that revokes it (each
 /// is re-checked), and the end of its credential (the certificate's notAfter, the token's `exp`,
-/// moved by re-authentications). Returns when it must end. `rx` was subscribed before the
-/// session's snapshot was read, so no reload falls between them.
+/// moved by re-authentications), and a kick from the admin API. Returns when it must end. `rx`
+/// was subscribed before the session's snapshot was read, so no reload falls between them.
 pub(super) async fn watch_session(
     gw: &Gateway,
     identity: &SessionIdentity,
     mut rx: tokio::sync::watch::Receiver<u64>,
+    kick: &tokio::sync::Notify,
 ) -> CloseReason {
     // Subscribed before the first look: an OCSP answer that turns to revoked at any later moment
     // wakes this watch.
@@ -192,6 +193,8 @@ pub(super) async fn watch_session(
             // Checked again at the top: a wall clock that lags the monotonic one sleeps again.
             () = expiry => {}
             () = replaced => {}
+            // The admin API's `DELETE /api/v1/sessions/{id}`.
+            () = kick.notified() => return CloseReason::Kicked,
         }
     }
 }

@@ -134,12 +134,15 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
         denials: std::sync::Mutex::default(),
         reauth_lines: std::sync::Mutex::default(),
     };
+    // The identity goes to the heap here, shared with the admin API's table of live sessions:
+    // as an argument of `relay` it would keep its room in the session's future for good.
+    let Admitted { identity, policy } = o.admitted;
     session
         .relay(
             o.client,
             o.broker,
             o.rest,
-            o.admitted,
+            (Arc::new(identity), policy),
             (o.upstream_connect, generations),
         )
         .await;
@@ -191,12 +194,10 @@ impl Session<'_> {
         client: ClientStream,
         broker: crate::transport::broker_stream::BrokerStream,
         rest: BytesMut,
-        admitted: Admitted,
+        (identity, policy): (Arc<SessionIdentity>, ClientPolicy),
         (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
     ) {
         let gw = &*self.ctx.gateway;
-        let identity = &admitted.identity;
-        let policy = admitted.policy;
         let (mut client_rd, client_wr) = crate::transport::io::split(client);
         let (mut broker_rd, broker_wr) = broker.into_split();
         let client_out = Mutex::new(Out::new(client_wr));
@@ -206,6 +207,17 @@ impl Session<'_> {
                 .increment(1);
             return;
         }
+        // In the admin API's table while the relay runs (the guard takes it out).
+        let registered = gw.sessions.register(
+            Arc::clone(&identity),
+            self.version.level(),
+            connect::unix_now(),
+        );
+        let identity = &*identity;
+        let live = &*registered.entry;
+        // Its CONNECT, as relayed.
+        live.from_client(connect.len());
+        self.session_line(identity, live, None);
         let shared = SessionShared::default();
         let policy = Arc::new(policy);
         let on_deny = self.snap.config.policy.on_publish_deny;
@@ -257,6 +269,7 @@ impl Session<'_> {
             &broker_out,
             &client_out,
             |frame, denials| {
+                live.from_client(frame.len());
                 refresh(gw, identity, &mut c_pol);
                 let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
                 if let Verdict::Reauthenticate(token) = &inspected.verdict {
@@ -281,6 +294,7 @@ impl Session<'_> {
             &client_out,
             &broker_out,
             |frame, denials| {
+                live.from_broker(frame.len());
                 refresh(gw, identity, &mut b_pol);
                 note_goodbye(
                     b_insp.inspect(frame, &mut under(&b_pol, &shared, denials)),
@@ -292,7 +306,7 @@ impl Session<'_> {
         let reason = tokio::select! {
             r = c2b => r,
             r = b2c => r,
-            r = watch_session(gw, identity, generations) => r,
+            r = watch_session(gw, identity, generations, &live.kick) => r,
             () = gw.shutdown.cancelled() => CloseReason::Shutdown,
         };
         let said_goodbye = said_goodbye.load(Ordering::Relaxed);
@@ -305,6 +319,49 @@ impl Session<'_> {
             broker_out,
         )
         .await;
+        self.session_line(identity, live, Some(&reason));
+    }
+
+    /// With `[log] sessions`: the `session_opened` line (`reason` `None`) or the `session_closed`
+    /// line (duration, bytes and packets each way, the close reason).
+    fn session_line(
+        &self,
+        identity: &SessionIdentity,
+        live: &crate::api::registry::LiveSession,
+        reason: Option<&CloseReason>,
+    ) {
+        if !self.snap.config.log.sessions {
+            return;
+        }
+        let detail = match reason {
+            None => format!("protocol {}", self.version.level()),
+            Some(_) => {
+                let v = live.view();
+                format!(
+                    "protocol {}; {} s; in {} bytes {} packets; out {} bytes {} packets",
+                    v.protocol,
+                    connect::unix_now().saturating_sub(v.connected_since),
+                    v.bytes_in,
+                    v.packets_in,
+                    v.bytes_out,
+                    v.packets_out
+                )
+            }
+        };
+        self.ctx.gateway.audit.record(&AuditEvent {
+            cert_fingerprint: identity.fingerprint(),
+            cert_serial: identity.serial(),
+            detail: Some(&detail),
+            ..self.event(
+                identity,
+                if reason.is_some() {
+                    "session_closed"
+                } else {
+                    "session_opened"
+                },
+                reason.map_or("opened", CloseReason::as_str),
+            )
+        });
     }
 
     /// An MQTT 5 re-authentication with `token` ([`Verdict::Reauthenticate`]), judged under the key

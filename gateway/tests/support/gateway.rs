@@ -60,6 +60,8 @@ pub struct Setup<'a> {
     pub client_auth: &'static str,
     /// Lines for the TLS listener only (after `listener_extra`).
     pub mqtts_extra: String,
+    /// Extra keys of the `[log]` table (e.g. `sessions = true`).
+    pub log_extra: String,
 }
 
 /// One `[[rule]]` for anyone (`who = { any = true }`): `allow` or `deny`, the actions, the topics.
@@ -107,6 +109,7 @@ impl<'a> Setup<'a> {
             admin_extra: String::new(),
             client_auth: "required",
             mqtts_extra: String::new(),
+            log_extra: String::new(),
         }
     }
 
@@ -170,7 +173,9 @@ connect_timeout = "3s"
 
 [log]
 audit_file = "{audit}"
+{log_extra}
 "#,
+            log_extra = self.log_extra,
             upstream = if let Some(keys) = &self.upstream_keys {
                 keys.clone()
             } else if self.more_upstreams.is_empty() {
