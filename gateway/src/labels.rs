@@ -282,16 +282,8 @@ mod tests {
             ["refused", "timeout", "closed"]
         );
         assert_eq!(
-            labels(ReloadSource::ALL, ReloadSource::as_str),
-            [
-                "config",
-                "policy",
-                "passwords",
-                "crl",
-                "certs",
-                "jwks",
-                "admin_tokens"
-            ]
+            labels(ReloadSource::ALL, ReloadSource::as_str).join(", "),
+            "config, policy, passwords, crl, certs, jwks, admin_tokens"
         );
         assert_eq!(
             labels(ReloadResult::ALL, ReloadResult::as_str),

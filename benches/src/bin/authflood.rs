@@ -176,18 +176,9 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     let mut gw = bench::spawn_gateway(&dir.join("gateway.toml"))?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let addr = bench::wait_port(port)?;
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = bench::runtime()?;
     let samples = usize::try_from(seconds * 25)?;
     let report = rt.block_on(async {
         let mut idle = latencies(addr, samples).await?;

@@ -81,17 +81,8 @@ fn main() -> anyhow::Result<()> {
     let bin = bench::gateway_bin()?;
     let mut gw = bench::spawn_gateway(&dir.join("gateway.toml"))?;
     let pid = gw.id();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let addr = bench::wait_port(port)?;
+    let rt = bench::runtime()?;
     let (start, _) = memory(pid)?;
     let good = rt.block_on(login(addr, "alice", b"secret"))?;
     let (after_good, _) = memory(pid)?;

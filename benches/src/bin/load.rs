@@ -19,7 +19,6 @@ use bench::{
     client_tls, connect, count_publishes, cpu_time, gateway_bin, publish_batch, subscribe,
 };
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
-use mqtt_gateway::pki::Ca;
 use tokio::io::AsyncWriteExt;
 
 const BATCH: usize = 256;
@@ -140,16 +139,7 @@ fn main() -> anyhow::Result<()> {
         .context("PAYLOAD_BYTES")?;
     let dir = scratch_dir("bench")?;
     let pki = dir.join("pki");
-    let ca = Ca::init(&pki, "bench CA", 30)?;
-    ca.issue(
-        "gateway",
-        None,
-        30,
-        true,
-        &["localhost".into(), "127.0.0.1".into()],
-    )?;
-    ca.issue("bench-pub", None, 30, false, &[])?;
-    ca.issue("bench-sub", None, 30, false, &[])?;
+    bench::bench_pki(&pki, "bench CA", &["bench-pub", "bench-sub"])?;
 
     let broker = Mosquitto::start()?;
     let (mut gateway, gw_addr) = start_gateway(&dir, broker.addr())?;

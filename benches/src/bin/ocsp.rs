@@ -12,17 +12,15 @@
 //! `cargo build --release -p mqtt-gateway -p bench`, then `target/release/ocsp [REPS]`
 //! (`GATEWAY_BIN=path` for another build).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bench::{arg, client_tls, connect_from, gateway_bin, wait_port};
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
-use mqtt_gateway::pki::Ca;
 
 const CLIENTS: usize = 8;
 
@@ -81,36 +79,7 @@ async fn handshakes(addr: SocketAddr, pki: &Path) -> anyhow::Result<f64> {
         config.resumption = rustls::client::Resumption::disabled();
         configs.push(Arc::new(config));
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Instant::now() + Duration::from_secs(5);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (c, tls) in configs.into_iter().enumerate() {
-        let done = Arc::clone(&done);
-        tasks.push(tokio::spawn(async move {
-            let from = IpAddr::V4(Ipv4Addr::new(127, 0, 2, u8::try_from(c + 1).unwrap_or(1)));
-            let mut i = 0u64;
-            while Instant::now() < stop {
-                if connect_from(
-                    addr,
-                    Some(from),
-                    Some(Arc::clone(&tls)),
-                    &format!("hs-{c}-{i}"),
-                )
-                .await
-                .is_ok()
-                {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                i += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    bench::handshake_rate(addr, configs).await
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -122,14 +91,7 @@ fn main() -> anyhow::Result<()> {
     let reps: usize = arg(1, 3, "REPS")?;
     let dir = scratch_dir("ocsp")?;
     let pki = dir.join("pki");
-    let ca = Ca::init(&pki, "bench CA", 30)?;
-    ca.issue(
-        "gateway",
-        None,
-        30,
-        true,
-        &["localhost".into(), "127.0.0.1".into()],
-    )?;
+    let ca = bench::bench_pki(&pki, "bench CA", &[])?;
     let mut index = String::new();
     for c in 0..CLIENTS {
         let e = ca.issue(&format!("hs-{c}"), None, 30, false, &[])?;
@@ -161,10 +123,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     let broker = Mosquitto::start()?;
     let upstream = broker.addr().to_string();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = bench::runtime()?;
     let ocsp_lines = format!(
         "ocsp = \"hard\"\nocsp_responder = \"http://127.0.0.1:{responder_port}\"\nocsp_refresh_interval = \"1h\""
     );

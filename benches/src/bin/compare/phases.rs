@@ -4,7 +4,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -280,36 +279,7 @@ pub(crate) async fn handshakes(t: &Target, pki: &Path, resume: bool) -> anyhow::
         config.resumption = rustls::client::Resumption::disabled();
     }
     let tls = Arc::new(config);
-    let done = Arc::new(AtomicU64::new(0));
-    // 5 s: a 3 s window moved with whatever else the two cores were doing.
-    let stop = Instant::now() + Duration::from_secs(5);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..8 {
-        let (tls, done, addr) = (Arc::clone(&tls), Arc::clone(&done), t.addr);
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while Instant::now() < stop {
-                let from = IpAddr::V4(Ipv4Addr::new(127, 0, 2, (c + 1) as u8));
-                if connect_from(
-                    addr,
-                    Some(from),
-                    Some(Arc::clone(&tls)),
-                    &format!("hs-{c}-{i}"),
-                )
-                .await
-                .is_ok()
-                {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                i += 1;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await?;
-    }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    bench::handshake_rate(t.addr, vec![tls; 8]).await
 }
 
 /// RSS of the proxy per idle, CONNECTed mTLS connection at [`IDLE_CONNECTIONS`]; also returns
