@@ -5,7 +5,8 @@
 # stopping at the first failure:
 #   1. tools      mosquitto + mosquitto-clients, prometheus (prometheus + promtool, for the
 #                 observability tests), systemd (systemd-analyze, for the unit in deploy/),
-#                 haproxy (two gateways behind it, send-proxy-v2), nodejs + npm (apt-get, only
+#                 haproxy (two gateways behind it, send-proxy-v2), redis-server (the shared ban
+#                 state of several gateways, gateway/tests/cluster.rs), nodejs + npm (apt-get, only
 #                 when missing), MQTT.js for the WebSocket tests (npm ci in tests/mqttjs),
 #                 python3-paho-mqtt (paho-mqtt over WebSocket, gateway/tests/websocket.rs),
 #                 rustfmt + clippy
@@ -44,7 +45,7 @@ trap on_exit EXIT
 # shellcheck source=scripts/as_root.sh
 source scripts/as_root.sh
 
-step "tools: mosquitto, mosquitto-clients, prometheus, systemd, haproxy, node, MQTT.js, paho-mqtt, rustfmt, clippy"
+step "tools: mosquitto, mosquitto-clients, prometheus, systemd, haproxy, redis-server, node, MQTT.js, paho-mqtt, rustfmt, clippy"
 packages=()
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
     packages+=(mosquitto mosquitto-clients)
@@ -59,6 +60,10 @@ fi
 # HAProxy in front of two gateways (gateway/tests/behind_haproxy.rs).
 if ! command -v haproxy >/dev/null; then
     packages+=(haproxy)
+fi
+# Redis shares bans and failure counters between gateways (gateway/tests/cluster.rs).
+if ! command -v redis-server >/dev/null; then
+    packages+=(redis-server)
 fi
 # Node.js runs a real MQTT.js client (gateway/tests/mqttjs.rs).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -75,7 +80,7 @@ if ((${#packages[@]} > 0)); then
 fi
 # The Debian packages may start a system broker on 127.0.0.1:1883 and a Prometheus on :9090; the
 # tests never use those ports (they start their own broker, gateway and Prometheus on free ports).
-for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze haproxy node npm cargo; do
+for tool in mosquitto mosquitto_pub mosquitto_sub stdbuf prometheus promtool systemd-analyze haproxy redis-server node npm cargo; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import paho.mqtt.client' || { echo "missing: python3-paho-mqtt" >&2; exit 1; }

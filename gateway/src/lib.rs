@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod crl_fetch;
 pub mod identity;

@@ -65,6 +65,8 @@ pub struct Gateway {
     pub conn_limits: crate::limits::ConnLimits,
     /// Bans earned by authentication failures; the settings follow `[limits]` on reload.
     pub bans: crate::auth::ban::Bans,
+    /// `[cluster]`: the bans and failure counters shared with other instances (read at start).
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl Gateway {
@@ -79,9 +81,11 @@ impl Gateway {
             l.ban_window,
             l.ban_duration,
         );
+        let cluster = crate::cluster::Cluster::new(snapshot.config.cluster.as_ref());
         Self {
             conn_limits,
             bans,
+            cluster,
             generation_tx,
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,

@@ -54,6 +54,17 @@ pub struct Config {
     /// `[log]`: where the audit log goes.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[cluster]`: bans and failure counters shared with the other gateway instances through
+    /// Redis. Absent: this instance keeps its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`. Read at start-up only (a reload keeps the connection it has).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS (the system's roots).
+    pub redis: String,
 }
 
 /// `[admin]`.

@@ -25,7 +25,16 @@ pub(super) fn validate(config: &Config, src: &Source<'_>) -> Result<(), ConfigEr
     check_listeners(&config.listeners, src)?;
     check_auth_and_policy(config, src)?;
     check_limits(config, src)?;
-    check_admin(config, src)
+    check_admin(config, src)?;
+    check_cluster(config, src)
+}
+
+fn check_cluster(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    if let Some(cluster) = &config.cluster {
+        crate::cluster::check_url(&cluster.redis)
+            .map_err(|e| src.invalid(&KeyPath::new("cluster").key("redis"), e))?;
+    }
+    Ok(())
 }
 
 /// At most this many concurrent admin connections (`admin.max_connections`).

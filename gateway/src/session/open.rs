@@ -140,11 +140,22 @@ async fn open(
                         | AuthFailure::TokenUnknownKey
                         | AuthFailure::TokenClaims
                 )
-            ) && let Some(what) =
-                gw.bans
-                    .failure(peer.ip(), account.as_deref(), fingerprint, now)
-            {
-                tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
+            ) {
+                // Counted here first (enforced whatever Redis says), then in the shared state
+                // of `[cluster]`, if it answers within `cluster::TIMEOUT`.
+                let local = gw
+                    .bans
+                    .failure(peer.ip(), account.as_deref(), fingerprint, now);
+                let shared = if gw.cluster.is_up() {
+                    let keys =
+                        crate::cluster::failure_keys(peer.ip(), account.as_deref(), fingerprint);
+                    gw.cluster.failure(&gw.bans, &keys, local, now).await
+                } else {
+                    None
+                };
+                if let Some(what) = local.or(shared) {
+                    tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
+                }
             }
             return Err(refused(client, refusal));
         }
