@@ -1,0 +1,465 @@
+//! `[cluster] redis` end to end (issue 26): a real `redis-server` (Debian package, installed by
+//! `scripts/test.sh`) on a free loopback port, two in-process gateway instances sharing it, one
+//! real Mosquitto behind both. Failure counts and bans spread over the instances; Redis killed and
+//! restarted mid-test; a Redis that stops answering.
+//!
+//! The tests run one at a time ([`SERIAL`]): the instances of a test binary share one metrics
+//! registry, and `mqtt_gateway_cluster_up` is read from it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqtt_gateway::auth::ban::Banned;
+use mqtt_gateway::shared::Gateway;
+use mqtt_inspect::{AckKind, ProtocolVersion};
+use support::wire::{PlainWire, assert_broker_ack, publish};
+use support::{Pki, Setup, TestGateway, connect_frame};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `redis-server` on a free loopback port, without persistence; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let mut r = Self {
+            child: None,
+            port: e2e::free_port(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test.sh installs it)");
+        self.child = Some(child);
+        // Ready when it answers PING.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // A stopped server must be continued to die cleanly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A password setup (alice/secret, bob/secret) with `[cluster] redis = url`.
+fn setup<'a>(pki: &'a Pki, redis: &str, limits: &str) -> Setup<'a> {
+    let mut setup = Setup::new(pki);
+    let hash = mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap();
+    setup.auth = format!(
+        "[auth]\nallow_anonymous = false\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n\n[cluster]\nredis = \"{redis}\"\n"
+    );
+    setup.passwords = format!("alice:{hash}\nbob:{hash}\n");
+    setup.limits = limits.into();
+    setup
+}
+
+/// Two instances with `[cluster]` on `redis`, one Mosquitto behind both (the second's own broker
+/// is started by the support code but not used: its `[upstream]` names the first one's).
+async fn pair(pki: &Pki, redis: &str, limits: &str) -> (TestGateway, TestGateway) {
+    let a = setup(pki, redis, limits).start().await;
+    let mut s = setup(pki, redis, limits);
+    s.upstream_keys = Some(format!("address = \"{}\"", a.broker.addr()));
+    let b = s.start().await;
+    (a, b)
+}
+
+fn gw(t: &TestGateway) -> &Arc<Gateway> {
+    &t.running.gateway
+}
+
+/// Waits (polling the instance's state, at most 10 s) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn cluster_up_metric(t: &TestGateway) -> f64 {
+    t.metric("mqtt_gateway_cluster_up").await
+}
+
+/// A CONNECT from `from` to the plain listener; the first answer: `Some(frame)` or `None`
+/// (closed before any CONNACK: a banned address).
+async fn try_connect(
+    addr: SocketAddr,
+    from: &str,
+    version: ProtocolVersion,
+    user: &str,
+    password: &[u8],
+) -> Option<Vec<u8>> {
+    let mut c = PlainWire::plain_from(addr, from, version).await.unwrap();
+    let _ = c
+        .try_send(&connect_frame(version, "c", Some(user), Some(password)))
+        .await;
+    c.recv().await
+}
+
+async fn wrong_password(addr: SocketAddr, from: &str, user: &str) {
+    assert_eq!(
+        try_connect(addr, from, ProtocolVersion::V311, user, b"guess").await,
+        Some(vec![0x20, 2, 0, 4]),
+        "bad password: return code 4"
+    );
+}
+
+/// A connected client that publishes QoS 1 and gets its PUBACK.
+async fn live(addr: SocketAddr, from: &str, id: &str) -> PlainWire {
+    let mut c = PlainWire::plain_from(addr, from, ProtocolVersion::V311)
+        .await
+        .unwrap();
+    let code = c
+        .connect(&connect_frame(
+            ProtocolVersion::V311,
+            id,
+            Some("bob"),
+            Some(b"secret"),
+        ))
+        .await;
+    assert_eq!(code, 0, "bob connects");
+    c
+}
+
+async fn publishes(c: &mut PlainWire, n: u16) {
+    c.send(&publish(
+        ProtocolVersion::V311,
+        "t/cluster",
+        1,
+        n,
+        &[],
+        b"x",
+    ))
+    .await;
+    let got = c.next("PUBACK").await;
+    assert_broker_ack(&got, AckKind::Puback, n);
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Issue 26: "Wrong passwords for one account spread over the instances ban the account on every
+/// instance at the shared threshold". auth_failures_before_ban = 2: an account is banned at 4
+/// failures; two on each instance, from four addresses (no address reaches its own threshold),
+/// so neither instance alone would ban. Refused with MQTT 5 0x8A on both; bob is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_spread_over_two_instances_ban_the_account_on_both() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let (a, b) = pair(&pki, &redis.url(), "auth_failures_before_ban = 2").await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    assert_eq!(cluster_up_metric(&a).await, 1.0);
+    for (i, t) in [&a, &b, &a, &b].into_iter().enumerate() {
+        wrong_password(t.plain_addr(), &format!("127.0.3.{}", i + 1), "alice").await;
+    }
+    for t in [&a, &b] {
+        until("the account ban reaches this instance", || {
+            gw(t)
+                .bans
+                .identity_banned(ip("127.0.3.9"), Some("alice"), None, Instant::now())
+                == Some(Banned::User)
+        })
+        .await;
+        assert_eq!(
+            try_connect(
+                t.plain_addr(),
+                "127.0.3.9",
+                ProtocolVersion::V5,
+                "alice",
+                b"secret"
+            )
+            .await,
+            Some(vec![0x20, 3, 0, 0x8a, 0]),
+            "alice banned with 0x8A, the right password too"
+        );
+        assert_eq!(
+            try_connect(
+                t.plain_addr(),
+                "127.0.3.9",
+                ProtocolVersion::V311,
+                "bob",
+                b"secret"
+            )
+            .await,
+            Some(vec![0x20, 2, 0, 0]),
+            "bob still connects"
+        );
+    }
+}
+
+/// Issue 26: "a ban added on one instance refuses that address on another"; and "an unban is
+/// seen everywhere" (through `Cluster::publish_unban`, the admin API's entry point).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_banned_on_one_instance_is_refused_by_the_other_until_unbanned() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let (a, b) = pair(&pki, &redis.url(), "auth_failures_before_ban = 2").await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    for _ in 0..2 {
+        wrong_password(a.plain_addr(), "127.0.4.1", "alice").await;
+    }
+    until("the address ban reaches B", || {
+        gw(&b).bans.address_banned(ip("127.0.4.1"), Instant::now())
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            b.plain_addr(),
+            "127.0.4.1",
+            ProtocolVersion::V311,
+            "bob",
+            b"secret"
+        )
+        .await,
+        None,
+        "closed before CONNACK by B"
+    );
+    assert!(
+        b.audit_line(|v| v["event"] == "banned" && v["reason"] == "address")
+            .await
+            .is_some(),
+        "B audits the refusal"
+    );
+    assert_eq!(
+        try_connect(
+            b.plain_addr(),
+            "127.0.4.2",
+            ProtocolVersion::V311,
+            "bob",
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 2, 0, 0]),
+        "another address is served by B"
+    );
+    gw(&a)
+        .cluster
+        .publish_unban(&gw(&a).bans, Banned::Address, "127.0.4.1")
+        .await
+        .unwrap();
+    until("the unban reaches B", || {
+        !gw(&b).bans.address_banned(ip("127.0.4.1"), Instant::now())
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            b.plain_addr(),
+            "127.0.4.1",
+            ProtocolVersion::V311,
+            "bob",
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 2, 0, 0]),
+        "unbanned on B"
+    );
+}
+
+/// Issue 26: "Redis killed mid-test: clients keep connecting and publishing, local bans still
+/// apply, cluster_up drops to 0; Redis back: cluster_up 1 and the bans made meanwhile are shared."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_then_back_local_bans_hold_and_are_shared_after() {
+    let _serial = SERIAL.lock().await;
+    let mut redis = Redis::start();
+    let pki = Pki::new();
+    let (a, b) = pair(&pki, &redis.url(), "auth_failures_before_ban = 2").await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    let mut session = live(a.plain_addr(), "127.0.5.100", "live-a").await;
+    publishes(&mut session, 1).await;
+
+    redis.kill();
+    until("both instances see Redis gone", || {
+        !gw(&a).cluster.is_up() && !gw(&b).cluster.is_up()
+    })
+    .await;
+    assert_eq!(cluster_up_metric(&a).await, 0.0);
+    // Live sessions and new clients go on.
+    publishes(&mut session, 2).await;
+    let mut fresh = live(b.plain_addr(), "127.0.5.101", "fresh-b").await;
+    publishes(&mut fresh, 3).await;
+    // A ban decided meanwhile applies on the instance that decided it.
+    for _ in 0..2 {
+        wrong_password(a.plain_addr(), "127.0.5.1", "alice").await;
+    }
+    assert_eq!(
+        try_connect(
+            a.plain_addr(),
+            "127.0.5.1",
+            ProtocolVersion::V311,
+            "bob",
+            b"secret"
+        )
+        .await,
+        None,
+        "a local ban holds without Redis"
+    );
+    assert!(!gw(&b).bans.address_banned(ip("127.0.5.1"), Instant::now()));
+
+    redis.spawn();
+    until("both instances back", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    assert_eq!(cluster_up_metric(&a).await, 1.0);
+    until("the ban made meanwhile reaches B", || {
+        gw(&b).bans.address_banned(ip("127.0.5.1"), Instant::now())
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            b.plain_addr(),
+            "127.0.5.1",
+            ProtocolVersion::V311,
+            "bob",
+            b"secret"
+        )
+        .await,
+        None,
+        "B refuses the address A banned while Redis was away"
+    );
+    publishes(&mut session, 4).await;
+}
+
+/// Issue 26: "A hostile or slow Redis (never answers) delays a CONNECT by at most the timeout
+/// and never stalls live sessions." A listener that accepts and never answers: the instance
+/// never comes up, and every CONNECT is answered at once. A real Redis that stops answering
+/// (SIGSTOP) after being up: the first failed CONNECT waits at most `cluster::TIMEOUT` for it,
+/// marks the cluster down, and a live session publishes throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_delays_a_connect_by_at_most_the_timeout() {
+    let _serial = SERIAL.lock().await;
+    let pki = Pki::new();
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let c = setup(
+        &pki,
+        &format!("redis://{mute_addr}/0"),
+        "auth_failures_before_ban = 1000",
+    )
+    .start()
+    .await;
+    // Bound: the timeout plus a generous allowance for a loaded machine, well below the 2 s a
+    // Redis command is otherwise given.
+    let bound = mqtt_gateway::cluster::TIMEOUT + Duration::from_millis(800);
+    for (password, want) in [
+        (&b"guess"[..], vec![0x20, 2, 0, 4]),
+        (&b"secret"[..], vec![0x20, 2, 0, 0]),
+    ] {
+        let t0 = Instant::now();
+        let got = try_connect(
+            c.plain_addr(),
+            "127.0.6.1",
+            ProtocolVersion::V311,
+            "alice",
+            password,
+        )
+        .await;
+        assert_eq!(got, Some(want));
+        assert!(t0.elapsed() < bound, "{:?}", t0.elapsed());
+    }
+    assert!(!gw(&c).cluster.is_up());
+    drop(c);
+    held.abort();
+
+    let redis = Redis::start();
+    let d = setup(&pki, &redis.url(), "auth_failures_before_ban = 1000")
+        .start()
+        .await;
+    until("up", || gw(&d).cluster.is_up()).await;
+    let mut session = live(d.plain_addr(), "127.0.6.100", "live-d").await;
+    publishes(&mut session, 1).await;
+    redis.signal("-STOP");
+    let t0 = Instant::now();
+    wrong_password(d.plain_addr(), "127.0.6.2", "alice").await;
+    assert!(t0.elapsed() < bound, "{:?}", t0.elapsed());
+    assert!(
+        !gw(&d).cluster.is_up(),
+        "the timeout marks the cluster down"
+    );
+    assert_eq!(cluster_up_metric(&d).await, 0.0);
+    // Now no CONNECT waits on it, and the live session was never held.
+    let t0 = Instant::now();
+    wrong_password(d.plain_addr(), "127.0.6.3", "alice").await;
+    assert!(t0.elapsed() < bound, "{:?}", t0.elapsed());
+    publishes(&mut session, 2).await;
+    redis.signal("-CONT");
+    until("back after SIGCONT", || gw(&d).cluster.is_up()).await;
+    publishes(&mut session, 3).await;
+}
