@@ -54,6 +54,10 @@ pub enum ClusterError {
     /// Redis is unreachable now: the action applied to this instance only.
     #[error("Redis is unreachable: applied on this instance only")]
     Down,
+    /// The key is not one of that kind (`auth::ban::shared_keys`), or the local ban book is full
+    /// of live bans: nothing was done.
+    #[error("{0}")]
+    BadKey(String),
     /// Redis did not answer in time, or refused.
     #[error("Redis: {0}")]
     Redis(String),
@@ -219,7 +223,7 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let now = Instant::now();
         if !bans.impose(what, key, now + duration, now) {
-            return Err(ClusterError::Redis(format!(
+            return Err(ClusterError::BadKey(format!(
                 "{key:?} is not a {what:?} key, or the ban book is full"
             )));
         }
@@ -338,13 +342,19 @@ pub async fn maintain(gw: Arc<Gateway>) {
         return;
     };
     let mut failures = 0u32;
+    // Whether this stretch without Redis was logged (once per stretch, not per retry).
+    let mut reported = false;
     loop {
         let outcome = tokio::select! {
             () = gw.shutdown.cancelled() => return,
             r = session(&gw, &client, &mut failures) => r,
         };
         if let Err(e) = outcome {
-            if gw.cluster.up.load(Ordering::Acquire) || failures == 0 {
+            if failures == 0 {
+                reported = false;
+            }
+            if !reported {
+                reported = true;
                 tracing::warn!(error = %e, "cluster: Redis unreachable, counting failures and banning locally until it is back");
             }
             gw.cluster.set_up(None);
