@@ -60,6 +60,9 @@ pub enum StartError {
     /// A `crl_urls` CRL is neither cached nor fetchable.
     #[error(transparent)]
     CrlFetch(#[from] crate::crl_fetch::StartError),
+    /// `[cluster]`: its `ca` does not load.
+    #[error("{0}")]
+    Cluster(String),
     /// The audit log could not be opened.
     #[error("audit log {}: {source}", path.as_ref().map_or("stderr".into(), |p| p.display().to_string()))]
     Audit {
@@ -212,6 +215,9 @@ pub async fn start_on(
     m::init(&names);
     crate::metrics_tls::init(&config);
     m::policy_generation(snapshot.generation);
+    if let Some(c) = &config.cluster {
+        crate::cluster::client(c).map_err(StartError::Cluster)?;
+    }
     let gateway = Arc::new(Gateway::new(snapshot, audit));
     crate::crl_fetch::record_start(&gateway, &config, &crl_fetches);
 

@@ -23,12 +23,14 @@ use support::{Pki, Setup, TestGateway, connect_frame};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A password setup (alice/secret, bob/secret) with `[cluster] redis = url`.
+/// A password setup (alice/secret, bob/secret) with `[cluster] redis = url` (and more keys of
+/// `[cluster]` after a newline in `redis`).
 fn setup<'a>(pki: &'a Pki, redis: &str, limits: &str) -> Setup<'a> {
     let mut setup = Setup::new(pki);
     let hash = mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap();
+    let (url, more) = redis.split_once('\n').unwrap_or((redis, ""));
     setup.auth = format!(
-        "[auth]\nallow_anonymous = false\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n\n[cluster]\nredis = \"{redis}\"\n"
+        "[auth]\nallow_anonymous = false\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n\n[cluster]\nredis = \"{url}\"\n{more}\n"
     );
     setup.passwords = format!("alice:{hash}\nbob:{hash}\n");
     setup.limits = limits.into();
@@ -175,7 +177,8 @@ async fn failures_spread_over_two_instances_ban_the_account_on_both() {
 }
 
 /// Issue 26: "a ban added on one instance refuses that address on another"; and "an unban is
-/// seen everywhere" (through `Cluster::publish_unban`, the admin API's entry point).
+/// seen everywhere" and a kick reaches every instance (through `Cluster::publish_unban` and
+/// `Cluster::publish_kick`, the admin API's entry points).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_banned_on_one_instance_is_refused_by_the_other_until_unbanned() {
     let _serial = SERIAL.lock().await;
@@ -228,6 +231,14 @@ async fn an_address_banned_on_one_instance_is_refused_by_the_other_until_unbanne
         .publish_unban(&gw(&a).bans, Banned::Address, "127.0.4.1")
         .await
         .unwrap();
+    // A kick for the admin API goes to every instance (B's listener for kicks hears it).
+    let mut kicks_b = gw(&b).cluster.kicks();
+    gw(&a).cluster.publish_kick("sensor 7").await.unwrap();
+    let kicked = tokio::time::timeout(Duration::from_secs(10), kicks_b.recv())
+        .await
+        .expect("the kick reaches B")
+        .unwrap();
+    assert_eq!(kicked, "sensor 7");
     until("the unban reaches B", || {
         !gw(&b).bans.address_banned(ip("127.0.4.1"), Instant::now())
     })
@@ -385,4 +396,35 @@ async fn a_redis_that_never_answers_delays_a_connect_by_at_most_the_timeout() {
     redis.signal("-CONT");
     until("back after SIGCONT", || gw(&d).cluster.is_up()).await;
     publishes(&mut session, 3).await;
+}
+
+/// `rediss://` with `[cluster] ca`: Redis over TLS (rustls on aws-lc-rs), its certificate verified
+/// against the test CA; a ban decided on A reaches B through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_are_shared_over_rediss_with_a_private_ca() {
+    let _serial = SERIAL.lock().await;
+    let pki = Pki::new();
+    let redis = Redis::start_tls(&pki.server.chain_path, &pki.server.key_path);
+    let cluster = format!("{}\nca = \"{}\"", redis.tls_url(), pki.root_path.display());
+    let (a, b) = pair(&pki, &cluster, "auth_failures_before_ban = 1").await;
+    until("both instances up over TLS", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    wrong_password(a.plain_addr(), "127.0.7.1", "alice").await;
+    until("the address ban reaches B", || {
+        gw(&b).bans.address_banned(ip("127.0.7.1"), Instant::now())
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            b.plain_addr(),
+            "127.0.7.1",
+            ProtocolVersion::V311,
+            "bob",
+            b"secret"
+        )
+        .await,
+        None
+    );
 }

@@ -79,11 +79,11 @@ impl Cluster {
     /// For `[cluster]` (already validated), or a stand-alone instance when `None`.
     #[must_use]
     pub fn new(config: Option<&crate::config::ClusterConfig>) -> Self {
-        let client = config.and_then(|c| match redis::Client::open(c.redis.as_str()) {
+        let client = config.and_then(|c| match client(c) {
             Ok(client) => Some(client),
             Err(e) => {
-                // check_url opened it already at load: not expected.
-                tracing::error!(error = %e, "cluster.redis cannot be used; running stand-alone");
+                // The server checked it before start (`client` there): not expected.
+                tracing::error!(error = %e, "[cluster] cannot be used; running stand-alone");
                 None
             }
         });
@@ -332,6 +332,36 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The Redis client of `[cluster]`: the URL, and with `ca` the CA certificates to verify the
+/// server's (else the system's roots). Called by the server before it starts, so that a `ca` that
+/// does not load stops the start.
+///
+/// # Errors
+/// The `ca` file cannot be read or holds no certificate, or the URL is refused.
+pub fn client(config: &crate::config::ClusterConfig) -> Result<redis::Client, String> {
+    let Some(path) = &config.ca else {
+        return redis::Client::open(config.redis.as_str())
+            .map_err(|e| format!("cluster.redis: {e}"));
+    };
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cluster.ca {}: {e}", path.display()))?;
+    if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
+        return Err(format!(
+            "cluster.ca {}: no PEM certificate in it",
+            path.display()
+        ));
+    }
+    redis::Client::build_with_tls(
+        config.redis.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    .map_err(|e| format!("cluster.ca {}: {e}", path.display()))
 }
 
 /// The background task of `[cluster]` (started by the server when configured): connects,

@@ -63,8 +63,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS (the system's roots).
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
     pub redis: String,
+    /// With `rediss://`: the CA certificates (PEM) that Redis's server certificate must chain to,
+    /// instead of the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[admin]`.

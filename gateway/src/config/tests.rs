@@ -180,6 +180,7 @@ fn broken_cases() -> Vec<Case> {
         (appended("[limits]\nmax_packet_size = \"12 apples\"\n"), Some(11), Some("limits.max_packet_size"), r#"invalid size "12 apples": expected"#),
         (appended("[cluster]\nredis = \"http://127.0.0.1:6379\"\n"), Some(11), Some("cluster.redis"), "must start with redis:// or rediss://"),
         (appended("[cluster]\n\nredis = \"redis://127.0.0.1:6379/zero\"\n"), Some(12), Some("cluster.redis"), "database must be a number"),
+        (appended("[cluster]\nredis = \"redis://r\"\nca = \"ca.pem\"\n"), Some(12), Some("cluster.ca"), "rediss:// (TLS) only"),
         (appended("[cluster]\nredis = \"redis://r\"\nrediss = 1\n"), Some(12), Some("cluster.rediss"), "unknown field `rediss`"),
         (appended("[limits]\nmax_packet_size = -1\n"), Some(11), Some("limits.max_packet_size"), "invalid size -1"),
         (appended("[limits]\nconnect_timeout = 10\n"), Some(11), Some("limits.connect_timeout"), "expected a duration string"),

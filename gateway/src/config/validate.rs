@@ -33,6 +33,12 @@ fn check_cluster(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
     if let Some(cluster) = &config.cluster {
         crate::cluster::check_url(&cluster.redis)
             .map_err(|e| src.invalid(&KeyPath::new("cluster").key("redis"), e))?;
+        if cluster.ca.is_some() && !cluster.redis.starts_with("rediss://") {
+            return Err(src.invalid(
+                &KeyPath::new("cluster").key("ca"),
+                "ca is for rediss:// (TLS) only",
+            ));
+        }
     }
     Ok(())
 }
@@ -488,5 +494,8 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
         .iter_mut()
         .for_each(resolve);
     config.log.audit_file.iter_mut().for_each(resolve);
+    if let Some(c) = &mut config.cluster {
+        c.ca.iter_mut().for_each(resolve);
+    }
     Ok(())
 }

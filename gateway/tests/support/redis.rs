@@ -21,6 +21,54 @@ impl Redis {
         r
     }
 
+    /// TLS only (`rediss://localhost:PORT/0`), with this server certificate chain and key; clients
+    /// are not asked for certificates. Ready once it accepts TCP.
+    pub fn start_tls(chain: &std::path::Path, key: &std::path::Path) -> Self {
+        let port = e2e::free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(chain)
+            .arg("--tls-key-file")
+            .arg(key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// The `rediss://` URL of a [`Redis::start_tls`] server.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}/0", self.port)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
