@@ -428,3 +428,160 @@ async fn bans_are_shared_over_rediss_with_a_private_ca() {
         None
     );
 }
+
+// === Three gateway binaries behind HAProxy ===
+
+/// Kills the child process when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+fn metric_of(admin: SocketAddr, series: &str) -> Option<f64> {
+    http_get(admin, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A gateway binary behind HAProxy (PROXY v2 from 127.0.0.1) with `[cluster]`; its admin address.
+fn gateway_binary(
+    dir: &std::path::Path,
+    name: &str,
+    broker: SocketAddr,
+    redis: &str,
+) -> (Killed, SocketAddr, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    let listen = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"{admin}\"\n[upstream]\naddress = \"{broker}\"\n\
+             [[listener]]\nname = \"lb\"\nbind = \"{listen}\"\nproxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]\n\
+             [auth]\nallow_anonymous = false\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n\
+             [policy]\nfile = \"policy.toml\"\n\
+             [limits]\nauth_failures_before_ban = 2\nconnections_per_ip_per_second = 1000\n\
+             [log]\naudit_file = \"{name}-audit.jsonl\"\n[cluster]\nredis = \"{redis}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-gateway"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    (child, admin, listen)
+}
+
+/// Issue 26, "two or three gateway binaries and HAProxy in front": HAProxy balances round robin
+/// over three gateway processes (PROXY v2, so each sees the client's own address). Four wrong
+/// passwords for alice from four addresses land 2, 1, 1 on the instances: none reaches the account
+/// threshold (4) alone, and the shared count bans alice on all three (MQTT 5 0x8A through HAProxy
+/// on every instance in turn, each counting a `banned` refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_binaries_behind_haproxy_ban_an_account_together() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let broker = tokio::task::spawn_blocking(e2e::Mosquitto::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hash = mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"secret", 1000).unwrap();
+    std::fs::write(d.join("passwords"), format!("alice:{hash}\n")).unwrap();
+    std::fs::write(
+        d.join("policy.toml"),
+        "version = 1\n[[connect]]\nwho = { any = true }\nclient_ids = [\"*\"]\n",
+    )
+    .unwrap();
+    let gws: Vec<_> = (0..3)
+        .map(|i| gateway_binary(d, &format!("gw{i}"), broker.addr(), &redis.url()))
+        .collect();
+    let up = "mqtt_gateway_cluster_up";
+    until("three instances up", || {
+        gws.iter()
+            .all(|(_, admin, _)| metric_of(*admin, up) == Some(1.0))
+    })
+    .await;
+    let front = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    let servers: String = gws
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, l))| format!("  server gw{i} {l} send-proxy-v2\n"))
+        .collect();
+    let cfg = d.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1m\n  timeout server 1m\n\
+             frontend mqtt\n  bind {front}\n  default_backend gateways\n\
+             backend gateways\n  balance roundrobin\n{servers}"
+        ),
+    )
+    .unwrap();
+    let _haproxy = Killed(
+        std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/test.sh installs it)"),
+    );
+    until("haproxy listens", || {
+        std::net::TcpStream::connect(front).is_ok()
+    })
+    .await;
+    let banned = "mqtt_gateway_auth_failures_total{listener=\"lb\",reason=\"banned\"}";
+    for i in 1..=4 {
+        wrong_password(front, &format!("127.0.8.{i}"), "alice").await;
+    }
+    // Round robin: the next three CONNECTs go to the three instances in turn. Fresh addresses,
+    // the right password: 0x8A from each once the ban reached it (in milliseconds).
+    let mut last = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0u32;
+    while last.len() < 3
+        || last
+            .iter()
+            .rev()
+            .take(3)
+            .any(|c| *c != Some(vec![0x20, 3, 0, 0x8a, 0]))
+    {
+        assert!(Instant::now() < deadline, "not banned everywhere: {last:?}");
+        n += 1;
+        let from = format!("127.0.{}.{}", 9 + n / 200, 1 + n % 200);
+        last.push(try_connect(front, &from, ProtocolVersion::V5, "alice", b"secret").await);
+    }
+    for (_, admin, _) in &gws {
+        assert!(
+            metric_of(*admin, banned).unwrap_or(0.0) >= 1.0,
+            "every instance refused alice"
+        );
+    }
+}
