@@ -83,6 +83,29 @@ fn defaults_fill_a_minimal_file() {
 }
 
 #[test]
+fn the_cluster_section_of_the_lifecycle_contract_parses() {
+    // lifecycle.md: `[cluster] redis = "redis://127.0.0.1:6379/0"`; absent: stand-alone.
+    assert_eq!(parse(BASE).unwrap().cluster, None);
+    let config = parse(&appended(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n",
+    ))
+    .unwrap();
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.redis, "redis://127.0.0.1:6379/0");
+    assert_eq!(cluster.ca, None);
+    // A relative `ca` is resolved against the config file's directory.
+    let config = Config::from_str(
+        &appended("[cluster]\nredis = \"rediss://:pw@redis:6380\"\nca = \"redis-ca.pem\"\n"),
+        Path::new("/etc/gw/gateway.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.cluster.unwrap().ca.as_deref(),
+        Some(Path::new("/etc/gw/redis-ca.pem"))
+    );
+}
+
+#[test]
 fn a_unix_socket_broker_is_accepted_next_to_tcp_ones() {
     let src = BASE.replace(
         "address = \"127.0.0.1:1883\"",
