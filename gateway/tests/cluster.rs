@@ -257,6 +257,46 @@ async fn an_address_banned_on_one_instance_is_refused_by_the_other_until_unbanne
     );
 }
 
+/// What arrives on the channel is not trusted to be sane: a ban event with the largest duration a
+/// u64 holds (a buggy or hostile publisher: 584 million years) is held for at most
+/// `cluster::decide::MAX_BAN` (a year), and the instance goes on applying events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_ban_event_is_capped_and_the_events_go_on() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let (a, b) = pair(&pki, &redis.url(), "auth_failures_before_ban = 1").await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    let huge = format!("ban a 127.0.9.250 {}", u64::MAX);
+    redis.cli(&["PUBLISH", "mqtt-gateway:events", &huge]);
+    until("the capped ban is applied", || {
+        gw(&b)
+            .bans
+            .address_banned(ip("127.0.9.250"), Instant::now())
+    })
+    .await;
+    let left = gw(&b)
+        .bans
+        .active(Instant::now())
+        .into_iter()
+        .find(|(_, key, _)| key == "127.0.9.250")
+        .map(|(_, _, left)| left)
+        .unwrap();
+    assert!(
+        left <= mqtt_gateway::cluster::decide::MAX_BAN,
+        "held {left:?}"
+    );
+    wrong_password(a.plain_addr(), "127.0.9.1", "alice").await;
+    until("a later ban still reaches B", || {
+        gw(&b).bans.address_banned(ip("127.0.9.1"), Instant::now())
+    })
+    .await;
+    assert!(gw(&b).cluster.is_up());
+}
+
 /// Issue 26: "Redis killed mid-test: clients keep connecting and publishing, local bans still
 /// apply, cluster_up drops to 0; Redis back: cluster_up 1 and the bans made meanwhile are shared."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,17 @@ pub const MAX_EVENT: usize = 70_000;
 /// read-back.
 pub const NO_EXPIRY_HELD_FOR: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest ban taken from Redis or an event: a longer one (a key set by hand, a bad event) is
+/// held this long, so that a number from outside never overflows the clock.
+pub const MAX_BAN: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When a ban of `ttl` from `now` ends, `ttl` capped at [`MAX_BAN`].
+#[must_use]
+pub fn until(now: std::time::Instant, ttl: Duration) -> std::time::Instant {
+    let ttl = ttl.min(MAX_BAN);
+    now.checked_add(ttl).unwrap_or(now)
+}
+
 /// The failure count of one key: `mqtt-gateway:fail:{tag}:{key}`.
 #[must_use]
 pub fn fail_key(what: Banned, key: &str) -> String {
@@ -250,6 +261,26 @@ mod tests {
             assert_eq!(parse_ban_key(other), None, "{other}");
         }
         assert_eq!(fail_key(Banned::User, "k"), "mqtt-gateway:fail:u:k");
+    }
+
+    #[test]
+    fn a_ban_from_outside_never_overflows_the_clock() {
+        let now = std::time::Instant::now();
+        // An event with the largest number a u64 holds parses, and is held MAX_BAN.
+        let huge = Event::parse(&format!("ban a 192.0.2.1 {}", u64::MAX)).unwrap();
+        let Event::Ban { ttl, .. } = huge else {
+            panic!("{huge:?}")
+        };
+        assert_eq!(until(now, ttl), now + MAX_BAN);
+        assert_eq!(
+            until(now, Duration::from_secs(600)),
+            now + Duration::from_secs(600)
+        );
+        assert_eq!(
+            until(now, ban_left(i64::MAX).unwrap()),
+            now + MAX_BAN,
+            "a PTTL set by hand"
+        );
     }
 
     #[test]

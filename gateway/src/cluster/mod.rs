@@ -201,7 +201,7 @@ impl Cluster {
         let mut banned = None;
         for ((what, key), pttl) in keys.iter().zip(left) {
             if let Some(ttl) = decide::ban_left(pttl) {
-                bans.impose(*what, key, now + ttl, now);
+                bans.impose(*what, key, decide::until(now, ttl), now);
                 banned = banned.or(Some(*what));
             }
         }
@@ -222,7 +222,7 @@ impl Cluster {
         duration: Duration,
     ) -> Result<(), ClusterError> {
         let now = Instant::now();
-        if !bans.impose(what, key, now + duration, now) {
+        if !bans.impose(what, key, decide::until(now, duration), now) {
             return Err(ClusterError::BadKey(format!(
                 "{key:?} is not a {what:?} key, or the ban book is full"
             )));
@@ -467,7 +467,7 @@ fn apply(gw: &Gateway, payload: &[u8]) {
     let now = Instant::now();
     match event {
         Event::Ban { what, key, ttl } => {
-            if !gw.bans.impose(what, &key, now + ttl, now) {
+            if !gw.bans.impose(what, &key, decide::until(now, ttl), now) {
                 tracing::warn!(?what, "cluster: a shared ban could not be applied");
             }
         }
@@ -543,7 +543,7 @@ async fn resync(
             for (k, pttl) in keys.iter().zip(left) {
                 if let (Some((what, key)), Some(ttl)) =
                     (decide::parse_ban_key(k), decide::ban_left(pttl))
-                    && bans.impose(what, key, now + ttl, now)
+                    && bans.impose(what, key, decide::until(now, ttl), now)
                 {
                     read += 1;
                 }

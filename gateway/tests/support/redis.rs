@@ -69,6 +69,18 @@ impl Redis {
         format!("rediss://localhost:{}/0", self.port)
     }
 
+    /// Runs one command with `redis-cli` (Debian's redis-tools, a dependency of redis-server);
+    /// its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
