@@ -297,6 +297,39 @@ async fn an_absurd_ban_event_is_capped_and_the_events_go_on() {
     assert!(gw(&b).cluster.is_up());
 }
 
+/// `[cluster]` is read at start: a reload that changes it applies the rest and says that this
+/// needs a restart; the instance stays on the Redis it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_cluster_says_it_needs_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let a = setup(&pki, &redis.url(), "auth_failures_before_ban = 5")
+        .start()
+        .await;
+    until("up", || gw(&a).cluster.is_up()).await;
+    let reloader = mqtt_gateway::reload::Reloader::new(
+        &a.config_path,
+        Arc::clone(gw(&a)),
+        a.running.tls.clone(),
+    );
+    let text = std::fs::read_to_string(&a.config_path).unwrap();
+    std::fs::write(
+        &a.config_path,
+        text.replace(&redis.url(), "redis://127.0.0.1:1/0"),
+    )
+    .unwrap();
+    let report = tokio::task::spawn_blocking(move || reloader.reload())
+        .await
+        .unwrap();
+    assert!(
+        report.needs_restart.iter().any(|w| w == "[cluster]"),
+        "{:?}",
+        report.needs_restart
+    );
+    assert!(gw(&a).cluster.is_up(), "still on the Redis it has");
+}
+
 /// Issue 26: "Redis killed mid-test: clients keep connecting and publishing, local bans still
 /// apply, cluster_up drops to 0; Redis back: cluster_up 1 and the bans made meanwhile are shared."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
