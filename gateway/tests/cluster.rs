@@ -176,6 +176,76 @@ async fn failures_spread_over_two_instances_ban_the_account_on_both() {
     }
 }
 
+/// Smart lockout across instances: an account ban spares the addresses its owner logged in from
+/// (`auth::ban::KNOWN_GOOD_FOR`), whichever instance saw that login. alice logs in through B from
+/// home; a guesser bans alice on both; alice from home through A is still served, while a fresh
+/// address gets 0x8A on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_known_on_one_instance_is_spared_by_the_account_ban_on_the_other() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let (a, b) = pair(&pki, &redis.url(), "auth_failures_before_ban = 2").await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            b.plain_addr(),
+            "127.0.10.1",
+            ProtocolVersion::V311,
+            "alice",
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 2, 0, 0]),
+        "alice at home, through B"
+    );
+    let pair_key = mqtt_gateway::auth::ban::known_good_key(ip("127.0.10.1"), "alice");
+    until("B shared the login", || {
+        redis
+            .cli(&["EXISTS", &format!("mqtt-gateway:good:{pair_key}")])
+            .trim()
+            == "1"
+    })
+    .await;
+    for i in 1..=4 {
+        wrong_password(a.plain_addr(), &format!("127.0.10.{}", 10 + i), "alice").await;
+    }
+    until("the account ban reaches A", || {
+        gw(&a)
+            .bans
+            .identity_banned(ip("127.0.10.99"), Some("alice"), None, Instant::now())
+            == Some(Banned::User)
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            a.plain_addr(),
+            "127.0.10.99",
+            ProtocolVersion::V5,
+            "alice",
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 3, 0, 0x8a, 0]),
+        "a fresh address: banned"
+    );
+    assert_eq!(
+        try_connect(
+            a.plain_addr(),
+            "127.0.10.1",
+            ProtocolVersion::V311,
+            "alice",
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 2, 0, 0]),
+        "home, known to B, is spared on A"
+    );
+}
+
 /// Issue 26: "a ban added on one instance refuses that address on another"; and "an unban is
 /// seen everywhere" and a kick reaches every instance (through `Cluster::publish_unban` and
 /// `Cluster::publish_kick`, the admin API's entry points).

@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 pub const MAX_ENTRIES: usize = 100_000;
 /// How long a successful login keeps its (account, address) pair exempt from the account's ban.
 pub const KNOWN_GOOD_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A known-good pair is shared again with the other instances after this long.
+pub const KNOWN_GOOD_REFRESH: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -174,6 +176,17 @@ pub fn shared_keys(
     keys
 }
 
+/// An (account, address) pair as the instances of a cluster name it: the SHA-256 of the account in
+/// hex, `:`, the address key.
+#[must_use]
+pub fn known_good_key(ip: IpAddr, user: &str) -> String {
+    format!(
+        "{}:{}",
+        hex(&user_key(user)),
+        crate::limits::address_key(ip)
+    )
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -292,12 +305,17 @@ impl Bans {
         None
     }
 
-    /// Records a successful authentication of `user` from `ip`.
-    pub fn success(&self, ip: IpAddr, user: &str, now: Instant) {
+    /// Records a successful authentication of `user` from `ip`. True when the pair is new here, or
+    /// was last recorded [`KNOWN_GOOD_REFRESH`] ago or more (worth telling the other instances).
+    pub fn success(&self, ip: IpAddr, user: &str, now: Instant) -> bool {
         let key = (user_key(user), crate::limits::address_key(ip));
         if self.known_good.len() < MAX_ENTRIES || self.known_good.contains_key(&key) {
-            self.known_good.insert(key, now);
+            return self
+                .known_good
+                .insert(key, now)
+                .is_none_or(|t| now.duration_since(t) >= KNOWN_GOOD_REFRESH);
         }
+        false
     }
 
     /// Records an authentication failure; returns what it banned, if anything.

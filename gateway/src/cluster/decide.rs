@@ -39,6 +39,12 @@ pub fn ban_key(what: Banned, key: &str) -> String {
     format!("{PREFIX}ban:{}:{key}", what.tag())
 }
 
+/// An (account, address) pair that logged in lately: `mqtt-gateway:good:{pair}`.
+#[must_use]
+pub fn good_key(pair: &str) -> String {
+    format!("{PREFIX}good:{pair}")
+}
+
 /// The pattern of every ban key (for the read-back with SCAN).
 #[must_use]
 pub fn ban_pattern() -> String {

@@ -208,6 +208,44 @@ impl Cluster {
         banned
     }
 
+    /// Tells the other instances that the account logged in from that address
+    /// (`auth::ban::known_good_key`), so that its ban spares the address there too. In the
+    /// background (never delays the CONNECT), at most [`TIMEOUT`]; nothing without Redis.
+    pub fn share_success(&self, pair: &str) {
+        let Some(mut conn) = self.connection() else {
+            return;
+        };
+        let key = decide::good_key(pair);
+        let ms = crate::auth::ban::KNOWN_GOOD_FOR.as_millis().to_string();
+        tokio::spawn(async move {
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(1).arg("PX").arg(ms);
+            let _ = tokio::time::timeout(TIMEOUT, set.query_async::<()>(&mut conn)).await;
+        });
+    }
+
+    /// Whether another instance saw the account log in from that address lately (asked only for
+    /// a CONNECT its account's ban would refuse), within [`TIMEOUT`]. No answer: false (the ban
+    /// applies).
+    pub async fn known_good(&self, pair: &str) -> bool {
+        let Some(mut conn) = self.connection() else {
+            return false;
+        };
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(decide::good_key(pair));
+        match tokio::time::timeout(TIMEOUT, exists.query_async::<u64>(&mut conn)).await {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(e)) => {
+                self.lose(&format!("known-good lookup: {e}"));
+                false
+            }
+            Err(_) => {
+                self.lose("known-good lookup: no answer in time");
+                false
+            }
+        }
+    }
+
     /// Bans `key` (as `auth::ban::shared_keys` names it) for `duration` on this instance at
     /// once, then on every instance through Redis. `Err(Down)`: this instance only for now; the
     /// ban is pushed when Redis is back.
