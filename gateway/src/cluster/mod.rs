@@ -4,9 +4,10 @@
 //! so every instance applies a ban (or an unban) as soon as one decides it.
 //!
 //! Never on the relay path, never fail open on what is known, never block the door:
-//! - Redis is asked only after a failed authentication (the script), with [`TIMEOUT`]. A
-//!   successful CONNECT never waits on Redis: the ban checks read the local ban book, which the
-//!   events keep current.
+//! - Redis is asked only after a failed authentication (the script), or for a CONNECT an account
+//!   ban would refuse (did the owner log in from there through another instance?), with
+//!   [`TIMEOUT`]. Any other CONNECT never waits on Redis: the ban checks read the local ban book,
+//!   which the events keep current; a login is told to Redis in the background.
 //! - Every failure is also counted locally, and local bans are enforced whatever Redis says.
 //!   While Redis is unreachable (`mqtt_gateway_cluster_up` 0, a `warn` line) the instance counts
 //!   alone; when it is back, the instance subscribes again, pushes the bans it holds that Redis
