@@ -7,8 +7,8 @@
 #                                                  idle memory; medians of REPS runs (default 3) ->
 #                                                  benches/results/compare.{md,csv,svg}
 #   bash scripts/bench.sh load [MESSAGES] [BYTES]  one QoS 0 flood through the same targets
-#   bash scripts/bench.sh reload | authflood | authmem | authcost | policy
-# Installs what is missing with apt-get (as root, or with sudo): mosquitto, haproxy, nginx-light with
+#   bash scripts/bench.sh reload | authflood | authmem | authcost | clustercost | policy
+# Installs what is missing with apt-get (as root, or with sudo): mosquitto, haproxy, redis-server, nginx-light with
 # libnginx-mod-stream (nginx's stream module).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +17,7 @@ source scripts/as_root.sh
 packages=()
 command -v mosquitto >/dev/null || packages+=(mosquitto)
 command -v haproxy >/dev/null || packages+=(haproxy)
+command -v redis-server >/dev/null || packages+=(redis-server)
 if ! command -v nginx >/dev/null || ! compgen -G "/usr/lib/nginx/modules/ngx_stream_module.so" >/dev/null; then
     packages+=(nginx-light libnginx-mod-stream)
 fi

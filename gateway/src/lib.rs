@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod crl_fetch;
 pub mod enroll;

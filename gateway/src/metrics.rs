@@ -338,6 +338,19 @@ pub fn crl_fetch(listener: &str, result: crate::labels::CrlFetchResult) {
         .increment(1);
 }
 
+/// `mqtt_gateway_cluster_up`: 1 while the Redis of `[cluster]` answers, 0 while this instance
+/// counts and bans on its own. Present only when `[cluster]` is configured (0 from start-up).
+pub const CLUSTER_UP: &str = "mqtt_gateway_cluster_up";
+
+/// Sets `cluster_up` (and describes it).
+pub fn cluster_up(up: bool) {
+    describe_gauge!(
+        CLUSTER_UP,
+        "1 while the shared ban state (Redis, [cluster]) answers, 0 while this instance bans alone."
+    );
+    gauge!(CLUSTER_UP).set(if up { 1.0 } else { 0.0 });
+}
+
 /// `mqtt_gateway_policy_generation`: the generation of the snapshot in force.
 pub const POLICY_GENERATION: &str = "mqtt_gateway_policy_generation";
 /// `mqtt_gateway_reload_last_success_timestamp_seconds`.

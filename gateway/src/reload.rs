@@ -279,6 +279,10 @@ impl Reloader {
                             .needs_restart
                             .push("listeners or admin address".to_owned());
                     }
+                    // The Redis connection of `[cluster]` is made at start.
+                    if c.cluster != old.config.cluster {
+                        report.needs_restart.push("[cluster]".to_owned());
+                    }
                     for what in &report.needs_restart {
                         tracing::warn!(%what, "changed in the config file: takes effect only after a restart");
                     }

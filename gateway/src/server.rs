@@ -69,6 +69,9 @@ pub enum StartError {
     /// The EST listener (`[enrollment]`) could not be set up.
     #[error(transparent)]
     Enrollment(#[from] crate::enroll::EnrollError),
+    /// `[cluster]`: its `ca` does not load.
+    #[error("{0}")]
+    Cluster(String),
     /// The audit log could not be opened.
     #[error("audit log {}: {source}", path.as_ref().map_or("stderr".into(), |p| p.display().to_string()))]
     Audit {
@@ -232,6 +235,9 @@ pub async fn start_on(
     m::init(&names);
     crate::metrics_tls::init(&config);
     m::policy_generation(snapshot.generation);
+    if let Some(c) = &config.cluster {
+        crate::cluster::client(c).map_err(StartError::Cluster)?;
+    }
     let gateway = Arc::new(Gateway::new(snapshot, audit));
     crate::crl_fetch::record_start(&gateway, &config, &crl_fetches);
     crate::ocsp::start(&gateway, &config);
@@ -300,6 +306,9 @@ pub async fn start_on(
     let enrollment = crate::enroll::start(&config, &gateway, &mut tasks)?;
     tasks.push(tokio::spawn(admin::probe_upstream(Arc::clone(&gateway))));
     tasks.push(tokio::spawn(sweep(Arc::clone(&gateway))));
+    if gateway.cluster.configured() {
+        tasks.push(tokio::spawn(crate::cluster::maintain(Arc::clone(&gateway))));
+    }
     for (socket, ctx) in bound {
         tracing::info!(listener = %ctx.name, addr = ?socket.local_addr().ok(), tls = ctx.tls.is_some(), "listening");
         if workers.is_empty() {

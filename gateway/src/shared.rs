@@ -73,6 +73,8 @@ pub struct Gateway {
     pub sessions: crate::api::registry::Registry,
     /// The reloader, once `reload::spawn` started it (admin API `POST /api/v1/reload`).
     pub reloader: std::sync::OnceLock<std::sync::Weak<crate::reload::Reloader>>,
+    /// `[cluster]`: the bans and failure counters shared with other instances (read at start).
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl Gateway {
@@ -87,9 +89,11 @@ impl Gateway {
             l.ban_window,
             l.ban_duration,
         );
+        let cluster = crate::cluster::Cluster::new(snapshot.config.cluster.as_ref());
         Self {
             conn_limits,
             bans,
+            cluster,
             generation_tx,
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,

@@ -73,6 +73,8 @@ struct GatewayProcess {
     tls: SocketAddr,
     plain: SocketAddr,
     _broker: e2e::Mosquitto,
+    /// The shared ban state of `[cluster]` (so that `mqtt_gateway_cluster_up` is exported, 1).
+    _redis: support::redis::Redis,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -85,6 +87,7 @@ impl GatewayProcess {
             .await
             .unwrap()
             .unwrap();
+        let redis = support::redis::Redis::start();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("policy.toml"), POLICY).unwrap();
@@ -130,7 +133,11 @@ connect_timeout = "5s"
 
 [log]
 audit_file = "{dir}/audit.jsonl"
+
+[cluster]
+redis = "{redis}"
 "#,
+            redis = redis.url(),
             broker = broker.addr(),
             cert = pki.server.chain_path.display(),
             key = pki.server.key_path.display(),
@@ -157,6 +164,7 @@ audit_file = "{dir}/audit.jsonl"
             tls,
             plain,
             _broker: broker,
+            _redis: redis,
         };
         // Ready once the admin listener answers: the client listeners are bound before it. (No
         // probe of the client listeners: an empty connection is itself a counted outcome.)

@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 pub const MAX_ENTRIES: usize = 100_000;
 /// How long a successful login keeps its (account, address) pair exempt from the account's ban.
 pub const KNOWN_GOOD_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A known-good pair is shared again with the other instances after this long.
+pub const KNOWN_GOOD_REFRESH: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -74,14 +76,43 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         e.banned_until.is_some_and(|until| now < until)
     }
 
-    /// The keys banned at `now`, with the end of their ban.
-    fn banned(&self, now: Instant) -> Vec<(K, Instant)> {
+    /// Bans `key` until `until` (or later, if it already is). False when the map is full of live
+    /// bans and `key` is not among them (bounded: the ban is not kept here).
+    fn impose(&self, key: K, until: Instant, now: Instant) -> bool {
+        if self.map.len() >= MAX_ENTRIES && !self.map.contains_key(&key) {
+            // Make room by dropping a failure count (never a live ban).
+            let spare = self
+                .map
+                .iter()
+                .find(|e| e.banned_until.is_none_or(|u| now >= u))
+                .map(|e| e.key().clone());
+            match spare {
+                Some(k) => {
+                    self.map.remove(&k);
+                }
+                None => return false,
+            }
+        }
+        let mut e = self.map.entry(key).or_insert(Entry {
+            window_start: now,
+            failures: 0,
+            banned_until: None,
+        });
+        e.banned_until = Some(e.banned_until.map_or(until, |u| u.max(until)));
+        true
+    }
+
+    fn lift(&self, key: &K) -> bool {
+        self.map.remove(key).is_some()
+    }
+
+    fn active(&self, now: Instant) -> Vec<(K, Duration)> {
         self.map
             .iter()
             .filter_map(|e| {
                 e.banned_until
                     .filter(|u| now < *u)
-                    .map(|u| (e.key().clone(), u))
+                    .map(|u| (e.key().clone(), u.duration_since(now)))
             })
             .collect()
     }
@@ -103,6 +134,81 @@ pub enum Banned {
     User,
     /// The certificate.
     Certificate,
+}
+
+impl Banned {
+    /// Every kind, in the order a failure is counted.
+    pub const ALL: [Self; 3] = [Self::Address, Self::User, Self::Certificate];
+
+    /// Its tag in the keys and events the instances of a cluster share.
+    #[must_use]
+    pub const fn tag(self) -> &'static str {
+        match self {
+            Self::Address => "a",
+            Self::User => "u",
+            Self::Certificate => "c",
+        }
+    }
+
+    /// The kind of a tag.
+    #[must_use]
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.tag() == tag)
+    }
+}
+
+/// What a failure counts against, as the instances of a cluster name it: the address key
+/// (IPv6 by /64), the SHA-256 of the account in hex (never the name itself), the certificate
+/// fingerprint. Same order as [`Bans::failure`] counts them.
+#[must_use]
+pub fn shared_keys(
+    ip: IpAddr,
+    user: Option<&str>,
+    fingerprint: Option<&str>,
+) -> Vec<(Banned, String)> {
+    let mut keys = vec![(Banned::Address, crate::limits::address_key(ip).to_string())];
+    if let Some(u) = user {
+        keys.push((Banned::User, hex(&user_key(u))));
+    }
+    if let Some(f) = fingerprint {
+        keys.push((Banned::Certificate, f.to_owned()));
+    }
+    keys
+}
+
+/// An (account, address) pair as the instances of a cluster name it: the SHA-256 of the account in
+/// hex, `:`, the address key.
+#[must_use]
+pub fn known_good_key(ip: IpAddr, user: &str) -> String {
+    format!(
+        "{}:{}",
+        hex(&user_key(user)),
+        crate::limits::address_key(ip)
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn parse_user_key(s: &str) -> Option<UserKey> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// A certificate fingerprint as the gateway writes it: 64 lowercase hex digits.
+fn is_fingerprint(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The ban book of the gateway.
@@ -205,12 +311,17 @@ impl Bans {
         None
     }
 
-    /// Records a successful authentication of `user` from `ip`.
-    pub fn success(&self, ip: IpAddr, user: &str, now: Instant) {
+    /// Records a successful authentication of `user` from `ip`. True when the pair is new here, or
+    /// was last recorded [`KNOWN_GOOD_REFRESH`] ago or more (worth telling the other instances).
+    pub fn success(&self, ip: IpAddr, user: &str, now: Instant) -> bool {
         let key = (user_key(user), crate::limits::address_key(ip));
         if self.known_good.len() < MAX_ENTRIES || self.known_good.contains_key(&key) {
-            self.known_good.insert(key, now);
+            return self
+                .known_good
+                .insert(key, now)
+                .is_none_or(|t| now.duration_since(t) >= KNOWN_GOOD_REFRESH);
         }
+        false
     }
 
     /// Records an authentication failure; returns what it banned, if anything.
@@ -242,43 +353,82 @@ impl Bans {
         banned
     }
 
-    /// The bans that failures earned, in force at `now`: what, the key (an address, the hex
-    /// SHA-256 of a username, a certificate fingerprint), and when each ends.
+    /// The bans that failures earned (or another instance or an operator imposed), in force at
+    /// `now`: what, the key (an address, the hex SHA-256 of a username, a certificate
+    /// fingerprint), and when each ends.
     #[must_use]
     pub fn in_force(&self, now: Instant) -> Vec<(Banned, String, Instant)> {
-        let hex = |k: &UserKey| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let a = self.addresses.banned(now).into_iter();
-        let u = self.users.banned(now).into_iter();
-        let c = self.certs.banned(now).into_iter();
-        a.map(|(k, t)| (Banned::Address, k.to_string(), t))
-            .chain(u.map(|(k, t)| (Banned::User, hex(&k), t)))
-            .chain(c.map(|(k, t)| (Banned::Certificate, k, t)))
+        self.active(now)
+            .into_iter()
+            .map(|(what, key, left)| (what, key, now + left))
             .collect()
     }
 
-    /// Lifts the earned ban of `key` as [`Bans::in_force`] shows it (its failures are forgotten
-    /// too); whether there was one.
+    /// The thresholds in force: per address, per account or certificate.
+    #[must_use]
+    pub fn thresholds(&self) -> (u32, u32) {
+        (
+            self.addresses.threshold.load(Ordering::Acquire),
+            self.users.threshold.load(Ordering::Acquire),
+        )
+    }
+
+    /// `ban_window` and `ban_duration` in force.
+    #[must_use]
+    pub fn timing(&self) -> (Duration, Duration) {
+        (self.window(), self.duration())
+    }
+
+    /// Applies a ban decided elsewhere (another instance, an operator) on a key named as by
+    /// [`shared_keys`], until `until`. False when the key is malformed or cannot be kept (the
+    /// map is full of live bans).
+    pub fn impose(&self, what: Banned, key: &str, until: Instant, now: Instant) -> bool {
+        match what {
+            Banned::Address => key.parse::<IpAddr>().is_ok_and(|ip| {
+                self.addresses
+                    .impose(crate::limits::address_key(ip), until, now)
+            }),
+            Banned::User => parse_user_key(key).is_some_and(|k| self.users.impose(k, until, now)),
+            Banned::Certificate => {
+                is_fingerprint(key) && self.certs.impose(key.to_owned(), until, now)
+            }
+        }
+    }
+
+    /// Lifts a ban (and forgets the failures counted) on a key named as by [`shared_keys`]. True
+    /// when something was there.
     pub fn lift(&self, what: Banned, key: &str) -> bool {
         match what {
             Banned::Address => key
                 .parse::<IpAddr>()
-                .is_ok_and(|ip| self.addresses.map.remove(&ip).is_some()),
-            Banned::User => {
-                let k: Option<UserKey> = (key.len() == 64)
-                    .then(|| {
-                        (0..32)
-                            .map(|i| {
-                                key.get(i * 2..i * 2 + 2)
-                                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                            })
-                            .collect::<Option<Vec<u8>>>()
-                    })
-                    .flatten()
-                    .and_then(|v| v.try_into().ok());
-                k.is_some_and(|k| self.users.map.remove(&k).is_some())
-            }
-            Banned::Certificate => self.certs.map.remove(key).is_some(),
+                .is_ok_and(|ip| self.addresses.lift(&crate::limits::address_key(ip))),
+            Banned::User => parse_user_key(key).is_some_and(|k| self.users.lift(&k)),
+            Banned::Certificate => self.certs.lift(&key.to_owned()),
         }
+    }
+
+    /// Every ban in force at `now`, with its key (as [`shared_keys`] names it) and the time left.
+    #[must_use]
+    pub fn active(&self, now: Instant) -> Vec<(Banned, String, Duration)> {
+        let mut out: Vec<(Banned, String, Duration)> = self
+            .addresses
+            .active(now)
+            .into_iter()
+            .map(|(k, d)| (Banned::Address, k.to_string(), d))
+            .collect();
+        out.extend(
+            self.users
+                .active(now)
+                .into_iter()
+                .map(|(k, d)| (Banned::User, hex(&k), d)),
+        );
+        out.extend(
+            self.certs
+                .active(now)
+                .into_iter()
+                .map(|(k, d)| (Banned::Certificate, k, d)),
+        );
+        out
     }
 
     /// Drops expired entries (call periodically).
@@ -411,6 +561,87 @@ mod tests {
         assert!(!b.address_banned(ip, t0));
         assert_eq!(b.identity_banned(ip, Some("alice"), Some("fp"), t0), None);
         assert!(b.in_force(t0).is_empty());
+    }
+
+    #[test]
+    fn bans_named_by_shared_keys_are_imposed_listed_and_lifted() {
+        let b = Bans::new(3, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        let fp = "ab".repeat(32);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let keys = shared_keys(v6, Some("alice"), Some(&fp));
+        assert_eq!(keys.len(), 3);
+        for (what, key) in &keys {
+            assert!(
+                b.impose(*what, key, t0 + Duration::from_secs(10), t0),
+                "{key}"
+            );
+        }
+        // The same /64, the account from anywhere, the certificate.
+        let neighbour: IpAddr = "2001:db8::ffff".parse().unwrap();
+        assert!(b.address_banned(neighbour, t0));
+        let home: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            b.identity_banned(home, Some("alice"), None, t0),
+            Some(Banned::User)
+        );
+        assert_eq!(
+            b.identity_banned(home, None, Some(&fp), t0),
+            Some(Banned::Certificate)
+        );
+        let mut active = b.active(t0 + Duration::from_secs(4));
+        active.sort_by(|x, y| x.1.cmp(&y.1));
+        let mut expected: Vec<_> = keys
+            .iter()
+            .map(|(w, k)| (*w, k.clone(), Duration::from_secs(6)))
+            .collect();
+        expected.sort_by(|x, y| x.1.cmp(&y.1));
+        assert_eq!(active, expected, "keys round-trip, time left");
+        // A later imposition never shortens a ban.
+        assert!(b.impose(
+            Banned::Address,
+            "2001:db8::",
+            t0 + Duration::from_secs(1),
+            t0
+        ));
+        assert!(b.address_banned(v6, t0 + Duration::from_secs(9)));
+        for (what, key) in &keys {
+            assert!(b.lift(*what, key));
+        }
+        assert!(!b.address_banned(v6, t0));
+        assert_eq!(b.identity_banned(home, Some("alice"), Some(&fp), t0), None);
+        // Malformed keys are refused, not guessed at.
+        for (what, key) in [
+            (Banned::Address, "not-an-ip"),
+            (Banned::User, "alice"),
+            (Banned::User, &"zz".repeat(32)),
+            (Banned::Certificate, "AB"),
+        ] {
+            assert!(
+                !b.impose(what, key, t0 + Duration::from_secs(10), t0),
+                "{key}"
+            );
+        }
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn an_imposed_ban_takes_the_place_of_a_failure_count_never_of_a_ban() {
+        let b = Bans::new(5, Duration::from_secs(60), Duration::from_secs(600));
+        let t0 = Instant::now();
+        for i in 0..u32::try_from(MAX_ENTRIES).unwrap() {
+            b.failure(IpAddr::from(i.to_be_bytes()), None, None, t0);
+        }
+        let until = t0 + Duration::from_secs(60);
+        assert!(b.impose(Banned::Address, "203.0.113.250", until, t0));
+        assert!(b.address_banned("203.0.113.250".parse().unwrap(), t0));
+        assert_eq!(b.len(), MAX_ENTRIES);
+        let full = Bans::new(1, Duration::from_secs(60), Duration::from_secs(600));
+        for i in 0..u32::try_from(MAX_ENTRIES).unwrap() {
+            full.failure(IpAddr::from(i.to_be_bytes()), None, None, t0);
+        }
+        assert!(!full.impose(Banned::Address, "203.0.113.250", until, t0));
+        assert_eq!(full.active(t0).len(), MAX_ENTRIES, "no ban dropped");
     }
 
     #[test]

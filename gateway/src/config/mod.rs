@@ -59,6 +59,20 @@ pub struct Config {
     /// `[enrollment]`: the EST listener. Absent: none.
     #[serde(default)]
     pub enrollment: Option<EnrollmentConfig>,
+    /// `[cluster]`: bans and failure counters shared with the other gateway instances through
+    /// Redis. Absent: this instance keeps its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`. Read at start-up only (a reload keeps the connection it has).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
+    pub redis: String,
+    /// With `rediss://`: the CA certificates (PEM) that Redis's server certificate must chain to,
+    /// instead of the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[admin]`.

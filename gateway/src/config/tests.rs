@@ -83,6 +83,29 @@ fn defaults_fill_a_minimal_file() {
 }
 
 #[test]
+fn the_cluster_section_of_the_lifecycle_contract_parses() {
+    // lifecycle.md: `[cluster] redis = "redis://127.0.0.1:6379/0"`; absent: stand-alone.
+    assert_eq!(parse(BASE).unwrap().cluster, None);
+    let config = parse(&appended(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n",
+    ))
+    .unwrap();
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.redis, "redis://127.0.0.1:6379/0");
+    assert_eq!(cluster.ca, None);
+    // A relative `ca` is resolved against the config file's directory.
+    let config = Config::from_str(
+        &appended("[cluster]\nredis = \"rediss://:pw@redis:6380\"\nca = \"redis-ca.pem\"\n"),
+        Path::new("/etc/gw/gateway.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.cluster.unwrap().ca.as_deref(),
+        Some(Path::new("/etc/gw/redis-ca.pem"))
+    );
+}
+
+#[test]
 fn a_unix_socket_broker_is_accepted_next_to_tcp_ones() {
     let src = BASE.replace(
         "address = \"127.0.0.1:1883\"",
@@ -179,6 +202,10 @@ fn broken_cases() -> Vec<Case> {
         (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nmax_connections = 0\n"), Some(12), Some("admin.max_connections"), "nonzero"),
         (appended("[admin]\nlisten = \"127.0.0.1:9090\"\nmax_connections = 10001\n"), Some(12), Some("admin.max_connections"), "at most 10000"),
         (appended("[limits]\nmax_packet_size = \"12 apples\"\n"), Some(11), Some("limits.max_packet_size"), r#"invalid size "12 apples": expected"#),
+        (appended("[cluster]\nredis = \"http://127.0.0.1:6379\"\n"), Some(11), Some("cluster.redis"), "must start with redis:// or rediss://"),
+        (appended("[cluster]\n\nredis = \"redis://127.0.0.1:6379/zero\"\n"), Some(12), Some("cluster.redis"), "database must be a number"),
+        (appended("[cluster]\nredis = \"redis://r\"\nca = \"ca.pem\"\n"), Some(12), Some("cluster.ca"), "rediss:// (TLS) only"),
+        (appended("[cluster]\nredis = \"redis://r\"\nrediss = 1\n"), Some(12), Some("cluster.rediss"), "unknown field `rediss`"),
         (appended("[limits]\nmax_packet_size = -1\n"), Some(11), Some("limits.max_packet_size"), "invalid size -1"),
         (appended("[limits]\nconnect_timeout = 10\n"), Some(11), Some("limits.connect_timeout"), "expected a duration string"),
         (appended("[limits]\nban_window = \"1 m\"\n"), Some(11), Some("limits.ban_window"), r#"invalid duration "1 m""#),

@@ -26,7 +26,22 @@ pub(super) fn validate(config: &Config, src: &Source<'_>) -> Result<(), ConfigEr
     check_auth_and_policy(config, src)?;
     check_limits(config, src)?;
     check_admin(config, src)?;
-    super::enrollment::check(config.enrollment.as_ref(), src)
+    super::enrollment::check(config.enrollment.as_ref(), src)?;
+    check_cluster(config, src)
+}
+
+fn check_cluster(config: &Config, src: &Source<'_>) -> Result<(), ConfigError> {
+    if let Some(cluster) = &config.cluster {
+        crate::cluster::check_url(&cluster.redis)
+            .map_err(|e| src.invalid(&KeyPath::new("cluster").key("redis"), e))?;
+        if cluster.ca.is_some() && !cluster.redis.starts_with("rediss://") {
+            return Err(src.invalid(
+                &KeyPath::new("cluster").key("ca"),
+                "ca is for rediss:// (TLS) only",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// At most this many concurrent admin connections (`admin.max_connections`).
@@ -529,6 +544,9 @@ pub(super) fn resolve_paths(config: &mut Config, path: &Path) -> Result<(), Conf
             resolve(&mut t.cert);
             resolve(&mut t.key);
         }
+    }
+    if let Some(c) = &mut config.cluster {
+        c.ca.iter_mut().for_each(resolve);
     }
     Ok(())
 }

@@ -115,11 +115,23 @@ async fn open(
     // not the username a certificate-authenticated client also sends.
     let account =
         password_account(&snap.config.auth, cert.as_ref(), connect.username).map(str::to_owned);
-    if gw
+    let mut banned = gw
         .bans
-        .identity_banned(peer.ip(), account.as_deref(), fingerprint, now)
-        .is_some()
+        .identity_banned(peer.ip(), account.as_deref(), fingerprint, now);
+    // An account ban spares the addresses its owner logged in from, on any instance of a cluster.
+    if banned == Some(crate::auth::ban::Banned::User)
+        && let Some(user) = account.as_deref()
+        && gw
+            .cluster
+            .known_good(&crate::auth::ban::known_good_key(peer.ip(), user))
+            .await
     {
+        gw.bans.success(peer.ip(), user, now);
+        banned = gw
+            .bans
+            .identity_banned(peer.ip(), account.as_deref(), fingerprint, now);
+    }
+    if banned.is_some() {
         let refusal = Refusal::other(
             ReasonCode::Banned,
             ConnectOutcome::Banned,
@@ -140,17 +152,31 @@ async fn open(
                         | AuthFailure::TokenUnknownKey
                         | AuthFailure::TokenClaims
                 )
-            ) && let Some(what) =
-                gw.bans
-                    .failure(peer.ip(), account.as_deref(), fingerprint, now)
-            {
-                tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
+            ) {
+                // Counted here first (enforced whatever Redis says), then in the shared state
+                // of `[cluster]`, if it answers within `cluster::TIMEOUT`.
+                let local = gw
+                    .bans
+                    .failure(peer.ip(), account.as_deref(), fingerprint, now);
+                let shared = if gw.cluster.is_up() {
+                    let keys =
+                        crate::cluster::failure_keys(peer.ip(), account.as_deref(), fingerprint);
+                    gw.cluster.failure(&gw.bans, &keys, local, now).await
+                } else {
+                    None
+                };
+                if let Some(what) = local.or(shared) {
+                    tracing::warn!(%peer, ?what, "banned after repeated authentication failures");
+                }
             }
             return Err(refused(client, refusal));
         }
     };
-    if let Some(user) = &admitted.identity.password_user {
-        gw.bans.success(peer.ip(), user, now);
+    if let Some(user) = &admitted.identity.password_user
+        && gw.bans.success(peer.ip(), user, now)
+    {
+        gw.cluster
+            .share_success(&crate::auth::ban::known_good_key(peer.ip(), user));
     }
 
     let upstream_cfg = &snap.config.upstream;

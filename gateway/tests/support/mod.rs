@@ -4,7 +4,8 @@
 //! - [`gateway`]: a real Mosquitto and the gateway in front of it ([`Setup`], [`TestGateway`]),
 //!   the broker side, `mosquitto_pub` through the gateway, `/metrics` and audit readers;
 //! - [`wire`]: the raw MQTT client (plain TCP or TLS) and frame builders, for byte-level cases;
-//! - [`reload`]: hot-reload helpers; [`shim`]: a TLS shim for plain-TCP-only clients.
+//! - [`reload`]: hot-reload helpers; [`shim`]: a TLS shim for plain-TCP-only clients;
+//! - [`redis`]: a real `redis-server` for the `[cluster]` tests.
 
 #![allow(
     dead_code,
@@ -17,6 +18,7 @@
 
 pub mod gateway;
 pub mod pki;
+pub mod redis;
 pub mod reload;
 pub mod shim;
 pub mod wire;
