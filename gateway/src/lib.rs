@@ -19,6 +19,7 @@ pub mod enroll;
 pub mod identity;
 pub mod labels;
 pub mod limits;
+pub mod line_file;
 pub mod listener;
 pub mod metrics;
 pub mod metrics_tls;

@@ -39,7 +39,7 @@ pub enum StartError {
     Jwks(#[from] crate::auth::token::JwksError),
     /// The admin API's token file is unreadable or invalid.
     #[error("admin.api_tokens_file: {0}")]
-    AdminTokens(#[from] crate::api::tokens::TokenFileError),
+    AdminTokens(#[source] crate::api::tokens::TokenFileError),
     /// The admin listener's certificate or key could not be loaded.
     #[error("admin.tls: {0}")]
     AdminTls(#[source] tls::TlsError),
@@ -107,7 +107,9 @@ pub fn load_snapshot(config: Arc<Config>, generation: u64) -> Result<Snapshot, S
         .as_ref()
         .and_then(|a| a.api_tokens_file.as_ref())
     {
-        Some(p) => Some(Arc::new(crate::api::tokens::AdminTokens::load(p)?)),
+        Some(p) => Some(Arc::new(
+            crate::api::tokens::AdminTokens::load(p).map_err(StartError::AdminTokens)?,
+        )),
         None => None,
     };
     let mut verifiers = HashMap::new();

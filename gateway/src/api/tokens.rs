@@ -55,29 +55,8 @@ impl Role {
     }
 }
 
-/// Why a token file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// The file could not be read.
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A line is wrong.
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// 1-based line.
-        line: u32,
-        /// What is wrong.
-        message: String,
-    },
-}
+/// Why a token file was refused (no message quotes a hash or a secret).
+pub type TokenFileError = crate::line_file::LineFileError;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,12 +113,7 @@ impl AdminTokens {
     /// # Errors
     /// An unreadable file or a bad line.
     pub fn load(path: &Path) -> Result<Self, TokenFileError> {
-        let name = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
-            path: name.clone(),
-            source,
-        })?;
-        Self::parse(&src, &name)
+        crate::line_file::load(path, Self::parse)
     }
 
     /// Parses a token file given as text; `file_name` is used in errors.
@@ -150,18 +124,7 @@ impl AdminTokens {
     pub fn parse(src: &str, file_name: &str) -> Result<Self, TokenFileError> {
         let mut entries: HashMap<Box<str>, Entry> = HashMap::new();
         let mut lines: HashMap<Box<str>, u32> = HashMap::new();
-        let mut line_no: u32 = 0;
-        for line in src.split('\n') {
-            line_no = line_no.saturating_add(1);
-            let error = |message: String| TokenFileError::Invalid {
-                file: file_name.to_owned(),
-                line: line_no,
-                message,
-            };
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
+        for (line_no, line, error) in crate::line_file::entries(src, file_name) {
             let mut parts = line.splitn(3, ':');
             let (Some(name), Some(role), Some(stored)) = (parts.next(), parts.next(), parts.next())
             else {

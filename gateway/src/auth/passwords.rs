@@ -27,29 +27,8 @@ pub enum VerifyOutcome {
     BadPassword,
 }
 
-/// Why a password file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PasswordFileError {
-    /// The file could not be read.
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A line is wrong (the message never contains the hash).
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// 1-based line.
-        line: u32,
-        /// What is wrong.
-        message: String,
-    },
-}
+/// Why a password file was refused (the message never contains the hash).
+pub type PasswordFileError = crate::line_file::LineFileError;
 
 struct Entry {
     hash: Hash,
@@ -81,12 +60,7 @@ impl PasswordFile {
     /// # Errors
     /// An unreadable file, or any bad line (see [`PasswordFile::parse`]).
     pub fn load(path: &Path) -> Result<Self, PasswordFileError> {
-        let name = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|source| PasswordFileError::Read {
-            path: name.clone(),
-            source,
-        })?;
-        Self::parse(&src, &name)
+        crate::line_file::load(path, Self::parse)
     }
 
     /// Parses a password file given as text; `file_name` is used in errors.
@@ -99,17 +73,7 @@ impl PasswordFile {
         let mut first_line: HashMap<Box<str>, u32> = HashMap::new();
         // Per cost: how many entries have it, and the line of the first one (ties go to it).
         let mut costs: HashMap<Cost, (usize, std::cmp::Reverse<u32>)> = HashMap::new();
-        let mut line_no: u32 = 0;
-        for line in src.split('\n') {
-            line_no = line_no.saturating_add(1);
-            let error = |message: String| PasswordFileError::Invalid {
-                file: file_name.to_string(),
-                line: line_no,
-                message,
-            };
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
+        for (line_no, line, error) in crate::line_file::entries(src, file_name) {
             let Some((user, rest)) = line.split_once(':') else {
                 return Err(error(
                     "no ':' between user and hash (Mosquitto would skip this line silently)".into(),
