@@ -310,6 +310,9 @@ pub async fn start_on(
     tasks.push(tokio::spawn(sweep(Arc::clone(&gateway))));
     if gateway.cluster.configured() {
         tasks.push(tokio::spawn(crate::cluster::maintain(Arc::clone(&gateway))));
+        tasks.push(tokio::spawn(crate::api::cluster_kicks(Arc::clone(
+            &gateway,
+        ))));
     }
     for (socket, ctx) in bound {
         tracing::info!(listener = %ctx.name, addr = ?socket.local_addr().ok(), tls = ctx.tls.is_some(), "listening");

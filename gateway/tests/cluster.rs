@@ -728,3 +728,359 @@ async fn three_binaries_behind_haproxy_ban_an_account_together() {
         );
     }
 }
+
+// === The admin API through the shared state (issue 26 item 3) ===
+
+/// An admin token file with one `operate` token `ops`; its `NAME:SECRET`.
+fn ops_token(path: &std::path::Path) -> String {
+    let secret = mqtt_gateway::api::tokens::new_secret().unwrap();
+    let hash = mqtt_gateway::auth::hash_argon2id(secret.as_bytes()).unwrap();
+    std::fs::write(path, format!("ops:operate:{hash}\n")).unwrap();
+    format!("ops:{secret}")
+}
+
+/// Two instances on `redis` with the admin API (token file `tokens`); `one_broker`: as [`pair`],
+/// else each with its own Mosquitto (the same client id may then be live on both).
+async fn api_pair(
+    pki: &Pki,
+    redis: &str,
+    tokens: &std::path::Path,
+    one_broker: bool,
+) -> (TestGateway, TestGateway) {
+    fn with_api<'a>(mut s: Setup<'a>, tokens: &std::path::Path) -> Setup<'a> {
+        s.admin_extra = format!("api_tokens_file = \"{}\"", tokens.display());
+        s
+    }
+    let a = with_api(setup(pki, redis, ""), tokens).start().await;
+    let mut s = with_api(setup(pki, redis, ""), tokens);
+    if one_broker {
+        s.upstream_keys = Some(format!("address = \"{}\"", a.broker.addr()));
+    }
+    let b = s.start().await;
+    (a, b)
+}
+
+/// `curl -X METHOD` on an instance's admin API with the token (and a JSON body): status, JSON.
+async fn api(
+    t: &TestGateway,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut args = vec![
+        "-s".to_owned(),
+        "-X".to_owned(),
+        method.to_owned(),
+        "-w".to_owned(),
+        "\n%{http_code}".to_owned(),
+        "-H".to_owned(),
+        format!("Authorization: Bearer {token}"),
+    ];
+    if let Some(b) = body {
+        args.extend(["--data-binary".to_owned(), b.to_owned()]);
+    }
+    args.push(format!("http://{}{path}", t.running.admin.unwrap()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl").args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("curl is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        status.parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned())),
+    )
+}
+
+fn user_banned(t: &TestGateway, user: &str) -> bool {
+    let key = mqtt_gateway::auth::ban::user_hex(user);
+    gw(t)
+        .bans
+        .in_force(Instant::now())
+        .iter()
+        .any(|(what, k, _)| *what == Banned::User && *k == key)
+}
+
+const SERVED: Option<Vec<u8>> = None;
+
+/// Issue 26 item 3: an operator ban added through A's admin API refuses that address (closed
+/// before CONNACK) and that user (MQTT 5 CONNACK 0x8A) on B, another address and user still
+/// served; lifting it on A (the operator ban, and the shared copy of a user ban, an `auto-` ban)
+/// lets them in on B. A network wider than one address stays on A, and says so. With Redis down
+/// a ban applies on A and the answer and the audit line say it was not shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_and_unbans_through_the_admin_api_reach_the_other_instance() {
+    let _serial = SERIAL.lock().await;
+    let mut redis = Redis::start();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let ops = ops_token(&tokens);
+    let (a, b) = api_pair(&pki, &redis.url(), &tokens, true).await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    let ok = Some(vec![0x20, 2, 0, 0]);
+    let connect = |t: &TestGateway, from: &'static str, user: &'static str| {
+        let addr = t.plain_addr();
+        async move { try_connect(addr, from, ProtocolVersion::V311, user, b"secret").await }
+    };
+
+    // An address, for an hour: refused by B, another address served by B.
+    let (status, body) = api(
+        &a,
+        "POST",
+        "/api/v1/bans",
+        &ops,
+        Some(r#"{"address": "127.0.6.1", "expires_in": 3600}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["shared"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    let address_ban = body["id"].as_str().unwrap().to_owned();
+    until("the operator's address ban reaches B", || {
+        gw(&b).bans.address_banned(ip("127.0.6.1"), Instant::now())
+    })
+    .await;
+    assert_eq!(
+        connect(&b, "127.0.6.1", "bob").await,
+        SERVED,
+        "closed before CONNACK by B"
+    );
+    assert_eq!(
+        connect(&b, "127.0.6.2", "bob").await,
+        ok,
+        "another address served by B"
+    );
+
+    // A user, without expiry (shared for at most a year): B refuses alice with 0x8A, serves bob.
+    let (status, body) = api(
+        &a,
+        "POST",
+        "/api/v1/bans",
+        &ops,
+        Some(r#"{"user": "alice"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["shared"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    let user_ban = body["id"].as_str().unwrap().to_owned();
+    until("the operator's user ban reaches B", || {
+        user_banned(&b, "alice")
+    })
+    .await;
+    let refused = try_connect(
+        b.plain_addr(),
+        "127.0.6.3",
+        ProtocolVersion::V5,
+        "alice",
+        b"secret",
+    )
+    .await
+    .expect("a CONNACK");
+    assert_eq!(
+        (refused[0], refused[3]),
+        (0x20, 0x8A),
+        "0x8A Banned: {refused:?}"
+    );
+    assert_eq!(connect(&b, "127.0.6.3", "bob").await, ok, "bob served by B");
+
+    // A /24 stays on A, and the answer says so.
+    let (status, body) = api(
+        &a,
+        "POST",
+        "/api/v1/bans",
+        &ops,
+        Some(r#"{"address": "127.0.7.0/24"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["shared"]),
+        (200, &serde_json::json!(false)),
+        "{body}"
+    );
+    assert!(
+        body["not_shared"].as_str().unwrap().contains("wider"),
+        "{body}"
+    );
+    assert_eq!(
+        connect(&b, "127.0.7.1", "bob").await,
+        ok,
+        "the /24 is A's only"
+    );
+
+    // Lifted on A: the address is served by B again.
+    let (status, body) = api(
+        &a,
+        "DELETE",
+        &format!("/api/v1/bans/{address_ban}"),
+        &ops,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["shared"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    until("the unban reaches B", || {
+        !gw(&b).bans.address_banned(ip("127.0.6.1"), Instant::now())
+    })
+    .await;
+    assert_eq!(connect(&b, "127.0.6.1", "bob").await, ok, "unbanned on B");
+    // The shared copy of the user ban is an `auto-` ban: lifting it on A lifts it on B, while
+    // A's own operator ban still holds alice there.
+    let auto = format!("auto-user-{}", mqtt_gateway::auth::ban::user_hex("alice"));
+    let (status, body) = api(&a, "DELETE", &format!("/api/v1/bans/{auto}"), &ops, None).await;
+    assert_eq!(
+        (status, &body["shared"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    until("the user unban reaches B", || !user_banned(&b, "alice")).await;
+    assert_eq!(
+        connect(&b, "127.0.6.4", "alice").await,
+        ok,
+        "alice served by B"
+    );
+    assert_ne!(
+        connect(&a, "127.0.6.4", "alice").await,
+        ok,
+        "A's operator ban holds"
+    );
+    let (status, _) = api(
+        &a,
+        "DELETE",
+        &format!("/api/v1/bans/{user_ban}"),
+        &ops,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(connect(&a, "127.0.6.5", "alice").await, ok, "lifted on A");
+
+    // Redis down: the ban applies on A, not shared, and both the answer and the audit say so.
+    redis.kill();
+    until("A sees Redis gone", || !gw(&a).cluster.is_up()).await;
+    let (status, body) = api(
+        &a,
+        "POST",
+        "/api/v1/bans",
+        &ops,
+        Some(r#"{"address": "127.0.6.9", "expires_in": 600}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["shared"]),
+        (200, &serde_json::json!(false)),
+        "{body}"
+    );
+    assert!(
+        body["not_shared"].as_str().unwrap().contains("Redis"),
+        "{body}"
+    );
+    assert_ne!(connect(&a, "127.0.6.9", "bob").await, ok, "refused by A");
+    let line = a
+        .audit_line(|l| {
+            l["event"] == "admin_action"
+                && l["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("127.0.6.9"))
+        })
+        .await
+        .expect("an admin_action line");
+    assert!(
+        line["detail"].as_str().unwrap().contains("not shared"),
+        "{line}"
+    );
+}
+
+/// Issue 26 item 3: kicking a session through A's admin API kicks that client id everywhere:
+/// the same client id live on B (each instance with its own broker here) gets DISCONNECT 0x98 from
+/// B, counted `kicked`, with B's `admin_action` line; a bystander on B stays and publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_through_the_admin_api_ends_that_client_id_on_the_other_instance() {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    let ops = ops_token(&tokens);
+    let (a, b) = api_pair(&pki, &redis.url(), &tokens, false).await;
+    until("both instances up", || {
+        gw(&a).cluster.is_up() && gw(&b).cluster.is_up()
+    })
+    .await;
+    let v5 = |t: &TestGateway, from: &'static str, id: &'static str| {
+        let addr = t.plain_addr();
+        async move {
+            let mut c = PlainWire::plain_from(addr, from, ProtocolVersion::V5)
+                .await
+                .unwrap();
+            let code = c
+                .connect(&connect_frame(
+                    ProtocolVersion::V5,
+                    id,
+                    Some("bob"),
+                    Some(b"secret"),
+                ))
+                .await;
+            assert_eq!(code, 0, "{id} connects");
+            c
+        }
+    };
+    let mut on_a = v5(&a, "127.0.6.20", "sensor-7").await;
+    let mut on_b = v5(&b, "127.0.6.21", "sensor-7").await;
+    let mut bystander = v5(&b, "127.0.6.22", "bystander").await;
+    let kicked = "mqtt_gateway_sessions_closed_total{reason=\"kicked\"}";
+    let was = a.metric(kicked).await;
+
+    let (status, list) = api(&a, "GET", "/api/v1/sessions?client_id=sensor-7", &ops, None).await;
+    assert_eq!(status, 200, "{list}");
+    let id = list["sessions"][0]["id"].as_u64().unwrap();
+    let (status, body) = api(&a, "DELETE", &format!("/api/v1/sessions/{id}"), &ops, None).await;
+    assert_eq!(
+        (status, &body["closed"], &body["shared"]),
+        (200, &serde_json::json!(true), &serde_json::json!(true)),
+        "{body}"
+    );
+    support::reload::disconnected_with(&mut on_a, mqtt_inspect::ReasonCode::AdministrativeAction)
+        .await;
+    support::reload::disconnected_with(&mut on_b, mqtt_inspect::ReasonCode::AdministrativeAction)
+        .await;
+    bystander
+        .send(&publish(ProtocolVersion::V5, "t/cluster", 1, 1, &[], b"x"))
+        .await;
+    assert_broker_ack(&bystander.next("PUBACK").await, AckKind::Puback, 1);
+    // The instances of this test binary share one metrics registry: both kicks are counted
+    // (waited for: a session is counted as it ends).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.metric(kicked).await - was < 2.0 {
+        assert!(Instant::now() < deadline, "never: both kicks counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.metric(kicked).await - was, 2.0);
+    let line = b
+        .audit_line(|l| {
+            l["event"] == "admin_action"
+                && l["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("cluster kick"))
+        })
+        .await
+        .expect("B's admin_action line");
+    assert!(
+        line["detail"].as_str().unwrap().contains("sensor-7"),
+        "{line}"
+    );
+}

@@ -13,6 +13,7 @@ use super::tokens::Caller;
 use super::{Endpoint, Response, audit_action};
 use crate::auth::ban::Banned;
 use crate::auth::ban_manual::Target;
+use crate::cluster::ClusterError;
 use crate::shared::Gateway;
 
 /// The longest operator ban with an expiry (`expires_in`, seconds): ten years.
@@ -91,7 +92,57 @@ fn target(b: &NewBan) -> Result<Target, String> {
     }
 }
 
-pub(super) fn add(gw: &Gateway, body: &[u8], caller: &Caller) -> Response {
+/// The key an operator ban is shared under (`auth::ban::shared_keys`), or why it is not shared.
+fn shared_key(target: &Target) -> Result<(Banned, String), &'static str> {
+    match target {
+        Target::Address(net) => {
+            let one = match net {
+                ipnet::IpNet::V4(n) => n.prefix_len() == 32,
+                ipnet::IpNet::V6(n) => n.prefix_len() >= 64,
+            };
+            if one {
+                Ok((
+                    Banned::Address,
+                    crate::limits::address_key(net.addr()).to_string(),
+                ))
+            } else {
+                Err("a network wider than one address (an IPv6 /64) stays on this instance")
+            }
+        }
+        Target::User(u) => Ok((Banned::User, crate::auth::ban::user_hex(u))),
+        Target::Certificate(f) => Ok((Banned::Certificate, f.clone())),
+    }
+}
+
+/// What the cluster made of a publication: `(shared, why not)`; `None` without `[cluster]`.
+pub(super) fn outcome(r: Result<(), ClusterError>) -> Option<(bool, Option<String>)> {
+    match r {
+        Ok(()) => Some((true, None)),
+        Err(ClusterError::NotConfigured) => None,
+        Err(e) => Some((false, Some(e.to_string()))),
+    }
+}
+
+/// Adds `shared` (and `not_shared`, why) to an answer and to its audit outcome.
+pub(super) fn shared_fields(
+    shared: Option<&(bool, Option<String>)>,
+    body: &mut serde_json::Value,
+    outcome: &mut String,
+) {
+    let (Some((ok, why)), Some(body)) = (shared, body.as_object_mut()) else {
+        return;
+    };
+    body.insert("shared".to_owned(), json!(ok));
+    if let Some(why) = why {
+        body.insert("not_shared".to_owned(), json!(why));
+        outcome.push_str("; not shared: ");
+        outcome.push_str(why);
+    } else {
+        outcome.push_str("; shared with every instance");
+    }
+}
+
+pub(super) async fn add(gw: &Gateway, body: &[u8], caller: &Caller) -> Response {
     let new: NewBan = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => return Response::error(400, format!("a JSON object: {e}")),
@@ -104,6 +155,7 @@ pub(super) fn add(gw: &Gateway, body: &[u8], caller: &Caller) -> Response {
         return Response::error(400, format!("expires_in: 1 to {MAX_EXPIRES_IN} seconds"));
     }
     let shown = format!("{} {}", target.kind(), target.value());
+    let share = shared_key(&target);
     let Some(ban) = gw.bans.manual.add(
         target,
         new.expires_in.map(Duration::from_secs),
@@ -112,43 +164,82 @@ pub(super) fn add(gw: &Gateway, body: &[u8], caller: &Caller) -> Response {
     ) else {
         return Response::error(409, "the operator ban table is full");
     };
-    audit_action(
-        gw,
-        caller,
-        Endpoint::BanAdd,
-        &shown,
-        &format!("ban m{}", ban.id),
-    );
-    Response::new(
-        200,
-        json!({
-            "id": format!("m{}", ban.id),
-            "kind": ban.target.kind(),
-            "value": ban.target.value(),
-            "expires": ban.until_unix,
-            "source": "operator",
-        }),
-    )
+    let shared = if gw.cluster.configured() {
+        match share {
+            Ok((what, key)) => {
+                let ttl = new
+                    .expires_in
+                    .map_or(crate::cluster::decide::MAX_BAN, Duration::from_secs)
+                    .min(crate::cluster::decide::MAX_BAN);
+                outcome(gw.cluster.publish_ban(&gw.bans, what, &key, ttl).await)
+            }
+            Err(why) => Some((false, Some(why.to_owned()))),
+        }
+    } else {
+        None
+    };
+    let mut answer = json!({
+        "id": format!("m{}", ban.id),
+        "kind": ban.target.kind(),
+        "value": ban.target.value(),
+        "expires": ban.until_unix,
+        "source": "operator",
+    });
+    let mut done = format!("ban m{}", ban.id);
+    shared_fields(shared.as_ref(), &mut answer, &mut done);
+    audit_action(gw, caller, Endpoint::BanAdd, &shown, &done);
+    Response::new(200, answer)
 }
 
-pub(super) fn remove(gw: &Gateway, id: &str, caller: &Caller) -> Response {
-    let lifted = if let Some(n) = id.strip_prefix('m') {
-        n.parse().is_ok_and(|n| gw.bans.manual.remove(n))
+pub(super) async fn remove(gw: &Gateway, id: &str, caller: &Caller) -> Response {
+    // What to publish as an unban once lifted here: an earned ban's key, or the key a shared
+    // operator ban was published under (when its shared copy is still in force here).
+    let (lifted, unban) = if let Some(n) = id.strip_prefix('m') {
+        let n: Option<u64> = n.parse().ok();
+        let target = n.and_then(|n| {
+            gw.bans
+                .manual
+                .list(Instant::now())
+                .into_iter()
+                .find(|b| b.id == n)
+                .map(|b| b.target)
+        });
+        let lifted = n.is_some_and(|n| gw.bans.manual.remove(n));
+        let unban = target
+            .as_ref()
+            .and_then(|t| shared_key(t).ok())
+            .filter(|(what, key)| {
+                gw.bans
+                    .active(Instant::now())
+                    .iter()
+                    .any(|(w, k, _)| w == what && k == key)
+            });
+        (lifted, unban)
     } else if let Some(rest) = id.strip_prefix("auto-") {
-        [Banned::Address, Banned::User, Banned::Certificate]
+        let found = [Banned::Address, Banned::User, Banned::Certificate]
             .into_iter()
             .find_map(|b| {
                 rest.strip_prefix(kind(b))
                     .and_then(|k| k.strip_prefix('-'))
-                    .map(|k| (b, k))
-            })
-            .is_some_and(|(b, k)| gw.bans.lift(b, k))
+                    .map(|k| (b, k.to_owned()))
+            });
+        let lifted = found.as_ref().is_some_and(|(b, k)| gw.bans.lift(*b, k));
+        (lifted, found.filter(|_| lifted))
     } else {
-        false
+        (false, None)
     };
     if !lifted {
         return Response::error(404, "no such ban");
     }
-    audit_action(gw, caller, Endpoint::BanRemove, id, "lifted");
-    Response::new(200, json!({ "id": id, "lifted": true }))
+    let shared = match unban {
+        Some((what, key)) if gw.cluster.configured() => {
+            outcome(gw.cluster.publish_unban(&gw.bans, what, &key).await)
+        }
+        _ => None,
+    };
+    let mut answer = json!({ "id": id, "lifted": true });
+    let mut done = "lifted".to_owned();
+    shared_fields(shared.as_ref(), &mut answer, &mut done);
+    audit_action(gw, caller, Endpoint::BanRemove, id, &done);
+    Response::new(200, answer)
 }

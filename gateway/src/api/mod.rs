@@ -226,8 +226,8 @@ async fn serve(
             Err(_) => Response::error(404, "no such session"),
         },
         Endpoint::BansList => bans::list(gw),
-        Endpoint::BanAdd => bans::add(gw, req.body, caller),
-        Endpoint::BanRemove => bans::remove(gw, target, caller),
+        Endpoint::BanAdd => bans::add(gw, req.body, caller).await,
+        Endpoint::BanRemove => bans::remove(gw, target, caller).await,
         Endpoint::CertificateRevoke => revoke(gw, target, caller).await,
         Endpoint::Reload => reload(gw, caller).await,
         Endpoint::PolicyExplain => explain(gw, req.query),
@@ -349,17 +349,63 @@ async fn kick(gw: &Gateway, id: u64, caller: &Caller) -> Response {
         s.identity.principal.as_deref().map(registry::cut),
         s.identity.peer
     );
+    let client_id = s.identity.client_id.clone();
     s.kick();
     drop(s);
+    // With `[cluster]`: every instance kicks the sessions of that client id (this one's come
+    // back through `cluster.kicks()`, already kicked).
+    let shared = if gw.cluster.configured() {
+        bans::outcome(gw.cluster.publish_kick(&client_id).await)
+    } else {
+        None
+    };
     let cut = wait_cut(gw, &[id]).await;
-    audit_action(
-        gw,
-        caller,
-        Endpoint::SessionKick,
-        &target,
-        if cut == 1 { "closed" } else { "closing" },
-    );
-    Response::new(200, json!({ "id": id, "closed": cut == 1 }))
+    let mut done = (if cut == 1 { "closed" } else { "closing" }).to_owned();
+    let mut answer = json!({ "id": id, "closed": cut == 1 });
+    bans::shared_fields(shared.as_ref(), &mut answer, &mut done);
+    audit_action(gw, caller, Endpoint::SessionKick, &target, &done);
+    Response::new(200, answer)
+}
+
+/// With `[cluster]` (started by the server): kicks this instance's live sessions of every client
+/// id a kick event names (`cluster.kicks()`, from any instance). Each is closed with DISCONNECT
+/// 0x98 and counted as `kicked`; an `admin_action` line names the client id. Bounded: the event
+/// channel holds 64 (a slow consumer loses the oldest, logged), a lookup walks the registry.
+pub async fn cluster_kicks(gw: Arc<Gateway>) {
+    let mut kicks = gw.cluster.kicks();
+    loop {
+        let client_id = tokio::select! {
+            () = gw.shutdown.cancelled() => return,
+            k = kicks.recv() => match k {
+                Ok(id) => id,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "cluster: kick events lost (too many at once)");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let live = gw.sessions.with_client_id(&client_id);
+        if live.is_empty() {
+            continue;
+        }
+        for s in &live {
+            s.kick();
+        }
+        let shown = registry::cut(&client_id);
+        tracing::info!(client_id = %shown, sessions = live.len(), "cluster kick");
+        let detail = format!(
+            "cluster kick; target client id {shown:?}; {} sessions kicked",
+            live.len()
+        );
+        gw.audit.record(&AuditEvent {
+            event: "admin_action",
+            reason: Endpoint::SessionKick.as_str(),
+            action: Some(Endpoint::SessionKick.as_str()),
+            detail: Some(&detail),
+            ..AuditEvent::default()
+        });
+    }
 }
 
 /// Revokes `name` through the `pki_dir` CA (the CRL rewritten), reloads so that the new CRL is in

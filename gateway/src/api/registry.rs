@@ -48,6 +48,12 @@ impl LiveSession {
         self.kick.notify_one();
     }
 
+    /// Whether it was kicked already.
+    #[must_use]
+    pub fn kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
     /// Counts one packet of `len` bytes from the client.
     pub fn from_client(&self, len: usize) {
         self.c2b_packets.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +275,16 @@ impl Registry {
             .take(limit)
             .collect();
         (page, total)
+    }
+
+    /// The live sessions of this client id not kicked yet (a cluster kick).
+    #[must_use]
+    pub fn with_client_id(&self, client_id: &str) -> Vec<Arc<LiveSession>> {
+        self.map
+            .iter()
+            .filter(|e| e.identity.client_id == client_id && !e.kicked())
+            .map(|e| Arc::clone(e.value()))
+            .collect()
     }
 
     /// The live sessions whose client certificate has this serial (hex, any case).

@@ -176,6 +176,12 @@ pub fn shared_keys(
     keys
 }
 
+/// A username as the shared state names it (`shared_keys`): the hex SHA-256 of the name.
+#[must_use]
+pub fn user_hex(user: &str) -> String {
+    hex(&user_key(user))
+}
+
 /// An (account, address) pair as the instances of a cluster name it: the SHA-256 of the account in
 /// hex, `:`, the address key.
 #[must_use]
