@@ -19,26 +19,12 @@ use anyhow::bail;
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
 use jsonwebtoken::Algorithm;
 use mqtt_gateway::auth::token_issuer::Issuer;
-use mqtt_inspect::{Connect, Properties, ProtocolVersion};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn connect_frame(user: Option<&str>, password: Option<&[u8]>) -> Vec<u8> {
-    let c = Connect {
-        version: ProtocolVersion::V311,
-        clean_start: true,
-        keep_alive: 60,
-        properties: Properties::EMPTY,
-        client_id: "",
-        will: None,
-        username: user,
-        password,
-        bridge: false,
-    };
-    let mut out = Vec::new();
-    let _ = c.encode(&mut out);
-    out
+    bench::connect_v311("", user, password)
 }
 
 /// CONNECT, CONNACK (must accept), DISCONNECT on `s`.

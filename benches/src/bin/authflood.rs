@@ -18,25 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
-use mqtt_inspect::{Connect, Properties, ProtocolVersion, split_frame};
+use mqtt_inspect::split_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 fn connect_frame(id: &str, user: &str, password: &[u8]) -> Vec<u8> {
-    let c = Connect {
-        version: ProtocolVersion::V311,
-        clean_start: true,
-        keep_alive: 60,
-        properties: Properties::EMPTY,
-        client_id: id,
-        will: None,
-        username: Some(user),
-        password: Some(password),
-        bridge: false,
-    };
-    let mut out = Vec::new();
-    let _ = c.encode(&mut out);
-    out
+    bench::connect_v311(id, Some(user), Some(password))
 }
 
 async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Vec<u8>> {

@@ -16,25 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use e2e::{Mosquitto, free_port, scratch_dir, sigterm};
-use mqtt_inspect::{Connect, Properties, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn connect_frame(password: &[u8]) -> Vec<u8> {
-    let c = Connect {
-        version: ProtocolVersion::V311,
-        clean_start: true,
-        keep_alive: 60,
-        properties: Properties::EMPTY,
-        client_id: "",
-        will: None,
-        username: Some("alice"),
-        password: Some(password),
-        bridge: false,
-    };
-    let mut out = Vec::new();
-    let _ = c.encode(&mut out);
-    out
+    bench::connect_v311("", Some("alice"), Some(password))
 }
 
 /// One login; its latency. `want` is the CONNACK return code expected.
