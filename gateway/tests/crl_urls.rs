@@ -34,10 +34,7 @@ struct CrlServer {
 impl CrlServer {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
         let mut child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(addr.port().to_string())

@@ -45,10 +45,7 @@ fn index_line(cert: &Issued, cn: &str, revoked: bool) -> String {
 }
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], e2e::free_port()))
 }
 
 /// `openssl ocsp` answering for the intermediate CA's certificates from an index file.

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,11 +207,7 @@ fn real_mosquitto_accepts_our_pbkdf2_lines() {
     let dir = scratch_dir();
     let line = hash_mosquitto_pbkdf2(b"pa55word", 1000).unwrap();
     std::fs::write(dir.join("passwords"), format!("gary:{line}\n")).unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = e2e::free_port();
     let root = Command::new("id")
         .arg("-u")
         .output()

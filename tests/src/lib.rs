@@ -55,19 +55,33 @@ pub fn start_script() -> PathBuf {
     workspace_root().join("upstream-broker").join("start.sh")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: bound to port 0, read back, released.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a listener the caller (or a process it
+/// starts) binds next.
 ///
-/// Another process may take it before the caller binds it; [`Mosquitto::start`] retries with a
-/// new port when that happens.
+/// Ports come from below the kernel's ephemeral range (32768–60999 by default), one after the
+/// other from a start that depends on the process id: a port bound to 0 comes *from* that range,
+/// where every outgoing connection of the test process (clients, the gateway's upstream sockets)
+/// also takes its local port, and a gateway started a moment later then found its port held by
+/// some client's socket (`Address already in use`, seen in `lifecycle.rs`). Below the range no
+/// outgoing socket takes it, and within one process no port is handed out twice. Another process
+/// may still take it; [`Mosquitto::start`] retries with a new port when that happens.
 ///
 /// # Panics
 ///
-/// When no loopback port can be bound at all (the machine is unusable for these tests).
+/// When no port in the range can be bound (the machine is unusable for these tests).
 pub fn free_port() -> u16 {
-    match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(err) => panic!("cannot bind a free port on 127.0.0.1: {err}"),
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id().wrapping_mul(97) % SPAN;
+    for _ in 0..SPAN {
+        let n = u32::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % 12_000).unwrap_or(0);
+        let port = u16::try_from(FIRST + (start + n) % SPAN).unwrap_or(20_000);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
     }
+    panic!("no free port on 127.0.0.1 in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A fresh, empty scratch directory under the system temp dir, unique within this machine's
