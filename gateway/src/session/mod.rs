@@ -4,6 +4,7 @@
 //! phase and exactly one [`CloseReason`] ends the session.
 
 pub mod connect;
+pub mod credential;
 mod finish;
 mod handshake;
 pub mod inspect;
