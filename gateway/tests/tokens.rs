@@ -790,3 +790,62 @@ async fn refused_tokens_count_towards_the_ban() {
         "another address logs in"
     );
 }
+
+/// A token over mTLS: the certificate and the token must name the same client. A device whose
+/// certificate (CN `dev-1`) matches its token's `sub` is let in over TLS; the same certificate with
+/// another device's token (and that device's user name, which the token allows) is refused (MQTT 5 0x87 / 3.1.1 code 5, `bad_credentials`, audited under
+/// the token's principal), as a user name naming another account is ([MQTT-3.1.4-2]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_and_a_token_must_name_the_same_client() {
+    let pki = Pki::new();
+    let key = Issuer::new("k1", Algorithm::ES256).unwrap();
+    let jwks = Jwks::new(&[&key]);
+    let mut setup = enforcement_setup(&pki);
+    setup.auth = format!(
+        "[auth]\nprincipal_from = \"cert_cn\"\ncert_is_credential = true\n\
+         [auth.token]\njwks_file = \"{}\"\naudience = \"{AUDIENCE}\"\n",
+        jwks.path.display()
+    );
+    let gw = setup.start().await;
+    let cert = pki.client("dev-1", None, Flaw::None);
+    let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);
+    let token = |sub: &str| {
+        key.mint(&json!({"sub": sub, "aud": AUDIENCE, "exp": now() + 600}))
+            .unwrap()
+    };
+    for version in support::wire::VERSIONS {
+        let before = auth_failures(&gw, "mqtts", "bad_credentials").await;
+        let id = format!("mixed-{}", version.level());
+        let mut c = TlsWire::tls(gw.tls_addr(), tls.clone(), version).await;
+        let other = token("dev-2");
+        let code = c
+            .connect(&support::connect_frame(
+                version,
+                &id,
+                Some("dev-2"),
+                Some(other.as_bytes()),
+            ))
+            .await;
+        assert_eq!(code, support::wire::per_version(version, 5, 0x87));
+        c.assert_closed().await;
+        assert_eq!(
+            auth_failures(&gw, "mqtts", "bad_credentials").await,
+            before + 1.0
+        );
+        let line = audited(&gw, "auth_failed", &id).await;
+        assert_eq!(line["principal"], "dev-2", "{line}");
+        // The same certificate with its own token.
+        let mut c = TlsWire::tls(gw.tls_addr(), tls.clone(), version).await;
+        let own = token("dev-1");
+        let code = c
+            .connect(&support::connect_frame(
+                version,
+                &format!("own-{}", version.level()),
+                Some("dev-1"),
+                Some(own.as_bytes()),
+            ))
+            .await;
+        assert_eq!(code, 0);
+        still_served(&mut c).await;
+    }
+}
