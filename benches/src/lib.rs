@@ -201,6 +201,120 @@ pub fn cpu_split(pid: u32) -> anyhow::Result<(Duration, Duration)> {
     Ok((user, kernel))
 }
 
+/// What a proxy process (with its children) has used so far: CPU split into its own code (user)
+/// and the kernel's (system), and its wake-ups: the voluntary context switches of every thread,
+/// each one a sleep in `epoll_wait` (or a lock) that something ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User CPU time.
+    pub user: Duration,
+    /// System CPU time.
+    pub kernel: Duration,
+    /// Voluntary context switches of all threads.
+    pub wakeups: u64,
+}
+
+impl Usage {
+    /// The usage of `pid` and its children now.
+    ///
+    /// # Errors
+    /// A `/proc` file cannot be read or parsed.
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
+        let (user, kernel) = cpu_split(pid)?;
+        let mut wakeups = 0;
+        for p in process_tree(pid) {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+                    continue;
+                };
+                wakeups += status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Ok(Self {
+            user,
+            kernel,
+            wakeups,
+        })
+    }
+
+    /// What was used between `before` and `self`.
+    #[must_use]
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(before.user),
+            kernel: self.kernel.saturating_sub(before.kernel),
+            wakeups: self.wakeups.saturating_sub(before.wakeups),
+        }
+    }
+}
+
+/// Syscalls of a proxy over a window, counted by `perf stat` on the kernel's tracepoints
+/// (`raw_syscalls:sys_enter`, and the `epoll_wait`/`epoll_pwait` entries apart): present when
+/// `perf` is installed and may trace (root), absent otherwise.
+pub struct Syscalls(std::process::Child);
+
+/// What [`Syscalls`] counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyscallCount {
+    /// Every syscall entry.
+    pub all: u64,
+    /// `epoll_wait` and `epoll_pwait` entries: how often the proxy asked for more work.
+    pub epoll: u64,
+}
+
+impl Syscalls {
+    /// Starts counting the syscalls of `pid` and its children for `window`.
+    #[must_use]
+    pub fn start(pid: u32, window: Duration) -> Option<Self> {
+        let pids: Vec<String> = process_tree(pid).iter().map(u32::to_string).collect();
+        std::process::Command::new("perf")
+            .args(["stat", "-x", ",", "-e"])
+            .arg("raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait")
+            .arg("-p")
+            .arg(pids.join(","))
+            .arg("--")
+            .arg("sleep")
+            .arg(format!("{:.3}", window.as_secs_f64()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()
+            .map(Self)
+    }
+
+    /// Waits for the window's end and reads the counts (`None`: perf could not count).
+    #[must_use]
+    pub fn finish(self) -> Option<SyscallCount> {
+        let out = self.0.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let mut count = SyscallCount::default();
+        let mut seen = false;
+        for line in text.lines() {
+            let mut fields = line.split(',');
+            let (Some(value), Some(event)) = (fields.next(), fields.nth(1)) else {
+                continue;
+            };
+            let Ok(n) = value.parse::<u64>() else {
+                continue;
+            };
+            seen = true;
+            match event {
+                "raw_syscalls:sys_enter" => count.all += n,
+                e if e.starts_with("syscalls:sys_enter_epoll") => count.epoll += n,
+                _ => {}
+            }
+        }
+        seen.then_some(count)
+    }
+}
+
 /// Resident memory (KiB) of process `pid` and its child processes.
 ///
 /// # Errors

@@ -13,7 +13,12 @@
 //!   full handshakes (the client keeps no session, as after a gateway restart or with a device
 //!   that does not resume), and resumed ones (the client offers its last ticket);
 //! - RSS of the proxy per idle mTLS connection at 9,900 connections (CONNECTed), and the
-//!   projection to 100,000.
+//!   projection to 100,000;
+//! - the fleet (`fleet.rs`): 9,900 mTLS devices each publishing a 64 B QoS 1 message every 5 s
+//!   to one subscriber: CPU, wake-ups and syscalls per message, RSS, QoS 1 p50/p99/p99.9.
+//!
+//! Idle memory and the fleet run on a fresh process of each proxy, started anew for every
+//! repetition of either.
 //!
 //! The load client runs on one thread of this process, on the same two cores as the broker and
 //! the proxy. Results: a table on stdout, `benches/results/compare.csv` (every run) and
@@ -28,6 +33,7 @@
     clippy::cast_sign_loss
 )] // report arithmetic on counts and times, not input
 
+mod fleet;
 mod phases;
 mod report;
 mod targets;
@@ -37,8 +43,8 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use bench::proxies::{start_haproxy, start_nginx_workers};
 use e2e::{Mosquitto, scratch_dir, sigterm, workspace_root};
-use phases::{PUBLISHERS_MAX, Row, measure, target_wanted, wanted};
-use targets::{Kind, Target, Up, idle_fresh, start_gateway, upstream_of};
+use phases::{PUBLISHERS_MAX, Row, idle, measure, target_wanted, wanted};
+use targets::{Fresh, Kind, Target, Up, start_gateway, upstream_of};
 
 fn main() -> anyhow::Result<()> {
     let reps: usize = std::env::args()
@@ -165,21 +171,35 @@ fn main() -> anyhow::Result<()> {
         sigterm(child.id())?;
         let _ = child.wait();
     }
-    if wanted("idle") {
-        for (rep, rows) in runs.iter_mut().enumerate() {
-            for (i, row) in rows.iter_mut().enumerate() {
-                let Some(t) = targets.get(i) else { continue };
-                if !t.measures_idle() || !target_wanted(t.name) {
-                    continue;
-                }
+    // Idle memory and the fleet, each on a fresh process of every proxy (restarted before every
+    // repetition of either), after the long-running ones are gone.
+    for (rep, rows) in runs.iter_mut().enumerate() {
+        for (i, row) in rows.iter_mut().enumerate() {
+            let Some(t) = targets.get(i) else { continue };
+            if !t.measures_idle() || !target_wanted(t.name) {
+                continue;
+            }
+            if wanted("idle") {
                 eprintln!("rep {}/{reps}: {} idle, fresh process", rep + 1, t.name);
+                let fresh = Fresh::start(t.kind, t.name, &dir, &broker)?;
                 let (per, base) = runtime
-                    .block_on(idle_fresh(t.kind, t.name, &dir, &broker))
+                    .block_on(idle(&fresh.target, &pki))
                     .with_context(|| t.name)?;
+                drop(fresh);
                 let _ = writeln!(csv, "{rep},{},idle_kib_per_conn,{per:.2}", t.name);
                 let _ = writeln!(csv, "{rep},{},idle_base_kib,{base:.0}", t.name);
                 row.idle_kib = Some(per);
                 row.idle_base_kib = Some(base);
+            }
+            if wanted("fleet") {
+                eprintln!("rep {}/{reps}: {} fleet, fresh process", rep + 1, t.name);
+                let fresh = Fresh::start(t.kind, t.name, &dir, &broker)?;
+                let f = runtime
+                    .block_on(fleet::fleet(&fresh.target, &pki))
+                    .with_context(|| t.name)?;
+                drop(fresh);
+                report::csv_fleet(&mut csv, rep, t.name, &f);
+                row.fleet = Some(f);
             }
         }
     }

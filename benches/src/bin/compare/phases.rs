@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bench::{
-    Io, client_tls, connect, connect_from, count_publishes, cpu_split, cpu_time, publish_batch,
-    rss_kib, subscribe,
+    Io, SyscallCount, Syscalls, Usage, client_tls, connect, connect_from, count_publishes,
+    cpu_time, publish_batch, rss_kib, subscribe,
 };
 use mqtt_inspect::{PacketId, Properties, ProtocolVersion, Publish, QoS, split_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +31,9 @@ pub(crate) struct Row {
     /// The kernel's (system) part of `fixed_cpu` and `fixed_cpu_fleet`.
     pub(crate) fixed_kernel: Option<f64>,
     pub(crate) fixed_kernel_fleet: Option<f64>,
+    /// Wake-ups and syscalls per message in the two fixed-rate phases.
+    pub(crate) fixed_calls: Option<Calls>,
+    pub(crate) fixed_calls_fleet: Option<Calls>,
     pub(crate) latency: (f64, f64),
     /// Every QoS 1 latency sample of this repetition (ns), for percentiles pooled over all.
     pub(crate) latency_samples: Vec<u64>,
@@ -40,6 +43,8 @@ pub(crate) struct Row {
     pub(crate) resumed: Option<f64>,
     pub(crate) idle_kib: Option<f64>,
     pub(crate) idle_base_kib: Option<f64>,
+    /// The fleet phase (a fresh process).
+    pub(crate) fleet: Option<crate::fleet::Fleet>,
 }
 
 pub(crate) const FLOODS: [(usize, usize); 4] = [(1, 64), (4, 64), (1, 1024), (4, 1024)];
@@ -122,7 +127,7 @@ pub(crate) async fn fixed_rate(
     t: &Target,
     pki: &Path,
     publishers: usize,
-) -> anyhow::Result<Option<(f64, f64)>> {
+) -> anyhow::Result<Option<Fixed>> {
     const PER_TICK: usize = 20;
     const TICKS: u64 = 10_000;
     let mut sub = connect(t.addr, tls_for(t, pki, "bench-sub")?, "bench-sub").await?;
@@ -136,7 +141,10 @@ pub(crate) async fn fixed_rate(
     let counter =
         tokio::spawn(async move { count_publishes(&mut sub, want, Duration::from_secs(3)).await });
     let batch = publish_batch("bench/fixed/topic", 64, PER_TICK / publishers.max(1))?;
-    let before = t.pid.map(cpu_split).transpose()?;
+    let before = t.pid.map(Usage::of).transpose()?;
+    let perf = t
+        .pid
+        .and_then(|pid| Syscalls::start(pid, Duration::from_millis(TICKS)));
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for _ in 0..TICKS {
         tick.tick().await;
@@ -145,22 +153,51 @@ pub(crate) async fn fixed_rate(
         }
     }
     let (delivered, _) = counter.await??;
-    let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / delivered.max(1) as f64;
-    let cpu = match (t.pid, before) {
-        (Some(pid), Some((user0, kernel0))) => {
-            let (user, kernel) = cpu_split(pid)?;
-            let kernel = kernel.saturating_sub(kernel0);
-            Some((
-                per_msg(user.saturating_sub(user0) + kernel),
-                per_msg(kernel),
-            ))
-        }
-        _ => None,
-    };
+    let syscalls = tokio::task::spawn_blocking(move || perf.and_then(Syscalls::finish)).await?;
     if delivered < want {
         eprintln!("{}: fixed rate delivered {delivered} of {want}", t.name);
     }
-    Ok(cpu)
+    let (Some(pid), Some(before)) = (t.pid, before) else {
+        return Ok(None);
+    };
+    let used = Usage::of(pid)?.since(before);
+    let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    Ok(Some(Fixed {
+        total: per_msg(used.user + used.kernel),
+        kernel: per_msg(used.kernel),
+        calls: Calls::per_message(used.wakeups, syscalls, delivered),
+    }))
+}
+
+/// What one fixed-rate run cost the proxy per message.
+pub(crate) struct Fixed {
+    /// CPU µs (user + kernel).
+    pub(crate) total: f64,
+    /// Of which the kernel's.
+    pub(crate) kernel: f64,
+    pub(crate) calls: Calls,
+}
+
+/// Wake-ups and syscalls per message.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Calls {
+    /// Voluntary context switches of the proxy's threads.
+    pub(crate) wakeups: f64,
+    /// Syscall entries, when `perf` could count them.
+    pub(crate) syscalls: Option<f64>,
+    /// `epoll_wait`/`epoll_pwait` entries, likewise.
+    pub(crate) epoll: Option<f64>,
+}
+
+impl Calls {
+    pub(crate) fn per_message(wakeups: u64, syscalls: Option<SyscallCount>, messages: u64) -> Self {
+        let m = messages.max(1) as f64;
+        Self {
+            wakeups: wakeups as f64 / m,
+            syscalls: syscalls.map(|s| s.all as f64 / m),
+            epoll: syscalls.map(|s| s.epoll as f64 / m),
+        }
+    }
 }
 
 /// A QoS 1 SUBSCRIBE to `filter`, waiting for the SUBACK.
@@ -195,40 +232,7 @@ pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<Vec<u64>> 
         let mut b = [0u8; 4096];
         while matches!(pub_rd.read(&mut b).await, Ok(n) if n > 0) {}
     });
-    let want = TICKS * 2;
-    let receiver = tokio::spawn(async move {
-        let mut samples = Vec::with_capacity(want as usize);
-        let mut buf: Vec<u8> = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        while (samples.len() as u64) < want {
-            let n = match tokio::time::timeout(Duration::from_secs(3), sub.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => break,
-            };
-            let now = epoch.elapsed().as_nanos() as u64;
-            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            let mut acks = Vec::new();
-            let mut rest: &[u8] = &buf;
-            while let Some((frame, tail)) = split_frame(rest, mqtt_inspect::MAX_PACKET_SIZE)? {
-                if let Ok(mqtt_inspect::Packet::Publish(p)) =
-                    mqtt_inspect::decode(frame, ProtocolVersion::V311)
-                {
-                    if let Some(ts) = p.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                        samples.push(now.saturating_sub(u64::from_be_bytes(ts)));
-                    }
-                    if let Some(id) = p.packet_id {
-                        acks.extend_from_slice(&[0x40, 2]);
-                        acks.extend_from_slice(&id.get().to_be_bytes());
-                    }
-                }
-                rest = tail;
-            }
-            let consumed = buf.len() - rest.len();
-            buf.drain(..consumed);
-            sub.write_all(&acks).await?;
-        }
-        anyhow::Ok(samples)
-    });
+    let receiver = tokio::spawn(receive_qos1(sub, epoch, TICKS * 2, 0..u64::MAX));
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut id: u16 = 0;
     for _ in 0..TICKS {
@@ -236,18 +240,7 @@ pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<Vec<u64>> 
         let mut out = Vec::new();
         for _ in 0..2 {
             id = id.checked_add(1).unwrap_or(1);
-            let mut payload = (epoch.elapsed().as_nanos() as u64).to_be_bytes().to_vec();
-            payload.resize(64, b'x');
-            Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: "bench/lat/x",
-                packet_id: PacketId::new(id),
-                properties: Properties::EMPTY,
-                payload: &payload,
-            }
-            .encode(ProtocolVersion::V311, &mut out)?;
+            timestamped(&mut out, "bench/lat/x", id, epoch)?;
         }
         pub_wr.write_all(&out).await?;
     }
@@ -259,6 +252,76 @@ pub(crate) async fn latency(t: &Target, pki: &Path) -> anyhow::Result<Vec<u64>> 
     }
     samples.sort_unstable();
     Ok(samples)
+}
+
+/// Reads QoS 1 deliveries from `sub`, acknowledging each, until `want` samples were taken or
+/// nothing arrived for 3 s; a sample is the time from the publisher's write (the first 8 bytes of
+/// the payload: ns since `epoch`) to the read, kept for messages sent within `sent` (ns).
+pub(crate) async fn receive_qos1(
+    mut sub: Box<dyn Io>,
+    epoch: Instant,
+    want: u64,
+    sent: std::ops::Range<u64>,
+) -> anyhow::Result<Vec<u64>> {
+    let mut samples = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while (samples.len() as u64) < want {
+        let n = match tokio::time::timeout(Duration::from_secs(3), sub.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        let now = epoch.elapsed().as_nanos() as u64;
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let mut acks = Vec::new();
+        let mut rest: &[u8] = &buf;
+        while let Some((frame, tail)) = split_frame(rest, mqtt_inspect::MAX_PACKET_SIZE)? {
+            if let Ok(mqtt_inspect::Packet::Publish(p)) =
+                mqtt_inspect::decode(frame, ProtocolVersion::V311)
+            {
+                if let Some(ts) = p.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                    let ts = u64::from_be_bytes(ts);
+                    if sent.contains(&ts) {
+                        samples.push(now.saturating_sub(ts));
+                    }
+                }
+                if let Some(id) = p.packet_id {
+                    acks.extend_from_slice(&[0x40, 2]);
+                    acks.extend_from_slice(&id.get().to_be_bytes());
+                }
+            }
+            rest = tail;
+        }
+        let consumed = buf.len() - rest.len();
+        buf.drain(..consumed);
+        sub.write_all(&acks).await?;
+    }
+    Ok(samples)
+}
+
+/// A QoS 1 PUBLISH on `topic` with packet id `id`, carrying the time since `epoch` (ns) in the
+/// first 8 of its 64 payload bytes, appended to `out`.
+pub(crate) fn timestamped(
+    out: &mut Vec<u8>,
+    topic: &str,
+    id: u16,
+    epoch: Instant,
+) -> anyhow::Result<()> {
+    let mut payload = [b'x'; 64];
+    if let Some(head) = payload.get_mut(..8) {
+        head.copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
+    }
+    Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic,
+        packet_id: PacketId::new(id),
+        properties: Properties::EMPTY,
+        payload: &payload,
+    }
+    .encode(ProtocolVersion::V311, out)?;
+    Ok(())
 }
 
 /// The `p` quantile (0..=1) of sorted nanosecond samples, in µs; NaN when there are none.
@@ -288,25 +351,7 @@ pub(crate) async fn idle(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
     let pid = t.pid.context("no proxy process")?;
     let tls = client_tls(pki, "idle")?;
     let before = rss_kib(pid)?;
-    let mut held: Vec<Box<dyn Io>> = Vec::with_capacity(IDLE_CONNECTIONS);
-    let mut next = 0usize;
-    while next < IDLE_CONNECTIONS {
-        let mut wave = Vec::new();
-        for i in next..(next + 32).min(IDLE_CONNECTIONS) {
-            let (tls, addr) = (Arc::clone(&tls), t.addr);
-            let from = IpAddr::V4(Ipv4Addr::new(127, 0, 3, (i % 32 + 1) as u8));
-            wave.push(tokio::spawn(async move {
-                connect_from(addr, Some(from), Some(tls), &format!("idle-{i}")).await
-            }));
-        }
-        next = (next + 32).min(IDLE_CONNECTIONS);
-        for w in wave {
-            held.push(
-                w.await?
-                    .with_context(|| format!("{}: idle connection {}", t.name, held.len()))?,
-            );
-        }
-    }
+    let held = connect_many(t, &tls, IDLE_CONNECTIONS, "idle").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid)?;
     drop(held);
@@ -314,9 +359,41 @@ pub(crate) async fn idle(t: &Target, pki: &Path) -> anyhow::Result<(f64, f64)> {
     Ok(((after - before) / IDLE_CONNECTIONS as f64, before))
 }
 
+/// `n` mTLS connections to `t`, CONNECTed as `{prefix}-{i}`, 32 at a time, from 32 loopback
+/// addresses (one address's ephemeral ports would not do for 10,000 connections to one proxy and
+/// its 10,000 to the broker).
+pub(crate) async fn connect_many(
+    t: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    n: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<Box<dyn Io>>> {
+    let mut held: Vec<Box<dyn Io>> = Vec::with_capacity(n);
+    let mut next = 0usize;
+    while next < n {
+        let mut wave = Vec::new();
+        for i in next..(next + 32).min(n) {
+            let (tls, addr) = (Arc::clone(tls), t.addr);
+            let from = IpAddr::V4(Ipv4Addr::new(127, 0, 3, (i % 32 + 1) as u8));
+            let id = format!("{prefix}-{i}");
+            wave.push(tokio::spawn(async move {
+                connect_from(addr, Some(from), Some(tls), &id).await
+            }));
+        }
+        next = (next + 32).min(n);
+        for w in wave {
+            held.push(
+                w.await?
+                    .with_context(|| format!("{}: {prefix} connection {}", t.name, held.len()))?,
+            );
+        }
+    }
+    Ok(held)
+}
+
 /// Which measurements run: `COMPARE_ONLY=fixed,latency` (of `flood`, `fixed`, `latency`,
-/// `handshakes`, `idle`; `batched` or `fleet` for one of the two fixed-rate phases) narrows a run
-/// for profiling; unset runs all of them.
+/// `handshakes`, `idle`, `fleet`; `batched` or `pubs20` for one of the two fixed-rate phases)
+/// narrows a run for profiling; unset runs all of them.
 pub(crate) fn wanted(what: &str) -> bool {
     std::env::var("COMPARE_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == what))
 }
@@ -342,12 +419,16 @@ pub(crate) async fn measure(t: &Target, pki: &Path) -> anyhow::Result<Row> {
         }
     }
     if wanted("fixed") || wanted("batched") {
-        let cpu = fixed_rate(t, pki, 1).await?;
-        (row.fixed_cpu, row.fixed_kernel) = (cpu.map(|c| c.0), cpu.map(|c| c.1));
+        let f = fixed_rate(t, pki, 1).await?;
+        row.fixed_cpu = f.as_ref().map(|f| f.total);
+        row.fixed_kernel = f.as_ref().map(|f| f.kernel);
+        row.fixed_calls = f.map(|f| f.calls);
     }
-    if wanted("fixed") || wanted("fleet") {
-        let cpu = fixed_rate(t, pki, 20).await?;
-        (row.fixed_cpu_fleet, row.fixed_kernel_fleet) = (cpu.map(|c| c.0), cpu.map(|c| c.1));
+    if wanted("fixed") || wanted("pubs20") {
+        let f = fixed_rate(t, pki, 20).await?;
+        row.fixed_cpu_fleet = f.as_ref().map(|f| f.total);
+        row.fixed_kernel_fleet = f.as_ref().map(|f| f.kernel);
+        row.fixed_calls_fleet = f.map(|f| f.calls);
     }
     if wanted("latency") {
         let samples = latency(t, pki).await?;

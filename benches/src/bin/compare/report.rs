@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::phases::{FLOODS, Row, percentile};
+use crate::fleet::Fleet;
+use crate::phases::{Calls, FLOODS, Row, percentile};
 
 /// Appends the CSV lines of one repetition of one target.
 pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
@@ -37,6 +38,17 @@ pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
             name
         );
     }
+    for (phase, calls) in [
+        ("fixed_20k", row.fixed_calls),
+        ("fixed_20k_20pubs", row.fixed_calls_fleet),
+    ] {
+        let Some(c) = calls else { continue };
+        let _ = writeln!(csv, "{rep},{name},{phase}_wakeups_per_msg,{:.3}", c.wakeups);
+        if let (Some(all), Some(epoll)) = (c.syscalls, c.epoll) {
+            let _ = writeln!(csv, "{rep},{name},{phase}_syscalls_per_msg,{all:.3}");
+            let _ = writeln!(csv, "{rep},{name},{phase}_epoll_waits_per_msg,{epoll:.3}");
+        }
+    }
     let _ = writeln!(csv, "{rep},{},qos1_p50_us,{:.0}", name, row.latency.0);
     let _ = writeln!(csv, "{rep},{},qos1_p99_us,{:.0}", name, row.latency.1);
     if let Some(h) = row.handshakes {
@@ -44,6 +56,30 @@ pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
     }
     if let Some(h) = row.resumed {
         let _ = writeln!(csv, "{rep},{},resumed_handshakes_per_s,{h:.0}", name);
+    }
+}
+
+/// Appends the CSV lines of one fleet run.
+pub(crate) fn csv_fleet(csv: &mut String, rep: usize, name: &str, f: &Fleet) {
+    let (user, kernel) = f.cpu_us();
+    let calls = f.calls();
+    let mut line = |metric: &str, value: String| {
+        let _ = writeln!(csv, "{rep},{name},fleet_{metric},{value}");
+    };
+    line("messages", f.messages.to_string());
+    line("user_us_per_msg", format!("{user:.3}"));
+    line("kernel_us_per_msg", format!("{kernel:.3}"));
+    line("wakeups_per_msg", format!("{:.3}", calls.wakeups));
+    if let (Some(all), Some(epoll)) = (calls.syscalls, calls.epoll) {
+        line("syscalls_per_msg", format!("{all:.3}"));
+        line("epoll_waits_per_msg", format!("{epoll:.3}"));
+    }
+    line("rss_kib", format!("{:.0}", f.rss_kib));
+    for (label, p) in [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)] {
+        line(
+            &format!("qos1_{label}_us"),
+            format!("{:.0}", percentile(&f.samples, p)),
+        );
     }
 }
 
@@ -185,6 +221,8 @@ pub(crate) fn table(names: &[&str], runs: &[Vec<Row>], reps: usize) -> String {
             );
         }
     }
+    wakeup_table(&mut out, names, runs);
+    fleet_table(&mut out, names, runs, reps);
     let pooled_p99 = |i: usize| pools.get(i).map_or(f64::NAN, |p| percentile(p, 0.99));
     // Ratios from the medians: the gateway's mTLS listener against the others.
     let _ = writeln!(out);
@@ -206,7 +244,7 @@ pub(crate) fn table(names: &[&str], runs: &[Vec<Row>], reps: usize) -> String {
         let ratio = |f: &dyn Fn(&Row) -> Option<f64>, other: usize| med(f, ours) / med(f, other);
         let _ = writeln!(
             out,
-            "{label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {} (pooled {}), handshakes/s {} (resumed {}), idle KiB/conn {}",
+            "{label}: flood 1×64 B msg/s {}, 4×64 B msg/s {}, fixed-rate CPU {} (20 publishers: {}), p99 {} (pooled {}), handshakes/s {} (resumed {}), idle KiB/conn {}, fleet CPU {} (user {}), fleet p99 {}, fleet RSS {}",
             fmt(ratio(&|r: &Row| r.flood.first().map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.flood.get(1).map(|x| x.0), other), 2),
             fmt(ratio(&|r: &Row| r.fixed_cpu, other), 2),
@@ -216,9 +254,123 @@ pub(crate) fn table(names: &[&str], runs: &[Vec<Row>], reps: usize) -> String {
             fmt(ratio(&|r: &Row| r.handshakes, other), 2),
             fmt(ratio(&|r: &Row| r.resumed, other), 2),
             fmt(ratio(&|r: &Row| r.idle_kib, other), 2),
+            fmt(ratio(&fleet_cpu, other), 2),
+            fmt(
+                ratio(&|r: &Row| r.fleet.as_ref().map(|f| f.cpu_us().0), other),
+                2
+            ),
+            fmt(
+                fleet_pooled(runs, ours, 0.99) / fleet_pooled(runs, other, 0.99),
+                2
+            ),
+            fmt(
+                ratio(&|r: &Row| r.fleet.as_ref().map(|f| f.rss_kib), other),
+                2
+            ),
         );
     }
     out
+}
+
+/// Fleet CPU per message, user + kernel (µs).
+fn fleet_cpu(r: &Row) -> Option<f64> {
+    r.fleet.as_ref().map(|f| {
+        let (user, kernel) = f.cpu_us();
+        user + kernel
+    })
+}
+
+/// The `p` quantile (µs) of target `i`'s fleet latency samples pooled over every repetition.
+fn fleet_pooled(runs: &[Vec<Row>], i: usize, p: f64) -> f64 {
+    let mut all: Vec<u64> = runs
+        .iter()
+        .filter_map(|rows| rows.get(i).and_then(|r| r.fleet.as_ref()))
+        .flat_map(|f| f.samples.iter().copied())
+        .collect();
+    all.sort_unstable();
+    percentile(&all, p)
+}
+
+/// Where a row keeps one phase's wake-ups and syscalls.
+type CallsOf = &'static dyn Fn(&Row) -> Option<Calls>;
+
+/// Wake-ups and syscalls per message in the fixed-rate phases and the fleet (medians).
+fn wakeup_table(out: &mut String, names: &[&str], runs: &[Vec<Row>]) {
+    let med = |f: &dyn Fn(&Row) -> Option<f64>, i: usize| median_of(runs, f, i);
+    let phases: [(&str, CallsOf); 3] = [
+        ("1 pub × 20", &|r: &Row| r.fixed_calls),
+        ("20 pubs × 1", &|r: &Row| r.fixed_calls_fleet),
+        ("fleet", &|r: &Row| r.fleet.as_ref().map(Fleet::calls)),
+    ];
+    let any = (0..names.len()).any(|i| {
+        phases
+            .iter()
+            .any(|(_, f)| med(&|r: &Row| f(r).map(|c| c.wakeups), i).is_finite())
+    });
+    if !any {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nWake-ups (voluntary context switches) / syscalls / epoll_waits per message, medians:\n\n| target | {} |\n| --- |{}",
+        phases.map(|(p, _)| p).join(" | "),
+        " --- |".repeat(phases.len())
+    );
+    for (i, t) in names.iter().enumerate() {
+        let cells: Vec<String> = phases
+            .iter()
+            .map(|(_, f)| {
+                format!(
+                    "{} / {} / {}",
+                    fmt(med(&|r: &Row| f(r).map(|c| c.wakeups), i), 2),
+                    fmt(med(&|r: &Row| f(r).and_then(|c| c.syscalls), i), 2),
+                    fmt(med(&|r: &Row| f(r).and_then(|c| c.epoll), i), 2),
+                )
+            })
+            .collect();
+        if cells.iter().all(|c| c == "- / - / -") {
+            continue;
+        }
+        let _ = writeln!(out, "| {t} | {} |", cells.join(" | "));
+    }
+}
+
+/// The fleet phase: medians of CPU and RSS, latency pooled over the repetitions.
+fn fleet_table(out: &mut String, names: &[&str], runs: &[Vec<Row>], reps: usize) {
+    let med = |f: &dyn Fn(&Row) -> Option<f64>, i: usize| median_of(runs, f, i);
+    if !(0..names.len()).any(|i| med(&fleet_cpu, i).is_finite()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nFleet: {} mTLS devices, one 64 B QoS 1 message each every {} s, one subscriber; medians of {reps} runs (latency pooled):\n\n| target | msgs/window | CPU µs/msg | user / kernel | RSS MiB | QoS 1 p50 / p99 / p99.9 µs |\n| --- | --- | --- | --- | --- | --- |",
+        crate::fleet::DEVICES,
+        crate::fleet::PERIOD.as_secs()
+    );
+    for (i, t) in names.iter().enumerate() {
+        let cpu = med(&fleet_cpu, i);
+        if !cpu.is_finite() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {t} | {} | {} | {} / {} | {} | {} / {} / {} |",
+            fmt(
+                med(&|r: &Row| r.fleet.as_ref().map(|f| f.messages as f64), i),
+                0
+            ),
+            fmt(cpu, 2),
+            fmt(med(&|r: &Row| r.fleet.as_ref().map(|f| f.cpu_us().0), i), 2),
+            fmt(med(&|r: &Row| r.fleet.as_ref().map(|f| f.cpu_us().1), i), 2),
+            fmt(
+                med(&|r: &Row| r.fleet.as_ref().map(|f| f.rss_kib / 1024.0), i),
+                1
+            ),
+            fmt(fleet_pooled(runs, i, 0.50), 0),
+            fmt(fleet_pooled(runs, i, 0.99), 0),
+            fmt(fleet_pooled(runs, i, 0.999), 0),
+        );
+    }
 }
 
 /// The chart of message rates and CPU per message (medians), as SVG text.
@@ -249,6 +401,28 @@ pub(crate) fn chart(names: &[&str], runs: &[Vec<Row>]) -> String {
                 "proxy CPU µs/msg at 20,000 msg/s, 20 publishers × 1",
                 (0..names.len())
                     .map(|i| med(&|r: &Row| r.fixed_cpu_fleet, i))
+                    .collect(),
+            ),
+            (
+                "fleet: proxy CPU µs/msg (9,900 devices, QoS 1 every 5 s)",
+                (0..names.len()).map(|i| med(&fleet_cpu, i)).collect(),
+            ),
+            (
+                "fleet: QoS 1 p99 µs (pooled)",
+                (0..names.len())
+                    .map(|i| fleet_pooled(runs, i, 0.99))
+                    .collect(),
+            ),
+            (
+                "fleet: proxy RSS MiB",
+                (0..names.len())
+                    .map(|i| med(&|r: &Row| r.fleet.as_ref().map(|f| f.rss_kib / 1024.0), i))
+                    .collect(),
+            ),
+            (
+                "idle KiB per mTLS connection",
+                (0..names.len())
+                    .map(|i| med(&|r: &Row| r.idle_kib, i))
                     .collect(),
             ),
         ],

@@ -10,8 +10,6 @@ use bench::proxies::{start_haproxy, start_nginx_workers};
 use bench::{gateway_bin, wait_port};
 use e2e::{Mosquitto, free_port, sigterm};
 
-use crate::phases::idle;
-
 /// One thing measured.
 pub(crate) struct Target {
     pub(crate) name: &'static str,
@@ -140,36 +138,49 @@ audit_file = "audit.jsonl"
     Ok((child, tls, wait_port(plain_port)?))
 }
 
-/// Idle memory is measured on a fresh process per repetition: a process that has already held
-/// thousands of connections reuses the memory they freed, and would report next to nothing.
-pub(crate) async fn idle_fresh(
-    kind: Kind,
-    name: &'static str,
-    dir: &Path,
-    broker: &Mosquitto,
-) -> anyhow::Result<(f64, f64)> {
-    let pki = dir.join("pki");
-    let (mut child, addr) = match kind {
-        Kind::Gateway(threads, up) => start_gateway(
-            &dir.join("gw-idle"),
-            &pki,
-            &upstream_of(broker, up),
-            threads,
-        )
-        .map(|(c, tls, _)| (c, tls))?,
-        Kind::Haproxy(up) => start_haproxy(dir, &upstream_of(broker, up))?,
-        Kind::Nginx(auto, up) => start_nginx_workers(dir, &upstream_of(broker, up), auto)?,
-        Kind::Direct => bail!("no proxy to measure"),
-    };
-    let t = Target {
-        name,
-        addr,
-        tls: true,
-        pid: Some(child.id()),
-        kind,
-    };
-    let result = idle(&t, &pki).await;
-    sigterm(child.id())?;
-    let _ = child.wait();
-    result
+/// A fresh process of a proxy, for the phases that measure its memory (idle connections, the
+/// fleet): a process that has already held thousands of connections reuses the memory they freed,
+/// and would report next to nothing. Stopped with SIGTERM when dropped.
+pub(crate) struct Fresh {
+    child: Child,
+    pub(crate) target: Target,
+}
+
+impl Fresh {
+    /// Starts a fresh proxy of `kind` (its files in `dir`, named `name` in reports).
+    pub(crate) fn start(
+        kind: Kind,
+        name: &'static str,
+        dir: &Path,
+        broker: &Mosquitto,
+    ) -> anyhow::Result<Self> {
+        let pki = dir.join("pki");
+        let (child, addr) = match kind {
+            Kind::Gateway(threads, up) => start_gateway(
+                &dir.join("gw-fresh"),
+                &pki,
+                &upstream_of(broker, up),
+                threads,
+            )
+            .map(|(c, tls, _)| (c, tls))?,
+            Kind::Haproxy(up) => start_haproxy(dir, &upstream_of(broker, up))?,
+            Kind::Nginx(auto, up) => start_nginx_workers(dir, &upstream_of(broker, up), auto)?,
+            Kind::Direct => bail!("no proxy to measure"),
+        };
+        let target = Target {
+            name,
+            addr,
+            tls: true,
+            pid: Some(child.id()),
+            kind,
+        };
+        Ok(Self { child, target })
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        let _ = sigterm(self.child.id());
+        let _ = self.child.wait();
+    }
 }
