@@ -124,9 +124,21 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     let Some(o) = Box::pin(open::open_or_refuse(tcp, peer, &ctx, &snap)).await else {
         return;
     };
+    relay_opened(&ctx, &snap, o, generations).await;
+}
+
+/// The relay of an opened connection. Not an `async fn`: `o` is taken apart here, before the
+/// relay's future exists, so the session's future does not keep room for it while the relay runs
+/// (568 bytes per connection, for its whole life).
+fn relay_opened<'a>(
+    ctx: &'a ListenerCtx,
+    snap: &'a Snapshot,
+    o: open::Opened,
+    generations: tokio::sync::watch::Receiver<u64>,
+) -> impl Future<Output = ()> + 'a {
     let session = Session {
-        ctx: &ctx,
-        snap: &snap,
+        ctx,
+        snap,
         version: o.version,
         alias_max: o.alias_max,
         keep_alive: o.keep_alive,
@@ -138,15 +150,13 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     // The identity goes to the heap here, shared with the admin API's table of live sessions:
     // as an argument of `relay` it would keep its room in the session's future for good.
     let Admitted { identity, policy } = o.admitted;
-    session
-        .relay(
-            o.client,
-            o.broker,
-            o.rest,
-            (Arc::new(identity), policy),
-            (o.upstream_connect, generations),
-        )
-        .await;
+    session.relay(
+        o.client,
+        o.broker,
+        o.rest,
+        (Arc::new(identity), policy),
+        (o.upstream_connect, generations),
+    )
 }
 
 /// The relay phase of an admitted client.
@@ -189,138 +199,146 @@ impl LineBudget {
     }
 }
 
-impl Session<'_> {
-    async fn relay(
+impl<'s> Session<'s> {
+    /// Relays until one side ends the session, then closes both. Not an `async fn`, like
+    /// [`relay::pump`]: the arguments are used in place, where an `async fn` keeps a second copy of
+    /// them (of `self` above all) in the session's future for the connection's whole life.
+    #[allow(clippy::manual_async_fn)] // deliberate: see above
+    fn relay(
         self,
         client: ClientStream,
         broker: crate::transport::broker_stream::BrokerStream,
         rest: BytesMut,
         (identity, policy): (Arc<SessionIdentity>, ClientPolicy),
         (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
-    ) {
-        let gw = &*self.ctx.gateway;
-        let (mut client_rd, client_wr) = crate::transport::io::split(client);
-        let (mut broker_rd, broker_wr) = broker.into_split();
-        let client_out = Mutex::new(Out::new(client_wr));
-        let broker_out = Mutex::new(Out::new(broker_wr));
-        if send(&broker_out, &connect, WRITE_TIMEOUT).await.is_err() {
-            counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => UpstreamFailure::Closed.as_str())
-                .increment(1);
-            return;
-        }
-        // In the admin API's table while the relay runs (the guard takes it out).
-        let registered = gw.sessions.register(
-            Arc::clone(&identity),
-            self.version.level(),
-            connect::unix_now(),
-        );
-        let identity = &*identity;
-        let live = &*registered.entry;
-        // Its CONNECT, as relayed.
-        live.from_client(connect.len());
-        self.session_line(identity, live, None);
-        let shared = SessionShared::default();
-        let policy = Arc::new(policy);
-        let on_deny = self.snap.config.policy.on_publish_deny;
-        // A client that connected with a token as Authentication Data: its method, for the
-        // CONNACK and its re-authentications.
-        let auth_method = identity
-            .token
-            .as_ref()
-            .filter(|t| t.via_auth_method)
-            .and_then(|_| self.snap.config.auth.token.as_ref())
-            .map(|t| t.auth_method.as_str());
-        let mut c_insp = ClientInspector::new(
-            self.version,
-            on_deny,
-            self.snap.config.limits.max_subscriptions_per_client.get(),
-            auth_method,
-        );
-        let mut b_insp = BrokerInspector::new(
-            self.version,
-            self.alias_max,
-            self.keep_alive,
-            self.server_keep_alive,
-            auth_method,
-        );
-        let mut throttle =
-            crate::limits::ClientThrottle::new(&self.snap.config.limits, std::time::Instant::now());
-        let ack_credit = std::sync::atomic::AtomicU32::new(0);
-        let mut c_pol = (self.snap.generation, Arc::clone(&policy));
-        let mut b_pol = (self.snap.generation, policy);
-        let idle_limit =
-            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-        // A DISCONNECT relayed in either direction ends the conversation: the client sent its
-        // own, or has the broker's; the gateway then closes without adding one ([MQTT-3.14.4-1]).
-        let said_goodbye = AtomicBool::new(false);
+    ) -> impl Future<Output = ()> + 's {
+        async move {
+            let gw = &*self.ctx.gateway;
+            let (mut client_rd, client_wr) = crate::transport::io::split(client);
+            let (mut broker_rd, broker_wr) = broker.into_split();
+            let client_out = Mutex::new(Out::new(client_wr));
+            let broker_out = Mutex::new(Out::new(broker_wr));
+            if send(&broker_out, &connect, WRITE_TIMEOUT).await.is_err() {
+                counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => UpstreamFailure::Closed.as_str())
+                    .increment(1);
+                return;
+            }
+            // In the admin API's table while the relay runs (the guard takes it out).
+            let registered = gw.sessions.register(
+                Arc::clone(&identity),
+                self.version.level(),
+                connect::unix_now(),
+            );
+            let identity = &*identity;
+            let live = &*registered.entry;
+            // Its CONNECT, as relayed.
+            live.from_client(connect.len());
+            self.session_line(identity, live, None);
+            let shared = SessionShared::default();
+            let policy = Arc::new(policy);
+            let on_deny = self.snap.config.policy.on_publish_deny;
+            // A client that connected with a token as Authentication Data: its method, for the
+            // CONNACK and its re-authentications.
+            let auth_method = identity
+                .token
+                .as_ref()
+                .filter(|t| t.via_auth_method)
+                .and_then(|_| self.snap.config.auth.token.as_ref())
+                .map(|t| t.auth_method.as_str());
+            let mut c_insp = ClientInspector::new(
+                self.version,
+                on_deny,
+                self.snap.config.limits.max_subscriptions_per_client.get(),
+                auth_method,
+            );
+            let mut b_insp = BrokerInspector::new(
+                self.version,
+                self.alias_max,
+                self.keep_alive,
+                self.server_keep_alive,
+                auth_method,
+            );
+            let mut throttle = crate::limits::ClientThrottle::new(
+                &self.snap.config.limits,
+                std::time::Instant::now(),
+            );
+            let ack_credit = std::sync::atomic::AtomicU32::new(0);
+            let mut c_pol = (self.snap.generation, Arc::clone(&policy));
+            let mut b_pol = (self.snap.generation, policy);
+            let idle_limit = (self.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+            // A DISCONNECT relayed in either direction ends the conversation: the client sent its
+            // own, or has the broker's; the gateway then closes without adding one ([MQTT-3.14.4-1]).
+            let said_goodbye = AtomicBool::new(false);
 
-        let mut client_reader = Prefixed::new(rest, &mut client_rd);
-        let c2b = pump(
-            PumpSettings {
-                direction: Direction::ClientToServer,
-                max_packet_size: self.max_packet,
-                idle_limit,
-                write_limit: WRITE_TIMEOUT,
-                counters: &gw.c2b,
-                throttle: Some(&mut throttle),
-                ack_credit: &ack_credit,
-                broker_seen: None,
-            },
-            &mut client_reader,
-            &broker_out,
-            &client_out,
-            |frame, denials| {
-                live.from_client(frame.len());
-                refresh(gw, identity, &mut c_pol);
-                let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
-                if let Verdict::Reauthenticate(token) = &inspected.verdict {
-                    inspected.verdict = self.reauthenticate(identity, token, auth_method);
-                }
-                note_goodbye(inspected, &said_goodbye)
-            },
-            |denials| self.record_denials(identity, denials),
-        );
-        let b2c = pump(
-            PumpSettings {
-                direction: Direction::ServerToClient,
-                max_packet_size: self.max_packet,
-                idle_limit: None,
-                write_limit: WRITE_TIMEOUT,
-                counters: &gw.b2c,
-                throttle: None,
-                ack_credit: &ack_credit,
-                broker_seen: Some(&gw.broker_seen),
-            },
-            &mut broker_rd,
-            &client_out,
-            &broker_out,
-            |frame, denials| {
-                live.from_broker(frame.len());
-                refresh(gw, identity, &mut b_pol);
-                note_goodbye(
-                    b_insp.inspect(frame, &mut under(&b_pol, &shared, denials)),
-                    &said_goodbye,
-                )
-            },
-            |denials| self.record_denials(identity, denials),
-        );
-        let reason = tokio::select! {
-            r = c2b => r,
-            r = b2c => r,
-            r = watch_session(gw, identity, generations, &live.kick) => r,
-            () = gw.shutdown.cancelled() => CloseReason::Shutdown,
-        };
-        let said_goodbye = said_goodbye.load(Ordering::Relaxed);
-        let connack_relayed = shared.connack_relayed();
-        self.finish(
-            identity,
-            &reason,
-            (said_goodbye, connack_relayed),
-            client_out,
-            broker_out,
-        )
-        .await;
-        self.session_line(identity, live, Some(&reason));
+            let mut client_reader = Prefixed::new(rest, &mut client_rd);
+            let c2b = pump(
+                PumpSettings {
+                    direction: Direction::ClientToServer,
+                    max_packet_size: self.max_packet,
+                    idle_limit,
+                    write_limit: WRITE_TIMEOUT,
+                    counters: &gw.c2b,
+                    throttle: Some(&mut throttle),
+                    ack_credit: &ack_credit,
+                    broker_seen: None,
+                },
+                &mut client_reader,
+                &broker_out,
+                &client_out,
+                |frame, denials| {
+                    live.from_client(frame.len());
+                    refresh(gw, identity, &mut c_pol);
+                    let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
+                    if let Verdict::Reauthenticate(token) = &inspected.verdict {
+                        inspected.verdict = self.reauthenticate(identity, token, auth_method);
+                    }
+                    note_goodbye(inspected, &said_goodbye)
+                },
+                |denials| self.record_denials(identity, denials),
+            );
+            let b2c = pump(
+                PumpSettings {
+                    direction: Direction::ServerToClient,
+                    max_packet_size: self.max_packet,
+                    idle_limit: None,
+                    write_limit: WRITE_TIMEOUT,
+                    counters: &gw.b2c,
+                    throttle: None,
+                    ack_credit: &ack_credit,
+                    broker_seen: Some(&gw.broker_seen),
+                },
+                &mut broker_rd,
+                &client_out,
+                &broker_out,
+                |frame, denials| {
+                    live.from_broker(frame.len());
+                    refresh(gw, identity, &mut b_pol);
+                    note_goodbye(
+                        b_insp.inspect(frame, &mut under(&b_pol, &shared, denials)),
+                        &said_goodbye,
+                    )
+                },
+                |denials| self.record_denials(identity, denials),
+            );
+            let reason = tokio::select! {
+                r = c2b => r,
+                r = b2c => r,
+                r = watch_session(gw, identity, generations, &live.kick) => r,
+                () = gw.shutdown.cancelled() => CloseReason::Shutdown,
+            };
+            let said_goodbye = said_goodbye.load(Ordering::Relaxed);
+            let connack_relayed = shared.connack_relayed();
+            self.finish(
+                identity,
+                &reason,
+                (said_goodbye, connack_relayed),
+                client_out,
+                broker_out,
+            )
+            .await;
+            self.session_line(identity, live, Some(&reason));
+        }
     }
 
     /// With `[log] sessions`: the `session_opened` line (`reason` `None`) or the `session_closed`
