@@ -584,22 +584,9 @@ impl Drop for Killed {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
 fn metric_of(admin: SocketAddr, series: &str) -> Option<f64> {
-    http_get(admin, "/metrics")?
+    support::http_get(admin, "/metrics")?
+        .1
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
