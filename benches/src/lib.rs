@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mqtt_inspect::{
-    Connect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, decode, split_frame,
+    Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, decode, split_frame,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -542,22 +542,65 @@ pub async fn handshake_rate(
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The config of a gateway in front of `broker` for the benchmarks: the mTLS listener "mqtts" on
+/// `port`, clients named and authenticated by their certificate's CN, the policy in `policy.toml`,
+/// the audit log in `audit.jsonl`.
+pub struct MtlsGateway<'a> {
+    /// The upstream broker's address.
+    pub broker: &'a str,
+    /// The port of the mTLS listener.
+    pub port: u16,
+    /// The folder of `gateway.pem`, `gateway.key` and `ca.pem`.
+    pub pki: &'a str,
+    /// More lines of `[listener.tls]` (CRL, OCSP), and more listeners.
+    pub listeners: &'a str,
+    /// More lines of `[auth]`.
+    pub auth: &'a str,
+    /// The lines of `[limits]`.
+    pub limits: &'a str,
+}
+
+impl MtlsGateway<'_> {
+    /// The config file's text.
+    #[must_use]
+    pub fn config(&self) -> String {
+        let Self {
+            broker,
+            port,
+            pki,
+            listeners,
+            auth,
+            limits,
+        } = self;
+        format!(
+            r#"[upstream]
+address = "{broker}"
+[[listener]]
+name = "mqtts"
+bind = "127.0.0.1:{port}"
+[listener.tls]
+cert = "{pki}/gateway.pem"
+key = "{pki}/gateway.key"
+client_ca = "{pki}/ca.pem"
+{listeners}
+[auth]
+principal_from = "cert_cn"
+cert_is_credential = true
+{auth}
+[policy]
+file = "policy.toml"
+[limits]
+{limits}
+[log]
+audit_file = "audit.jsonl"
+"#
+        )
+    }
+}
+
 /// An MQTT 3.1.1 CONNECT (clean session, keep-alive 60) with `client_id` and the credentials given.
 #[must_use]
 pub fn connect_v311(client_id: &str, user: Option<&str>, password: Option<&[u8]>) -> Vec<u8> {
-    let c = Connect {
-        version: ProtocolVersion::V311,
-        clean_start: true,
-        keep_alive: 60,
-        properties: Properties::EMPTY,
-        client_id,
-        will: None,
-        username: user,
-        password,
-        bridge: false,
-    };
-    let mut out = Vec::new();
     // Within every limit of the encoder: a fixed header and short fields.
-    let _ = c.encode(&mut out);
-    out
+    e2e::connect_frame(ProtocolVersion::V311, 60, client_id, user, password).unwrap_or_default()
 }

@@ -1,6 +1,8 @@
 //! Files of one entry a line (the password file, the admin API's token file): reading them, their
-//! numbered lines without comments and blank lines, and the one error type that names `file:line`.
+//! numbered lines without comments and blank lines, and the one error type that names `file:line`
+//! (the policy files' too).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Why a line file was refused (whole: the last good one stays in force).
@@ -35,12 +37,20 @@ pub fn load<T>(
     path: &Path,
     parse: impl FnOnce(&str, &str) -> Result<T, LineFileError>,
 ) -> Result<T, LineFileError> {
-    let name = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|source| LineFileError::Read {
-        path: name.clone(),
-        source,
-    })?;
+    let (src, name) = read(path)?;
     parse(&src, &name)
+}
+
+/// The text of `path`, and its name as errors give it.
+///
+/// # Errors
+/// [`LineFileError::Read`]: the file cannot be read.
+pub fn read(path: &Path) -> Result<(String, String), LineFileError> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => Ok((src, name)),
+        Err(source) => Err(LineFileError::Read { path: name, source }),
+    }
 }
 
 /// The entry lines of `src` (not comments, not blank; a trailing `\r` taken off), each with its
@@ -61,4 +71,64 @@ pub fn entries<'a>(
             };
             (n, line, error)
         })
+}
+
+/// A parsed file of entries (users, tokens): how many it has.
+pub trait Entries {
+    /// Number of entries.
+    fn len(&self) -> usize;
+
+    /// True when the file has no entry.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A file's entries by name, each with the line that defined it: a name defined twice, or one
+/// entry more than the limit, is refused.
+pub struct Named<E> {
+    /// What an entry is, as errors name it ("user", "token").
+    what: &'static str,
+    limit: usize,
+    entries: HashMap<Box<str>, E>,
+    lines: HashMap<Box<str>, u32>,
+}
+
+impl<E> Named<E> {
+    /// No entries yet; at most `limit` of them.
+    #[must_use]
+    pub fn new(what: &'static str, limit: usize) -> Self {
+        Self {
+            what,
+            limit,
+            entries: HashMap::new(),
+            lines: HashMap::new(),
+        }
+    }
+
+    /// Adds `entry` as `name`, defined on line `line`; or the message saying why not: `name` is
+    /// already defined (and on which line), or there are already `limit` entries.
+    ///
+    /// # Errors
+    /// The message, for the [`LineFileError::Invalid`] of line `line`.
+    pub fn insert(&mut self, name: &str, line: u32, entry: E) -> Result<(), String> {
+        let what = self.what;
+        if let Some(first) = self.lines.get(name) {
+            return Err(format!(
+                "{what} {name:?} is already defined on line {first}"
+            ));
+        }
+        if self.entries.len() >= self.limit {
+            return Err(format!("more than {} {what}s", self.limit));
+        }
+        self.lines.insert(name.into(), line);
+        self.entries.insert(name.into(), entry);
+        Ok(())
+    }
+
+    /// The entries by name.
+    #[must_use]
+    pub fn into_map(self) -> HashMap<Box<str>, E> {
+        self.entries
+    }
 }

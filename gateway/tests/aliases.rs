@@ -286,14 +286,8 @@ async fn alias_topics_beyond_the_byte_budget_disconnect_with_0x97() {
 async fn the_broker_is_told_at_most_the_aliases_the_gateway_tracks() {
     let pki = Pki::new();
     let gw = gateway(&pki).await;
-    // The tap between the gateway and the broker (a new snapshot, as a reload would).
-    let tap = support::ConnectTap::start(gw.broker.addr()).await;
-    let snap = gw.running.gateway.current();
-    let mut config = (*snap.config).clone();
-    config.upstream.address = Some(tap.addr.to_string());
-    gw.running
-        .gateway
-        .store(mqtt_gateway::server::load_snapshot(Arc::new(config), snap.generation + 1).unwrap());
+    // The tap between the gateway and the broker.
+    let tap = support::ConnectTap::between(&gw).await;
     for (id, announced, told) in [("alias-many", u16::MAX, 1024), ("alias-few", 10, 10)] {
         let cert = pki.client(id, None, Flaw::None);
         let tls = client_tls(&pki, Some(&cert), &[&rustls::version::TLS13]);

@@ -12,7 +12,6 @@ mod support;
 
 use std::sync::Arc;
 
-use mqtt_gateway::server::load_snapshot;
 use mqtt_inspect::{AckKind, Property, ProtocolVersion};
 use support::wire::{
     ConnectSpec, Got, PlainWire, TlsWire, VERSIONS, assert_broker_ack, connect, got_ack,
@@ -296,14 +295,8 @@ async fn the_broker_sees_the_principal_and_no_password_or_the_connect_unchanged(
         setup.passwords = passwords(&[]);
         setup.credentials = credentials;
         let gw = setup.start().await;
-        // Put the tap between the gateway and the broker (a new snapshot, as a reload would).
-        let tap = support::ConnectTap::start(gw.broker.addr()).await;
-        let snap = gw.running.gateway.current();
-        let mut config = (*snap.config).clone();
-        config.upstream.address = Some(tap.addr.to_string());
-        gw.running
-            .gateway
-            .store(load_snapshot(Arc::new(config), snap.generation + 1).unwrap());
+        // Put the tap between the gateway and the broker.
+        let tap = support::ConnectTap::between(&gw).await;
 
         // A certificate client that sends no user name.
         let mut c = TlsWire::tls(gw.tls_addr(), Arc::clone(&tls), ProtocolVersion::V5).await;

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +16,7 @@ use std::time::Duration;
 
 use e2e::{Mosquitto, free_port};
 use mqtt_inspect::{Connect, Properties, ProtocolVersion};
+use support::http_get;
 use support::wire::PlainWire;
 
 const POLICY: &str = r##"version = 1
@@ -105,21 +105,6 @@ audit_file = "{audit}"
         "gateway {name} did not start: {}",
         std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
     );
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = StdTcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
 }
 
 impl Gateway {

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqtt_gateway::auth::ban::Banned;
+use mqtt_gateway::auth::ban::{Attempt, Banned};
 use mqtt_gateway::shared::Gateway;
 use mqtt_inspect::{AckKind, ProtocolVersion};
 use support::redis::Redis;
@@ -145,7 +145,7 @@ async fn failures_spread_over_two_instances_ban_the_account_on_both() {
         until("the account ban reaches this instance", || {
             gw(t)
                 .bans
-                .identity_banned(ip("127.0.3.9"), Some("alice"), None, Instant::now())
+                .identity_banned(Attempt::at(ip("127.0.3.9")).user("alice"), Instant::now())
                 == Some(Banned::User)
         })
         .await;
@@ -216,7 +216,7 @@ async fn the_owner_known_on_one_instance_is_spared_by_the_account_ban_on_the_oth
     until("the account ban reaches A", || {
         gw(&a)
             .bans
-            .identity_banned(ip("127.0.10.99"), Some("alice"), None, Instant::now())
+            .identity_banned(Attempt::at(ip("127.0.10.99")).user("alice"), Instant::now())
             == Some(Banned::User)
     })
     .await;
@@ -584,22 +584,9 @@ impl Drop for Killed {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
 fn metric_of(admin: SocketAddr, series: &str) -> Option<f64> {
-    http_get(admin, "/metrics")?
+    support::http_get(admin, "/metrics")?
+        .1
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

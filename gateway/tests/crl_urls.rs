@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mqtt_inspect::{ProtocolVersion, ReasonCode};
-use support::reload::{connected, disconnected_with, still_served};
-use support::wire::TlsWire;
-use support::{Flaw, Issued, Pki, Setup, TestGateway, client_tls, connect_frame, sample};
+use mqtt_inspect::ReasonCode;
+use support::reload::{connected, disconnected_with, refused_at_handshake, still_served};
+use support::{Flaw, Pki, Setup, TestGateway, sample};
 use time::OffsetDateTime;
 
 /// The gateway's metrics registry is global to this test binary and each start sets
@@ -141,23 +140,6 @@ fn cached(cache: &Path) -> Vec<u8> {
         "one cached CRL and no temporary file: {files:?}"
     );
     std::fs::read(&files[0]).unwrap()
-}
-
-/// A new connection with `cert` gets no CONNACK: refused at the TLS handshake (TLS 1.3 shows
-/// the refusal on the first read).
-async fn refused_at_handshake(gw: &TestGateway, pki: &Pki, cert: &Issued) {
-    let attempt = TlsWire::try_tls(
-        gw.tls_addr(),
-        client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
-        ProtocolVersion::V5,
-    )
-    .await;
-    if let Ok(mut c) = attempt {
-        let _ = c
-            .try_send(&connect_frame(ProtocolVersion::V5, "again", None, None))
-            .await;
-        assert!(c.recv().await.is_none(), "a revoked certificate was let in");
-    }
 }
 
 /// DESIGN §3 ("Revocation reaches live sessions") with the CRL taken from its URL, and every kind

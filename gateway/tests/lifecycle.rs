@@ -45,20 +45,7 @@ async fn tcp_client(addr: SocketAddr) -> PlainWire {
 // === frames ===
 
 fn connect(version: ProtocolVersion, client_id: &str, keep_alive: u16) -> Vec<u8> {
-    let c = mqtt_inspect::Connect {
-        version,
-        clean_start: true,
-        keep_alive,
-        properties: Properties::EMPTY,
-        client_id,
-        will: None,
-        username: None,
-        password: None,
-        bridge: false,
-    };
-    let mut out = Vec::new();
-    c.encode(&mut out).unwrap();
-    out
+    e2e::connect_frame(version, keep_alive, client_id, None, None).unwrap()
 }
 
 fn publish(version: ProtocolVersion, topic: &str, qos: QoS, id: u16, payload: &[u8]) -> Vec<u8> {

@@ -686,27 +686,9 @@ async fn per_packet_caps_and_keepalive_cap() {
     );
 
     // 65 filters in one SUBSCRIBE: DISCONNECT 0x97.
-    let mut body = vec![0, 1, 0];
-    for i in 0..65 {
-        let f = format!("caps/{i}");
-        body.extend_from_slice(&u16::try_from(f.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(f.as_bytes());
-        body.push(0);
-    }
-    let mut frame = vec![0x82];
-    let mut len = body.len();
-    loop {
-        let mut b = u8::try_from(len % 128).unwrap();
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        frame.push(b);
-        if len == 0 {
-            break;
-        }
-    }
-    frame.extend_from_slice(&body);
+    let filters: Vec<String> = (0..65).map(|i| format!("caps/{i}")).collect();
+    let filters: Vec<(&str, u8)> = filters.iter().map(|f| (f.as_str(), 0)).collect();
+    let frame = support::wire::subscribe(ProtocolVersion::V5, 1, &filters);
     c.try_send(&frame).await.unwrap();
     let reply = c.recv().await.unwrap();
     assert_eq!(

@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use mqtt_gateway::auth::{
     PasswordFile, PasswordFileError, VerifyOutcome, hash_argon2id, hash_mosquitto_pbkdf2,
 };
+use mqtt_gateway::line_file::Entries as _;
 
 const ALICE: &str = "alice:$7$101$qOYqe1PsLjoCK/CE$JL5lDygzrA1zEyaS7Egmj+0SadwjVg7yxlQ0XXU+nLYcF0wVDb0wZrGFRubP4a47PyJ6UYYKaSN1mTgppvWkkA==";
 const BOB: &str = "bob:$6$H4x6GM0Ll3QUI3lK$aWg4EQj5OjylX0mHYp8Uh57JDgHjMpinQFTb/NupASYJEe8mFctWDdFsHZ3lK7vmFV/vjfg1GQM5tgqv2jTFCw==";

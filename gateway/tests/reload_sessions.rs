@@ -9,9 +9,9 @@ mod support;
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 use support::reload::{
     accepted, assert_accepted, broker_watcher, connected, disconnected_with, next_topic, replace,
-    still_served, tls13,
+    start_with_leaf_crl, still_served, tls13,
 };
-use support::{ALL_ACTIONS, Flaw, Pki, Setup, TestGateway, connect_frame};
+use support::{ALL_ACTIONS, Flaw, Pki, Setup, connect_frame};
 
 /// A client whose TLS handshake was done under the old CRL but whose CONNECT comes after the
 /// reload revoking it is refused at CONNECT (CONNACK 0x87), its session never reaches the broker;
@@ -21,10 +21,7 @@ use support::{ALL_ACTIONS, Flaw, Pki, Setup, TestGateway, connect_frame};
 async fn a_connection_open_across_a_revocation_is_refused_at_its_connect() {
     let pki = Pki::new();
     let crl = pki.write_leaf_crl(&[]);
-    let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
-    let gw = setup.start().await;
-    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let (gw, _reload) = start_with_leaf_crl(Setup::new(&pki), &crl).await;
     let victim_cert = pki.client("victim", None, Flaw::None);
     let other_cert = pki.client("bystander", None, Flaw::None);
     // A live session with the victim's certificate: its DISCONNECT shows the reload is in force.
@@ -231,10 +228,7 @@ async fn anonymous_sessions_end_when_a_reload_turns_allow_anonymous_off() {
 async fn a_revoked_devices_allowed_will_is_still_published() {
     let pki = Pki::new();
     let crl = pki.write_leaf_crl(&[]);
-    let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
-    let gw = setup.start().await;
-    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let (gw, _reload) = start_with_leaf_crl(Setup::new(&pki), &crl).await;
     let mut watcher = broker_watcher(&gw).await;
     let cert = pki.client("dev-w", None, Flaw::None);
     let mut c = tls13(&gw, &pki, &cert).await;
@@ -291,18 +285,6 @@ async fn a_connect_after_an_auth_reload_is_judged_by_the_new_auth_settings() {
     still_served(&mut with_password).await;
 }
 
-/// Points the running gateway at `tap` (in front of its broker) with the configuration and policy
-/// files as they are now: a new snapshot, as a reload makes.
-fn through_tap(gw: &TestGateway, tap: &support::ConnectTap) {
-    let snap = gw.running.gateway.current();
-    let mut config = (*snap.config).clone();
-    config.upstream.address = Some(tap.addr.to_string());
-    gw.running.gateway.store(
-        mqtt_gateway::server::load_snapshot(std::sync::Arc::new(config), snap.generation + 1)
-            .unwrap(),
-    );
-}
-
 /// Issue 20 item 2: a Will the broker holds after the connection is gone (MQTT 5 Will Delay
 /// Interval) is out of the gateway's reach, so a revocation or policy change during the delay
 /// could not stop it. The broker is told at most `limits.max_will_delay` (default 0: no delay):
@@ -319,8 +301,7 @@ async fn a_will_delay_is_not_left_to_the_broker() {
     let mut setup = Setup::new(&pki);
     setup.policy = policy_v1.clone();
     let gw = setup.start().await;
-    let tap = support::ConnectTap::start(gw.broker.addr()).await;
-    through_tap(&gw, &tap);
+    let tap = support::ConnectTap::between(&gw).await;
     let mut watcher = broker_watcher(&gw).await;
 
     // Still allowed: published at once when the device drops.
@@ -353,7 +334,8 @@ async fn a_will_delay_is_not_left_to_the_broker() {
         policy_v1.replace("\"open/#\", \"will/#\"", "\"open/#\""),
     )
     .unwrap();
-    through_tap(&gw, &tap);
+    // A new snapshot with the policy file as it is now (still through the tap).
+    gw.upstream_to(tap.addr);
     disconnected_with(&mut c, ReasonCode::AdministrativeAction).await;
     drop(c);
     support::broker_pub(&gw, &["-t", "open/marker", "-m", "m"]).await;
@@ -372,8 +354,7 @@ async fn max_will_delay_caps_what_the_broker_is_told() {
     let mut setup = Setup::new(&pki);
     setup.limits = "max_will_delay = \"30s\"".to_owned();
     let gw = setup.start().await;
-    let tap = support::ConnectTap::start(gw.broker.addr()).await;
-    through_tap(&gw, &tap);
+    let tap = support::ConnectTap::between(&gw).await;
     for (id, asked, told) in [("dev-cap-long", 3600, 30), ("dev-cap-short", 10, 10)] {
         let cert = pki.client(id, None, Flaw::None);
         let mut c = tls13(&gw, &pki, &cert).await;

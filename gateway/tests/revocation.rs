@@ -9,7 +9,9 @@ mod support;
 use std::path::Path;
 
 use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
-use support::reload::{connected, disconnected_with, replace, still_served};
+use support::reload::{
+    connected, disconnected_with, refused_at_handshake, replace, start_with_leaf_crl, still_served,
+};
 use support::wire::TlsWire;
 use support::{
     ALL_ACTIONS, Flaw, Pki, Rule, Setup, TestGateway, anyone, client_tls, connect_frame,
@@ -35,36 +37,13 @@ async fn only_the_revoked_one_is_cut_off(
     let _ = connected(gw, pki, other_cert, "bystander-2").await;
 }
 
-/// A new connection with `cert` gets no CONNACK: refused at the TLS handshake (TLS 1.3 shows
-/// the refusal on the first read).
-async fn refused_at_handshake(gw: &TestGateway, pki: &Pki, cert: &support::Issued) {
-    let attempt = TlsWire::try_tls(
-        gw.tls_addr(),
-        client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
-        ProtocolVersion::V5,
-    )
-    .await;
-    if let Ok(mut c) = attempt {
-        let _ = c
-            .try_send(&connect_frame(ProtocolVersion::V5, "again", None, None))
-            .await;
-        assert!(
-            c.recv().await.is_none(),
-            "a revoked certificate was let in again"
-        );
-    }
-}
-
 /// DESIGN §3: "Revocation reaches live sessions. A new CRL ... is checked against every live
 /// connection; those no longer allowed are closed (`sessions_revoked_total{reason}`)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_certificate_cuts_off_the_live_session_and_refuses_new_ones() {
     let pki = Pki::new();
     let crl = pki.write_leaf_crl(&[]);
-    let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
-    let gw = setup.start().await;
-    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let (gw, _reload) = start_with_leaf_crl(Setup::new(&pki), &crl).await;
 
     let victim_cert = pki.client("victim", None, Flaw::None);
     let other_cert = pki.client("bystander", None, Flaw::None);
@@ -254,11 +233,9 @@ async fn a_broken_crl_or_password_file_is_rejected_and_the_last_good_one_stays()
     let crl = pki.write_leaf_crl(&[&revoked.serial]);
     let hash = mqtt_gateway::auth::hash_mosquitto_pbkdf2(b"a-secret", 1000).unwrap();
     let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
     setup.auth = "[auth]\nprincipal_from = \"username\"\npassword_file = \"passwords\"\n".into();
     setup.passwords = format!("alice:{hash}\n");
-    let gw = setup.start().await;
-    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let (gw, _reload) = start_with_leaf_crl(setup, &crl).await;
     let good = pki.client("good", None, Flaw::None);
     let crl_rejected = gw
         .metric("mqtt_gateway_reloads_total{source=\"crl\",result=\"rejected\"}")
@@ -381,13 +358,7 @@ async fn a_crl_updated_by_a_kubernetes_configmap_symlink_swap_is_seen() {
     std::fs::write(certs.join("..v1/ca.crl"), &empty).unwrap();
     symlink("..v1", certs.join("..data")).unwrap();
     symlink("..data/ca.crl", certs.join("ca.crl")).unwrap();
-    let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!(
-        "crl = [\"{}\"]\ncrl_scope = \"leaf\"",
-        certs.join("ca.crl").display()
-    );
-    let gw = setup.start().await;
-    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let (gw, _reload) = start_with_leaf_crl(Setup::new(&pki), &certs.join("ca.crl")).await;
 
     let victim_cert = pki.client("victim-k8s", None, Flaw::None);
     let other_cert = pki.client("bystander-k8s", None, Flaw::None);
@@ -476,10 +447,7 @@ async fn a_crl_made_by_openssl_ca_gencrl_revokes_a_live_subscriber() {
     let ca = OpensslCa::new(&pki);
     let crl = pki.path("openssl-ca.crl");
     ca.gencrl(&crl);
-    let mut setup = Setup::new(&pki);
-    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
-    let gw = setup.start().await;
-    let _reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    let (gw, _reload) = start_with_leaf_crl(Setup::new(&pki), &crl).await;
 
     let victim_cert = pki.client("victim-openssl", None, Flaw::None);
     let other_cert = pki.client("bystander-openssl", None, Flaw::None);

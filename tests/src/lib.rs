@@ -637,3 +637,31 @@ fn forward_lines(out: ChildStdout, tx: &mpsc::Sender<String>) {
         }
     }
 }
+
+/// A CONNECT frame for `version` (clean start, no will, no properties) with `client_id`, the
+/// credentials given and `keep_alive` seconds: what the raw-socket tests and the benchmarks send.
+///
+/// # Errors
+/// A field too long for the encoder.
+pub fn connect_frame(
+    version: mqtt_inspect::ProtocolVersion,
+    keep_alive: u16,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+) -> Result<Vec<u8>, mqtt_inspect::EncodeError> {
+    let c = mqtt_inspect::Connect {
+        version,
+        clean_start: true,
+        keep_alive,
+        properties: mqtt_inspect::Properties::EMPTY,
+        client_id,
+        will: None,
+        username: user,
+        password,
+        bridge: false,
+    };
+    let mut out = Vec::new();
+    c.encode(&mut out)?;
+    Ok(out)
+}

@@ -85,30 +85,17 @@ allow = ["publish", "subscribe", "receive"]
 topics = ["bench/#"]
 "##;
     std::fs::write(dir.join("policy.toml"), policy)?;
-    let config = format!(
-        r#"[upstream]
-address = "{broker}"
-[[listener]]
-name = "mqtts"
-bind = "127.0.0.1:{port}"
-[listener.tls]
-cert = "pki/gateway.pem"
-key = "pki/gateway.key"
-client_ca = "pki/ca.pem"
-crl = ["pki/ca.crl"]
-[auth]
-principal_from = "cert_cn"
-cert_is_credential = true
-[policy]
-file = "policy.toml"
-[limits]
-# A benchmark client is a flood by design: lift the per-client and connection limits.
-messages_per_client_per_second = 100000000
-bytes_per_client_per_second = "1GiB"
-[log]
-audit_file = "audit.jsonl"
-"#
-    );
+    let config = bench::MtlsGateway {
+        broker: &broker.to_string(),
+        port,
+        pki: "pki",
+        listeners: r#"crl = ["pki/ca.crl"]"#,
+        auth: "",
+        // A benchmark client is a flood by design: lift the per-client and connection limits.
+        limits: r#"messages_per_client_per_second = 100000000
+bytes_per_client_per_second = "1GiB""#,
+    }
+    .config();
     std::fs::write(dir.join("gateway.toml"), config)?;
     let child = Command::new(bin)
         .args(["run", "--config"])

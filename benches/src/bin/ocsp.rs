@@ -36,31 +36,17 @@ fn start_gateway(
         "version = 1\n[[connect]]\nwho = { any = true }\nclient_ids = [\"*\"]\n[[rule]]\nwho = { any = true }\nallow = [\"publish\", \"subscribe\", \"receive\"]\ntopics = [\"#\"]\n",
     )?;
     let port = free_port();
-    let config = format!(
-        r#"[upstream]
-address = "{broker}"
-[[listener]]
-name = "mqtts"
-bind = "127.0.0.1:{port}"
-[listener.tls]
-cert = "{pki}/gateway.pem"
-key = "{pki}/gateway.key"
-client_ca = "{pki}/ca.pem"
-{ocsp}
-[auth]
-principal_from = "cert_cn"
-cert_is_credential = true
-[policy]
-file = "policy.toml"
-[limits]
-max_connections_per_ip = 100000
+    let config = bench::MtlsGateway {
+        broker,
+        port,
+        pki: &pki.display().to_string(),
+        listeners: ocsp,
+        auth: "",
+        limits: "max_connections_per_ip = 100000
 connections_per_ip_per_second = 1000000
-auth_failures_before_ban = 1000000
-[log]
-audit_file = "audit.jsonl"
-"#,
-        pki = pki.display()
-    );
+auth_failures_before_ban = 1000000",
+    }
+    .config();
     std::fs::write(work.join("gateway.toml"), config)?;
     let child = Command::new(gateway_bin()?)
         .args(["run", "--config"])

@@ -98,6 +98,13 @@ impl fmt::Debug for AdminTokens {
     }
 }
 
+impl crate::line_file::Entries for AdminTokens {
+    /// Number of tokens.
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// Whether `name` can be a token NAME: 1 to 64 of `A-Za-z0-9._-`.
 #[must_use]
 pub fn valid_name(name: &str) -> bool {
@@ -122,8 +129,7 @@ impl AdminTokens {
     /// [`TokenFileError::Invalid`] with `file:line`: a line that is not `NAME:ROLE:HASH`, a bad
     /// NAME, an unknown ROLE, a bad hash, a NAME already defined, more than [`MAX_TOKENS`].
     pub fn parse(src: &str, file_name: &str) -> Result<Self, TokenFileError> {
-        let mut entries: HashMap<Box<str>, Entry> = HashMap::new();
-        let mut lines: HashMap<Box<str>, u32> = HashMap::new();
+        let mut entries = crate::line_file::Named::new("token", MAX_TOKENS);
         for (line_no, line, error) in crate::line_file::entries(src, file_name) {
             let mut parts = line.splitn(3, ':');
             let (Some(name), Some(role), Some(stored)) = (parts.next(), parts.next(), parts.next())
@@ -145,33 +151,14 @@ impl AdminTokens {
                 return Err(error(format!("token {name:?}: a ':' after the hash")));
             }
             let hash = parse_hash(stored).map_err(|m| error(format!("token {name:?}: {m}")))?;
-            if let Some(first) = lines.get(name) {
-                return Err(error(format!(
-                    "token {name:?} is already defined on line {first}"
-                )));
-            }
-            if entries.len() >= MAX_TOKENS {
-                return Err(error(format!("more than {MAX_TOKENS} tokens")));
-            }
-            lines.insert(name.into(), line_no);
-            entries.insert(name.into(), Entry { role, hash });
+            entries
+                .insert(name, line_no, Entry { role, hash })
+                .map_err(error)?;
         }
         Ok(Self {
-            entries,
+            entries: entries.into_map(),
             verified: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Number of tokens.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when the file has no token.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// The fast part of a check: a remembered token, a NAME to verify, or an unknown one.
@@ -236,6 +223,7 @@ pub fn new_secret() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line_file::Entries as _;
 
     const ARGON: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 

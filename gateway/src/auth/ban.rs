@@ -157,15 +157,58 @@ impl Banned {
     }
 }
 
+/// A CONNECT as bans see it: the address it comes from, the account a password will be checked
+/// for, and the fingerprint of its client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    /// The source address.
+    pub ip: IpAddr,
+    /// The account a password will be checked for.
+    pub user: Option<&'a str>,
+    /// The SHA-256 fingerprint (hex) of the client certificate.
+    pub fingerprint: Option<&'a str>,
+}
+
+impl<'a> Attempt<'a> {
+    /// An attempt from `ip` that names no account and shows no certificate.
+    #[must_use]
+    pub const fn at(ip: IpAddr) -> Self {
+        Self {
+            ip,
+            user: None,
+            fingerprint: None,
+        }
+    }
+
+    /// The same attempt for the account `user`.
+    #[must_use]
+    pub const fn user(self, user: &'a str) -> Self {
+        Self {
+            user: Some(user),
+            ..self
+        }
+    }
+
+    /// The same attempt with a certificate of this fingerprint.
+    #[must_use]
+    pub const fn fingerprint(self, fingerprint: &'a str) -> Self {
+        Self {
+            fingerprint: Some(fingerprint),
+            ..self
+        }
+    }
+}
+
 /// What a failure counts against, as the instances of a cluster name it: the address key
 /// (IPv6 by /64), the SHA-256 of the account in hex (never the name itself), the certificate
 /// fingerprint. Same order as [`Bans::failure`] counts them.
 #[must_use]
-pub fn shared_keys(
-    ip: IpAddr,
-    user: Option<&str>,
-    fingerprint: Option<&str>,
-) -> Vec<(Banned, String)> {
+pub fn shared_keys(attempt: Attempt<'_>) -> Vec<(Banned, String)> {
+    let Attempt {
+        ip,
+        user,
+        fingerprint,
+    } = attempt;
     let mut keys = vec![(Banned::Address, crate::limits::address_key(ip).to_string())];
     if let Some(u) = user {
         keys.push((Banned::User, hex(&user_key(u))));
@@ -290,16 +333,15 @@ impl Bans {
     /// Whether a CONNECT from `ip` with this username or certificate fingerprint is banned. An
     /// account ban spares the addresses the account recently logged in from.
     #[must_use]
-    pub fn identity_banned(
-        &self,
-        ip: IpAddr,
-        user: Option<&str>,
-        fingerprint: Option<&str>,
-        now: Instant,
-    ) -> Option<Banned> {
-        if let Some(b) = self.manual.matching(ip, user, fingerprint, now) {
+    pub fn identity_banned(&self, attempt: Attempt<'_>, now: Instant) -> Option<Banned> {
+        if let Some(b) = self.manual.matching(attempt, now) {
             return Some(b);
         }
+        let Attempt {
+            ip,
+            user,
+            fingerprint,
+        } = attempt;
         if let Some(u) = user.map(user_key)
             && self.users.is_banned(&u, now)
         {
@@ -331,13 +373,12 @@ impl Bans {
     }
 
     /// Records an authentication failure; returns what it banned, if anything.
-    pub fn failure(
-        &self,
-        ip: IpAddr,
-        user: Option<&str>,
-        fingerprint: Option<&str>,
-        now: Instant,
-    ) -> Option<Banned> {
+    pub fn failure(&self, attempt: Attempt<'_>, now: Instant) -> Option<Banned> {
+        let Attempt {
+            ip,
+            user,
+            fingerprint,
+        } = attempt;
         let mut banned = None;
         let (window, duration) = (self.window(), self.duration());
         if self
@@ -469,10 +510,10 @@ mod tests {
         let b = Bans::new(3, Duration::from_secs(60), Duration::from_secs(600));
         let ip: IpAddr = "198.51.100.9".parse().unwrap();
         let t0 = Instant::now();
-        assert_eq!(b.failure(ip, None, None, t0), None);
-        assert_eq!(b.failure(ip, None, None, t0), None);
+        assert_eq!(b.failure(Attempt::at(ip), t0), None);
+        assert_eq!(b.failure(Attempt::at(ip), t0), None);
         assert!(!b.address_banned(ip, t0));
-        assert_eq!(b.failure(ip, None, None, t0), Some(Banned::Address));
+        assert_eq!(b.failure(Attempt::at(ip), t0), Some(Banned::Address));
         assert!(b.address_banned(ip, t0 + Duration::from_secs(599)));
         assert!(
             !b.address_banned(ip, t0 + Duration::from_secs(601)),
@@ -489,9 +530,9 @@ mod tests {
         let b = Bans::new(2, Duration::from_secs(60), Duration::from_secs(600));
         let ip: IpAddr = "198.51.100.9".parse().unwrap();
         let t0 = Instant::now();
-        b.failure(ip, None, None, t0);
+        b.failure(Attempt::at(ip), t0);
         assert_eq!(
-            b.failure(ip, None, None, t0 + Duration::from_secs(61)),
+            b.failure(Attempt::at(ip), t0 + Duration::from_secs(61)),
             None
         );
     }
@@ -504,16 +545,16 @@ mod tests {
         let t0 = Instant::now();
         let mut name = "x".repeat(usize::from(u16::MAX));
         for i in 0..2u8 {
-            b.failure(IpAddr::from([203, 0, 113, i]), Some(&name), None, t0);
+            b.failure(Attempt::at(IpAddr::from([203, 0, 113, i])).user(&name), t0);
         }
         let home: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
-            b.identity_banned(home, Some(&name), None, t0),
+            b.identity_banned(Attempt::at(home).user(&name), t0),
             Some(Banned::User)
         );
         name.pop();
         name.push('y');
-        assert_eq!(b.identity_banned(home, Some(&name), None, t0), None);
+        assert_eq!(b.identity_banned(Attempt::at(home).user(&name), t0), None);
         assert_eq!(std::mem::size_of::<UserKey>(), 32);
     }
 
@@ -523,20 +564,20 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..6u8 {
             let ip = IpAddr::from([203, 0, 113, i]);
-            b.failure(ip, Some("alice"), None, t0);
+            b.failure(Attempt::at(ip).user("alice"), t0);
         }
         let home: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
-            b.identity_banned(home, Some("alice"), None, t0),
+            b.identity_banned(Attempt::at(home).user("alice"), t0),
             Some(Banned::User)
         );
-        assert_eq!(b.identity_banned(home, Some("bob"), None, t0), None);
+        assert_eq!(b.identity_banned(Attempt::at(home).user("bob"), t0), None);
         // The owner's usual address, where alice logged in before, is not locked out.
         b.success(home, "alice", t0);
-        assert_eq!(b.identity_banned(home, Some("alice"), None, t0), None);
+        assert_eq!(b.identity_banned(Attempt::at(home).user("alice"), t0), None);
         let elsewhere: IpAddr = "192.0.2.2".parse().unwrap();
         assert_eq!(
-            b.identity_banned(elsewhere, Some("alice"), None, t0),
+            b.identity_banned(Attempt::at(elsewhere).user("alice"), t0),
             Some(Banned::User)
         );
     }
@@ -548,7 +589,7 @@ mod tests {
         let t0 = Instant::now();
         // Users and certificates are banned at twice the threshold.
         for _ in 0..2 {
-            b.failure(ip, Some("alice"), Some("fp"), t0);
+            b.failure(Attempt::at(ip).user("alice").fingerprint("fp"), t0);
         }
         let mut shown = b.in_force(t0);
         shown.sort_by_key(|(_, k, _)| k.clone());
@@ -565,7 +606,10 @@ mod tests {
         assert!(b.lift(Banned::Address, "198.51.100.9") && b.lift(Banned::User, alice));
         assert!(b.lift(Banned::Certificate, "fp") && !b.lift(Banned::Certificate, "fp"));
         assert!(!b.address_banned(ip, t0));
-        assert_eq!(b.identity_banned(ip, Some("alice"), Some("fp"), t0), None);
+        assert_eq!(
+            b.identity_banned(Attempt::at(ip).user("alice").fingerprint("fp"), t0),
+            None
+        );
         assert!(b.in_force(t0).is_empty());
     }
 
@@ -575,7 +619,7 @@ mod tests {
         let t0 = Instant::now();
         let fp = "ab".repeat(32);
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        let keys = shared_keys(v6, Some("alice"), Some(&fp));
+        let keys = shared_keys(Attempt::at(v6).user("alice").fingerprint(&fp));
         assert_eq!(keys.len(), 3);
         for (what, key) in &keys {
             assert!(
@@ -588,11 +632,11 @@ mod tests {
         assert!(b.address_banned(neighbour, t0));
         let home: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
-            b.identity_banned(home, Some("alice"), None, t0),
+            b.identity_banned(Attempt::at(home).user("alice"), t0),
             Some(Banned::User)
         );
         assert_eq!(
-            b.identity_banned(home, None, Some(&fp), t0),
+            b.identity_banned(Attempt::at(home).fingerprint(&fp), t0),
             Some(Banned::Certificate)
         );
         let mut active = b.active(t0 + Duration::from_secs(4));
@@ -615,7 +659,10 @@ mod tests {
             assert!(b.lift(*what, key));
         }
         assert!(!b.address_banned(v6, t0));
-        assert_eq!(b.identity_banned(home, Some("alice"), Some(&fp), t0), None);
+        assert_eq!(
+            b.identity_banned(Attempt::at(home).user("alice").fingerprint(&fp), t0),
+            None
+        );
         // Malformed keys are refused, not guessed at.
         for (what, key) in [
             (Banned::Address, "not-an-ip"),
@@ -636,7 +683,7 @@ mod tests {
         let b = Bans::new(5, Duration::from_secs(60), Duration::from_secs(600));
         let t0 = Instant::now();
         for i in 0..u32::try_from(MAX_ENTRIES).unwrap() {
-            b.failure(IpAddr::from(i.to_be_bytes()), None, None, t0);
+            b.failure(Attempt::at(IpAddr::from(i.to_be_bytes())), t0);
         }
         let until = t0 + Duration::from_secs(60);
         assert!(b.impose(Banned::Address, "203.0.113.250", until, t0));
@@ -644,7 +691,7 @@ mod tests {
         assert_eq!(b.len(), MAX_ENTRIES);
         let full = Bans::new(1, Duration::from_secs(60), Duration::from_secs(600));
         for i in 0..u32::try_from(MAX_ENTRIES).unwrap() {
-            full.failure(IpAddr::from(i.to_be_bytes()), None, None, t0);
+            full.failure(Attempt::at(IpAddr::from(i.to_be_bytes())), t0);
         }
         assert!(!full.impose(Banned::Address, "203.0.113.250", until, t0));
         assert_eq!(full.active(t0).len(), MAX_ENTRIES, "no ban dropped");
@@ -655,7 +702,7 @@ mod tests {
         let b = Bans::new(5, Duration::from_secs(1), Duration::from_secs(1));
         let t0 = Instant::now();
         for i in 0..(u32::try_from(MAX_ENTRIES).unwrap() + 1000) {
-            b.failure(IpAddr::from(i.to_be_bytes()), None, None, t0);
+            b.failure(Attempt::at(IpAddr::from(i.to_be_bytes())), t0);
         }
         assert_eq!(b.len(), MAX_ENTRIES);
         b.sweep(t0 + Duration::from_secs(5));

@@ -6,13 +6,12 @@
 //! Read lock-free on every CONNECT (an `ArcSwap` of the list; an empty list costs one load);
 //! changed rarely, by copying the list under a mutex. At most [`MAX_MANUAL`] bans.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-use super::ban::Banned;
+use super::ban::{Attempt, Banned};
 
 /// At most this many operator bans at once.
 pub const MAX_MANUAL: usize = 10_000;
@@ -150,17 +149,16 @@ impl ManualBans {
 
     /// The live ban that matches a CONNECT, if any.
     #[must_use]
-    pub fn matching(
-        &self,
-        ip: IpAddr,
-        user: Option<&str>,
-        fingerprint: Option<&str>,
-        now: Instant,
-    ) -> Option<Banned> {
+    pub fn matching(&self, attempt: Attempt<'_>, now: Instant) -> Option<Banned> {
         let list = self.list.load();
         if list.is_empty() {
             return None;
         }
+        let Attempt {
+            ip,
+            user,
+            fingerprint,
+        } = attempt;
         let ip = ip.to_canonical();
         list.iter().filter(|b| b.live(now)).find_map(|b| {
             let hit = match &b.target {
@@ -186,7 +184,7 @@ mod tests {
         let b = ManualBans::default();
         let t0 = Instant::now();
         let (a, other) = ("10.1.2.3".parse().unwrap(), "10.2.0.1".parse().unwrap());
-        assert_eq!(b.matching(a, None, None, t0), None);
+        assert_eq!(b.matching(Attempt::at(a), t0), None);
         let net = b
             .add(
                 Target::Address("10.1.0.0/16".parse().unwrap()),
@@ -199,22 +197,22 @@ mod tests {
             .unwrap();
         b.add(Target::Certificate("ab".repeat(32)), None, "ops", t0)
             .unwrap();
-        assert_eq!(b.matching(a, None, None, t0), Some(Banned::Address));
-        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(b.matching(mapped, None, None, t0), Some(Banned::Address));
-        assert_eq!(b.matching(other, None, None, t0), None);
+        assert_eq!(b.matching(Attempt::at(a), t0), Some(Banned::Address));
+        let mapped: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(b.matching(Attempt::at(mapped), t0), Some(Banned::Address));
+        assert_eq!(b.matching(Attempt::at(other), t0), None);
         assert_eq!(
-            b.matching(other, Some("alice"), None, t0),
+            b.matching(Attempt::at(other).user("alice"), t0),
             Some(Banned::User)
         );
-        assert_eq!(b.matching(other, Some("bob"), None, t0), None);
+        assert_eq!(b.matching(Attempt::at(other).user("bob"), t0), None);
         let fp = "AB".repeat(32);
         assert_eq!(
-            b.matching(other, None, Some(&fp), t0),
+            b.matching(Attempt::at(other).fingerprint(&fp), t0),
             Some(Banned::Certificate)
         );
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(b.matching(a, None, None, later), None, "expired");
+        assert_eq!(b.matching(Attempt::at(a), later), None, "expired");
         assert_eq!(b.list(later).len(), 2);
         assert!(b.remove(net.id) && !b.remove(net.id));
         assert_eq!(b.list(t0).len(), 2);

@@ -8,7 +8,6 @@
 //! errors name the user and the line only.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 use std::path::Path;
 
@@ -69,8 +68,7 @@ impl PasswordFile {
     /// [`PasswordFileError::Invalid`] with `file:line` for a line without `:`, an empty user or
     /// hash, an unsupported or malformed hash, or a user already defined.
     pub fn parse(src: &str, file_name: &str) -> Result<Self, PasswordFileError> {
-        let mut entries: HashMap<Box<str>, Entry> = HashMap::new();
-        let mut first_line: HashMap<Box<str>, u32> = HashMap::new();
+        let mut entries = crate::line_file::Named::new("user", usize::MAX);
         // Per cost: how many entries have it, and the line of the first one (ties go to it).
         let mut costs: HashMap<Cost, (usize, std::cmp::Reverse<u32>)> = HashMap::new();
         for (line_no, line, error) in crate::line_file::entries(src, file_name) {
@@ -102,19 +100,9 @@ impl PasswordFile {
                 fingerprint: Sha256::digest(stored.as_bytes()).into(),
                 hash,
             };
-            match entries.entry(user.into()) {
-                MapEntry::Occupied(_) => {
-                    let first = first_line.get(user).copied().unwrap_or(0);
-                    return Err(error(format!(
-                        "user {user:?} is already defined on line {first}"
-                    )));
-                }
-                MapEntry::Vacant(v) => {
-                    v.insert(entry);
-                    first_line.insert(user.into(), line_no);
-                }
-            }
+            entries.insert(user, line_no, entry).map_err(error)?;
         }
+        let entries = entries.into_map();
         let common = costs.into_iter().max_by_key(|(_, n)| *n).map(|(c, _)| c);
         let dummy = entries
             .values()
@@ -150,17 +138,12 @@ impl PasswordFile {
     pub fn fingerprint(&self, username: &str) -> Option<[u8; 32]> {
         self.entries.get(username).map(|e| e.fingerprint)
     }
+}
 
+impl crate::line_file::Entries for PasswordFile {
     /// Number of users.
-    #[must_use]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// True when the file has no user.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use mqtt_gateway::auth::{PasswordFile, PasswordFileError};
 use mqtt_gateway::config::{Config, TlsConfig};
+use mqtt_gateway::line_file::{Entries as _, LineFileError};
 use mqtt_gateway::policy::{Policy, PolicyError, WarningKind};
 use mqtt_gateway::tls::{self, TlsError};
 use toml::de::{DeTable, DeValue};
@@ -167,7 +168,7 @@ fn check_policy(
         }
         Err(e) => {
             problems.push(match &e {
-                PolicyError::Read { path, .. } => {
+                PolicyError::File(LineFileError::Read { path, .. }) => {
                     let key = if file.is_some_and(|f| f.display().to_string() == *path) {
                         "file"
                     } else {

@@ -20,7 +20,6 @@
 
 pub mod decide;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -280,11 +279,8 @@ impl Cluster {
             .arg(1)
             .arg("PX")
             .arg(ms.to_string())
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(decide::CHANNEL)
-            .arg(event.encode())
             .ignore();
+        publish(&mut pipe, &event);
         self.run(&mut conn, &pipe).await
     }
 
@@ -310,11 +306,8 @@ impl Cluster {
             .cmd("DEL")
             .arg(ban_key(what, key))
             .arg(fail_key(what, key))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(decide::CHANNEL)
-            .arg(event.encode())
             .ignore();
+        publish(&mut pipe, &event);
         self.run(&mut conn, &pipe).await
     }
 
@@ -336,10 +329,7 @@ impl Cluster {
             client_id: client_id.to_owned(),
         };
         let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
-            .arg(decide::CHANNEL)
-            .arg(event.encode())
-            .ignore();
+        publish(&mut pipe, &event);
         let sent = self.run(&mut conn, &pipe).await;
         if sent.is_err() {
             let _ = self.kicks.send(client_id.to_owned());
@@ -371,6 +361,14 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Adds to `pipe` the publication of `event` to every instance (its answer ignored).
+fn publish(pipe: &mut redis::Pipeline, event: &Event) {
+    pipe.cmd("PUBLISH")
+        .arg(decide::CHANNEL)
+        .arg(event.encode())
+        .ignore();
 }
 
 /// The Redis client of `[cluster]`: the URL, and with `ca` the CA certificates to verify the
@@ -539,7 +537,7 @@ async fn resync(
                 .arg("NX");
         }
         let fresh: Vec<Option<String>> = set.query_async(conn).await?;
-        let mut publish = redis::pipe();
+        let mut batch = redis::pipe();
         let mut fresh_here = 0;
         for ((what, key, ttl), fresh) in chunk.iter().zip(fresh) {
             if fresh.is_some() {
@@ -548,17 +546,13 @@ async fn resync(
                     key: key.clone(),
                     ttl: *ttl,
                 };
-                publish
-                    .cmd("PUBLISH")
-                    .arg(decide::CHANNEL)
-                    .arg(event.encode())
-                    .ignore();
+                publish(&mut batch, &event);
                 fresh_here += 1;
             }
         }
         pushed += fresh_here;
         if fresh_here > 0 {
-            publish.query_async::<()>(conn).await?;
+            batch.query_async::<()>(conn).await?;
         }
     }
     let mut read = 0;
@@ -598,10 +592,6 @@ async fn resync(
 
 /// The keys a failure from `ip` with this account and certificate counts against.
 #[must_use]
-pub fn failure_keys(
-    ip: IpAddr,
-    user: Option<&str>,
-    fingerprint: Option<&str>,
-) -> Vec<(Banned, String)> {
-    crate::auth::ban::shared_keys(ip, user, fingerprint)
+pub fn failure_keys(attempt: crate::auth::ban::Attempt<'_>) -> Vec<(Banned, String)> {
+    crate::auth::ban::shared_keys(attempt)
 }

@@ -7,6 +7,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use serde::Deserialize;
+
+use crate::line_file::LineFileError;
 use toml::Spanned;
 
 use super::compile::{Actions, ConnectSpec, Effect, Parsed, RuleSpec};
@@ -74,11 +76,11 @@ impl Ctx<'_> {
     }
 
     pub(super) fn error(&self, span: &Range<usize>, message: impl Into<String>) -> PolicyError {
-        PolicyError::Invalid {
-            file: Arc::clone(&self.file),
+        PolicyError::File(LineFileError::Invalid {
+            file: self.file.to_string(),
             line: self.line(span.start),
             message: message.into(),
-        }
+        })
     }
 
     pub(super) fn warn(&mut self, span: &Range<usize>, message: impl Into<String>) {
@@ -118,17 +120,19 @@ fn key_path(path: &str) -> String {
 /// Parses and validates a policy file.
 ///
 /// # Errors
-/// [`PolicyError::Invalid`] with `file:line` for TOML errors, unknown keys, a missing or wrong
+/// [`LineFileError::Invalid`] with `file:line` for TOML errors, unknown keys, a missing or wrong
 /// `version`, and every invalid value.
 pub(crate) fn parse(src: &str, file: &str, listener_names: &[&str]) -> Result<Parsed, PolicyError> {
     let file: Arc<str> = Arc::from(file);
-    let toml_error = |e: &toml::de::Error, path: Option<String>| PolicyError::Invalid {
-        file: Arc::clone(&file),
-        line: e.span().map_or(1, |s| line_of(src, s.start)),
-        message: match path {
-            Some(path) if path != "." => format!("`{path}`: {}", e.message().trim_end()),
-            _ => e.message().trim_end().to_string(),
-        },
+    let toml_error = |e: &toml::de::Error, path: Option<String>| {
+        PolicyError::File(LineFileError::Invalid {
+            file: file.to_string(),
+            line: e.span().map_or(1, |s| line_of(src, s.start)),
+            message: match path {
+                Some(path) if path != "." => format!("`{path}`: {}", e.message().trim_end()),
+                _ => e.message().trim_end().to_string(),
+            },
+        })
     };
     let de = toml::Deserializer::parse(src).map_err(|e| toml_error(&e, None))?;
     let raw: RawPolicy = serde_path_to_error::deserialize(de)

@@ -45,6 +45,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::line_file::LineFileError;
 pub use acl::ClientPolicy;
 use compile::Compiled;
 
@@ -201,25 +202,10 @@ pub enum PolicyError {
     /// Neither a policy file nor an acl_file was given.
     #[error("no policy: configure a policy file, a Mosquitto acl_file, or both")]
     NoSource,
-    /// A file could not be read.
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The content is wrong at `file:line`.
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        /// The file.
-        file: Arc<str>,
-        /// 1-based line.
-        line: u32,
-        /// What is wrong, naming the key.
-        message: String,
-    },
+    /// A file could not be read ([`LineFileError::Read`]), or its content is wrong at `file:line`
+    /// ([`LineFileError::Invalid`], the message naming the key).
+    #[error(transparent)]
+    File(#[from] LineFileError),
     /// More rules or trie nodes than the compiled form can index (over 4 billion).
     #[error("{file}: the policy is too large")]
     TooLarge {
@@ -258,16 +244,8 @@ impl Policy {
         mosquitto_acl_file: Option<&Path>,
         listener_names: &[&str],
     ) -> Result<Self, PolicyError> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path)
-                .map(|src| (src, path.display().to_string()))
-                .map_err(|source| PolicyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })
-        };
-        let policy = policy_file.map(read).transpose()?;
-        let acl = mosquitto_acl_file.map(read).transpose()?;
+        let policy = policy_file.map(crate::line_file::read).transpose()?;
+        let acl = mosquitto_acl_file.map(crate::line_file::read).transpose()?;
         Self::from_sources(
             policy.as_ref().map(|(s, n)| (s.as_str(), n.as_str())),
             acl.as_ref().map(|(s, n)| (s.as_str(), n.as_str())),

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use crate::line_file::LineFileError;
+
 use super::compile::{Actions, Effect, Parsed, RuleSpec};
 use super::template::{self, Var};
 use super::who::Who;
@@ -24,7 +26,7 @@ fn is_c_space(c: char) -> bool {
 /// Parses an acl_file.
 ///
 /// # Errors
-/// [`PolicyError::Invalid`] with `file:line` for an unknown keyword or access word, a missing
+/// [`LineFileError::Invalid`] with `file:line` for an unknown keyword or access word, a missing
 /// user name or topic, an invalid topic filter, or `%u`/`%c` that is not a whole level.
 pub(crate) fn parse(src: &str, file: &str) -> Result<Parsed, PolicyError> {
     let file: Arc<str> = Arc::from(file);
@@ -41,10 +43,12 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Parsed, PolicyError> {
             file: Arc::clone(&file),
             line: line_no,
         };
-        let error = |message: String| PolicyError::Invalid {
-            file: Arc::clone(&file),
-            line: line_no,
-            message,
+        let error = |message: String| {
+            PolicyError::File(LineFileError::Invalid {
+                file: file.to_string(),
+                line: line_no,
+                message,
+            })
         };
         let line = raw.trim_end_matches(is_c_space);
         if line.is_empty() || line.starts_with('#') {
@@ -161,7 +165,7 @@ mod tests {
 
     fn line_of_error(src: &str) -> (u32, String) {
         match parse(src, "acl") {
-            Err(PolicyError::Invalid { line, message, .. }) => (line, message),
+            Err(PolicyError::File(LineFileError::Invalid { line, message, .. })) => (line, message),
             other => panic!("expected an error, got {other:?}"),
         }
     }

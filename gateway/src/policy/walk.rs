@@ -134,7 +134,7 @@ impl Trie {
             contain: false,
             dollar: topic.starts_with('$'),
         };
-        self.walk(how, 0, Levels::new(topic), true, vars, acc);
+        self.walk(how, At::root(topic), vars, acc);
     }
 
     /// Rules whose filter contains the whole (valid) filter: `allow` and `deny_contained`.
@@ -143,22 +143,21 @@ impl Trie {
             contain: true,
             dollar: filter.starts_with('$'),
         };
-        self.walk(how, 0, Levels::new(filter), true, vars, acc);
+        self.walk(how, At::root(filter), vars, acc);
     }
 
     /// The step every walk starts with: the node's fail-closed widening, and at the end of the
-    /// levels the rules that end here or in `#` below it. The next level, if there is one.
+    /// levels the rules that end here or in `#` below it. The node and the next level (taken off
+    /// `at`), if there is one.
     fn enter<'t, 'a>(
         &'t self,
-        id: u32,
-        levels: &mut Levels<'a>,
-        root: bool,
+        at: &mut At<'a>,
         vars: &Vars<'_>,
         acc: &mut Hits,
     ) -> Option<(&'t Node, &'a str)> {
-        let node = self.node(id)?;
-        self.widen(node, root, vars, acc);
-        let Some(level) = levels.next() else {
+        let node = self.node(at.id)?;
+        self.widen(node, at.root, vars, acc);
+        let Some(level) = at.levels.next() else {
             acc.add(&node.end);
             acc.add(&node.hash);
             return None;
@@ -168,102 +167,109 @@ impl Trie {
 
     /// Matching a topic name, or (with [`Walk::contain`]) containing a filter: there a `#` or
     /// `+` level is contained only by a `#` (and a `#` only by a `#`, not by a `+`).
-    fn walk(
-        &self,
-        how: Walk,
-        id: u32,
-        mut levels: Levels<'_>,
-        root: bool,
-        vars: &Vars<'_>,
-        acc: &mut Hits,
-    ) {
-        let Some((node, level)) = self.enter(id, &mut levels, root, vars, acc) else {
+    fn walk(&self, how: Walk, mut at: At<'_>, vars: &Vars<'_>, acc: &mut Hits) {
+        let Some((node, level)) = self.enter(&mut at, vars, acc) else {
             return;
         };
-        let contain = how.contain;
+        let (contain, root) = (how.contain, at.root);
         if !(root && how.dollar) {
             acc.add(&node.hash);
             if !(contain && level == "#")
                 && let Some(p) = node.plus
             {
-                self.walk(how, p, levels.clone(), false, vars, acc);
+                self.walk(how, at.child(p), vars, acc);
             }
         }
         if contain && (level == "#" || level == "+") {
             return;
         }
         if let Some(c) = node.lit(level) {
-            self.walk(how, c, levels.clone(), false, vars, acc);
+            self.walk(how, at.child(c), vars, acc);
         }
         for (child, var) in node.vars() {
             if let Some(child) = child
                 && let VarState::Good(v) = vars.state(var, root)
                 && v == level
             {
-                self.walk(how, child, levels.clone(), false, vars, acc);
+                self.walk(how, at.child(child), vars, acc);
             }
         }
     }
 
     /// Rules whose filter overlaps the (valid) filter: some topic matches both.
     pub(crate) fn overlap_filter(&self, filter: &str, vars: &Vars<'_>, acc: &mut Hits) {
-        self.walk_overlap(0, Levels::new(filter), true, vars, acc);
+        self.walk_overlap(At::root(filter), vars, acc);
     }
 
-    fn walk_overlap(
-        &self,
-        id: u32,
-        mut levels: Levels<'_>,
-        root: bool,
-        vars: &Vars<'_>,
-        acc: &mut Hits,
-    ) {
-        let Some((node, level)) = self.enter(id, &mut levels, root, vars, acc) else {
+    fn walk_overlap(&self, mut at: At<'_>, vars: &Vars<'_>, acc: &mut Hits) {
+        let Some((node, level)) = self.enter(&mut at, vars, acc) else {
             return;
         };
+        let root = at.root;
         if level == "#" && !root {
-            acc.add(&self.below(id, vars));
+            acc.add(&self.below(at.id, vars));
             return;
         }
         let wild = level == "#" || level == "+";
         if wild || !(root && level.starts_with('$')) {
             acc.add(&node.hash);
             if let Some(p) = node.plus {
-                self.overlap_child(p, level, &levels, vars, acc);
+                self.overlap_child(at.child(p), level, vars, acc);
             }
         }
         if wild {
             for (name, c) in &node.lits {
                 if !(root && name.starts_with('$')) {
-                    self.overlap_child(*c, level, &levels, vars, acc);
+                    self.overlap_child(at.child(*c), level, vars, acc);
                 }
             }
         } else if let Some(c) = node.lit(level) {
-            self.walk_overlap(c, levels.clone(), false, vars, acc);
+            self.walk_overlap(at.child(c), vars, acc);
         }
         for (child, var) in node.vars() {
             if let Some(child) = child
                 && let VarState::Good(v) = vars.state(var, root)
                 && (wild || v == level)
             {
-                self.overlap_child(child, level, &levels, vars, acc);
+                self.overlap_child(at.child(child), level, vars, acc);
             }
         }
     }
 
     /// A child reached through `level` of the filter: `#` overlaps its whole subtree.
-    fn overlap_child(
-        &self,
-        child: u32,
-        level: &str,
-        levels: &Levels<'_>,
-        vars: &Vars<'_>,
-        acc: &mut Hits,
-    ) {
+    fn overlap_child(&self, child: At<'_>, level: &str, vars: &Vars<'_>, acc: &mut Hits) {
         if level == "#" {
-            acc.add(&self.below(child, vars));
+            acc.add(&self.below(child.id, vars));
         } else {
-            self.walk_overlap(child, levels.clone(), false, vars, acc);
+            self.walk_overlap(child, vars, acc);
+        }
+    }
+}
+
+/// Where a walk stands: a trie node, the levels of the name or filter still to go, and whether
+/// the node is the root.
+struct At<'a> {
+    id: u32,
+    levels: Levels<'a>,
+    root: bool,
+}
+
+impl<'a> At<'a> {
+    /// The root, with every level of `s` to go.
+    fn root(s: &'a str) -> Self {
+        Self {
+            id: 0,
+            levels: Levels::new(s),
+            root: true,
+        }
+    }
+
+    /// The child node `id`, with the levels after the one just taken.
+    fn child(&self, id: u32) -> Self {
+        Self {
+            id,
+            levels: self.levels.clone(),
+            root: false,
         }
     }
 }

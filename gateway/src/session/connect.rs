@@ -86,6 +86,23 @@ pub struct CertInfo {
     pub identity: ClientIdentity,
 }
 
+/// For the unit tests of the connect phase: a certificate (no chain) with this CN and nothing
+/// else.
+#[cfg(test)]
+pub(crate) fn cert(cn: Option<&str>) -> CertInfo {
+    CertInfo {
+        chain: Vec::new(),
+        identity: ClientIdentity {
+            cn: cn.map(str::to_owned),
+            sans: Vec::new(),
+            ous: Vec::new(),
+            serial_hex: "01".into(),
+            fingerprint_sha256_hex: "ab".into(),
+            not_after_unix: 0,
+        },
+    }
+}
+
 /// Who the client is, established at CONNECT and kept for the life of the session.
 #[derive(Debug, Clone)]
 pub struct SessionIdentity {
@@ -694,20 +711,6 @@ async fn verify_password(
 mod tests {
     use super::*;
     use crate::config::AuthConfig;
-
-    fn cert(cn: Option<&str>) -> CertInfo {
-        CertInfo {
-            chain: Vec::new(),
-            identity: ClientIdentity {
-                cn: cn.map(str::to_owned),
-                sans: Vec::new(),
-                ous: Vec::new(),
-                serial_hex: "01".into(),
-                fingerprint_sha256_hex: "ab".into(),
-                not_after_unix: 0,
-            },
-        }
-    }
 
     /// The account a ban guards: the one whose password is checked, never the user name a
     /// certificate-authenticated client also sends.

@@ -189,22 +189,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::identity::ClientIdentity;
-    use crate::session::connect::CertInfo;
-
-    fn cert(cn: Option<&str>) -> CertInfo {
-        CertInfo {
-            chain: Vec::new(),
-            identity: ClientIdentity {
-                cn: cn.map(str::to_owned),
-                sans: Vec::new(),
-                ous: Vec::new(),
-                serial_hex: "01".into(),
-                fingerprint_sha256_hex: "ab".into(),
-                not_after_unix: 0,
-            },
-        }
-    }
+    use crate::session::connect::{CertInfo, cert};
 
     fn token_config() -> crate::config::TokenConfig {
         crate::config::TokenConfig {

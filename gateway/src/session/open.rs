@@ -115,9 +115,12 @@ async fn open(
     // not the username a certificate-authenticated client also sends.
     let account =
         password_account(&snap.config.auth, cert.as_ref(), connect.username).map(str::to_owned);
-    let mut banned = gw
-        .bans
-        .identity_banned(peer.ip(), account.as_deref(), fingerprint, now);
+    let attempt = crate::auth::ban::Attempt {
+        ip: peer.ip(),
+        user: account.as_deref(),
+        fingerprint,
+    };
+    let mut banned = gw.bans.identity_banned(attempt, now);
     // An account ban spares the addresses its owner logged in from, on any instance of a cluster.
     if banned == Some(crate::auth::ban::Banned::User)
         && let Some(user) = account.as_deref()
@@ -127,9 +130,7 @@ async fn open(
             .await
     {
         gw.bans.success(peer.ip(), user, now);
-        banned = gw
-            .bans
-            .identity_banned(peer.ip(), account.as_deref(), fingerprint, now);
+        banned = gw.bans.identity_banned(attempt, now);
     }
     if banned.is_some() {
         let refusal = Refusal::other(
@@ -155,12 +156,9 @@ async fn open(
             ) {
                 // Counted here first (enforced whatever Redis says), then in the shared state
                 // of `[cluster]`, if it answers within `cluster::TIMEOUT`.
-                let local = gw
-                    .bans
-                    .failure(peer.ip(), account.as_deref(), fingerprint, now);
+                let local = gw.bans.failure(attempt, now);
                 let shared = if gw.cluster.is_up() {
-                    let keys =
-                        crate::cluster::failure_keys(peer.ip(), account.as_deref(), fingerprint);
+                    let keys = crate::cluster::failure_keys(attempt);
                     gw.cluster.failure(&gw.bans, &keys, local, now).await
                 } else {
                     None

@@ -2,14 +2,15 @@
 //! rules that can never match load with a warning naming their line.
 
 use super::{LISTENERS, Policy, PolicyError};
+use mqtt_gateway::line_file::LineFileError;
 
 fn refused(src: &str) -> (u32, String) {
     match Policy::from_str(src, "bad.toml", LISTENERS) {
-        Err(PolicyError::Invalid {
+        Err(PolicyError::File(LineFileError::Invalid {
             file,
             line,
             message,
-        }) => {
+        })) => {
             assert_eq!(&*file, "bad.toml");
             (line, message)
         }
@@ -165,7 +166,7 @@ fn no_source_and_unreadable_files() {
     ));
     let missing = std::path::Path::new("/nonexistent/policy.toml");
     let e = Policy::load(Some(missing), None, LISTENERS).unwrap_err();
-    assert!(matches!(e, PolicyError::Read { .. }));
+    assert!(matches!(e, PolicyError::File(LineFileError::Read { .. })));
     assert!(
         e.to_string().starts_with("/nonexistent/policy.toml: "),
         "{e}"

@@ -216,6 +216,17 @@ audit_file = "{audit}"
 }
 
 impl TestGateway {
+    /// Sends the gateway's new upstream connections to `addr`, with the configuration and policy
+    /// files as they are now: a new snapshot, as a reload makes.
+    pub fn upstream_to(&self, addr: SocketAddr) {
+        let snap = self.running.gateway.current();
+        let mut config = (*snap.config).clone();
+        config.upstream.address = Some(addr.to_string());
+        self.running.gateway.store(
+            mqtt_gateway::server::load_snapshot(Arc::new(config), snap.generation + 1).unwrap(),
+        );
+    }
+
     pub fn tls_addr(&self) -> SocketAddr {
         self.running.addr("mqtts").unwrap()
     }
@@ -317,6 +328,24 @@ pub fn tls_pub(
     e2e::mosquitto_pub(gw.tls_addr(), version, &all).unwrap()
 }
 
+/// A GET over plain blocking TCP (the admin listener): the status and the body; `None` when the
+/// exchange fails.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
 /// Path helper for tests.
 pub fn display(p: &Path) -> String {
     p.display().to_string()
@@ -402,6 +431,13 @@ pub struct ConnectTap {
 }
 
 impl ConnectTap {
+    /// A tap put between `gw` and its broker (a new snapshot, as a reload would).
+    pub async fn between(gw: &TestGateway) -> Self {
+        let tap = Self::start(gw.broker.addr()).await;
+        gw.upstream_to(tap.addr);
+        tap
+    }
+
     /// Listens on a free loopback port and relays every connection to `broker`.
     pub async fn start(broker: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

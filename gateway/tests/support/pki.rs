@@ -236,28 +236,44 @@ impl Pki {
         )
     }
 
-    fn crl_until(
-        issuer: &Issuer<'_, KeyPair>,
+    /// A CRL of the serials `revoked` (revoked at `revoked_at`), valid from `this_update` to
+    /// `next_update`, numbered `number` (big-endian).
+    fn crl_params(
         revoked: &[&[u8]],
-        next_update: OffsetDateTime,
-    ) -> String {
-        let now = OffsetDateTime::now_utc();
+        revoked_at: OffsetDateTime,
+        (this_update, next_update): (OffsetDateTime, OffsetDateTime),
+        number: &[u8],
+    ) -> CertificateRevocationListParams {
         CertificateRevocationListParams {
-            this_update: now - time::Duration::minutes(5),
+            this_update,
             next_update,
-            crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
+            crl_number: SerialNumber::from_slice(number),
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
                 .map(|s| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(s),
-                    revocation_time: now - time::Duration::minutes(1),
+                    revocation_time: revoked_at,
                     reason_code: None,
                     invalidity_date: None,
                 })
                 .collect(),
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         }
+    }
+
+    fn crl_until(
+        issuer: &Issuer<'_, KeyPair>,
+        revoked: &[&[u8]],
+        next_update: OffsetDateTime,
+    ) -> String {
+        let now = OffsetDateTime::now_utc();
+        Self::crl_params(
+            revoked,
+            now - time::Duration::minutes(1),
+            (now - time::Duration::minutes(5), next_update),
+            &now.unix_timestamp().to_be_bytes(),
+        )
         .signed_by(issuer)
         .unwrap()
         .pem()
@@ -312,22 +328,12 @@ impl Pki {
         this_update: OffsetDateTime,
         number: u64,
     ) -> Vec<u8> {
-        CertificateRevocationListParams {
+        Self::crl_params(
+            revoked,
             this_update,
-            next_update: this_update + time::Duration::days(7),
-            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(s),
-                    revocation_time: this_update,
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
+            (this_update, this_update + time::Duration::days(7)),
+            &number.to_be_bytes(),
+        )
         .signed_by(issuer)
         .unwrap()
         .der()

@@ -8,7 +8,7 @@ use mqtt_inspect::{Packet, ProtocolVersion, ReasonCode, decode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::wire::{PlainWire, TlsWire, Wire};
-use super::{Issued, Pki, TestGateway, client_tls, connect_frame};
+use super::{Issued, Pki, Setup, TestGateway, client_tls, connect_frame};
 
 /// Replaces `path` atomically, as editors, `openssl ca -gencrl > tmp && mv` and kubelet do.
 pub fn replace(path: &Path, content: &str) {
@@ -95,4 +95,33 @@ pub async fn next_topic(w: &mut PlainWire) -> String {
         panic!("not a PUBLISH: {frame:?}")
     };
     p.topic.to_owned()
+}
+
+/// Starts `setup` with client certificates checked (leaf scope) against the CRL file `crl`, and
+/// the gateway's own file watcher running as long as the returned sender lives.
+pub async fn start_with_leaf_crl(
+    mut setup: Setup<'_>,
+    crl: &Path,
+) -> (TestGateway, tokio::sync::mpsc::Sender<()>) {
+    setup.tls_extra = format!("crl = [\"{}\"]\ncrl_scope = \"leaf\"", crl.display());
+    let gw = setup.start().await;
+    let reload = mqtt_gateway::reload::spawn(&gw.config_path, &gw.running);
+    (gw, reload)
+}
+
+/// A new connection with `cert` gets no CONNACK: refused at the TLS handshake (TLS 1.3 shows
+/// the refusal on the first read).
+pub async fn refused_at_handshake(gw: &TestGateway, pki: &Pki, cert: &Issued) {
+    let attempt = TlsWire::try_tls(
+        gw.tls_addr(),
+        client_tls(pki, Some(cert), &[&rustls::version::TLS13]),
+        ProtocolVersion::V5,
+    )
+    .await;
+    if let Ok(mut c) = attempt {
+        let _ = c
+            .try_send(&connect_frame(ProtocolVersion::V5, "again", None, None))
+            .await;
+        assert!(c.recv().await.is_none(), "a revoked certificate was let in");
+    }
 }

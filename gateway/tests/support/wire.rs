@@ -530,25 +530,12 @@ pub fn per_version(version: ProtocolVersion, v311: u8, v5: u8) -> u8 {
 
 // === CONNECT without the builder ===
 
-/// A CONNECT frame.
+/// A CONNECT frame (keep-alive 30 s).
 pub fn connect_frame(
     version: mqtt_inspect::ProtocolVersion,
     client_id: &str,
     user: Option<&str>,
     password: Option<&[u8]>,
 ) -> Vec<u8> {
-    let c = mqtt_inspect::Connect {
-        version,
-        clean_start: true,
-        keep_alive: 30,
-        properties: mqtt_inspect::Properties::EMPTY,
-        client_id,
-        will: None,
-        username: user,
-        password,
-        bridge: false,
-    };
-    let mut out = Vec::new();
-    c.encode(&mut out).unwrap();
-    out
+    e2e::connect_frame(version, 30, client_id, user, password).unwrap()
 }

@@ -26,9 +26,10 @@ pub use suback::{Suback, Unsuback};
 pub use subscribe::{RetainHandling, Subscribe, SubscribeFilters, SubscriptionOptions};
 pub use unsubscribe::{Unsubscribe, UnsubscribeFilters};
 
-use crate::encode::Sink;
+use crate::encode::{Sink, put_u16};
 use crate::error::{DecodeError, EncodeError};
 use crate::framing::{MAX_PACKET_SIZE, Peek, peek_frame};
+use crate::properties::{Properties, PropertyContext};
 use crate::reader::Reader;
 use crate::version::ProtocolVersion;
 
@@ -362,4 +363,72 @@ pub(crate) fn read_packet_id(
     what: &'static str,
 ) -> Result<PacketId, DecodeError> {
     PacketId::new(r.u16(what)?).ok_or(DecodeError::ZeroPacketId(what))
+}
+
+/// Reads the variable header of SUBSCRIBE, SUBACK and UNSUBSCRIBE: a non-zero Packet Identifier
+/// (`what` names it in errors), then in MQTT 5 the properties of `context`.
+pub(crate) fn read_id_and_properties<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+    what: &'static str,
+    context: PropertyContext,
+) -> Result<(PacketId, Properties<'a>), DecodeError> {
+    let packet_id = read_packet_id(r, what)?;
+    let properties = if version.is_v5() {
+        Properties::decode(r, context)?
+    } else {
+        Properties::EMPTY
+    };
+    Ok((packet_id, properties))
+}
+
+/// Writes the variable header of SUBSCRIBE, SUBACK, UNSUBSCRIBE and UNSUBACK: the Packet
+/// Identifier, then in MQTT 5 the properties.
+pub(crate) fn put_id_and_properties(
+    s: &mut dyn Sink,
+    version: ProtocolVersion,
+    packet_id: PacketId,
+    properties: &Properties<'_>,
+) -> Result<(), EncodeError> {
+    put_u16(s, packet_id.get());
+    if version.is_v5() {
+        properties.write(s)?;
+    }
+    Ok(())
+}
+
+/// The rest of a SUBACK or UNSUBACK: one code per filter, at least one (else `UnexpectedEnd(what)`),
+/// each one that `ok` accepts.
+pub(crate) fn read_codes<'a>(
+    r: &mut Reader<'a>,
+    what: &'static str,
+    ok: impl Fn(u8) -> bool,
+) -> Result<&'a [u8], DecodeError> {
+    let codes = r.rest();
+    if codes.is_empty() {
+        return Err(DecodeError::UnexpectedEnd(what));
+    }
+    if let Some(&bad) = codes.iter().find(|&&c| !ok(c)) {
+        return Err(DecodeError::InvalidReasonCode(bad));
+    }
+    Ok(codes)
+}
+
+/// Counts the entries of a SUBSCRIBE or UNSUBSCRIBE payload, each read and checked by `entry`.
+/// None at all is the protocol violation `none` ([MQTT-3.8.3-2], [MQTT-3.10.3-2]).
+pub(crate) fn count_entries(
+    payload: &[u8],
+    none: &'static str,
+    mut entry: impl FnMut(&mut Reader<'_>) -> Result<(), DecodeError>,
+) -> Result<usize, DecodeError> {
+    let mut r = Reader::new(payload);
+    let mut count = 0usize;
+    while !r.is_empty() {
+        entry(&mut r)?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(DecodeError::ProtocolViolation(none));
+    }
+    Ok(count)
 }

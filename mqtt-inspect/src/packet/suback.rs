@@ -1,7 +1,7 @@
 //! SUBACK (MQTT 5.0 §3.9) and UNSUBACK (§3.11): a packet identifier and one code per filter.
 
-use super::{PacketId, read_packet_id};
-use crate::encode::{Sink, put_packet, put_u16};
+use super::{PacketId, put_id_and_properties, read_codes, read_id_and_properties, read_packet_id};
+use crate::encode::{Sink, put_packet};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
 use crate::reader::Reader;
@@ -41,19 +41,13 @@ impl<'a> Suback<'a> {
         r: &mut Reader<'a>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let packet_id = read_packet_id(r, "SUBACK packet identifier")?;
-        let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Suback)?
-        } else {
-            Properties::EMPTY
-        };
-        let codes = r.rest();
-        if codes.is_empty() {
-            return Err(DecodeError::UnexpectedEnd("SUBACK return codes"));
-        }
-        if let Some(&bad) = codes.iter().find(|&&c| !suback_code_ok(version, c)) {
-            return Err(DecodeError::InvalidReasonCode(bad));
-        }
+        let (packet_id, properties) = read_id_and_properties(
+            r,
+            version,
+            "SUBACK packet identifier",
+            PropertyContext::Suback,
+        )?;
+        let codes = read_codes(r, "SUBACK return codes", |c| suback_code_ok(version, c))?;
         Ok(Self {
             packet_id,
             properties,
@@ -73,10 +67,7 @@ impl<'a> Suback<'a> {
             return Err(EncodeError::InvalidValue("properties before MQTT 5"));
         }
         put_packet(out, 0x90, |s| {
-            put_u16(s, self.packet_id.get());
-            if version.is_v5() {
-                self.properties.write(s)?;
-            }
+            put_id_and_properties(s, version, self.packet_id, &self.properties)?;
             s.put(self.codes);
             Ok(())
         })
@@ -109,13 +100,7 @@ impl<'a> Unsuback<'a> {
             });
         }
         let properties = Properties::decode(r, PropertyContext::Unsuback)?;
-        let codes = r.rest();
-        if codes.is_empty() {
-            return Err(DecodeError::UnexpectedEnd("UNSUBACK reason codes"));
-        }
-        if let Some(&bad) = codes.iter().find(|&&c| !unsuback_code_ok(c)) {
-            return Err(DecodeError::InvalidReasonCode(bad));
-        }
+        let codes = read_codes(r, "UNSUBACK reason codes", unsuback_code_ok)?;
         Ok(Self {
             packet_id,
             properties,
@@ -138,9 +123,8 @@ impl<'a> Unsuback<'a> {
             ));
         }
         put_packet(out, 0xb0, |s| {
-            put_u16(s, self.packet_id.get());
+            put_id_and_properties(s, version, self.packet_id, &self.properties)?;
             if version.is_v5() {
-                self.properties.write(s)?;
                 s.put(self.codes);
             }
             Ok(())

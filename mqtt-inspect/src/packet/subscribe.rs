@@ -1,8 +1,8 @@
 //! SUBSCRIBE (MQTT 5.0 §3.8): filters with their options, validated at decode and iterated without
 //! allocation; and the re-encoding that drops the filters a policy denied.
 
-use super::{PacketId, QoS, read_packet_id};
-use crate::encode::{Sink, put_packet, put_str, put_u8, put_u16};
+use super::{PacketId, QoS, count_entries, put_id_and_properties, read_id_and_properties};
+use crate::encode::{Sink, put_packet, put_str, put_u8};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
 use crate::reader::Reader;
@@ -103,16 +103,14 @@ impl<'a> Subscribe<'a> {
         r: &mut Reader<'a>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let packet_id = read_packet_id(r, "SUBSCRIBE packet identifier")?;
-        let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Subscribe)?
-        } else {
-            Properties::EMPTY
-        };
+        let (packet_id, properties) = read_id_and_properties(
+            r,
+            version,
+            "SUBSCRIBE packet identifier",
+            PropertyContext::Subscribe,
+        )?;
         let filters = r.rest();
-        let mut count = 0usize;
-        let mut fr = Reader::new(filters);
-        while !fr.is_empty() {
+        let count = count_entries(filters, "SUBSCRIBE without a topic filter", |fr| {
             let filter = TopicFilter::new(fr.utf8("topic filter")?)?;
             let options = SubscriptionOptions::decode(fr.u8("subscription options")?, version)?;
             // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
@@ -121,14 +119,8 @@ impl<'a> Subscribe<'a> {
                     "No Local on a shared subscription",
                 ));
             }
-            count += 1;
-        }
-        if count == 0 {
-            // [MQTT-3.8.3-2]: at least one filter.
-            return Err(DecodeError::ProtocolViolation(
-                "SUBSCRIBE without a topic filter",
-            ));
-        }
+            Ok(())
+        })?;
         Ok(Self {
             packet_id,
             properties,
@@ -187,10 +179,7 @@ impl<'a> Subscribe<'a> {
             ));
         }
         put_packet(out, 0x82, |s| {
-            put_u16(s, self.packet_id.get());
-            if version.is_v5() {
-                self.properties.write(s)?;
-            }
+            put_id_and_properties(s, version, self.packet_id, &self.properties)?;
             for (i, (filter, options)) in self.filters().enumerate() {
                 if keep(i) {
                     put_str(s, filter.as_str(), "topic filter")?;

@@ -1,7 +1,7 @@
 //! UNSUBSCRIBE (MQTT 5.0 §3.10): a non-empty list of valid filters.
 
-use super::{PacketId, read_packet_id};
-use crate::encode::{Sink, put_packet, put_str, put_u16};
+use super::{PacketId, count_entries, put_id_and_properties, read_id_and_properties};
+use crate::encode::{Sink, put_packet, put_str};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
 use crate::reader::Reader;
@@ -24,25 +24,17 @@ impl<'a> Unsubscribe<'a> {
         r: &mut Reader<'a>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let packet_id = read_packet_id(r, "UNSUBSCRIBE packet identifier")?;
-        let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Unsubscribe)?
-        } else {
-            Properties::EMPTY
-        };
+        let (packet_id, properties) = read_id_and_properties(
+            r,
+            version,
+            "UNSUBSCRIBE packet identifier",
+            PropertyContext::Unsubscribe,
+        )?;
         let filters = r.rest();
-        let mut fr = Reader::new(filters);
-        let mut count = 0usize;
-        while !fr.is_empty() {
+        let count = count_entries(filters, "UNSUBSCRIBE without a topic filter", |fr| {
             TopicFilter::new(fr.utf8("topic filter")?)?;
-            count += 1;
-        }
-        if count == 0 {
-            // [MQTT-3.10.3-2]: at least one filter.
-            return Err(DecodeError::ProtocolViolation(
-                "UNSUBSCRIBE without a topic filter",
-            ));
-        }
+            Ok(())
+        })?;
         Ok(Self {
             packet_id,
             properties,
@@ -80,10 +72,7 @@ impl<'a> Unsubscribe<'a> {
             return Err(EncodeError::InvalidValue("properties before MQTT 5"));
         }
         put_packet(out, 0xa2, |s| {
-            put_u16(s, self.packet_id.get());
-            if version.is_v5() {
-                self.properties.write(s)?;
-            }
+            put_id_and_properties(s, version, self.packet_id, &self.properties)?;
             for filter in self.filters() {
                 put_str(s, filter.as_str(), "topic filter")?;
             }

@@ -91,38 +91,26 @@ pub(crate) fn start_gateway(
     std::fs::create_dir_all(work)?;
     std::fs::write(work.join("policy.toml"), policy_1000())?;
     let (tls_port, plain_port) = (free_port(), free_port());
-    let config = format!(
-        r#"[upstream]
-address = "{broker}"
-[[listener]]
-name = "mqtts"
-bind = "127.0.0.1:{tls_port}"
-[listener.tls]
-cert = "{pki}/gateway.pem"
-key = "{pki}/gateway.key"
-client_ca = "{pki}/ca.pem"
-crl = ["{pki}/ca.crl"]
+    let pki = pki.display().to_string();
+    let config = bench::MtlsGateway {
+        broker,
+        port: tls_port,
+        pki: &pki,
+        listeners: &format!(
+            r#"crl = ["{pki}/ca.crl"]
 [[listener]]
 name = "plain"
-bind = "127.0.0.1:{plain_port}"
-[auth]
-allow_anonymous = true
-principal_from = "cert_cn"
-cert_is_credential = true
-[policy]
-file = "policy.toml"
-[limits]
-# A benchmark is a flood by design: lift the per-client and per-address limits.
-max_connections_per_ip = 100000
+bind = "127.0.0.1:{plain_port}""#
+        ),
+        auth: "allow_anonymous = true",
+        // A benchmark is a flood by design: lift the per-client and per-address limits.
+        limits: r#"max_connections_per_ip = 100000
 connections_per_ip_per_second = 1000000
 messages_per_client_per_second = 100000000
 bytes_per_client_per_second = "1GiB"
-auth_failures_before_ban = 1000000
-[log]
-audit_file = "audit.jsonl"
-"#,
-        pki = pki.display()
-    );
+auth_failures_before_ban = 1000000"#,
+    }
+    .config();
     std::fs::write(work.join("gateway.toml"), config)?;
     let mut cmd = Command::new(gateway_bin()?);
     cmd.args(["run", "--config"])
