@@ -365,21 +365,87 @@ pub(crate) fn read_packet_id(
     PacketId::new(r.u16(what)?).ok_or(DecodeError::ZeroPacketId(what))
 }
 
-/// Reads the variable header of SUBSCRIBE, SUBACK and UNSUBSCRIBE: a non-zero Packet Identifier
-/// (`what` names it in errors), then in MQTT 5 the properties of `context`.
+/// The packets whose variable header is a Packet Identifier and, in MQTT 5, properties, followed
+/// by a list: what [`read_id_and_properties`] and [`read_entries`] call them in errors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ListPacket {
+    Subscribe,
+    Suback,
+    Unsubscribe,
+}
+
+impl ListPacket {
+    /// The Packet Identifier's name in errors.
+    const fn id_name(self) -> &'static str {
+        match self {
+            Self::Subscribe => "SUBSCRIBE packet identifier",
+            Self::Suback => "SUBACK packet identifier",
+            Self::Unsubscribe => "UNSUBSCRIBE packet identifier",
+        }
+    }
+
+    const fn context(self) -> PropertyContext {
+        match self {
+            Self::Subscribe => PropertyContext::Subscribe,
+            Self::Suback => PropertyContext::Suback,
+            Self::Unsubscribe => PropertyContext::Unsubscribe,
+        }
+    }
+
+    /// The protocol violation of an empty list.
+    const fn empty(self) -> &'static str {
+        match self {
+            Self::Subscribe => "SUBSCRIBE without a topic filter",
+            Self::Suback => "SUBACK without a return code",
+            Self::Unsubscribe => "UNSUBSCRIBE without a topic filter",
+        }
+    }
+}
+
+/// Reads the variable header of `packet`: a non-zero Packet Identifier, then in MQTT 5 the
+/// properties.
 pub(crate) fn read_id_and_properties<'a>(
     r: &mut Reader<'a>,
     version: ProtocolVersion,
-    what: &'static str,
-    context: PropertyContext,
+    packet: ListPacket,
 ) -> Result<(PacketId, Properties<'a>), DecodeError> {
-    let packet_id = read_packet_id(r, what)?;
+    let packet_id = read_packet_id(r, packet.id_name())?;
     let properties = if version.is_v5() {
-        Properties::decode(r, context)?
+        Properties::decode(r, packet.context())?
     } else {
         Properties::EMPTY
     };
     Ok((packet_id, properties))
+}
+
+/// The validated entries of a SUBSCRIBE or UNSUBSCRIBE: their bytes, read again without
+/// checks when iterated, and how many there are (at least one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entries<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Entries<'a> {
+    pub(crate) const fn len(&self) -> usize {
+        self.count
+    }
+
+    /// A reader over the entries.
+    pub(crate) const fn reader(&self) -> Reader<'a> {
+        Reader::new(self.bytes)
+    }
+}
+
+/// The rest of `packet` (SUBSCRIBE or UNSUBSCRIBE): its entries, each read and checked by
+/// `entry`; none at all is a protocol violation ([MQTT-3.8.3-2], [MQTT-3.10.3-2]).
+pub(crate) fn read_entries<'a>(
+    r: &mut Reader<'a>,
+    packet: ListPacket,
+    entry: impl FnMut(&mut Reader<'_>) -> Result<(), DecodeError>,
+) -> Result<Entries<'a>, DecodeError> {
+    let bytes = r.rest();
+    count_entries(bytes, packet.empty(), entry).map(|count| Entries { bytes, count })
 }
 
 /// Writes the variable header of SUBSCRIBE, SUBACK, UNSUBSCRIBE and UNSUBACK: the Packet
@@ -415,8 +481,8 @@ pub(crate) fn read_codes<'a>(
 }
 
 /// Counts the entries of a SUBSCRIBE or UNSUBSCRIBE payload, each read and checked by `entry`.
-/// None at all is the protocol violation `none` ([MQTT-3.8.3-2], [MQTT-3.10.3-2]).
-pub(crate) fn count_entries(
+/// None at all is the protocol violation `none`.
+fn count_entries(
     payload: &[u8],
     none: &'static str,
     mut entry: impl FnMut(&mut Reader<'_>) -> Result<(), DecodeError>,

@@ -1,6 +1,8 @@
 //! SUBACK (MQTT 5.0 §3.9) and UNSUBACK (§3.11): a packet identifier and one code per filter.
 
-use super::{PacketId, put_id_and_properties, read_codes, read_id_and_properties, read_packet_id};
+use super::{
+    ListPacket, PacketId, put_id_and_properties, read_codes, read_id_and_properties, read_packet_id,
+};
 use crate::encode::{Sink, put_packet};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
@@ -41,12 +43,7 @@ impl<'a> Suback<'a> {
         r: &mut Reader<'a>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let (packet_id, properties) = read_id_and_properties(
-            r,
-            version,
-            "SUBACK packet identifier",
-            PropertyContext::Suback,
-        )?;
+        let (packet_id, properties) = read_id_and_properties(r, version, ListPacket::Suback)?;
         let codes = read_codes(r, "SUBACK return codes", |c| suback_code_ok(version, c))?;
         Ok(Self {
             packet_id,

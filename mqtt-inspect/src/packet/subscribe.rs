@@ -1,10 +1,12 @@
 //! SUBSCRIBE (MQTT 5.0 §3.8): filters with their options, validated at decode and iterated without
 //! allocation; and the re-encoding that drops the filters a policy denied.
 
-use super::{PacketId, QoS, count_entries, put_id_and_properties, read_id_and_properties};
+use super::{
+    Entries, ListPacket, PacketId, QoS, put_id_and_properties, read_entries, read_id_and_properties,
+};
 use crate::encode::{Sink, put_packet, put_str, put_u8};
 use crate::error::{DecodeError, EncodeError};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::Properties;
 use crate::reader::Reader;
 use crate::topic::TopicFilter;
 use crate::version::ProtocolVersion;
@@ -93,8 +95,7 @@ pub struct Subscribe<'a> {
     pub packet_id: PacketId,
     /// MQTT 5 properties (Subscription Identifier, User Properties).
     pub properties: Properties<'a>,
-    filters: &'a [u8],
-    count: usize,
+    filters: Entries<'a>,
     version: ProtocolVersion,
 }
 
@@ -103,14 +104,8 @@ impl<'a> Subscribe<'a> {
         r: &mut Reader<'a>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let (packet_id, properties) = read_id_and_properties(
-            r,
-            version,
-            "SUBSCRIBE packet identifier",
-            PropertyContext::Subscribe,
-        )?;
-        let filters = r.rest();
-        let count = count_entries(filters, "SUBSCRIBE without a topic filter", |fr| {
+        let (packet_id, properties) = read_id_and_properties(r, version, ListPacket::Subscribe)?;
+        let filters = read_entries(r, ListPacket::Subscribe, |fr| {
             let filter = TopicFilter::new(fr.utf8("topic filter")?)?;
             let options = SubscriptionOptions::decode(fr.u8("subscription options")?, version)?;
             // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
@@ -125,7 +120,6 @@ impl<'a> Subscribe<'a> {
             packet_id,
             properties,
             filters,
-            count,
             version,
         })
     }
@@ -133,20 +127,20 @@ impl<'a> Subscribe<'a> {
     /// Number of filters (at least one).
     #[must_use]
     pub const fn len(&self) -> usize {
-        self.count
+        self.filters.len()
     }
 
     /// Always false: a SUBSCRIBE holds at least one filter.
     #[must_use]
     pub const fn is_empty(&self) -> bool {
-        self.count == 0
+        self.filters.len() == 0
     }
 
     /// The filters and their options, in order.
     #[must_use]
     pub fn filters(&self) -> SubscribeFilters<'a> {
         SubscribeFilters {
-            r: Reader::new(self.filters),
+            r: self.filters.reader(),
             version: self.version,
         }
     }
@@ -173,7 +167,7 @@ impl<'a> Subscribe<'a> {
         if !version.is_v5() && !self.properties.is_empty() {
             return Err(EncodeError::InvalidValue("properties before MQTT 5"));
         }
-        if !(0..self.count).any(&keep) {
+        if !(0..self.filters.len()).any(&keep) {
             return Err(EncodeError::InvalidValue(
                 "SUBSCRIBE without a topic filter",
             ));

@@ -1,9 +1,11 @@
 //! UNSUBSCRIBE (MQTT 5.0 §3.10): a non-empty list of valid filters.
 
-use super::{PacketId, count_entries, put_id_and_properties, read_id_and_properties};
+use super::{
+    Entries, ListPacket, PacketId, put_id_and_properties, read_entries, read_id_and_properties,
+};
 use crate::encode::{Sink, put_packet, put_str};
 use crate::error::{DecodeError, EncodeError};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::Properties;
 use crate::reader::Reader;
 use crate::topic::TopicFilter;
 use crate::version::ProtocolVersion;
@@ -15,8 +17,7 @@ pub struct Unsubscribe<'a> {
     pub packet_id: PacketId,
     /// MQTT 5 properties.
     pub properties: Properties<'a>,
-    filters: &'a [u8],
-    count: usize,
+    filters: Entries<'a>,
 }
 
 impl<'a> Unsubscribe<'a> {
@@ -24,14 +25,8 @@ impl<'a> Unsubscribe<'a> {
         r: &mut Reader<'a>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        let (packet_id, properties) = read_id_and_properties(
-            r,
-            version,
-            "UNSUBSCRIBE packet identifier",
-            PropertyContext::Unsubscribe,
-        )?;
-        let filters = r.rest();
-        let count = count_entries(filters, "UNSUBSCRIBE without a topic filter", |fr| {
+        let (packet_id, properties) = read_id_and_properties(r, version, ListPacket::Unsubscribe)?;
+        let filters = read_entries(r, ListPacket::Unsubscribe, |fr| {
             TopicFilter::new(fr.utf8("topic filter")?)?;
             Ok(())
         })?;
@@ -39,27 +34,26 @@ impl<'a> Unsubscribe<'a> {
             packet_id,
             properties,
             filters,
-            count,
         })
     }
 
     /// Number of filters.
     #[must_use]
     pub const fn len(&self) -> usize {
-        self.count
+        self.filters.len()
     }
 
     /// Always false: an UNSUBSCRIBE holds at least one filter.
     #[must_use]
     pub const fn is_empty(&self) -> bool {
-        self.count == 0
+        self.filters.len() == 0
     }
 
     /// The filters, in order.
     #[must_use]
     pub fn filters(&self) -> UnsubscribeFilters<'a> {
         UnsubscribeFilters {
-            r: Reader::new(self.filters),
+            r: self.filters.reader(),
         }
     }
 
