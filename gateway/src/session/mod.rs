@@ -231,8 +231,9 @@ impl<'s> Session<'s> {
             );
             let identity = &*identity;
             let live = &*registered.entry;
-            // Its CONNECT, as relayed.
+            // Its CONNECT, as relayed; its bytes are not kept for the session's life.
             live.from_client(connect.len());
+            drop(connect);
             self.session_line(identity, live, None);
             let shared = SessionShared::default();
             let policy = Arc::new(policy);

@@ -198,6 +198,9 @@ impl AsyncWrite for ClientStream {
 }
 
 /// A reader that first yields bytes already read (those that followed the CONNECT).
+///
+/// The prefix is split from the connect phase's read buffer and shares its allocation: it is let
+/// go as soon as it is empty, or that buffer would stay allocated for the whole session.
 pub struct Prefixed<'a, R> {
     prefix: bytes::BytesMut,
     inner: &'a mut R,
@@ -205,6 +208,11 @@ pub struct Prefixed<'a, R> {
 
 impl<'a, R> Prefixed<'a, R> {
     pub fn new(prefix: bytes::BytesMut, inner: &'a mut R) -> Self {
+        let prefix = if prefix.is_empty() {
+            bytes::BytesMut::new()
+        } else {
+            prefix
+        };
         Self { prefix, inner }
     }
 }
@@ -220,6 +228,9 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<'_, R> {
             let n = this.prefix.len().min(buf.remaining());
             let head = this.prefix.split_to(n);
             buf.put_slice(&head);
+            if this.prefix.is_empty() {
+                this.prefix = bytes::BytesMut::new();
+            }
             return std::task::Poll::Ready(Ok(()));
         }
         std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf)
