@@ -4,7 +4,9 @@
 #   bash scripts/bench.sh compare [REPS]           issue 8's comparison: Mosquitto direct, the gateway
 #                                                  (plain and mTLS + 1,000 rules), HAProxy and nginx;
 #                                                  floods, fixed-rate CPU, QoS 1 latency, handshakes/s,
-#                                                  idle memory; medians of REPS runs (default 3) ->
+#                                                  idle memory, the fleet (9,900 mTLS devices, QoS 1
+#                                                  every 5 s), wake-ups and syscalls per message;
+#                                                  medians of REPS runs (default 3) ->
 #                                                  benches/results/compare.{md,csv,svg}
 #   bash scripts/bench.sh load [MESSAGES] [BYTES]  one QoS 0 flood through the same targets
 #   bash scripts/bench.sh reload | authflood | authmem | authcost | clustercost | policy
@@ -18,6 +20,8 @@ packages=()
 command -v mosquitto >/dev/null || packages+=(mosquitto)
 command -v haproxy >/dev/null || packages+=(haproxy)
 command -v redis-server >/dev/null || packages+=(redis-server)
+# perf counts the proxies' syscalls per message (compare's wake-up table); without it those cells read "-".
+command -v perf >/dev/null || packages+=(linux-perf)
 if ! command -v nginx >/dev/null || ! compgen -G "/usr/lib/nginx/modules/ngx_stream_module.so" >/dev/null; then
     packages+=(nginx-light libnginx-mod-stream)
 fi
