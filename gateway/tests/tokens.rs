@@ -36,6 +36,12 @@ fn now() -> u64 {
 }
 
 /// Claims for `sub`, valid for `secs` from now.
+/// The tests of this file run one at a time. The metrics recorder is global to the test process, so
+/// every gateway started here counts into the same `auth_failures_total{listener="plain",...}`
+/// series, and a test that checks a count went up by one would also see another test's refusals
+/// (seen: "wrong audience" counted +2 while another test refused a token with bad claims).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn claims(sub: &str, secs: u64) -> Value {
     json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + secs})
 }
@@ -102,6 +108,7 @@ async fn pub_with_token(
 /// whatever the key set says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_pub_with_a_token_is_let_in_and_every_bad_token_is_refused() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let key = Issuer::new("k1", Algorithm::ES256).unwrap();
     let rsa = Issuer::new("k2", Algorithm::RS256).unwrap();
@@ -263,6 +270,7 @@ async fn ended_with(c: &mut PlainWire, reason: ReasonCode) {
 /// Will is discarded, a dropped one's is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_session_ends_at_exp_unless_it_reauthenticates() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let key = Issuer::new("k1", Algorithm::EdDSA).unwrap();
     let jwks = Jwks::new(&[&key]);
@@ -379,6 +387,7 @@ async fn a_token_session_ends_at_exp_unless_it_reauthenticates() {
 /// reason `certificate`); a bystander with a longer certificate stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_expires_during_the_session_ends_it() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let gw = Setup::new(&pki).start().await;
     let short = pki.client_until(
@@ -406,6 +415,7 @@ async fn a_certificate_that_expires_during_the_session_ends_it() {
 /// accepts it; a device certificate is accepted on the TLS listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_accepts_only_its_methods() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let key = Issuer::new("k1", Algorithm::ES256).unwrap();
     let jwks = Jwks::new(&[&key]);
@@ -530,6 +540,7 @@ async fn a_listener_accepts_only_its_methods() {
 /// "token"}`, audited), those on the kept key stay; the key's tokens are refused afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_reload_that_drops_a_key_ends_its_sessions_only() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let k1 = Issuer::new("k1", Algorithm::ES256).unwrap();
     let k2 = Issuer::new("k2", Algorithm::EdDSA).unwrap();
@@ -603,6 +614,7 @@ async fn a_jwks_reload_that_drops_a_key_ends_its_sessions_only() {
 /// takes the same inputs (`--group`, `--token`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_principals_and_groups_meet_the_policy() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let key = Issuer::new("k1", Algorithm::ES256).unwrap();
     let jwks = Jwks::new(&[&key]);
@@ -677,6 +689,7 @@ async fn token_principals_and_groups_meet_the_policy() {
 /// and a token minted for another audience is refused (return code 4 / 0x86).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guide_mints_a_token_that_mosquitto_pub_can_use() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let script = e2e::workspace_root().join("docs/examples/device-token.sh");
@@ -742,6 +755,7 @@ async fn the_guide_mints_a_token_that_mosquitto_pub_can_use() {
 /// CONNACK: `connections_total{outcome="banned"}`), while another address still logs in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_tokens_count_towards_the_ban() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let key = Issuer::new("k1", Algorithm::ES256).unwrap();
     let forger = Issuer::new("k1", Algorithm::ES256).unwrap();
@@ -797,6 +811,7 @@ async fn refused_tokens_count_towards_the_ban() {
 /// the token's principal), as a user name naming another account is ([MQTT-3.1.4-2]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_and_a_token_must_name_the_same_client() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let pki = Pki::new();
     let key = Issuer::new("k1", Algorithm::ES256).unwrap();
     let jwks = Jwks::new(&[&key]);
