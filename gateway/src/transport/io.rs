@@ -246,3 +246,49 @@ impl<R: ReadReady> ReadReady for Prefixed<'_, R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::Prefixed;
+
+    /// The bytes that followed the CONNECT come first, then the stream's; the connect phase's
+    /// buffer, which the prefix shares, is let go once they are read (or at once when there are
+    /// none), not held for the session's life.
+    #[tokio::test]
+    async fn the_prefix_comes_first_and_its_buffer_is_let_go_once_read() {
+        // As `read_first_frame` leaves it: the rest split from a larger read buffer.
+        let mut read = BytesMut::with_capacity(256);
+        read.extend_from_slice(b"CONNECTpub");
+        let rest = read.split_off(7);
+        drop(read);
+        let (mut far, mut near) = tokio::io::duplex(64);
+        far.write_all(b"-more").await.unwrap();
+        drop(far);
+        let mut reader = Prefixed::new(rest, &mut near);
+        let mut head = [0u8; 3];
+        reader.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"pub");
+        assert_eq!(
+            reader.prefix.capacity(),
+            0,
+            "the drained prefix still holds its buffer"
+        );
+        let mut tail = Vec::new();
+        reader.read_to_end(&mut tail).await.unwrap();
+        assert_eq!(tail, b"-more");
+
+        let mut empty_rest = BytesMut::with_capacity(256);
+        empty_rest.extend_from_slice(b"CONNECT");
+        let none = empty_rest.split_off(7);
+        let (_far, mut near) = tokio::io::duplex(64);
+        let reader = Prefixed::new(none, &mut near);
+        assert_eq!(
+            reader.prefix.capacity(),
+            0,
+            "an empty prefix still holds its buffer"
+        );
+    }
+}
