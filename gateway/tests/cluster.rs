@@ -142,38 +142,45 @@ async fn failures_spread_over_two_instances_ban_the_account_on_both() {
         wrong_password(t.plain_addr(), &format!("127.0.3.{}", i + 1), "alice").await;
     }
     for t in [&a, &b] {
-        until("the account ban reaches this instance", || {
-            gw(t)
-                .bans
-                .identity_banned(Attempt::at(ip("127.0.3.9")).user("alice"), Instant::now())
-                == Some(Banned::User)
-        })
-        .await;
-        assert_eq!(
-            try_connect(
-                t.plain_addr(),
-                "127.0.3.9",
-                ProtocolVersion::V5,
-                "alice",
-                b"secret"
-            )
-            .await,
-            Some(vec![0x20, 3, 0, 0x8a, 0]),
-            "alice banned with 0x8A, the right password too"
-        );
-        assert_eq!(
-            try_connect(
-                t.plain_addr(),
-                "127.0.3.9",
-                ProtocolVersion::V311,
-                "bob",
-                b"secret"
-            )
-            .await,
-            Some(vec![0x20, 2, 0, 0]),
-            "bob still connects"
-        );
+        account_ban_shows(t, "127.0.3.9", ("127.0.3.9", "bob"), "bob still connects").await;
     }
+}
+
+/// Waits until `t` holds alice's account ban, then shows both sides: alice from `fresh` is refused
+/// with 0x8A (MQTT 5 §3.2.2.2: Banned), the right password too, while `served` (address, user) is
+/// let in (3.1.1 code 0) — `why_served` says why.
+async fn account_ban_shows(t: &TestGateway, fresh: &str, served: (&str, &str), why_served: &str) {
+    until("the account ban reaches this instance", || {
+        gw(t)
+            .bans
+            .identity_banned(Attempt::at(ip(fresh)).user("alice"), Instant::now())
+            == Some(Banned::User)
+    })
+    .await;
+    assert_eq!(
+        try_connect(
+            t.plain_addr(),
+            fresh,
+            ProtocolVersion::V5,
+            "alice",
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 3, 0, 0x8a, 0]),
+        "alice from {fresh}: banned with 0x8A, the right password too"
+    );
+    assert_eq!(
+        try_connect(
+            t.plain_addr(),
+            served.0,
+            ProtocolVersion::V311,
+            served.1,
+            b"secret"
+        )
+        .await,
+        Some(vec![0x20, 2, 0, 0]),
+        "{why_served}"
+    );
 }
 
 /// Smart lockout across instances: an account ban spares the addresses its owner logged in from
@@ -213,37 +220,13 @@ async fn the_owner_known_on_one_instance_is_spared_by_the_account_ban_on_the_oth
     for i in 1..=4 {
         wrong_password(a.plain_addr(), &format!("127.0.10.{}", 10 + i), "alice").await;
     }
-    until("the account ban reaches A", || {
-        gw(&a)
-            .bans
-            .identity_banned(Attempt::at(ip("127.0.10.99")).user("alice"), Instant::now())
-            == Some(Banned::User)
-    })
+    account_ban_shows(
+        &a,
+        "127.0.10.99",
+        ("127.0.10.1", "alice"),
+        "home, known to B, is spared on A",
+    )
     .await;
-    assert_eq!(
-        try_connect(
-            a.plain_addr(),
-            "127.0.10.99",
-            ProtocolVersion::V5,
-            "alice",
-            b"secret"
-        )
-        .await,
-        Some(vec![0x20, 3, 0, 0x8a, 0]),
-        "a fresh address: banned"
-    );
-    assert_eq!(
-        try_connect(
-            a.plain_addr(),
-            "127.0.10.1",
-            ProtocolVersion::V311,
-            "alice",
-            b"secret"
-        )
-        .await,
-        Some(vec![0x20, 2, 0, 0]),
-        "home, known to B, is spared on A"
-    );
 }
 
 /// Issue 26: "a ban added on one instance refuses that address on another"; and "an unban is
