@@ -373,8 +373,8 @@ impl Reloader {
             } else {
                 ReloadSource::Certs
             };
-            let built =
-                tls::build_server_tls(t).and_then(|server| Ok((server, tls::client_verifier(t)?)));
+            let built = tls::client_verifier(t)
+                .and_then(|v| Ok((tls::build_server_tls_with(t, v.clone())?, v)));
             match built {
                 Ok((server, verifier)) => {
                     swap.store(server);

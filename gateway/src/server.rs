@@ -250,10 +250,13 @@ pub async fn start_on(
     for l in &config.listeners {
         let tls = match &l.tls {
             Some(t) => {
-                let server = tls::build_server_tls(t).map_err(|source| StartError::Tls {
-                    listener: l.name.clone(),
-                    source,
-                })?;
+                // The snapshot's verifier, so that both hold one instance (and one memory).
+                let verifier = gateway.current().verifiers.get(&l.name).cloned();
+                let server =
+                    tls::build_server_tls_with(t, verifier).map_err(|source| StartError::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    })?;
                 let swap = Arc::new(ArcSwap::new(server));
                 tls_configs.insert(l.name.clone(), Arc::clone(&swap));
                 Some(swap)

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use mqtt_inspect::Direction;
-use rustls::server::danger::ClientCertVerifier;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,9 +35,9 @@ pub struct Snapshot {
     /// The admin API's tokens (`[admin] api_tokens_file`), when the API is enabled.
     pub admin_tokens: Option<Arc<crate::api::tokens::AdminTokens>>,
     /// The client-certificate verifier of each TLS listener that asks for certificates (by name),
-    /// built from the same CA and CRL files as its `ServerConfig`: live sessions' chains are
-    /// re-verified against it after a reload.
-    pub verifiers: HashMap<String, Arc<dyn ClientCertVerifier>>,
+    /// the same instance as in its `ServerConfig`: resumed sessions are judged by it, and live
+    /// sessions' chains are re-verified against it after a reload.
+    pub verifiers: HashMap<String, Arc<crate::tls::ListenerVerifier>>,
     /// Bumped on every successful reload.
     pub generation: u64,
 }

@@ -20,7 +20,9 @@
 //! - Within one build time still passes: a session resumed after its certificate's
 //!   `notAfter`, or after the CRL's `nextUpdate`, must be refused as a full handshake
 //!   would be. Every resumed handshake is judged again by [`judge_resumption`] with the
-//!   listener's current verifier at the current time before its first packet is read.
+//!   listener's current verifier at the current time before its first packet is read. The
+//!   verifier remembers the chains it accepted and the window in which each verdict holds
+//!   ([`ListenerVerifier`]), so a resumption inside it costs no signature check.
 //! - The server picks the cipher suite: AES-128-GCM first, unless the client lists
 //!   ChaCha20-Poly1305 first (a device without AES instructions), which then gets it
 //!   ([`ServerTls`], [`client_hello`]). Both configs of a listener share one session cache.
@@ -29,6 +31,7 @@ pub mod client_hello;
 pub mod failure;
 mod load;
 pub mod stream;
+mod verified;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +51,7 @@ use crate::config::{ClientAuth, CrlScope, TlsConfig, TlsVersion};
 pub use failure::{HandshakeFailure, classify, classify_rustls};
 pub use load::{CrlInfo, crl_metadata, load_certs, load_crls, load_private_key, load_roots};
 pub use stream::TlsStream;
+pub use verified::{ListenerVerifier, MAX_REMEMBERED};
 
 /// Sessions kept for resumption per `ServerConfig` (rustls' own default size).
 const SESSION_CACHE_SIZE: usize = 256;
@@ -233,9 +237,21 @@ fn chacha_first(suite: &rustls::SupportedCipherSuite) -> u8 {
 /// # Errors
 /// Any [`TlsError`]; each names the file that failed.
 pub fn build_server_tls(tls: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
+    build_server_tls_with(tls, client_verifier(tls)?)
+}
+
+/// As [`build_server_tls`], with `verifier` (the listener's, from [`client_verifier`] of the
+/// same `tls`) as its client-certificate verifier: the one instance the snapshot also holds,
+/// so that a resumption is judged by the verifier that accepted the chain in full.
+///
+/// # Errors
+/// Any [`TlsError`]; each names the file that failed.
+pub fn build_server_tls_with(
+    tls: &TlsConfig,
+    verifier: Option<Arc<ListenerVerifier>>,
+) -> Result<Arc<ServerTls>, TlsError> {
     let chain = load_certs(&tls.cert)?;
     let key = load_private_key(&tls.key)?;
-    let verifier = client_verifier_with(tls, provider())?;
     let cache: Arc<dyn rustls::server::StoresServerSessions> =
         ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     let build = |provider: Arc<CryptoProvider>| -> Result<Arc<ServerConfig>, TlsError> {
@@ -245,7 +261,10 @@ pub fn build_server_tls(tls: &TlsConfig) -> Result<Arc<ServerTls>, TlsError> {
                 source: Box::new(e),
             })?;
         let builder = match &verifier {
-            Some(v) => builder.with_client_cert_verifier(Arc::clone(v)),
+            Some(v) => {
+                let v: Arc<dyn ClientCertVerifier> = v.clone();
+                builder.with_client_cert_verifier(v)
+            }
             None => builder.with_no_client_auth(),
         };
         let cert_key_error = |e: rustls::Error| TlsError::CertKey {
@@ -293,14 +312,14 @@ pub fn build_server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsErro
 ///
 /// # Errors
 /// Unreadable or invalid CA/CRL files, or `client_auth` without `client_ca`.
-pub fn client_verifier(tls: &TlsConfig) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+pub fn client_verifier(tls: &TlsConfig) -> Result<Option<Arc<ListenerVerifier>>, TlsError> {
     client_verifier_with(tls, provider())
 }
 
 fn client_verifier_with(
     tls: &TlsConfig,
     provider: Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+) -> Result<Option<Arc<ListenerVerifier>>, TlsError> {
     if tls.client_auth == ClientAuth::None {
         return Ok(None);
     }
@@ -310,6 +329,7 @@ fn client_verifier_with(
     for path in &tls.crl_files() {
         crls.extend(load_crls(path)?);
     }
+    let crl_list = crls.clone();
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .with_crls(crls)
         .enforce_revocation_expiration();
@@ -319,25 +339,26 @@ fn client_verifier_with(
     if tls.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
     }
-    builder.build().map(Some).map_err(|e| TlsError::Verifier {
+    let inner = builder.build().map_err(|e| TlsError::Verifier {
         client_ca: client_ca.clone(),
         source: Box::new(e),
-    })
+    })?;
+    Ok(Some(Arc::new(ListenerVerifier::new(inner, &crl_list))))
 }
 
 /// Judges a completed handshake as a full one would have been judged at `now`. A full
 /// handshake was verified by rustls and passes unchanged; a resumed one (TLS 1.2 session id,
 /// TLS 1.3 ticket) was not verified at all (rustls restores the chain stored when the session
-/// was made), so its `chain` is verified again with `verifier`: validity window, CRLs and
-/// their freshness, key usage. `verifier` is the listener's current one (`None` when the
-/// listener asks for no certificate).
+/// was made), so its `chain` is judged again by `verifier` ([`ListenerVerifier::judge_resumed`]):
+/// validity window, CRLs and their freshness, key usage. `verifier` is the listener's current
+/// one (`None` when the listener asks for no certificate).
 ///
 /// # Errors
 /// The rustls error a full handshake would have failed with (classify it with
 /// [`classify_rustls`]).
 pub fn judge_resumption(
     kind: Option<rustls::HandshakeKind>,
-    verifier: Option<&dyn ClientCertVerifier>,
+    verifier: Option<&ListenerVerifier>,
     chain: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<(), rustls::Error> {
@@ -345,7 +366,7 @@ pub fn judge_resumption(
         return Ok(());
     }
     match verifier {
-        Some(v) => reverify(v, chain, now),
+        Some(v) => v.judge_resumed(chain, now),
         None => Ok(()),
     }
 }

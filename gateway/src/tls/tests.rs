@@ -286,22 +286,34 @@ fn crl_dates_from_pem_and_der_files() {
     ));
 }
 
-/// `judge_resumption` as a table: a resumed handshake is judged as a full one would be at
-/// `now` (validity window, CRL freshness, revocation), a full one is left to rustls.
-#[test]
-fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
-    use rustls::HandshakeKind::{Full, Resumed};
-    use rustls::pki_types::{CertificateRevocationListDer, UnixTime};
+/// The PKI of the resumption tables: a CA, three device certificates (serial 10 valid
+/// 2025–2030, serial 11 the same but revoked, serial 12 valid 2025–2027), the CA's CRL (valid
+/// 2025–2029, revoking serial 11), and a webpki verifier over them.
+struct ResumptionPki {
+    good: CertificateDer<'static>,
+    revoked: CertificateDer<'static>,
+    short: CertificateDer<'static>,
+    /// A second CA certificate, to send as an (unneeded) intermediate.
+    other_ca: CertificateDer<'static>,
+    crl: rustls::pki_types::CertificateRevocationListDer<'static>,
+    webpki: Arc<dyn ClientCertVerifier>,
+}
 
-    let mut ca_params = CertificateParams::default();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "resumption CA");
+fn resumption_pki() -> ResumptionPki {
+    use rustls::pki_types::CertificateRevocationListDer;
+
+    let ca_params = |name: &str| {
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p
+    };
     let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca = Issuer::new(ca_params, ca_key);
+    let ca_cert = ca_params("resumption CA").self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params("resumption CA"), ca_key);
+    let other_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let other_ca = ca_params("other CA").self_signed(&other_key).unwrap();
     let leaf = |serial: u64, until: i32| {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name
@@ -332,22 +344,46 @@ fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
     }
     .signed_by(&ca)
     .unwrap();
+    let crl = CertificateRevocationListDer::from(crl.der().to_vec());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca_cert.der().clone()).unwrap();
-    let verifier =
+    let webpki =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .with_crls([CertificateRevocationListDer::from(crl.der().to_vec())])
+            .with_crls([crl.clone()])
             .enforce_revocation_expiration()
             .build()
             .unwrap();
+    ResumptionPki {
+        good,
+        revoked,
+        short,
+        other_ca: other_ca.der().clone(),
+        crl,
+        webpki,
+    }
+}
 
-    let at = |year| {
-        UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-            u64::try_from(jan1(year)).unwrap() + 86_400 * 30,
-        ))
-    };
+/// 31 January of `year`, or `secs` seconds after `jan1(year)`.
+fn in_year(year: i32, secs: i64) -> rustls::pki_types::UnixTime {
+    rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(jan1(year) + secs).unwrap(),
+    ))
+}
+
+/// `judge_resumption` as a table: a resumed handshake is judged as a full one would be at
+/// `now` (validity window, CRL freshness, revocation), a full one is left to rustls. The rows
+/// run on one verifier in order, so the later ones are also judged with the earlier acceptances
+/// remembered: the memory never admits what a full verification would refuse.
+#[test]
+fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
+    use rustls::HandshakeKind::{Full, Resumed};
+
+    let pki = resumption_pki();
+    let verifier = ListenerVerifier::new(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl));
+    let (good, revoked, short) = (pki.good.clone(), pki.revoked.clone(), pki.short.clone());
+    let at = |year| in_year(year, 86_400 * 30);
     let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
-    let v: Option<&dyn ClientCertVerifier> = Some(verifier.as_ref());
+    let v = Some(&verifier);
     type Row<'a> = (
         &'a str,
         Option<rustls::HandshakeKind>,
@@ -422,4 +458,208 @@ fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
     assert_eq!(judge_resumption(Some(Resumed), None, &[], at(2031)), Ok(()));
     // A resumed session without a certificate where one is mandatory is refused.
     assert!(judge_resumption(Some(Resumed), v, &[], at(2026)).is_err());
+}
+
+/// A verifier that counts the full verifications it is asked for, around webpki's.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ClientCertVerifier>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl ClientCertVerifier for Counting {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// [`ListenerVerifier`]'s memory as a table, rows in order on one verifier: a resumption is
+/// answered without a full verification only for a chain accepted before, and only inside the
+/// window where that verdict holds (latest notBefore to the earliest notAfter and CRL
+/// nextUpdate); everything else is verified in full, and refusals are never remembered.
+#[test]
+fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() {
+    let pki = resumption_pki();
+    let counting = Arc::new(Counting {
+        inner: Arc::clone(&pki.webpki),
+        calls: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let counted: Arc<dyn ClientCertVerifier> = counting.clone();
+    let verifier = ListenerVerifier::new(Arc::clone(&counted), std::slice::from_ref(&pki.crl));
+    let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
+    let good = std::slice::from_ref(&pki.good);
+    let short = std::slice::from_ref(&pki.short);
+    let revoked = std::slice::from_ref(&pki.revoked);
+    let with_other_ca = [pki.good.clone(), pki.other_ca.clone()];
+    let mid_2026 = in_year(2026, 86_400 * 180);
+    let short_not_after = jan1(2027) - jan1(2026);
+    // (row, chain, time, verdict, full verifications it took)
+    type Row<'a> = (
+        &'a str,
+        &'a [CertificateDer<'static>],
+        rustls::pki_types::UnixTime,
+        Result<(), &'a str>,
+        usize,
+    );
+    let rows: [Row<'_>; 12] = [
+        (
+            "first resumption: verified in full",
+            good,
+            mid_2026,
+            Ok(()),
+            1,
+        ),
+        (
+            "same chain, inside the window: remembered",
+            good,
+            in_year(2027, 0),
+            Ok(()),
+            0,
+        ),
+        (
+            "a second before the CRL's nextUpdate: remembered",
+            good,
+            in_year(2029, -1),
+            Ok(()),
+            0,
+        ),
+        (
+            "at the CRL's nextUpdate: verified again, stale CRL",
+            good,
+            in_year(2029, 0),
+            Err("other"),
+            1,
+        ),
+        (
+            "before notBefore (clock set back): verified again",
+            good,
+            in_year(2024, 0),
+            Err("not_yet_valid"),
+            1,
+        ),
+        (
+            "other chain bytes (an extra certificate): verified in full",
+            &with_other_ca,
+            mid_2026,
+            Ok(()),
+            1,
+        ),
+        ("short-lived: verified in full", short, mid_2026, Ok(()), 1),
+        (
+            "short-lived, a second before notAfter: remembered",
+            short,
+            in_year(2026, short_not_after - 1),
+            Ok(()),
+            0,
+        ),
+        // webpki still accepts at notAfter itself; the memory ends a second early.
+        (
+            "short-lived, at notAfter: verified again",
+            short,
+            in_year(2027, 0),
+            Ok(()),
+            1,
+        ),
+        (
+            "short-lived, after notAfter: verified again, expired",
+            short,
+            in_year(2027, 1),
+            Err("expired"),
+            1,
+        ),
+        ("revoked: refused", revoked, mid_2026, Err("revoked"), 1),
+        (
+            "revoked again: a refusal is not remembered",
+            revoked,
+            mid_2026,
+            Err("revoked"),
+            1,
+        ),
+    ];
+    for (name, chain, now, want, full) in rows {
+        let before = counting.calls.load(std::sync::atomic::Ordering::SeqCst);
+        let got = label(verifier.judge_resumed(chain, now));
+        let calls = counting.calls.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert_eq!((got, calls), (want, full), "{name}");
+    }
+    assert_eq!(verifier.remembered(), 3, "good, good + other CA, short");
+
+    // A full handshake's verification fills the memory: the resumption after it is not
+    // verified again.
+    let fresh = ListenerVerifier::new(counted, std::slice::from_ref(&pki.crl));
+    fresh.verify_client_cert(&pki.good, &[], mid_2026).unwrap();
+    let before = counting.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fresh.judge_resumed(good, mid_2026), Ok(()));
+    assert_eq!(
+        counting.calls.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+    // An empty chain is never answered from the memory (mandatory client auth: refused).
+    assert!(fresh.judge_resumed(&[], mid_2026).is_err());
+}
+
+/// The memory holds at most its bound: when full, it is emptied before the next chain is
+/// added; a chain already held is refreshed without emptying it.
+#[test]
+fn the_memory_of_accepted_chains_is_bounded() {
+    let pki = resumption_pki();
+    let verifier =
+        ListenerVerifier::with_max(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl), 2);
+    let now = in_year(2026, 86_400 * 30);
+    let chains = [
+        vec![pki.good.clone()],
+        vec![pki.short.clone()],
+        vec![pki.good.clone(), pki.other_ca.clone()],
+    ];
+    let mut held = Vec::new();
+    for chain in &chains {
+        verifier.judge_resumed(chain, now).unwrap();
+        held.push(verifier.remembered());
+        verifier.judge_resumed(&chains[0], now).unwrap();
+        held.push(verifier.remembered());
+    }
+    assert_eq!(held, [1, 1, 2, 2, 1, 2]);
+
+    // Without CRLs the window is the certificates' own.
+    let no_crl = ListenerVerifier::new(Arc::clone(&pki.webpki), &[]);
+    no_crl.verify_client_cert(&pki.good, &[], now).unwrap();
+    assert_eq!(no_crl.remembered(), 1);
+    // A CRL whose dates cannot be read: nothing is remembered.
+    let unreadable = rustls::pki_types::CertificateRevocationListDer::from(vec![0x30, 0x00]);
+    let cautious = ListenerVerifier::new(Arc::clone(&pki.webpki), &[unreadable]);
+    cautious.verify_client_cert(&pki.good, &[], now).unwrap();
+    assert_eq!(cautious.remembered(), 0);
 }
