@@ -460,52 +460,6 @@ fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
     assert!(judge_resumption(Some(Resumed), v, &[], at(2026)).is_err());
 }
 
-/// A verifier that counts the full verifications it is asked for, around webpki's.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn ClientCertVerifier>,
-    calls: std::sync::atomic::AtomicUsize,
-}
-
-impl ClientCertVerifier for Counting {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// [`ListenerVerifier`]'s memory as a table, rows in order on one verifier: a resumption is
 /// answered without a full verification only for a chain accepted before, and only inside the
 /// window where that verdict holds (latest notBefore to the earliest notAfter and CRL
@@ -513,12 +467,7 @@ impl ClientCertVerifier for Counting {
 #[test]
 fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() {
     let pki = resumption_pki();
-    let counting = Arc::new(Counting {
-        inner: Arc::clone(&pki.webpki),
-        calls: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let counted: Arc<dyn ClientCertVerifier> = counting.clone();
-    let verifier = ListenerVerifier::new(Arc::clone(&counted), std::slice::from_ref(&pki.crl));
+    let verifier = ListenerVerifier::new(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl));
     let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
     let good = std::slice::from_ref(&pki.good);
     let short = std::slice::from_ref(&pki.short);
@@ -532,7 +481,7 @@ fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() 
         &'a [CertificateDer<'static>],
         rustls::pki_types::UnixTime,
         Result<(), &'a str>,
-        usize,
+        u64,
     );
     let rows: [Row<'_>; 12] = [
         (
@@ -610,23 +559,20 @@ fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() 
         ),
     ];
     for (name, chain, now, want, full) in rows {
-        let before = counting.calls.load(std::sync::atomic::Ordering::SeqCst);
+        let before = verifier.verified_in_full();
         let got = label(verifier.judge_resumed(chain, now));
-        let calls = counting.calls.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let calls = verifier.verified_in_full() - before;
         assert_eq!((got, calls), (want, full), "{name}");
     }
     assert_eq!(verifier.remembered(), 3, "good, good + other CA, short");
 
     // A full handshake's verification fills the memory: the resumption after it is not
     // verified again.
-    let fresh = ListenerVerifier::new(counted, std::slice::from_ref(&pki.crl));
+    let fresh = ListenerVerifier::new(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl));
     fresh.verify_client_cert(&pki.good, &[], mid_2026).unwrap();
-    let before = counting.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fresh.verified_in_full(), 1);
     assert_eq!(fresh.judge_resumed(good, mid_2026), Ok(()));
-    assert_eq!(
-        counting.calls.load(std::sync::atomic::Ordering::SeqCst),
-        before
-    );
+    assert_eq!(fresh.verified_in_full(), 1);
     // An empty chain is never answered from the memory (mandatory client auth: refused).
     assert!(fresh.judge_resumed(&[], mid_2026).is_err());
 }

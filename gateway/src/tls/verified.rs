@@ -30,6 +30,7 @@
 //! (amortised O(1) per handshake; the chains are verified again as they come back).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -50,6 +51,8 @@ pub struct ListenerVerifier {
     crls_until: Option<u64>,
     accepted: Mutex<HashMap<[u8; 32], Window>>,
     max: usize,
+    /// Chains verified in full (by `inner`), accepted or not.
+    verified: AtomicU64,
 }
 
 /// When a remembered verdict holds: `from <= now < until`, unix seconds.
@@ -87,6 +90,7 @@ impl ListenerVerifier {
             crls_until: earliest_next_update(crls),
             accepted: Mutex::new(HashMap::new()),
             max,
+            verified: AtomicU64::new(0),
         }
     }
 
@@ -115,6 +119,13 @@ impl ListenerVerifier {
         self.lock().len()
     }
 
+    /// How many chains this verifier has verified in full (signatures and all), accepted or not:
+    /// what the memory saves is the difference to the judgements made.
+    #[must_use]
+    pub fn verified_in_full(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Window>> {
         // The map is consistent after every statement; a panic elsewhere cannot break it.
         self.accepted.lock().unwrap_or_else(PoisonError::into_inner)
@@ -138,13 +149,21 @@ impl ListenerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) {
+        let key = chain_key(leaf, intermediates);
+        if self
+            .lock()
+            .get(&key)
+            .is_some_and(|w| w.holds(now.as_secs()))
+        {
+            // A returning device: its certificates are not parsed again.
+            return;
+        }
         let Some(window) = chain_window(leaf, intermediates, self.crls_until) else {
             return;
         };
         if !window.holds(now.as_secs()) {
             return;
         }
-        let key = chain_key(leaf, intermediates);
         let mut accepted = self.lock();
         if accepted.len() >= self.max && !accepted.contains_key(&key) {
             accepted.clear();
@@ -174,6 +193,7 @@ impl ClientCertVerifier for ListenerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verified.fetch_add(1, Ordering::Relaxed);
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
