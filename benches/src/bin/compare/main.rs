@@ -186,8 +186,8 @@ fn main() -> anyhow::Result<()> {
                     .block_on(idle(&fresh.target, &pki))
                     .with_context(|| t.name)?;
                 drop(fresh);
-                let _ = writeln!(csv, "{rep},{},idle_kib_per_conn,{per:.2}", t.name);
-                let _ = writeln!(csv, "{rep},{},idle_base_kib,{base:.0}", t.name);
+                let _ = writeln!(csv, "{rep},\"{}\",idle_kib_per_conn,{per:.2}", t.name);
+                let _ = writeln!(csv, "{rep},\"{}\",idle_base_kib,{base:.0}", t.name);
                 row.idle_kib = Some(per);
                 row.idle_base_kib = Some(base);
             }

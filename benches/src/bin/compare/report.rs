@@ -11,30 +11,34 @@ pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
     for ((pubs, payload), (rate, cpu)) in FLOODS.iter().zip(&row.flood) {
         let _ = writeln!(
             csv,
-            "{rep},{},flood_{pubs}x{payload}B_msgs_per_s,{rate:.0}",
+            "{rep},\"{}\",flood_{pubs}x{payload}B_msgs_per_s,{rate:.0}",
             name
         );
         if let Some(c) = cpu {
             let _ = writeln!(
                 csv,
-                "{rep},{},flood_{pubs}x{payload}B_cpu_us_per_msg,{c:.3}",
+                "{rep},\"{}\",flood_{pubs}x{payload}B_cpu_us_per_msg,{c:.3}",
                 name
             );
         }
     }
     if let Some(c) = row.fixed_cpu {
-        let _ = writeln!(csv, "{rep},{},fixed_20k_cpu_us_per_msg,{c:.3}", name);
+        let _ = writeln!(csv, "{rep},\"{}\",fixed_20k_cpu_us_per_msg,{c:.3}", name);
     }
     if let Some(c) = row.fixed_cpu_fleet {
-        let _ = writeln!(csv, "{rep},{},fixed_20k_20pubs_cpu_us_per_msg,{c:.3}", name);
+        let _ = writeln!(
+            csv,
+            "{rep},\"{}\",fixed_20k_20pubs_cpu_us_per_msg,{c:.3}",
+            name
+        );
     }
     if let Some(c) = row.fixed_kernel {
-        let _ = writeln!(csv, "{rep},{},fixed_20k_kernel_us_per_msg,{c:.3}", name);
+        let _ = writeln!(csv, "{rep},\"{}\",fixed_20k_kernel_us_per_msg,{c:.3}", name);
     }
     if let Some(c) = row.fixed_kernel_fleet {
         let _ = writeln!(
             csv,
-            "{rep},{},fixed_20k_20pubs_kernel_us_per_msg,{c:.3}",
+            "{rep},\"{}\",fixed_20k_20pubs_kernel_us_per_msg,{c:.3}",
             name
         );
     }
@@ -43,19 +47,26 @@ pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
         ("fixed_20k_20pubs", row.fixed_calls_fleet),
     ] {
         let Some(c) = calls else { continue };
-        let _ = writeln!(csv, "{rep},{name},{phase}_wakeups_per_msg,{:.3}", c.wakeups);
+        let _ = writeln!(
+            csv,
+            "{rep},\"{name}\",{phase}_wakeups_per_msg,{:.3}",
+            c.wakeups
+        );
         if let (Some(all), Some(epoll)) = (c.syscalls, c.epoll) {
-            let _ = writeln!(csv, "{rep},{name},{phase}_syscalls_per_msg,{all:.3}");
-            let _ = writeln!(csv, "{rep},{name},{phase}_epoll_waits_per_msg,{epoll:.3}");
+            let _ = writeln!(csv, "{rep},\"{name}\",{phase}_syscalls_per_msg,{all:.3}");
+            let _ = writeln!(
+                csv,
+                "{rep},\"{name}\",{phase}_epoll_waits_per_msg,{epoll:.3}"
+            );
         }
     }
-    let _ = writeln!(csv, "{rep},{},qos1_p50_us,{:.0}", name, row.latency.0);
-    let _ = writeln!(csv, "{rep},{},qos1_p99_us,{:.0}", name, row.latency.1);
+    let _ = writeln!(csv, "{rep},\"{}\",qos1_p50_us,{:.0}", name, row.latency.0);
+    let _ = writeln!(csv, "{rep},\"{}\",qos1_p99_us,{:.0}", name, row.latency.1);
     if let Some(h) = row.handshakes {
-        let _ = writeln!(csv, "{rep},{},handshakes_per_s,{h:.0}", name);
+        let _ = writeln!(csv, "{rep},\"{}\",handshakes_per_s,{h:.0}", name);
     }
     if let Some(h) = row.resumed {
-        let _ = writeln!(csv, "{rep},{},resumed_handshakes_per_s,{h:.0}", name);
+        let _ = writeln!(csv, "{rep},\"{}\",resumed_handshakes_per_s,{h:.0}", name);
     }
 }
 
@@ -64,7 +75,7 @@ pub(crate) fn csv_fleet(csv: &mut String, rep: usize, name: &str, f: &Fleet) {
     let (user, kernel) = f.cpu_us();
     let calls = f.calls();
     let mut line = |metric: &str, value: String| {
-        let _ = writeln!(csv, "{rep},{name},fleet_{metric},{value}");
+        let _ = writeln!(csv, "{rep},\"{name}\",fleet_{metric},{value}");
     };
     line("messages", f.messages.to_string());
     line("user_us_per_msg", format!("{user:.3}"));
@@ -93,7 +104,7 @@ pub(crate) fn csv_pooled(csv: &mut String, names: &[&str], runs: &[Vec<Row>]) {
         for (label, p) in [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)] {
             let _ = writeln!(
                 csv,
-                "all,{name},qos1_pooled_{label}_us,{:.0}",
+                "all,\"{name}\",qos1_pooled_{label}_us,{:.0}",
                 percentile(&all, p)
             );
         }
