@@ -137,8 +137,7 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Watches what can end a session from outside its packets: a new snapshot that revokes it (each
 /// is re-checked), and the end of its credential (the certificate's notAfter, the token's `exp`,
-/// moved by re-authentications), a kick from the admin API, and the gateway's shutdown. Returns
-/// when it must end. `rx`
+/// moved by re-authentications), and a kick from the admin API. Returns when it must end. `rx`
 /// was subscribed before the session's snapshot was read, so no reload falls between them.
 pub(super) async fn watch_session(
     gw: &Gateway,
@@ -184,8 +183,7 @@ pub(super) async fn watch_session(
             changed = rx.changed() => {
                 if changed.is_err() {
                     // The gateway is going away; shutdown ends the session.
-                    gw.shutdown.cancelled().await;
-                    return CloseReason::Shutdown;
+                    std::future::pending::<()>().await;
                 }
                 let snap = gw.current();
                 if let Some(reason) = identity.recheck(&snap) {
@@ -197,7 +195,6 @@ pub(super) async fn watch_session(
             () = replaced => {}
             // The admin API's `DELETE /api/v1/sessions/{id}`.
             () = kick.notified() => return CloseReason::Kicked,
-            () = gw.shutdown.cancelled() => return CloseReason::Shutdown,
         }
     }
 }

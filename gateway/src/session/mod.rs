@@ -14,7 +14,6 @@ mod refuse;
 pub mod relay;
 pub mod state;
 pub mod upstream;
-mod when_woken;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +43,6 @@ pub(crate) use self::refuse::Why;
 use self::refuse::connect_level;
 use self::relay::{Out, PumpSettings, pump, send};
 use self::state::SessionShared;
-use self::when_woken::WhenWoken;
 use crate::audit::AuditEvent;
 use crate::close::CloseReason;
 use crate::identity::ClientIdentity;
@@ -324,13 +322,11 @@ impl<'s> Session<'s> {
                 },
                 |denials| self.record_denials(identity, denials),
             );
-            // The watch (revocation, expiry, kicks, reloads, shutdown) is polled when it woke the
-            // task, not for every message (see `when_woken`).
-            let watch = std::pin::pin!(watch_session(gw, identity, generations, &live.kick));
             let reason = tokio::select! {
                 r = c2b => r,
                 r = b2c => r,
-                r = WhenWoken::new(watch) => r,
+                r = watch_session(gw, identity, generations, &live.kick) => r,
+                () = gw.shutdown.cancelled() => CloseReason::Shutdown,
             };
             let said_goodbye = said_goodbye.load(Ordering::Relaxed);
             let connack_relayed = shared.connack_relayed();
