@@ -18,7 +18,7 @@ pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load(path)?;
-    let workers = mqtt_gateway::workers::Workers::start(worker_count())
+    let workers = mqtt_gateway::workers::Workers::start(worker_count(&config))
         .context("cannot start the worker threads")?;
     // Signals, reloads, the admin endpoint, sweeps and the audit writer run here; connections on
     // the workers.
@@ -55,11 +55,29 @@ pub(super) fn run(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// How many worker threads carry connections: `TOKIO_WORKER_THREADS` when set (the variable
-/// operators already know from tokio), else one per core.
-fn worker_count() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
+/// operators already know from tokio), else one per core, less one when the broker runs on this
+/// host ([`mqtt_gateway::workers::default_count`]).
+fn worker_count(config: &Config) -> usize {
+    if let Some(n) = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let here = mqtt_gateway::workers::broker_on_this_host(&config.upstream);
+    let n = mqtt_gateway::workers::default_count(cores, here);
+    tracing::info!(
+        cores,
+        broker_on_this_host = here,
+        workers = n,
+        "one worker per core{}",
+        if here && cores > 1 {
+            ", less one for the broker on this host"
+        } else {
+            ""
+        }
+    );
+    n
 }

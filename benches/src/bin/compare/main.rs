@@ -1,7 +1,8 @@
 //! `compare`: issue 8's comparison, every target in one run against the same Mosquitto:
 //! Mosquitto direct, the gateway's plain listener, the gateway's mTLS listener (both with a
-//! 1,000-rule policy: per-device `%u` rules, receive checks on), HAProxy (mTLS + CRL) and nginx
-//! stream (mTLS + CRL). Measured for each, `REPS` times (medians reported):
+//! 1,000-rule policy: per-device `%u` rules, receive checks on; its default worker count, which
+//! with the broker on this host is one per core less one, and again with a worker per core),
+//! HAProxy (mTLS + CRL) and nginx stream (mTLS + CRL, one worker and auto). Measured for each, `REPS` times (medians reported):
 //!
 //! - QoS 0 flood, 1 and 4 publishers to 1 subscriber, 64 B and 1 KiB: messages/s delivered and
 //!   the proxy's CPU time per delivered message (`/proc/PID/stat`);
@@ -68,7 +69,11 @@ fn main() -> anyhow::Result<()> {
         upstream_of(&broker, Up::Unix),
     );
     let (mut gateway, gw_tls, gw_plain) = start_gateway(&dir.join("gw"), &pki, &tcp, None)?;
-    let (mut gateway1, gw1_tls, _) = start_gateway(&dir.join("gw-1thread"), &pki, &tcp, Some(1))?;
+    // The default runs one worker per core less one for the broker on this host (one on two
+    // cores); this one runs a worker per core, as the default did before issue 27.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let (mut gateway1, gw1_tls, _) =
+        start_gateway(&dir.join("gw-per-core"), &pki, &tcp, Some(cores))?;
     let (mut gateway_unix, gwu_tls, _) = start_gateway(&dir.join("gw-unix"), &pki, &unix, None)?;
     let (mut haproxy, ha_addr) = start_haproxy(&dir, &tcp)?;
     let (mut nginx, ng_addr) = start_nginx_workers(&dir, &tcp, false)?;
@@ -91,11 +96,11 @@ fn main() -> anyhow::Result<()> {
             Kind::Gateway(None, Up::Tcp),
         ),
         (
-            "gateway mTLS, 1 thread",
+            "gateway mTLS, a worker per core",
             gw1_tls,
             true,
             Some(gateway1.id()),
-            Kind::Gateway(Some(1), Up::Tcp),
+            Kind::Gateway(Some(cores), Up::Tcp),
         ),
         (
             "gateway mTLS, unix upstream",

@@ -242,7 +242,10 @@ pub(crate) fn table(names: &[&str], runs: &[Vec<Row>], reps: usize) -> String {
         ("gateway mTLS", "HAProxy mTLS"),
         ("gateway mTLS", "nginx mTLS, 1 worker"),
         ("gateway mTLS", "nginx mTLS, auto workers"),
-        ("gateway mTLS, 1 thread", "nginx mTLS, 1 worker"),
+        (
+            "gateway mTLS, a worker per core",
+            "nginx mTLS, auto workers",
+        ),
         (
             "gateway mTLS, unix upstream",
             "nginx mTLS, 1 worker, unix upstream",
