@@ -19,14 +19,10 @@ use crate::config::{UpstreamAddress, UpstreamConfig};
 /// 11 % less CPU per message than two in a fleet of quiet devices, and 4–23 % less at 20,000
 /// msg/s (BENCHMARKS.md, issue 27).
 #[must_use]
-pub const fn default_count(cores: usize, broker_on_this_host: bool) -> usize {
-    if broker_on_this_host && cores > 1 {
-        cores - 1
-    } else if cores == 0 {
-        1
-    } else {
-        cores
-    }
+pub fn default_count(cores: usize, broker_on_this_host: bool) -> usize {
+    cores
+        .saturating_sub(usize::from(broker_on_this_host))
+        .max(1)
 }
 
 /// Whether every broker of `[upstream]` is on this host: a Unix socket, a loopback address, or

@@ -694,5 +694,28 @@ async fn sigterm_disconnects_clients_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", log_text());
     // Stopped accepting: the port is closed.
     assert!(TcpStream::connect(files.tls_addr).await.is_err());
+    // The broker is on loopback: by default one worker per core less one, and the log says so.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let log = without_colours(&log_text());
+    let want = format!(
+        "broker_on_this_host=true workers={}",
+        cores.saturating_sub(1).max(1)
+    );
+
+    assert!(log.contains(&want), "{want} not in {log}");
     drop(broker);
+}
+
+/// `text` without its ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&d| d == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

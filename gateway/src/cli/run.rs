@@ -72,12 +72,7 @@ fn worker_count(config: &Config) -> usize {
         cores,
         broker_on_this_host = here,
         workers = n,
-        "one worker per core{}",
-        if here && cores > 1 {
-            ", less one for the broker on this host"
-        } else {
-            ""
-        }
+        "worker threads (one per core, less one for a broker on this host)"
     );
     n
 }

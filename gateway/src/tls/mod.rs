@@ -51,7 +51,7 @@ use crate::config::{ClientAuth, CrlScope, TlsConfig, TlsVersion};
 pub use failure::{HandshakeFailure, classify, classify_rustls};
 pub use load::{CrlInfo, crl_metadata, load_certs, load_crls, load_private_key, load_roots};
 pub use stream::TlsStream;
-pub use verified::{ListenerVerifier, MAX_REMEMBERED};
+pub use verified::{ListenerVerifier, MAX_REMEMBERED, earliest_next_update};
 
 /// Sessions kept for resumption per `ServerConfig` (rustls' own default size).
 const SESSION_CACHE_SIZE: usize = 256;
@@ -329,7 +329,8 @@ fn client_verifier_with(
     for path in &tls.crl_files() {
         crls.extend(load_crls(path)?);
     }
-    let crl_list = crls.clone();
+    // Read before the builder takes the CRLs: the window of every verdict the verifier remembers.
+    let crls_until = earliest_next_update(&crls);
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .with_crls(crls)
         .enforce_revocation_expiration();
@@ -343,7 +344,7 @@ fn client_verifier_with(
         client_ca: client_ca.clone(),
         source: Box::new(e),
     })?;
-    Ok(Some(Arc::new(ListenerVerifier::new(inner, &crl_list))))
+    Ok(Some(Arc::new(ListenerVerifier::new(inner, crls_until))))
 }
 
 /// Judges a completed handshake as a full one would have been judged at `now`. A full

@@ -299,6 +299,13 @@ struct ResumptionPki {
     webpki: Arc<dyn ClientCertVerifier>,
 }
 
+impl ResumptionPki {
+    /// The bound the verifier built with `crl` has.
+    fn crls_until(&self) -> Option<u64> {
+        earliest_next_update(std::slice::from_ref(&self.crl))
+    }
+}
+
 fn resumption_pki() -> ResumptionPki {
     use rustls::pki_types::CertificateRevocationListDer;
 
@@ -379,7 +386,7 @@ fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
     use rustls::HandshakeKind::{Full, Resumed};
 
     let pki = resumption_pki();
-    let verifier = ListenerVerifier::new(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl));
+    let verifier = ListenerVerifier::new(Arc::clone(&pki.webpki), pki.crls_until());
     let (good, revoked, short) = (pki.good.clone(), pki.revoked.clone(), pki.short.clone());
     let at = |year| in_year(year, 86_400 * 30);
     let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
@@ -467,7 +474,7 @@ fn a_resumed_session_is_judged_again_at_the_time_it_resumes() {
 #[test]
 fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() {
     let pki = resumption_pki();
-    let verifier = ListenerVerifier::new(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl));
+    let verifier = ListenerVerifier::new(Arc::clone(&pki.webpki), pki.crls_until());
     let label = |r: Result<(), rustls::Error>| r.map_err(|e| classify_rustls(&e).as_str());
     let good = std::slice::from_ref(&pki.good);
     let short = std::slice::from_ref(&pki.short);
@@ -568,7 +575,7 @@ fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() 
 
     // A full handshake's verification fills the memory: the resumption after it is not
     // verified again.
-    let fresh = ListenerVerifier::new(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl));
+    let fresh = ListenerVerifier::new(Arc::clone(&pki.webpki), pki.crls_until());
     fresh.verify_client_cert(&pki.good, &[], mid_2026).unwrap();
     assert_eq!(fresh.verified_in_full(), 1);
     assert_eq!(fresh.judge_resumed(good, mid_2026), Ok(()));
@@ -582,8 +589,7 @@ fn a_resumption_skips_the_chain_check_only_inside_the_window_of_an_acceptance() 
 #[test]
 fn the_memory_of_accepted_chains_is_bounded() {
     let pki = resumption_pki();
-    let verifier =
-        ListenerVerifier::with_max(Arc::clone(&pki.webpki), std::slice::from_ref(&pki.crl), 2);
+    let verifier = ListenerVerifier::with_max(Arc::clone(&pki.webpki), pki.crls_until(), 2);
     let now = in_year(2026, 86_400 * 30);
     let chains = [
         vec![pki.good.clone()],
@@ -600,12 +606,13 @@ fn the_memory_of_accepted_chains_is_bounded() {
     assert_eq!(held, [1, 1, 2, 2, 1, 2]);
 
     // Without CRLs the window is the certificates' own.
-    let no_crl = ListenerVerifier::new(Arc::clone(&pki.webpki), &[]);
+    let no_crl = ListenerVerifier::new(Arc::clone(&pki.webpki), earliest_next_update(&[]));
     no_crl.verify_client_cert(&pki.good, &[], now).unwrap();
     assert_eq!(no_crl.remembered(), 1);
     // A CRL whose dates cannot be read: nothing is remembered.
     let unreadable = rustls::pki_types::CertificateRevocationListDer::from(vec![0x30, 0x00]);
-    let cautious = ListenerVerifier::new(Arc::clone(&pki.webpki), &[unreadable]);
+    let cautious =
+        ListenerVerifier::new(Arc::clone(&pki.webpki), earliest_next_update(&[unreadable]));
     cautious.verify_client_cert(&pki.good, &[], now).unwrap();
     assert_eq!(cautious.remembered(), 0);
 }

@@ -69,25 +69,23 @@ impl Window {
 }
 
 impl ListenerVerifier {
-    /// Wraps `inner`, a verifier built with exactly `crls`.
+    /// Wraps `inner`, a verifier whose CRLs' earliest `nextUpdate` is `crls_until`
+    /// ([`earliest_next_update`] of exactly the CRLs it was built with).
     #[must_use]
-    pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
-        crls: &[CertificateRevocationListDer<'_>],
-    ) -> Self {
-        Self::with_max(inner, crls, MAX_REMEMBERED)
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, crls_until: Option<u64>) -> Self {
+        Self::with_max(inner, crls_until, MAX_REMEMBERED)
     }
 
     /// As [`ListenerVerifier::new`], remembering at most `max` chains.
     #[must_use]
     pub fn with_max(
         inner: Arc<dyn ClientCertVerifier>,
-        crls: &[CertificateRevocationListDer<'_>],
+        crls_until: Option<u64>,
         max: usize,
     ) -> Self {
         Self {
             inner,
-            crls_until: earliest_next_update(crls),
+            crls_until,
             accepted: Mutex::new(HashMap::new()),
             max,
             verified: AtomicU64::new(0),
@@ -267,7 +265,8 @@ fn chain_window(
 /// The earliest `nextUpdate` of `crls` (unix seconds); `None` without CRLs. A CRL whose dates
 /// cannot be read (webpki would not have loaded it) or that has no `nextUpdate` gives 0: nothing
 /// is remembered.
-fn earliest_next_update(crls: &[CertificateRevocationListDer<'_>]) -> Option<u64> {
+#[must_use]
+pub fn earliest_next_update(crls: &[CertificateRevocationListDer<'_>]) -> Option<u64> {
     crls.iter()
         .map(|der| {
             x509_parser::parse_x509_crl(der.as_ref())

@@ -34,12 +34,11 @@
     clippy::cast_sign_loss
 )] // report arithmetic on counts and times, not input
 
+mod csv;
 mod fleet;
 mod phases;
 mod report;
 mod targets;
-
-use std::fmt::Write as _;
 
 use anyhow::Context;
 use bench::proxies::{start_haproxy, start_nginx_workers};
@@ -149,7 +148,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut runs: Vec<Vec<Row>> = Vec::new();
-    let mut csv = String::from("rep,target,metric,value\n");
+    let mut csv = csv::Csv::new();
     for rep in 0..reps {
         let mut rows = Vec::new();
         for t in &targets {
@@ -159,7 +158,7 @@ fn main() -> anyhow::Result<()> {
             }
             eprintln!("rep {}/{reps}: {}", rep + 1, t.name);
             let row = runtime.block_on(measure(t, &pki)).with_context(|| t.name)?;
-            report::csv_rows(&mut csv, rep, t.name, &row);
+            csv.rows(rep, t.name, &row);
             rows.push(row);
         }
         runs.push(rows);
@@ -191,8 +190,7 @@ fn main() -> anyhow::Result<()> {
                     .block_on(idle(&fresh.target, &pki))
                     .with_context(|| t.name)?;
                 drop(fresh);
-                let _ = writeln!(csv, "{rep},\"{}\",idle_kib_per_conn,{per:.2}", t.name);
-                let _ = writeln!(csv, "{rep},\"{}\",idle_base_kib,{base:.0}", t.name);
+                csv.idle(rep, t.name, per, base);
                 row.idle_kib = Some(per);
                 row.idle_base_kib = Some(base);
             }
@@ -203,7 +201,7 @@ fn main() -> anyhow::Result<()> {
                     .block_on(fleet::fleet(&fresh.target, &pki))
                     .with_context(|| t.name)?;
                 drop(fresh);
-                report::csv_fleet(&mut csv, rep, t.name, &f);
+                csv.fleet(rep, t.name, &f);
                 row.fleet = Some(f);
             }
         }
@@ -212,7 +210,8 @@ fn main() -> anyhow::Result<()> {
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
     let out = report::table(&names, &runs, reps);
     print!("{out}");
-    report::csv_pooled(&mut csv, &names, &runs);
+    csv.pooled(&names, &runs);
+    let csv = csv.into_string();
     if std::env::var_os("COMPARE_ONLY").is_some() || std::env::var_os("COMPARE_TARGETS").is_some() {
         // Kept out of benches/results (which hold the last full run), but kept.
         let narrowed = workspace_root().join("target/compare-narrowed.csv");

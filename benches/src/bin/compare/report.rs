@@ -1,118 +1,13 @@
-//! What `compare` writes: the CSV lines of every repetition, the table of medians with the
-//! ratios between targets, and the SVG chart.
+//! What `compare` prints and draws: the table of medians with the ratios between targets, and
+//! the SVG chart (the CSV lines are `csv.rs`).
 
 use std::fmt::Write as _;
 
 use crate::fleet::Fleet;
 use crate::phases::{Calls, FLOODS, Row, percentile};
 
-/// Appends the CSV lines of one repetition of one target.
-pub(crate) fn csv_rows(csv: &mut String, rep: usize, name: &str, row: &Row) {
-    for ((pubs, payload), (rate, cpu)) in FLOODS.iter().zip(&row.flood) {
-        let _ = writeln!(
-            csv,
-            "{rep},\"{}\",flood_{pubs}x{payload}B_msgs_per_s,{rate:.0}",
-            name
-        );
-        if let Some(c) = cpu {
-            let _ = writeln!(
-                csv,
-                "{rep},\"{}\",flood_{pubs}x{payload}B_cpu_us_per_msg,{c:.3}",
-                name
-            );
-        }
-    }
-    if let Some(c) = row.fixed_cpu {
-        let _ = writeln!(csv, "{rep},\"{}\",fixed_20k_cpu_us_per_msg,{c:.3}", name);
-    }
-    if let Some(c) = row.fixed_cpu_fleet {
-        let _ = writeln!(
-            csv,
-            "{rep},\"{}\",fixed_20k_20pubs_cpu_us_per_msg,{c:.3}",
-            name
-        );
-    }
-    if let Some(c) = row.fixed_kernel {
-        let _ = writeln!(csv, "{rep},\"{}\",fixed_20k_kernel_us_per_msg,{c:.3}", name);
-    }
-    if let Some(c) = row.fixed_kernel_fleet {
-        let _ = writeln!(
-            csv,
-            "{rep},\"{}\",fixed_20k_20pubs_kernel_us_per_msg,{c:.3}",
-            name
-        );
-    }
-    for (phase, calls) in [
-        ("fixed_20k", row.fixed_calls),
-        ("fixed_20k_20pubs", row.fixed_calls_fleet),
-    ] {
-        let Some(c) = calls else { continue };
-        let _ = writeln!(
-            csv,
-            "{rep},\"{name}\",{phase}_wakeups_per_msg,{:.3}",
-            c.wakeups
-        );
-        if let (Some(all), Some(epoll)) = (c.syscalls, c.epoll) {
-            let _ = writeln!(csv, "{rep},\"{name}\",{phase}_syscalls_per_msg,{all:.3}");
-            let _ = writeln!(
-                csv,
-                "{rep},\"{name}\",{phase}_epoll_waits_per_msg,{epoll:.3}"
-            );
-        }
-    }
-    let _ = writeln!(csv, "{rep},\"{}\",qos1_p50_us,{:.0}", name, row.latency.0);
-    let _ = writeln!(csv, "{rep},\"{}\",qos1_p99_us,{:.0}", name, row.latency.1);
-    if let Some(h) = row.handshakes {
-        let _ = writeln!(csv, "{rep},\"{}\",handshakes_per_s,{h:.0}", name);
-    }
-    if let Some(h) = row.resumed {
-        let _ = writeln!(csv, "{rep},\"{}\",resumed_handshakes_per_s,{h:.0}", name);
-    }
-}
-
-/// Appends the CSV lines of one fleet run.
-pub(crate) fn csv_fleet(csv: &mut String, rep: usize, name: &str, f: &Fleet) {
-    let (user, kernel) = f.cpu_us();
-    let calls = f.calls();
-    let mut line = |metric: &str, value: String| {
-        let _ = writeln!(csv, "{rep},\"{name}\",fleet_{metric},{value}");
-    };
-    line("messages", f.messages.to_string());
-    line("user_us_per_msg", format!("{user:.3}"));
-    line("kernel_us_per_msg", format!("{kernel:.3}"));
-    line("wakeups_per_msg", format!("{:.3}", calls.wakeups));
-    if let (Some(all), Some(epoll)) = (calls.syscalls, calls.epoll) {
-        line("syscalls_per_msg", format!("{all:.3}"));
-        line("epoll_waits_per_msg", format!("{epoll:.3}"));
-    }
-    line("rss_kib", format!("{:.0}", f.rss_kib));
-    for (label, p) in [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)] {
-        line(
-            &format!("qos1_{label}_us"),
-            format!("{:.0}", percentile(&f.samples, p)),
-        );
-    }
-}
-
-/// Appends the QoS 1 percentiles of every target pooled over all repetitions (`rep` = `all`).
-pub(crate) fn csv_pooled(csv: &mut String, names: &[&str], runs: &[Vec<Row>]) {
-    for (i, name) in names.iter().enumerate() {
-        let all = pooled(runs, i);
-        if all.is_empty() {
-            continue;
-        }
-        for (label, p) in [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)] {
-            let _ = writeln!(
-                csv,
-                "all,\"{name}\",qos1_pooled_{label}_us,{:.0}",
-                percentile(&all, p)
-            );
-        }
-    }
-}
-
 /// The QoS 1 latency samples of target `i` from every repetition, sorted.
-fn pooled(runs: &[Vec<Row>], i: usize) -> Vec<u64> {
+pub(crate) fn pooled(runs: &[Vec<Row>], i: usize) -> Vec<u64> {
     let mut all: Vec<u64> = runs
         .iter()
         .filter_map(|rows| rows.get(i))
