@@ -14,8 +14,8 @@ impl Session<'_> {
         identity: &SessionIdentity,
         reason: &CloseReason,
         (said_goodbye, connack_relayed): (bool, bool),
-        client_out: Mutex<Out<C>>,
-        broker_out: Mutex<Out<B>>,
+        mut client: Out<C>,
+        mut broker: Out<B>,
     ) where
         C: tokio::io::AsyncWrite + Unpin,
         B: tokio::io::AsyncWrite + Unpin,
@@ -76,7 +76,6 @@ impl Session<'_> {
         }
         // The slot before the goodbye: a client that reads it may reconnect at once.
         crate::limits::release_slot();
-        let mut client = client_out.into_inner();
         if !client.is_dirty() {
             let ours = reason
                 .disconnect_reason()
@@ -98,7 +97,6 @@ impl Session<'_> {
             }
             let _ = timeout(GOODBYE_TIMEOUT, client.io_mut().shutdown()).await;
         }
-        let mut broker = broker_out.into_inner();
         // A session whose credential ran out, or whose re-authentication failed, did not crash:
         // its Will is not published either (its access ended; a Will published afterwards would
         // be a message sent with a credential that is no longer valid).
@@ -142,7 +140,7 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
 pub(super) async fn watch_session(
     gw: &Gateway,
     identity: &SessionIdentity,
-    mut rx: tokio::sync::watch::Receiver<u64>,
+    rx: &mut tokio::sync::watch::Receiver<u64>,
     kick: &tokio::sync::Notify,
 ) -> CloseReason {
     // Subscribed before the first look: an OCSP answer that turns to revoked at any later moment

@@ -18,6 +18,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -29,7 +30,6 @@ use mqtt_inspect::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use self::connect::{
@@ -41,7 +41,7 @@ use self::handshake::handshake;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspect, Inspected, Under, Verdict};
 pub(crate) use self::refuse::Why;
 use self::refuse::connect_level;
-use self::relay::{Out, PumpSettings, pump, send};
+use self::relay::{FlowSettings, Judge, Out, Relay, send};
 use self::state::SessionShared;
 use crate::audit::AuditEvent;
 use crate::close::CloseReason;
@@ -52,7 +52,7 @@ use crate::metrics::{
 use crate::policy::ClientPolicy;
 use crate::shared::{Gateway, Snapshot};
 use crate::tls::failure::{HandshakeFailure, classify};
-use crate::transport::io::{ClientStream, Prefixed};
+use crate::transport::io::ClientStream;
 
 /// Time allowed for one write to a peer. A peer that takes longer is cut off: at the default
 /// `max_packet_size` of 256 KiB that is a floor of about 9 KiB/s.
@@ -200,8 +200,8 @@ impl LineBudget {
 }
 
 impl<'s> Session<'s> {
-    /// Relays until one side ends the session, then closes both. Not an `async fn`, like
-    /// [`relay::pump`]: the arguments are used in place, where an `async fn` keeps a second copy of
+    /// Relays until one side ends the session, then closes both. Not an `async fn`: the relay is
+    /// built here and the arguments are used in place, where an `async fn` keeps a second copy of
     /// them (of `self` above all) in the session's future for the connection's whole life.
     #[allow(clippy::manual_async_fn)] // deliberate: see above
     fn relay(
@@ -210,15 +210,37 @@ impl<'s> Session<'s> {
         broker: crate::transport::broker_stream::BrokerStream,
         rest: BytesMut,
         (identity, policy): (Arc<SessionIdentity>, ClientPolicy),
-        (connect, generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
+        (connect, mut generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
     ) -> impl Future<Output = ()> + 's {
+        let ctx: &'s ListenerCtx = self.ctx;
+        let gw: &'s Gateway = &ctx.gateway;
+        let idle_limit =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let up = FlowSettings {
+            direction: Direction::ClientToServer,
+            max_packet_size: self.max_packet,
+            idle_limit,
+            write_limit: WRITE_TIMEOUT,
+            counters: &gw.c2b,
+            broker_seen: None,
+        };
+        let down = FlowSettings {
+            direction: Direction::ServerToClient,
+            idle_limit: None,
+            counters: &gw.b2c,
+            broker_seen: Some(&gw.broker_seen),
+            ..up
+        };
+        let throttle =
+            crate::limits::ClientThrottle::new(&self.snap.config.limits, std::time::Instant::now());
+        let mut relay = Relay::new((client, broker), rest, (up, down), throttle);
+        let policy = Arc::new(policy);
         async move {
-            let gw = &*self.ctx.gateway;
-            let (mut client_rd, client_wr) = crate::transport::io::split(client);
-            let (mut broker_rd, broker_wr) = broker.into_split();
-            let client_out = Mutex::new(Out::new(client_wr));
-            let broker_out = Mutex::new(Out::new(broker_wr));
-            if send(&broker_out, &connect, WRITE_TIMEOUT).await.is_err() {
+            // Boxed, like the goodbye below: only the relay's state stays for the session's life.
+            if Box::pin(send(relay.broker_mut(), &connect, WRITE_TIMEOUT))
+                .await
+                .is_err()
+            {
                 counter!(m::UPSTREAM_ERRORS_TOTAL, "reason" => UpstreamFailure::Closed.as_str())
                     .increment(1);
                 return;
@@ -236,7 +258,6 @@ impl<'s> Session<'s> {
             drop(connect);
             self.session_line(identity, live, None);
             let shared = SessionShared::default();
-            let policy = Arc::new(policy);
             let on_deny = self.snap.config.policy.on_publish_deny;
             // A client that connected with a token as Authentication Data: its method, for the
             // CONNACK and its re-authentications.
@@ -259,35 +280,14 @@ impl<'s> Session<'s> {
                 self.server_keep_alive,
                 auth_method,
             );
-            let mut throttle = crate::limits::ClientThrottle::new(
-                &self.snap.config.limits,
-                std::time::Instant::now(),
-            );
-            let ack_credit = std::sync::atomic::AtomicU32::new(0);
             let mut c_pol = (self.snap.generation, Arc::clone(&policy));
-            let mut b_pol = (self.snap.generation, policy);
-            let idle_limit = (self.keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+            let mut b_pol = (self.snap.generation, Arc::clone(&policy));
+            drop(policy);
             // A DISCONNECT relayed in either direction ends the conversation: the client sent its
             // own, or has the broker's; the gateway then closes without adding one ([MQTT-3.14.4-1]).
             let said_goodbye = AtomicBool::new(false);
-
-            let mut client_reader = Prefixed::new(rest, &mut client_rd);
-            let c2b = pump(
-                PumpSettings {
-                    direction: Direction::ClientToServer,
-                    max_packet_size: self.max_packet,
-                    idle_limit,
-                    write_limit: WRITE_TIMEOUT,
-                    counters: &gw.c2b,
-                    throttle: Some(&mut throttle),
-                    ack_credit: &ack_credit,
-                    broker_seen: None,
-                },
-                &mut client_reader,
-                &broker_out,
-                &client_out,
-                |frame, denials| {
+            let mut up_judge = Judged(
+                |frame: &[u8], denials: &mut Vec<Denial>| {
                     live.from_client(frame.len());
                     refresh(gw, identity, &mut c_pol);
                     let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
@@ -296,23 +296,10 @@ impl<'s> Session<'s> {
                     }
                     note_goodbye(inspected, &said_goodbye)
                 },
-                |denials| self.record_denials(identity, denials),
+                |denials: &mut Vec<Denial>| self.record_denials(identity, denials),
             );
-            let b2c = pump(
-                PumpSettings {
-                    direction: Direction::ServerToClient,
-                    max_packet_size: self.max_packet,
-                    idle_limit: None,
-                    write_limit: WRITE_TIMEOUT,
-                    counters: &gw.b2c,
-                    throttle: None,
-                    ack_credit: &ack_credit,
-                    broker_seen: Some(&gw.broker_seen),
-                },
-                &mut broker_rd,
-                &client_out,
-                &broker_out,
-                |frame, denials| {
+            let mut down_judge = Judged(
+                |frame: &[u8], denials: &mut Vec<Denial>| {
                     live.from_broker(frame.len());
                     refresh(gw, identity, &mut b_pol);
                     note_goodbye(
@@ -320,23 +307,33 @@ impl<'s> Session<'s> {
                         &said_goodbye,
                     )
                 },
-                |denials| self.record_denials(identity, denials),
+                |denials: &mut Vec<Denial>| self.record_denials(identity, denials),
             );
-            let reason = tokio::select! {
-                r = c2b => r,
-                r = b2c => r,
-                r = watch_session(gw, identity, generations, &live.kick) => r,
-                () = gw.shutdown.cancelled() => CloseReason::Shutdown,
-            };
+            let mut watch =
+                std::pin::pin!(watch_session(gw, identity, &mut generations, &live.kick));
+            let mut shutdown = std::pin::pin!(gw.shutdown.cancelled());
+            let reason = std::future::poll_fn(|cx| {
+                if let Poll::Ready(reason) = watch.as_mut().poll(cx) {
+                    return Poll::Ready(reason);
+                }
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(CloseReason::Shutdown);
+                }
+                relay.poll_relay(cx, &mut up_judge, &mut down_judge)
+            })
+            .await;
             let said_goodbye = said_goodbye.load(Ordering::Relaxed);
             let connack_relayed = shared.connack_relayed();
-            self.finish(
+            let (client_out, broker_out) = relay.into_streams();
+            // Boxed: the goodbye's future would otherwise keep its room in the session's future
+            // for the connection's whole life.
+            Box::pin(self.finish(
                 identity,
                 &reason,
                 (said_goodbye, connack_relayed),
                 client_out,
                 broker_out,
-            )
+            ))
             .await;
             self.session_line(identity, live, Some(&reason));
         }
@@ -561,6 +558,23 @@ fn under<'a>(
 }
 
 /// Notes a DISCONNECT forwarded as it came (see `said_goodbye` in [`Session::relay`]).
+/// A direction's [`Judge`]: its inspection, and what it does with the refusals.
+struct Judged<I, D>(I, D);
+
+impl<I, D> Judge for Judged<I, D>
+where
+    I: FnMut(&[u8], &mut Vec<Denial>) -> Inspected,
+    D: FnMut(&mut Vec<Denial>),
+{
+    fn judge(&mut self, frame: &[u8], denials: &mut Vec<Denial>) -> Inspected {
+        (self.0)(frame, denials)
+    }
+
+    fn denied(&mut self, denials: &mut Vec<Denial>) {
+        (self.1)(denials);
+    }
+}
+
 fn note_goodbye(inspected: Inspected, said_goodbye: &AtomicBool) -> Inspected {
     if inspected.packet_type == Some(PacketType::Disconnect)
         && inspected.verdict == Verdict::Forward

@@ -1,31 +1,48 @@
-//! The frame pump of one direction: read, frame (within `max_packet_size`), inspect, and forward
-//! the original bytes, a rewrite, or a reply to the sender.
+//! The relay of one session: both directions driven by one hand-written state machine
+//! ([`Relay`]), polled by the session's task.
 //!
-//! Forwarded frames are written straight from the read buffer, in runs: all the consecutive frames
-//! of one read that are forwarded unchanged go out in one write (so one TLS record and one syscall
-//! carry many small PUBLISH). A frame that is not forwarded unchanged ends the run. Nothing is
-//! written before the frame has been decoded and judged; an oversized frame is refused from its
-//! fixed header, before its body is buffered.
+//! Each direction (a [`Flow`]) reads, frames (within `max_packet_size`), inspects, and forwards
+//! the original bytes, a rewrite, or a reply to the sender:
+//! - Forwarded frames are written straight from the read buffer, in runs: all the consecutive
+//!   frames of one read that are forwarded unchanged go out in one write (so one TLS record and
+//!   one syscall carry many small PUBLISH). A frame that is not forwarded unchanged ends the run.
+//! - Nothing is written before the frame has been decoded and judged; an oversized frame is
+//!   refused from its fixed header, before its body is buffered.
+//! - A flow reads again only once everything judged from its last read is written: a peer that
+//!   does not take our bytes stops the flow that writes to it (TCP pushes back), never a queue.
+//! - Each side's stream takes the writes of both flows (the one forwarding to it, the one
+//!   replying through it), one whole write and flush at a time: a flow that finds the side in the
+//!   middle of the other's write waits for it to finish.
 //!
-//! Each side's writer is shared by the two pumps behind a per-connection async mutex (the pump
-//! that forwards to it and the pump that replies through it); a pump never holds two writers.
-//! The read buffer starts empty. A read is attempted into it only when data is ready; when none
-//! is and the buffer is empty, the connection is idle: the buffer is released and the pump waits
-//! for the reader to be ready ([`ReadReady`]), then reserves the buffer and takes what arrived
-//! in one read. So an idle connection holds no read buffer, a busy one keeps its buffer from read
-//! to read (no allocation per message at a steady rate), and a wake-up costs one read, not a
-//! small read followed by the rest. Packet counters are added up per read, not per packet.
+//! Why a state machine, not two `async` pumps under a `select!`: an `async` block keeps room for
+//! its largest await in every state, so the two pumps, each with a write under a timeout and the
+//! lock of a shared writer, were 1.7 KiB of every idle connection's memory (BENCHMARKS.md, idle
+//! memory). Here an idle session holds two small [`Flow`]s and one timer; the streams are polled
+//! directly, unsplit, with no lock.
+//!
+//! Memory: the read buffer starts empty. A read is attempted into it only when data is ready;
+//! when none is and the buffer is empty, the connection is idle: the buffer is released and the
+//! flow waits for the stream to be ready ([`ReadReady`]), then reserves the buffer and takes what
+//! arrived in one read. So an idle connection holds no read buffer, a busy one keeps its buffer
+//! from read to read (no allocation per message at a steady rate), and a wake-up costs one read,
+//! not a small read followed by the rest. Packet counters are added up per read, not per packet.
+//!
+//! Time: one timer per session, armed at the earliest of the client's keep-alive deadline (while
+//! its flow waits to read), the deadline of a write that the peer does not take, and the end of a
+//! rate-limit pause. The keep-alive deadline moves with every packet, the timer does not: it stays
+//! armed at an earlier deadline and, when it fires, is pushed to the current one. Arming a fresh
+//! timer for each read took the runtime's timer lock twice per packet, a lock shared by every
+//! session.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use futures_util::FutureExt;
 use mqtt_inspect::{DecodeError, Direction, Peek, peek_frame};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Mutex;
-use tokio::time::{Instant, timeout};
+use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 
 use super::inspect::{Denial, Inspected, Verdict};
 use crate::close::CloseReason;
@@ -39,61 +56,41 @@ const MIN_READ_CHUNK: usize = 4096;
 /// Grow reads up to this size while a peer keeps the buffer full.
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
-/// One side's writer, shared by both pumps.
+/// At most this many acknowledgements are owed at once (a QoS 2 delivery owes two, PUBREC and
+/// PUBCOMP, and MQTT 5's Receive Maximum bounds the messages in flight to 65,535).
+pub const MAX_ACK_CREDIT: u32 = 2 * 65_535;
+
+/// One side's stream: the client's or the broker's.
 #[derive(Debug)]
 pub struct Out<W> {
     io: W,
-    /// True while a write is under way: if the pump is cancelled then, the stream holds a
-    /// partial frame and nothing more may be written to it.
-    dirty: bool,
+    /// The flow whose write is under way on this stream, if one is: the other flow waits for it,
+    /// and if the relay ends then, the stream holds a partial packet and nothing more may be
+    /// written to it.
+    writer: Option<Direction>,
 }
 
-impl<W: AsyncWrite + Unpin> Out<W> {
-    /// Wraps a writer.
+impl<W> Out<W> {
+    /// Wraps a stream.
     pub const fn new(io: W) -> Self {
-        Self { io, dirty: false }
+        Self { io, writer: None }
     }
 
     /// Whether a write was cut off half-way.
     pub const fn is_dirty(&self) -> bool {
-        self.dirty
+        self.writer.is_some()
     }
 
-    /// The writer itself.
+    /// The stream itself.
     pub fn io_mut(&mut self) -> &mut W {
         &mut self.io
     }
 }
 
-/// Writes `bytes` and flushes, within `limit`.
-///
-/// # Errors
-/// The write failed or did not finish in time.
-pub async fn send<W: AsyncWrite + Unpin>(
-    out: &Mutex<Out<W>>,
-    bytes: &[u8],
-    limit: Duration,
-) -> io::Result<()> {
-    let mut g = out.lock().await;
-    g.dirty = true;
-    let r = timeout(limit, async {
-        g.io.write_all(bytes).await?;
-        g.io.flush().await
-    })
-    .await;
-    match r {
-        Ok(Ok(())) => {
-            g.dirty = false;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-    }
-}
-
-/// What a pump needs besides its streams.
-pub struct PumpSettings<'a> {
-    /// Which direction this pump carries.
+/// What a flow needs besides its streams.
+#[derive(Clone, Copy)]
+pub struct FlowSettings<'a> {
+    /// Which direction this flow carries.
     pub direction: Direction,
     /// Largest frame accepted.
     pub max_packet_size: u32,
@@ -103,20 +100,606 @@ pub struct PumpSettings<'a> {
     pub write_limit: Duration,
     /// Per-packet counters of this direction.
     pub counters: &'a PacketCounters,
-    /// The per-client message and byte limits (client to broker only).
-    pub throttle: Option<&'a mut crate::limits::ClientThrottle>,
-    /// Acknowledgements the client owes for QoS 1/2 messages delivered to it (broker to client:
-    /// added; client to broker: such an acknowledgement is not charged to the client's message
-    /// rate, every other packet is). Shared by the two pumps of a session.
-    pub ack_credit: &'a AtomicU32,
     /// Where packets read prove the broker alive (broker to client only): `/readyz` counts them
     /// and the prober stays away from a broker its sessions hear from.
     pub broker_seen: Option<&'a crate::shared::BrokerSeen>,
 }
 
-/// At most this many acknowledgements are owed at once (a QoS 2 delivery owes two, PUBREC and
-/// PUBCOMP, and MQTT 5's Receive Maximum bounds the messages in flight to 65,535).
-pub const MAX_ACK_CREDIT: u32 = 2 * 65_535;
+/// Where a flow's owned bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum To {
+    /// On, to the other side (a rewritten packet).
+    Forward,
+    /// Back to the sender (a reply).
+    Back,
+}
+
+/// One direction of the relay.
+#[derive(Debug, Default)]
+struct Flow {
+    buf: BytesMut,
+    /// Adapts the size of reads to the rate.
+    chunk: u32,
+    /// `buf[run..run_end]`: frames forwarded unchanged, not written yet.
+    run: usize,
+    run_end: usize,
+    /// `buf[..judged]` is judged.
+    judged: usize,
+    /// Bytes of the current write (the run, then `owned`) taken by the stream so far.
+    written: usize,
+    /// A write that did not finish at once: the time by which it must.
+    write_deadline: Option<Instant>,
+    /// A rewrite or a reply, written after the run.
+    owned: Option<(To, Vec<u8>)>,
+    /// The session ends once the writes before it are done. With `true`, a failed write does not
+    /// change the reason (a malformed frame ends the session whatever happens to the run before).
+    end: Option<(CloseReason, bool)>,
+    /// What the last read brought is not all judged yet.
+    judging: bool,
+    /// Everything of the last read is judged and written: left to do, the rate account and the
+    /// bookkeeping.
+    settling: bool,
+    /// Packets of the last read charged to the client's message rate.
+    charged: u32,
+    /// Bytes of the last read to charge to the client's rate (0 after a pause).
+    charged_bytes: usize,
+    /// The last read held at least one packet.
+    saw_packet: bool,
+    /// Waiting for more bytes (what the keep-alive deadline applies to).
+    reading: bool,
+    /// The client's keep-alive deadline (client to broker only).
+    idle_deadline: Option<Instant>,
+    /// Reading stops until then: the client is over its rate.
+    paused_until: Option<Instant>,
+}
+
+/// Where a flow's step stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// It did something; step again.
+    Progress,
+    /// It waits for its stream, the other flow, or the timer.
+    Wait,
+    /// The session must end.
+    End(CloseReason),
+}
+
+/// The two directions of one session, their streams and their timer.
+pub struct Relay<'a, C, B> {
+    client: Out<C>,
+    broker: Out<B>,
+    up: Flow,
+    down: Flow,
+    up_settings: FlowSettings<'a>,
+    down_settings: FlowSettings<'a>,
+    throttle: crate::limits::ClientThrottle,
+    /// Acknowledgements the client owes for QoS 1/2 messages delivered to it: such an
+    /// acknowledgement is not charged to the client's message rate, every other packet is.
+    ack_credit: u32,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Judges one complete frame (and collects its policy refusals).
+pub trait Judge {
+    /// The verdict on `frame`; refusals are pushed onto `denials`.
+    fn judge(&mut self, frame: &[u8], denials: &mut Vec<Denial>) -> Inspected;
+    /// Called with the refusals of each frame that had some (metrics and the audit log).
+    fn denied(&mut self, denials: &mut Vec<Denial>);
+}
+
+impl<'a, C, B> Relay<'a, C, B>
+where
+    C: ReadReady + AsyncWrite,
+    B: ReadReady + AsyncWrite,
+{
+    /// A relay between `client` and `broker`. `rest`: the bytes the client sent after its
+    /// CONNECT, judged before anything else is read.
+    pub fn new(
+        (client, broker): (C, B),
+        rest: BytesMut,
+        (up_settings, down_settings): (FlowSettings<'a>, FlowSettings<'a>),
+        throttle: crate::limits::ClientThrottle,
+    ) -> Self {
+        // Copied: `rest` shares the connect phase's read buffer, which would otherwise stay
+        // allocated for the session's life.
+        let up = Flow {
+            judging: !rest.is_empty(),
+            buf: if rest.is_empty() {
+                BytesMut::new()
+            } else {
+                BytesMut::from(&rest[..])
+            },
+            idle_deadline: up_settings.idle_limit.map(|d| Instant::now() + d),
+            ..Flow::default()
+        };
+        Self {
+            client: Out::new(client),
+            broker: Out::new(broker),
+            up,
+            down: Flow::default(),
+            up_settings,
+            down_settings,
+            throttle,
+            ack_credit: 0,
+            timer: None,
+        }
+    }
+
+    /// The two streams, to say goodbye on (the client's first).
+    pub fn into_streams(self) -> (Out<C>, Out<B>) {
+        (self.client, self.broker)
+    }
+
+    /// The broker's stream, before the relay starts (to send it the CONNECT).
+    pub fn broker_mut(&mut self) -> &mut B {
+        &mut self.broker.io
+    }
+
+    /// Relays until the session must end, and says why.
+    pub fn poll_relay(
+        &mut self,
+        cx: &mut Context<'_>,
+        up_judge: &mut impl Judge,
+        down_judge: &mut impl Judge,
+    ) -> Poll<CloseReason> {
+        // A write the peer does not take ends the session even while the other direction keeps
+        // the task busy (the timer is polled only when both wait).
+        if self.up.write_deadline.is_some() || self.down.write_deadline.is_some() {
+            let now = Instant::now();
+            for (flow, settings) in [
+                (&self.up, &self.up_settings),
+                (&self.down, &self.down_settings),
+            ] {
+                if flow.write_deadline.is_some_and(|d| now >= d) {
+                    return Poll::Ready(write_timeout(flow, settings.direction));
+                }
+            }
+        }
+        loop {
+            let up = step(
+                &mut self.up,
+                (&mut self.client, &mut self.broker),
+                &self.up_settings,
+                (Some(&mut self.throttle), &mut self.ack_credit),
+                up_judge,
+                cx,
+            );
+            if let Step::End(reason) = up {
+                return Poll::Ready(reason);
+            }
+            let down = step(
+                &mut self.down,
+                (&mut self.broker, &mut self.client),
+                &self.down_settings,
+                (None, &mut self.ack_credit),
+                down_judge,
+                cx,
+            );
+            if let Step::End(reason) = down {
+                return Poll::Ready(reason);
+            }
+            if up == Step::Progress || down == Step::Progress {
+                continue;
+            }
+            match self.poll_timer(cx) {
+                Poll::Ready(Some(reason)) => return Poll::Ready(reason),
+                Poll::Ready(None) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The earliest deadline the session waits for, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.up.idle_deadline.filter(|_| self.up.reading),
+            self.up.write_deadline,
+            self.down.write_deadline,
+            self.up.paused_until,
+            self.down.paused_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Waits for the earliest deadline. `Ready(Some)`: the session must end; `Ready(None)`: a
+    /// pause ended, step again.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
+        let Some(next) = self.next_deadline() else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+        if timer.deadline() > next {
+            timer.as_mut().reset(next);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now < next {
+                // Armed at a deadline that has moved since: on to the current one.
+                timer.as_mut().reset(next);
+                continue;
+            }
+            break;
+        }
+        let now = Instant::now();
+        if self.up.reading && self.up.idle_deadline.is_some_and(|d| now >= d) {
+            return Poll::Ready(Some(CloseReason::KeepAliveTimeout));
+        }
+        for (flow, settings) in [
+            (&self.up, &self.up_settings),
+            (&self.down, &self.down_settings),
+        ] {
+            if flow.write_deadline.is_some_and(|d| now >= d) {
+                return Poll::Ready(Some(write_timeout(flow, settings.direction)));
+            }
+        }
+        for flow in [&mut self.up, &mut self.down] {
+            if flow.paused_until.is_some_and(|d| now >= d) {
+                flow.paused_until = None;
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// The reason for `flow`'s write that did not finish in time.
+fn write_timeout(flow: &Flow, direction: Direction) -> CloseReason {
+    // A run goes on; owned bytes go on or back. `WriteTimeout` names the direction of the bytes.
+    let back = flow.run == flow.run_end && matches!(flow.owned, Some((To::Back, _)));
+    CloseReason::WriteTimeout(if back { flip(direction) } else { direction })
+}
+
+const fn flip(d: Direction) -> Direction {
+    match d {
+        Direction::ClientToServer => Direction::ServerToClient,
+        Direction::ServerToClient => Direction::ClientToServer,
+    }
+}
+
+/// The side whose stream failed, as [`CloseReason::Io`] names it: the client's
+/// (`ClientToServer`) or the broker's (`ServerToClient`).
+const fn io_side(direction: Direction, to: To) -> Direction {
+    match to {
+        To::Forward => flip(direction),
+        To::Back => direction,
+    }
+}
+
+/// One step of `flow`: finish its writes, judge, settle, or read.
+fn step<S, T>(
+    flow: &mut Flow,
+    (own, other): (&mut Out<S>, &mut Out<T>),
+    settings: &FlowSettings<'_>,
+    (throttle, ack_credit): (Option<&mut crate::limits::ClientThrottle>, &mut u32),
+    judge: &mut impl Judge,
+    cx: &mut Context<'_>,
+) -> Step
+where
+    S: ReadReady + AsyncWrite,
+    T: ReadReady + AsyncWrite,
+{
+    let dir = settings.direction;
+    flow.reading = false;
+    // The run of unchanged frames, on to the other side.
+    if flow.run < flow.run_end {
+        let run = flow.buf.get(flow.run..flow.run_end).unwrap_or_default();
+        let progress = (&mut flow.written, &mut flow.write_deadline);
+        match poll_write_all(other, dir, run, progress, settings.write_limit, cx) {
+            Poll::Ready(Ok(())) => {
+                flow.run = flow.judged;
+                flow.run_end = flow.judged;
+                return Step::Progress;
+            }
+            Poll::Ready(Err(_)) => return failed(flow, io_side(dir, To::Forward)),
+            Poll::Pending => return Step::Wait,
+        }
+    }
+    if let Some((to, bytes)) = flow.owned.take() {
+        let progress = (&mut flow.written, &mut flow.write_deadline);
+        let written = match to {
+            To::Forward => poll_write_all(other, dir, &bytes, progress, settings.write_limit, cx),
+            To::Back => poll_write_all(own, dir, &bytes, progress, settings.write_limit, cx),
+        };
+        return match written {
+            Poll::Ready(Ok(())) => Step::Progress,
+            Poll::Ready(Err(_)) => failed(flow, io_side(dir, to)),
+            Poll::Pending => {
+                flow.owned = Some((to, bytes));
+                Step::Wait
+            }
+        };
+    }
+    if let Some((reason, _)) = flow.end.take() {
+        return Step::End(reason);
+    }
+    if flow.judging {
+        judge_frames(flow, settings, ack_credit, judge);
+        return Step::Progress;
+    }
+    if flow.settling {
+        return settle(flow, settings, throttle);
+    }
+    read(flow, own, settings, cx)
+}
+
+/// A write of `flow` failed on `side`: the session ends for that, or for the reason it was
+/// already ending with.
+fn failed(flow: &mut Flow, side: Direction) -> Step {
+    match flow.end.take() {
+        Some((reason, true)) => Step::End(reason),
+        _ => Step::End(CloseReason::Io(side)),
+    }
+}
+
+/// Writes and flushes `bytes` (of which `written` are written already) on `out`, unless the
+/// other flow's write is under way there. A write that has to wait gets a `deadline`.
+fn poll_write_all<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    me: Direction,
+    bytes: &[u8],
+    (written, deadline): (&mut usize, &mut Option<Instant>),
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    match out.writer {
+        // The other flow's write finishes first; its progress is seen in the same relay loop.
+        Some(w) if w != me => return Poll::Pending,
+        _ => out.writer = Some(me),
+    }
+    let r = loop {
+        let Some(rest) = bytes.get(*written..).filter(|r| !r.is_empty()) else {
+            break Pin::new(&mut out.io).poll_flush(cx);
+        };
+        match Pin::new(&mut out.io).poll_write(cx, rest) {
+            Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => *written += n,
+            other => break other.map_ok(|_| ()),
+        }
+    };
+    match r {
+        Poll::Ready(Ok(())) => {
+            out.writer = None;
+            *written = 0;
+            *deadline = None;
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => {
+            if deadline.is_none() {
+                *deadline = Some(Instant::now() + limit);
+            }
+            Poll::Pending
+        }
+    }
+}
+
+/// Judges the frames of the last read, from `flow.judged` on, until one is not forwarded
+/// unchanged (its writes are then due before the rest is judged) or none is complete.
+fn judge_frames(
+    flow: &mut Flow,
+    settings: &FlowSettings<'_>,
+    ack_credit: &mut u32,
+    judge: &mut impl Judge,
+) {
+    let dir = settings.direction;
+    let mut batch = PacketBatch::default();
+    let mut denials = Vec::new();
+    loop {
+        let pos = flow.judged;
+        let rest = flow.buf.get(pos..).unwrap_or_default();
+        let header = match peek_frame(rest, settings.max_packet_size) {
+            Ok(Peek::Complete(h)) => h,
+            Ok(Peek::Incomplete { .. }) => {
+                flow.run_end = pos;
+                flow.judging = false;
+                flow.settling = true;
+                break;
+            }
+            Err(error) => {
+                settings.counters.malformed();
+                // Forward what was judged before the bad frame, then close.
+                flow.run_end = pos;
+                flow.judging = false;
+                flow.end = Some((
+                    CloseReason::Malformed {
+                        direction: dir,
+                        error,
+                    },
+                    true,
+                ));
+                break;
+            }
+        };
+        let end = pos + header.frame_len();
+        let frame = flow.buf.get(pos..end).unwrap_or_default();
+        let inspected = judge.judge(frame, &mut denials);
+        if !denials.is_empty() {
+            judge.denied(&mut denials);
+            denials.clear();
+        }
+        match inspected.packet_type {
+            Some(t) => {
+                use mqtt_inspect::PacketType as T;
+                match dir {
+                    // A delivered QoS 1/2 message: its acknowledgements are owed.
+                    Direction::ServerToClient
+                        if t == T::Publish
+                            && matches!(
+                                inspected.verdict,
+                                Verdict::Forward | Verdict::Replace(_)
+                            ) =>
+                    {
+                        *ack_credit = ack_credit
+                            .saturating_add(owed_for(frame))
+                            .min(MAX_ACK_CREDIT);
+                    }
+                    Direction::ClientToServer
+                        if matches!(t, T::Puback | T::Pubrec | T::Pubcomp) && *ack_credit > 0 =>
+                    {
+                        *ack_credit -= 1;
+                    }
+                    Direction::ClientToServer => flow.charged = flow.charged.saturating_add(1),
+                    Direction::ServerToClient => {}
+                }
+                batch.add(t, frame.len());
+            }
+            None => settings.counters.malformed(),
+        }
+        flow.saw_packet = true;
+        flow.judged = end;
+        match inspected.verdict {
+            Verdict::Forward => continue,
+            Verdict::Replace(bytes) => flow.owned = Some((To::Forward, bytes)),
+            Verdict::Reply(bytes) => flow.owned = Some((To::Back, bytes)),
+            Verdict::Close(reason) => flow.end = Some((reason, false)),
+            // The session turns these into a reply or a close before they get here; one that
+            // did not is refused (fail closed).
+            Verdict::Reauthenticate(_) => {
+                flow.end = Some((CloseReason::ReauthenticationFailed, false));
+            }
+            Verdict::Drop => {}
+        }
+        // The run ends before this frame; it is written (and the next one starts after this
+        // frame), then what the verdict asks.
+        if flow.run == pos {
+            (flow.run, flow.run_end) = (end, end);
+        } else {
+            flow.run_end = pos;
+        }
+        break;
+    }
+    settings.counters.add(&batch);
+}
+
+/// After a read is judged and written: the client's rate, the keep-alive deadline, the buffer.
+fn settle(
+    flow: &mut Flow,
+    settings: &FlowSettings<'_>,
+    throttle: Option<&mut crate::limits::ClientThrottle>,
+) -> Step {
+    if flow.judged > 0 {
+        flow.buf.advance(flow.judged);
+        flow.charged_bytes = flow.judged;
+        (flow.run, flow.run_end, flow.judged) = (0, 0, 0);
+    }
+    // Over the client's rate: stop reading (TCP pushes back) until it conforms, or close if it
+    // stays over for too long.
+    if let Some(t) = throttle {
+        if flow.paused_until.is_some() {
+            return Step::Wait;
+        }
+        let (m, b) = (flow.charged, flow.charged_bytes);
+        (flow.charged, flow.charged_bytes) = (0, 0);
+        match t.account(m, b, std::time::Instant::now()) {
+            crate::limits::Throttle::Go => {}
+            crate::limits::Throttle::Wait(d, limit, first) => {
+                if first {
+                    metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
+                }
+                flow.paused_until = Some(Instant::now() + d);
+                return Step::Wait;
+            }
+            crate::limits::Throttle::Close(limit) => {
+                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
+                return Step::End(CloseReason::RateLimited(limit));
+            }
+        }
+    }
+    flow.settling = false;
+    if flow.saw_packet {
+        flow.saw_packet = false;
+        if let Some(seen) = settings.broker_seen {
+            seen.record();
+        }
+        if let Some(limit) = settings.idle_limit {
+            flow.idle_deadline = Some(Instant::now() + limit);
+        }
+    }
+    if flow.buf.is_empty() && flow.buf.capacity() > KEEP_BUFFER {
+        // After a burst: let the large buffer go.
+        flow.buf = BytesMut::new();
+    }
+    Step::Progress
+}
+
+/// Reads what is there into `flow`'s buffer.
+fn read<S: ReadReady>(
+    flow: &mut Flow,
+    own: &mut Out<S>,
+    settings: &FlowSettings<'_>,
+    cx: &mut Context<'_>,
+) -> Step {
+    let dir = settings.direction;
+    let chunk = usize::try_from(flow.chunk).unwrap_or(MAX_READ_CHUNK);
+    // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
+    let want = match peek_frame(&flow.buf, settings.max_packet_size) {
+        Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(MIN_READ_CHUNK),
+        Ok(Peek::Complete(_)) => chunk.max(MIN_READ_CHUNK),
+        Err(error) => {
+            settings.counters.malformed();
+            return Step::End(CloseReason::Malformed {
+                direction: dir,
+                error,
+            });
+        }
+    };
+    // An empty buffer is read into only when data is ready: when nothing is, the connection is
+    // idle, and it waits without a read buffer.
+    if flow.buf.capacity() == 0 && flow.buf.is_empty() {
+        match own.io.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Step::End(CloseReason::Io(dir)),
+            Poll::Pending => {
+                flow.reading = true;
+                return Step::Wait;
+            }
+        }
+    }
+    if flow.buf.capacity() - flow.buf.len() < want {
+        flow.buf.reserve(want);
+    }
+    let spare = flow.buf.capacity() - flow.buf.len();
+    let read = std::pin::pin!(own.io.read_buf(&mut flow.buf)).poll(cx);
+    let n = match read {
+        Poll::Pending => {
+            if flow.buf.is_empty() {
+                // Nothing after all (half a TLS record, or idle): wait without the buffer.
+                flow.buf = BytesMut::new();
+                flow.chunk = 0;
+            }
+            flow.reading = true;
+            return Step::Wait;
+        }
+        Poll::Ready(Err(_)) => return Step::End(CloseReason::Io(dir)),
+        Poll::Ready(Ok(0)) => {
+            return Step::End(if flow.buf.is_empty() {
+                eof_reason(dir)
+            } else {
+                // EOF inside a frame: the peer sent a truncated packet.
+                settings.counters.malformed();
+                CloseReason::Malformed {
+                    direction: dir,
+                    error: DecodeError::UnexpectedEnd("connection closed inside a packet"),
+                }
+            });
+        }
+        Poll::Ready(Ok(n)) => n,
+    };
+    let chunk = if n >= spare {
+        (chunk.max(2048) * 2).min(MAX_READ_CHUNK)
+    } else {
+        chunk / 2
+    };
+    flow.chunk = u32::try_from(chunk).unwrap_or(u32::MAX);
+    flow.judging = true;
+    Step::Progress
+}
 
 /// The acknowledgements the client will owe for `frame`, a PUBLISH delivered to it.
 fn owed_for(frame: &[u8]) -> u32 {
@@ -127,314 +710,24 @@ fn owed_for(frame: &[u8]) -> u32 {
     }
 }
 
-/// Adds `n` owed acknowledgements, up to [`MAX_ACK_CREDIT`].
-fn owe(credit: &AtomicU32, n: u32) {
-    if n > 0 {
-        let _ = credit.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-            Some(c.saturating_add(n).min(MAX_ACK_CREDIT))
-        });
-    }
-}
-
-/// Takes one owed acknowledgement, if any is owed.
-fn settle(credit: &AtomicU32) -> bool {
-    credit
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1))
-        .is_ok()
-}
-
-/// Runs one direction until the connection must close, and says why.
+/// Writes `bytes` and flushes, within `limit` (a write outside the relay: the relayed CONNECT).
 ///
-/// `inspect` judges one complete frame; `on_denials` is called with the policy refusals of each
-/// frame (for metrics and the audit log).
-#[allow(clippy::manual_async_fn)] // deliberate: see the first comment in the body
-pub fn pump<R, F, B, I, D>(
-    mut settings: PumpSettings<'_>,
-    reader: &mut R,
-    forward: &Mutex<Out<F>>,
-    back: &Mutex<Out<B>>,
-    mut inspect: I,
-    mut on_denials: D,
-) -> impl Future<Output = CloseReason>
-where
-    R: ReadReady,
-    F: AsyncWrite + Unpin,
-    B: AsyncWrite + Unpin,
-    I: FnMut(&[u8], &mut Vec<Denial>) -> Inspected,
-    D: FnMut(&mut Vec<Denial>),
-{
-    // An async block rather than an async fn: the captures are used in place, where an async fn
-    // keeps a second copy of every argument in the session's long-lived future.
-    async move {
-        let dir = settings.direction;
-        let (fwd_err, back_err) = match dir {
-            Direction::ClientToServer => (Direction::ServerToClient, Direction::ClientToServer),
-            Direction::ServerToClient => (Direction::ClientToServer, Direction::ServerToClient),
-        };
-        let mut buf = BytesMut::new();
-        let mut chunk = 0usize;
-        let mut denials = Vec::new();
-        let mut batch = PacketBatch::default();
-        let mut deadline = settings.idle_limit.map(|d| Instant::now() + d);
-        // One keep-alive timer for the session, armed at the first deadline and pushed forward only
-        // when it fires (see `read_until`).
-        let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        loop {
-            // Room for the next read: what the pending frame needs, or a chunk that adapts to the rate.
-            let want = match peek_frame(&buf, settings.max_packet_size) {
-                Ok(Peek::Incomplete { needed, .. }) => needed.max(chunk).max(MIN_READ_CHUNK),
-                Ok(Peek::Complete(_)) => chunk.max(MIN_READ_CHUNK),
-                Err(error) => {
-                    settings.counters.malformed();
-                    return CloseReason::Malformed {
-                        direction: dir,
-                        error,
-                    };
-                }
-            };
-            // An empty buffer is read into only when data is ready: when nothing is, the connection
-            // is idle, and it waits without a read buffer (a few bytes on the stack), so that idle
-            // connections hold none while a busy one keeps its buffer from read to read.
-            let mut spare = 0;
-            let mut ready = None;
-            if buf.capacity() > 0 || !buf.is_empty() {
-                if buf.capacity() - buf.len() < want {
-                    buf.reserve(want);
-                }
-                spare = buf.capacity() - buf.len();
-                ready = reader.read_buf(&mut buf).now_or_never();
-                if ready.is_none() && buf.is_empty() {
-                    buf = BytesMut::new();
-                    chunk = 0;
-                }
-            }
-            let result = match ready {
-                Some(r) => r,
-                None if buf.is_empty() => {
-                    // Idle: wait for data without a buffer, then read all of it at once.
-                    let ready =
-                        std::future::poll_fn(|cx| reader.poll_read_ready(cx).map_ok(|()| 0));
-                    let Some(r) = read_until(ready, &mut timer, deadline).await else {
-                        return CloseReason::KeepAliveTimeout;
-                    };
-                    if r.is_err() {
-                        r
-                    } else {
-                        buf.reserve(want);
-                        spare = buf.capacity() - buf.len();
-                        match reader.read_buf(&mut buf).now_or_never() {
-                            Some(r) => r,
-                            // Nothing after all (half a TLS record): wait again, without it.
-                            None => {
-                                buf = BytesMut::new();
-                                continue;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    // Inside a frame: wait for its rest with the buffer.
-                    let read = reader.read_buf(&mut buf);
-                    let Some(r) = read_until(read, &mut timer, deadline).await else {
-                        return CloseReason::KeepAliveTimeout;
-                    };
-                    r
-                }
-            };
-            let n = match result {
-                Ok(0) => {
-                    return if buf.is_empty() {
-                        eof_reason(dir)
-                    } else {
-                        // EOF inside a frame: the peer sent a truncated packet.
-                        settings.counters.malformed();
-                        CloseReason::Malformed {
-                            direction: dir,
-                            error: DecodeError::UnexpectedEnd("connection closed inside a packet"),
-                        }
-                    };
-                }
-                Ok(n) => n,
-                Err(_) => return CloseReason::Io(dir),
-            };
-            chunk = if n >= spare {
-                (chunk.max(2048) * 2).min(MAX_READ_CHUNK)
-            } else {
-                chunk / 2
-            };
-
-            // Judge every complete frame; forward runs of unchanged frames in one write.
-            let mut run_start = 0usize;
-            let mut pos = 0usize;
-            let mut saw_packet = false;
-            // Packets charged to the client's message rate.
-            let mut charged = 0u32;
-            loop {
-                let rest = buf.get(pos..).unwrap_or_default();
-                let header = match peek_frame(rest, settings.max_packet_size) {
-                    Ok(Peek::Complete(h)) => h,
-                    Ok(Peek::Incomplete { .. }) => break,
-                    Err(error) => {
-                        settings.counters.malformed();
-                        // Forward what was judged before the bad frame, then close.
-                        let _ = flush(forward, &buf, run_start, pos, settings.write_limit).await;
-                        return CloseReason::Malformed {
-                            direction: dir,
-                            error,
-                        };
-                    }
-                };
-                let end = pos + header.frame_len();
-                let frame = buf.get(pos..end).unwrap_or_default();
-                let inspected = inspect(frame, &mut denials);
-                if !denials.is_empty() {
-                    on_denials(&mut denials);
-                    denials.clear();
-                }
-                match inspected.packet_type {
-                    Some(t) => {
-                        use mqtt_inspect::PacketType as T;
-                        match dir {
-                            // A delivered QoS 1/2 message: its acknowledgements are owed.
-                            Direction::ServerToClient
-                                if t == T::Publish
-                                    && matches!(
-                                        inspected.verdict,
-                                        Verdict::Forward | Verdict::Replace(_)
-                                    ) =>
-                            {
-                                owe(settings.ack_credit, owed_for(frame));
-                            }
-                            Direction::ClientToServer
-                                if matches!(t, T::Puback | T::Pubrec | T::Pubcomp)
-                                    && settle(settings.ack_credit) => {}
-                            Direction::ClientToServer => charged = charged.saturating_add(1),
-                            Direction::ServerToClient => {}
-                        }
-                        batch.add(t, frame.len());
-                    }
-                    None => settings.counters.malformed(),
-                }
-                saw_packet = true;
-                match inspected.verdict {
-                    Verdict::Forward => {}
-                    other => {
-                        if flush(forward, &buf, run_start, pos, settings.write_limit)
-                            .await
-                            .is_err()
-                        {
-                            return CloseReason::Io(fwd_err);
-                        }
-                        run_start = end;
-                        match other {
-                            Verdict::Replace(bytes) => {
-                                if send(forward, &bytes, settings.write_limit).await.is_err() {
-                                    return CloseReason::Io(fwd_err);
-                                }
-                            }
-                            Verdict::Reply(bytes) => {
-                                if send(back, &bytes, settings.write_limit).await.is_err() {
-                                    return CloseReason::Io(back_err);
-                                }
-                            }
-                            Verdict::Close(reason) => return reason,
-                            // The session turns these into a reply or a close before they get
-                            // here; one that did not is refused (fail closed).
-                            Verdict::Reauthenticate(_) => {
-                                return CloseReason::ReauthenticationFailed;
-                            }
-                            Verdict::Drop | Verdict::Forward => {}
-                        }
-                    }
-                }
-                pos = end;
-            }
-            settings.counters.add(&batch);
-            batch = PacketBatch::default();
-            if flush(forward, &buf, run_start, pos, settings.write_limit)
-                .await
-                .is_err()
-            {
-                return CloseReason::Io(fwd_err);
-            }
-            buf.advance(pos);
-            // Over the client's rate: stop reading (TCP pushes back) until it conforms, or close if
-            // it stays over for too long.
-            if let Some(t) = settings.throttle.as_deref_mut() {
-                let (mut m, mut b) = (charged, pos);
-                loop {
-                    match t.account(m, b, std::time::Instant::now()) {
-                        crate::limits::Throttle::Go => break,
-                        crate::limits::Throttle::Wait(d, limit, first) => {
-                            if first {
-                                metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
-                            }
-                            tokio::time::sleep(d).await;
-                            (m, b) = (0, 0);
-                        }
-                        crate::limits::Throttle::Close(limit) => {
-                            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => limit.label().as_str()).increment(1);
-                            return CloseReason::RateLimited(limit);
-                        }
-                    }
-                }
-            }
-            if saw_packet && let Some(seen) = settings.broker_seen {
-                seen.record();
-            }
-            if saw_packet && let Some(limit) = settings.idle_limit {
-                deadline = Some(Instant::now() + limit);
-            }
-            if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
-                // After a burst: let the large buffer go.
-                buf = BytesMut::new();
-            }
-        }
-    }
-}
-
-/// Awaits `read`, or `None` once `deadline` has passed without it completing.
-///
-/// The deadline moves with every packet, but the timer does not: it stays armed at an earlier
-/// deadline and, when it fires, is pushed to the current one (or ends the wait if that has
-/// passed). Arming a fresh timer for each read, as `timeout_at` does, took the runtime's timer
-/// lock twice per packet — once to register, once to cancel — a lock shared by every session.
-async fn read_until<F>(
-    read: F,
-    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    deadline: Option<Instant>,
-) -> Option<io::Result<usize>>
-where
-    F: std::future::Future<Output = io::Result<usize>>,
-{
-    let (Some(timer), Some(deadline)) = (timer.as_mut(), deadline) else {
-        return Some(read.await);
-    };
-    let mut read = std::pin::pin!(read);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut read => return Some(r),
-            () = timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                timer.as_mut().reset(deadline);
-            }
-        }
-    }
-}
-
-async fn flush<W: AsyncWrite + Unpin>(
-    out: &Mutex<Out<W>>,
-    buf: &BytesMut,
-    start: usize,
-    end: usize,
+/// # Errors
+/// The write failed or did not finish in time.
+pub async fn send<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    bytes: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
-    match buf.get(start..end) {
-        Some(run) if !run.is_empty() => send(out, run, limit).await,
-        _ => Ok(()),
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(limit, async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
     }
 }
 
