@@ -737,3 +737,7 @@ const fn eof_reason(dir: Direction) -> CloseReason {
         Direction::ServerToClient => CloseReason::BrokerClosed,
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;
