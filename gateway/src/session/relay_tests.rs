@@ -224,7 +224,8 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_write_limit() {
     let reason = relay(64, None, |mut e| async move {
         let mut got = vec![0; n];
         let (w, r) = tokio::join!(e.broker.write_all(&b2), e.client.read_exact(&mut got));
-        (w.unwrap(), r.unwrap());
+        w.unwrap();
+        r.unwrap();
         assert_eq!(got, b2);
         drop(e.client);
     })
