@@ -194,6 +194,9 @@ impl Running {
     /// [`DRAIN_TIMEOUT`] for the connections to close.
     pub async fn shutdown(self) {
         self.gateway.shutdown.cancel();
+        self.gateway
+            .sessions
+            .signal_all(crate::api::registry::signal::SHUTDOWN);
         self.gateway.tracker.close();
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.gateway.tracker.wait()).await;
         for t in self.tasks {

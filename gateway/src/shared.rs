@@ -134,6 +134,8 @@ impl Gateway {
         }
         self.snapshot.store(Arc::new(snapshot));
         self.generation_tx.send_replace(generation);
+        self.sessions
+            .signal_all(crate::api::registry::signal::RECHECK);
     }
 
     /// A receiver that wakes on each new snapshot.

@@ -8,15 +8,17 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
 
 use crate::session::connect::SessionIdentity;
 
 /// What the registry knows of one live session: its identity (shared with the session, not
-/// copied), when it started, its counters and its kick.
+/// copied), when it started, its counters, and what it is asked from outside (a kick, a
+/// re-check).
 #[derive(Debug)]
 pub struct LiveSession {
     /// Its id in the API (unique for the process's life).
@@ -37,15 +39,48 @@ pub struct LiveSession {
     pub b2c_bytes: AtomicU64,
     /// See `c2b_bytes`.
     pub b2c_packets: AtomicU64,
-    /// Notified once by a kick.
-    pub kick: tokio::sync::Notify,
+    /// What is asked of the session from outside its packets ([`signal`] bits), taken by its
+    /// watch (`session::finish::Watch`) when `waker` wakes it.
+    signals: AtomicU8,
+    /// The session's task, woken by [`Self::signal`] and [`Self::kick`].
+    pub waker: AtomicWaker,
+}
+
+/// What a [`LiveSession`] can be asked to do, as bits: set by whoever knows (a reload, an OCSP
+/// answer, the shutdown, the session itself after a re-authentication), taken by the session.
+/// One byte and a waker per session, in place of a wait on each source: an idle session's task
+/// holds no future per source, and a wake-up costs one load.
+pub mod signal {
+    /// A new snapshot: re-check the session against it (CRLs, CA, tokens' keys, the policy's
+    /// Will).
+    pub const RECHECK: u8 = 1;
+    /// An OCSP answer turned to revoked: look at the session's certificate's.
+    pub const OCSP: u8 = 2;
+    /// The gateway is shutting down.
+    pub const SHUTDOWN: u8 = 4;
+    /// The session's credential changed (a re-authentication): its end moved.
+    pub const CREDENTIAL: u8 = 8;
 }
 
 impl LiveSession {
     /// Asks the session to end (DISCONNECT 0x98 and close).
     pub fn kick(&self) {
         self.kicked.store(true, Ordering::Release);
-        self.kick.notify_one();
+        self.waker.wake();
+    }
+
+    /// Asks the session to act on `bits` ([`signal`]) and wakes it.
+    pub fn signal(&self, bits: u8) {
+        self.signals.fetch_or(bits, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// The bits asked since the last call (one load when there are none).
+    pub fn take_signals(&self) -> u8 {
+        if self.signals.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.signals.swap(0, Ordering::Acquire)
     }
 
     /// Whether it was kicked already.
@@ -212,12 +247,21 @@ impl Registry {
             c2b_packets: AtomicU64::new(0),
             b2c_bytes: AtomicU64::new(0),
             b2c_packets: AtomicU64::new(0),
-            kick: tokio::sync::Notify::new(),
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         });
         self.map.insert(id, Arc::clone(&entry));
         Registered {
             registry: self,
             entry,
+        }
+    }
+
+    /// Asks every live session to act on `bits` ([`signal`]). A session that registers while
+    /// this runs, and misses it, looks for itself once registered (`session::finish::Watch`).
+    pub fn signal_all(&self, bits: u8) {
+        for e in &self.map {
+            e.signal(bits);
         }
     }
 
@@ -329,7 +373,8 @@ mod tests {
             c2b_packets: AtomicU64::new(0),
             b2c_bytes: AtomicU64::new(0),
             b2c_packets: AtomicU64::new(0),
-            kick: tokio::sync::Notify::new(),
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         }
     }
 

@@ -142,12 +142,6 @@ impl Lease {
             .and_then(|e| e.answer)
             .is_some_and(|a| matches!(a.status, Status::Revoked(_)))
     }
-
-    /// Wakes (changes) whenever an answer turns to revoked.
-    #[must_use]
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.ocsp.revoked.subscribe()
-    }
 }
 
 /// Why a client certificate is refused by OCSP at CONNECT.
@@ -543,6 +537,18 @@ fn evict(cache: &mut HashMap<Key, Entry>, now: i64) {
 pub fn start(gateway: &Arc<Gateway>, config: &crate::config::Config) {
     crate::metrics::init_ocsp(config.listeners.iter().map(|l| l.name.as_str()));
     tokio::spawn(staple::run(Arc::clone(gateway)));
+    // An answer that turns to revoked: every live session looks at its own certificate's.
+    let gw = Arc::clone(gateway);
+    tokio::spawn(async move {
+        let mut revoked = gw.ocsp.revoked.subscribe();
+        loop {
+            tokio::select! {
+                changed = revoked.changed() => if changed.is_err() { return },
+                () = gw.shutdown.cancelled() => return,
+            }
+            gw.sessions.signal_all(crate::api::registry::signal::OCSP);
+        }
+    });
     let gw = Arc::clone(gateway);
     tokio::spawn(async move {
         let ocsp = Arc::clone(&gw.ocsp);

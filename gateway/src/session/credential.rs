@@ -19,13 +19,11 @@ pub struct TokenBinding {
     pub state: Arc<TokenState>,
 }
 
-/// The token a session runs on now, and the wake-up of the session's expiry watch when a
-/// re-authentication replaces it.
+/// The token a session runs on now (replaced by each re-authentication; the session then moves
+/// its watch's alarm, `registry::signal::CREDENTIAL`).
 #[derive(Debug)]
 pub struct TokenState {
     current: std::sync::Mutex<TokenInForce>,
-    /// Notified on every replacement.
-    pub changed: tokio::sync::Notify,
 }
 
 /// The token a session runs on now.
@@ -56,7 +54,6 @@ impl TokenBinding {
                     fingerprint: t.key_fingerprint,
                     valid_until: t.expires_at.saturating_add(config.leeway.as_secs()),
                 }),
-                changed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -71,14 +68,13 @@ impl TokenBinding {
             .clone()
     }
 
-    /// Puts a re-authentication's token in force, and wakes the session's expiry watch.
+    /// Puts a re-authentication's token in force.
     pub fn replace(&self, new: TokenInForce) {
         *self
             .state
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
-        self.state.changed.notify_one();
     }
 }
 

@@ -133,68 +133,115 @@ async fn write_goodbye<W: tokio::io::AsyncWrite + Unpin>(
     }
 }
 
-/// Watches what can end a session from outside its packets: a new snapshot that revokes it (each
-/// is re-checked), and the end of its credential (the certificate's notAfter, the token's `exp`,
-/// moved by re-authentications), and a kick from the admin API. Returns when it must end. `rx`
-/// was subscribed before the session's snapshot was read, so no reload falls between them.
-pub(super) async fn watch_session(
-    gw: &Gateway,
-    identity: &SessionIdentity,
-    rx: &mut tokio::sync::watch::Receiver<u64>,
-    kick: &tokio::sync::Notify,
-) -> CloseReason {
-    // Subscribed before the first look: an OCSP answer that turns to revoked at any later moment
-    // wakes this watch.
-    let mut ocsp_rx = identity.ocsp.as_ref().map(|l| l.watch());
-    loop {
-        if identity.ocsp.as_ref().is_some_and(|l| l.revoked()) {
-            return CloseReason::Revoked(crate::labels::RevocationReason::Ocsp);
+/// What can end a session from outside its packets: a new snapshot that revokes it (each is
+/// re-checked), an OCSP answer that turns to revoked, the end of its credential (the
+/// certificate's notAfter, the token's `exp`, moved by re-authentications), a kick from the admin
+/// API, the shutdown. The sources set bits in the session's [`LiveSession`] and wake it; the
+/// credential's end is an alarm on the relay's timer ([`Relay::set_alarm`]). So the watch holds
+/// no future of its own: a few words per session, and one load per wake-up.
+///
+/// [`LiveSession`]: crate::api::registry::LiveSession
+/// [`Relay::set_alarm`]: super::relay::Relay::set_alarm
+pub(super) struct Watch<'a> {
+    gw: &'a Gateway,
+    identity: &'a SessionIdentity,
+    live: &'a crate::api::registry::LiveSession,
+    /// The credential's end: unix seconds, and the instant it falls at on the monotonic clock.
+    end: Option<(u64, Instant)>,
+}
+
+impl<'a> Watch<'a> {
+    /// The watch of a session just put in the registry, whose snapshot is of `generation`.
+    /// What happened before it was there to be told (a reload since its snapshot was read, an
+    /// OCSP answer, the shutdown) is looked at on its first poll.
+    pub(super) fn new(
+        gw: &'a Gateway,
+        identity: &'a SessionIdentity,
+        live: &'a crate::api::registry::LiveSession,
+        generation: u64,
+    ) -> Self {
+        use crate::api::registry::signal;
+        let mut first = signal::OCSP | signal::CREDENTIAL;
+        if gw.generation() != generation {
+            first |= signal::RECHECK;
         }
-        let end = identity.credential_end().map(|(at, _)| at);
-        if end.is_some_and(|at| !before(at)) {
-            return CloseReason::CredentialExpired;
+        if gw.shutdown.is_cancelled() {
+            first |= signal::SHUTDOWN;
         }
-        let expiry = async {
-            match end {
-                Some(at) => tokio::time::sleep(until(at)).await,
-                None => std::future::pending().await,
-            }
-        };
-        let replaced = async {
-            match &identity.token {
-                Some(t) => t.state.changed.notified().await,
-                None => std::future::pending().await,
-            }
-        };
-        let ocsp_changed = async {
-            match ocsp_rx.as_mut() {
-                Some(r) => {
-                    if r.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = ocsp_changed => {}
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    // The gateway is going away; shutdown ends the session.
-                    std::future::pending::<()>().await;
-                }
-                let snap = gw.current();
-                if let Some(reason) = identity.recheck(&snap) {
-                    return CloseReason::Revoked(reason);
-                }
-            }
-            // Checked again at the top: a wall clock that lags the monotonic one sleeps again.
-            () = expiry => {}
-            () = replaced => {}
-            // The admin API's `DELETE /api/v1/sessions/{id}`.
-            () = kick.notified() => return CloseReason::Kicked,
+        live.signal(first);
+        Self {
+            gw,
+            identity,
+            live,
+            end: None,
         }
     }
+
+    /// Ready when the session must end. Registers the task's waker first, so that a signal set
+    /// after the look below wakes it.
+    pub(super) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<CloseReason> {
+        use crate::api::registry::signal;
+        self.live.waker.register(cx.waker());
+        if self.live.kicked() {
+            // The admin API's `DELETE /api/v1/sessions/{id}`.
+            return Poll::Ready(CloseReason::Kicked);
+        }
+        let bits = self.live.take_signals();
+        if bits == 0 {
+            return Poll::Pending;
+        }
+        if bits & signal::SHUTDOWN != 0 {
+            return Poll::Ready(CloseReason::Shutdown);
+        }
+        if bits & (signal::OCSP | signal::RECHECK) != 0
+            && self.identity.ocsp.as_ref().is_some_and(|l| l.revoked())
+        {
+            return Poll::Ready(CloseReason::Revoked(crate::labels::RevocationReason::Ocsp));
+        }
+        if bits & signal::RECHECK != 0
+            && let Some(reason) = self.identity.recheck(&self.gw.current())
+        {
+            return Poll::Ready(CloseReason::Revoked(reason));
+        }
+        if bits & signal::CREDENTIAL != 0 {
+            self.set_end();
+        }
+        Poll::Pending
+    }
+
+    /// When the credential ends, on the monotonic clock.
+    pub(super) fn alarm(&self) -> Option<Instant> {
+        self.end.map(|(_, at)| at)
+    }
+
+    /// The alarm rang: true when the credential has ended on the wall clock; otherwise (a wall
+    /// clock that lags the monotonic one) the alarm is set again.
+    pub(super) fn expired(&mut self) -> bool {
+        match self.end {
+            Some((at, _)) if !before(at) => true,
+            Some(_) => {
+                self.set_end();
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn set_end(&mut self) {
+        self.end = self
+            .identity
+            .credential_end()
+            .map(|(at, _)| (at, in_time(until(at))));
+    }
+}
+
+/// The instant `d` from now; past the monotonic clock's range (a credential valid for ages), a
+/// century from now.
+fn in_time(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Whether the wall clock is still before `at` (unix seconds).

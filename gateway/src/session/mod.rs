@@ -36,7 +36,7 @@ use self::connect::{
     Admitted, CertInfo, ReadError, Refusal, SessionIdentity, admit, password_account,
     read_first_frame,
 };
-use self::finish::watch_session;
+use self::finish::Watch;
 use self::handshake::handshake;
 use self::inspect::{BrokerInspector, ClientInspector, Denial, Inspect, Inspected, Under, Verdict};
 pub(crate) use self::refuse::Why;
@@ -116,15 +116,15 @@ pub fn run(
 
 /// [`run`] with the connection's slots held (see [`crate::limits::release_slot`]).
 async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
-    // Subscribed before the snapshot is read: a reload published at any later moment (during
-    // the handshake, while the CONNECT is judged, before the relay starts) is seen by this session.
-    let generations = ctx.gateway.watch_generation();
+    // A reload published at any later moment (during the handshake, while the CONNECT is judged,
+    // before the relay starts) is seen by this session: its watch compares generations once the
+    // session is in the registry, where every later reload reaches it.
     let snap = ctx.gateway.current();
     let _active = ActiveGuard::new(&ctx.name);
     let Some(o) = Box::pin(open::open_or_refuse(tcp, peer, &ctx, &snap)).await else {
         return;
     };
-    relay_opened(&ctx, &snap, o, generations).await;
+    relay_opened(&ctx, &snap, o).await;
 }
 
 /// The relay of an opened connection. Not an `async fn`: `o` is taken apart here, before the
@@ -134,7 +134,6 @@ fn relay_opened<'a>(
     ctx: &'a ListenerCtx,
     snap: &'a Snapshot,
     o: open::Opened,
-    generations: tokio::sync::watch::Receiver<u64>,
 ) -> impl Future<Output = ()> + 'a {
     let session = Session {
         ctx,
@@ -155,7 +154,7 @@ fn relay_opened<'a>(
         o.broker,
         o.rest,
         (Arc::new(identity), policy),
-        (o.upstream_connect, generations),
+        o.upstream_connect,
     )
 }
 
@@ -210,7 +209,7 @@ impl<'s> Session<'s> {
         broker: crate::transport::broker_stream::BrokerStream,
         rest: BytesMut,
         (identity, policy): (Arc<SessionIdentity>, ClientPolicy),
-        (connect, mut generations): (Vec<u8>, tokio::sync::watch::Receiver<u64>),
+        connect: Vec<u8>,
     ) -> impl Future<Output = ()> + 's {
         let ctx: &'s ListenerCtx = self.ctx;
         let gw: &'s Gateway = &ctx.gateway;
@@ -293,6 +292,8 @@ impl<'s> Session<'s> {
                     let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
                     if let Verdict::Reauthenticate(token) = &inspected.verdict {
                         inspected.verdict = self.reauthenticate(identity, token, auth_method);
+                        // Its credential's end may have moved: the watch sets its alarm again.
+                        live.signal(crate::api::registry::signal::CREDENTIAL);
                     }
                     note_goodbye(inspected, &said_goodbye)
                 },
@@ -309,17 +310,21 @@ impl<'s> Session<'s> {
                 },
                 |denials: &mut Vec<Denial>| self.record_denials(identity, denials),
             );
-            let mut watch =
-                std::pin::pin!(watch_session(gw, identity, &mut generations, &live.kick));
-            let mut shutdown = std::pin::pin!(gw.shutdown.cancelled());
+            // The watch, in the session's entry of the registry: a reload, an OCSP revocation,
+            // a kick or the shutdown wake the task; the credential's end is the relay's alarm.
+            let mut watch = Watch::new(gw, identity, live, self.snap.generation);
             let reason = std::future::poll_fn(|cx| {
-                if let Poll::Ready(reason) = watch.as_mut().poll(cx) {
-                    return Poll::Ready(reason);
+                loop {
+                    if let Poll::Ready(reason) = watch.poll(cx) {
+                        return Poll::Ready(reason);
+                    }
+                    relay.set_alarm(watch.alarm());
+                    match relay.poll_relay(cx, &mut up_judge, &mut down_judge) {
+                        // Early on the wall clock: set again.
+                        Poll::Ready(CloseReason::CredentialExpired) if !watch.expired() => {}
+                        other => return other,
+                    }
                 }
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(CloseReason::Shutdown);
-                }
-                relay.poll_relay(cx, &mut up_judge, &mut down_judge)
             })
             .await;
             let said_goodbye = said_goodbye.load(Ordering::Relaxed);

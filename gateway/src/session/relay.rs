@@ -176,6 +176,8 @@ pub struct Relay<'a, C, B> {
     /// Acknowledgements the client owes for QoS 1/2 messages delivered to it: such an
     /// acknowledgement is not charged to the client's message rate, every other packet is.
     ack_credit: u32,
+    /// When the session's credential ends (the watch's alarm, `finish::Watch`).
+    alarm: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -221,6 +223,7 @@ where
             down_settings,
             throttle,
             ack_credit: 0,
+            alarm: None,
             timer: None,
         }
     }
@@ -235,6 +238,11 @@ where
         &mut self.broker.io
     }
 
+    /// Sets the alarm: at `at`, [`Self::poll_relay`] ends with [`CloseReason::CredentialExpired`].
+    pub fn set_alarm(&mut self, at: Option<Instant>) {
+        self.alarm = at;
+    }
+
     /// Relays until the session must end, and says why.
     pub fn poll_relay(
         &mut self,
@@ -242,18 +250,11 @@ where
         up_judge: &mut impl Judge,
         down_judge: &mut impl Judge,
     ) -> Poll<CloseReason> {
-        // A write the peer does not take ends the session even while the other direction keeps
-        // the task busy (the timer is polled only when both wait).
-        if self.up.write_deadline.is_some() || self.down.write_deadline.is_some() {
-            let now = Instant::now();
-            for (flow, settings) in [
-                (&self.up, &self.up_settings),
-                (&self.down, &self.down_settings),
-            ] {
-                if flow.write_deadline.is_some_and(|d| now >= d) {
-                    return Poll::Ready(write_timeout(flow, settings.direction));
-                }
-            }
+        // The deadlines that hold whatever the flows do (a write the peer does not take, the
+        // alarm): looked at first, so that a direction that keeps the task busy cannot put them
+        // off. The keep-alive deadline counts only once the client's flow waits for bytes.
+        if let Poll::Ready(Some(reason)) = self.poll_timer(cx, false) {
+            return Poll::Ready(reason);
         }
         loop {
             let up = step(
@@ -281,7 +282,7 @@ where
             if up == Step::Progress || down == Step::Progress {
                 continue;
             }
-            match self.poll_timer(cx) {
+            match self.poll_timer(cx, true) {
                 Poll::Ready(Some(reason)) => return Poll::Ready(reason),
                 Poll::Ready(None) => {}
                 Poll::Pending => return Poll::Pending,
@@ -289,24 +290,26 @@ where
         }
     }
 
-    /// The earliest deadline the session waits for, if any.
-    fn next_deadline(&self) -> Option<Instant> {
+    /// The earliest deadline the session waits for, if any (with `idle`, the client's
+    /// keep-alive deadline while its flow waits for bytes).
+    fn next_deadline(&self, idle: bool) -> Option<Instant> {
         [
-            self.up.idle_deadline.filter(|_| self.up.reading),
+            self.up.idle_deadline.filter(|_| idle && self.up.reading),
             self.up.write_deadline,
             self.down.write_deadline,
             self.up.paused_until,
             self.down.paused_until,
+            self.alarm,
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Waits for the earliest deadline. `Ready(Some)`: the session must end; `Ready(None)`: a
-    /// pause ended, step again.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
-        let Some(next) = self.next_deadline() else {
+    /// Waits for the earliest deadline (see [`Self::next_deadline`]). `Ready(Some)`: the session
+    /// must end; `Ready(None)`: a pause ended, step again.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<Option<CloseReason>> {
+        let Some(next) = self.next_deadline(idle) else {
             return Poll::Pending;
         };
         let timer = self
@@ -315,7 +318,7 @@ where
         if timer.deadline() > next {
             timer.as_mut().reset(next);
         }
-        loop {
+        let now = loop {
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -325,10 +328,9 @@ where
                 timer.as_mut().reset(next);
                 continue;
             }
-            break;
-        }
-        let now = Instant::now();
-        if self.up.reading && self.up.idle_deadline.is_some_and(|d| now >= d) {
+            break now;
+        };
+        if idle && self.up.reading && self.up.idle_deadline.is_some_and(|d| now >= d) {
             return Poll::Ready(Some(CloseReason::KeepAliveTimeout));
         }
         for (flow, settings) in [
@@ -338,6 +340,9 @@ where
             if flow.write_deadline.is_some_and(|d| now >= d) {
                 return Poll::Ready(Some(write_timeout(flow, settings.direction)));
             }
+        }
+        if self.alarm.is_some_and(|d| now >= d) {
+            return Poll::Ready(Some(CloseReason::CredentialExpired));
         }
         for flow in [&mut self.up, &mut self.down] {
             if flow.paused_until.is_some_and(|d| now >= d) {

@@ -98,6 +98,20 @@ where
     F: FnOnce(Ends) -> Fut,
     Fut: Future<Output = ()>,
 {
+    relay_until(capacity, idle_limit, None, script).await
+}
+
+/// [`relay`] with its alarm set to `alarm`.
+async fn relay_until<F, Fut>(
+    capacity: usize,
+    idle_limit: Option<Duration>,
+    alarm: Option<tokio::time::Instant>,
+    script: F,
+) -> CloseReason
+where
+    F: FnOnce(Ends) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let (client, client_near) = tokio::io::duplex(capacity);
     let (broker, broker_near) = tokio::io::duplex(capacity);
     let c2b = PacketCounters::new(Direction::ClientToServer);
@@ -126,6 +140,7 @@ where
         (up, down),
         throttle,
     );
+    relay.set_alarm(alarm);
     let (mut a, mut b) = (ByTopic, ByTopic);
     let run = std::future::poll_fn(|cx| relay.poll_relay(cx, &mut a, &mut b));
     tokio::select! {
@@ -271,4 +286,27 @@ async fn a_silent_client_is_cut_off_at_its_keep_alive_deadline() {
     assert_eq!(reason, CloseReason::KeepAliveTimeout);
     let silent = last.lock().unwrap().elapsed();
     assert!(silent >= limit, "cut off {silent:?} after the last packet");
+}
+
+/// The alarm (the credential's end) ends the session at its time, also while packets keep
+/// flowing both ways and the task never waits long.
+#[tokio::test(start_paused = true)]
+async fn the_alarm_ends_a_busy_session_at_its_time() {
+    let start = tokio::time::Instant::now();
+    let at = start + Duration::from_secs(10);
+    let reason = relay_until(4096, None, Some(at), |mut e| async move {
+        let p = publish("a/1");
+        let mut got = vec![0; p.len()];
+        for _ in 0..1000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            e.client.write_all(&p).await.unwrap();
+            e.broker.read_exact(&mut got).await.unwrap();
+            e.broker.write_all(&p).await.unwrap();
+            e.client.read_exact(&mut got).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(reason, CloseReason::CredentialExpired);
+    assert!(tokio::time::Instant::now() >= at);
+    assert!(tokio::time::Instant::now() < at + Duration::from_secs(1));
 }
