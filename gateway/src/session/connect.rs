@@ -80,7 +80,9 @@ pub async fn read_first_frame<S: AsyncRead + Unpin>(
 /// The client's certificate, as the session keeps it.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
-    /// The verified chain, leaf first (re-verified when CRLs change).
+    /// The verified chain, leaf first, through admission; emptied when the relay starts, which
+    /// re-verifies the TLS connection's own copy when CRLs change
+    /// ([`SessionIdentity::recheck_chain`]).
     pub chain: Vec<CertificateDer<'static>>,
     /// Names and fields read from the leaf.
     pub identity: ClientIdentity,
@@ -202,14 +204,22 @@ impl SessionIdentity {
     /// ([`RevocationReason::Policy`] for the last three).
     #[must_use]
     pub fn recheck(&self, snap: &Snapshot) -> Option<RevocationReason> {
-        if let Some(cert) = &self.cert
+        self.recheck_chain(snap, self.cert.as_ref().map_or(&[], |c| &c.chain))
+    }
+
+    /// [`Self::recheck`] with the certificate chain as the TLS connection holds it (a relayed
+    /// session keeps no copy of its own: [`CertInfo::chain`] is emptied when its relay starts).
+    /// A session with a certificate and no chain is refused (fail closed).
+    #[must_use]
+    pub fn recheck_chain(
+        &self,
+        snap: &Snapshot,
+        chain: &[CertificateDer<'static>],
+    ) -> Option<RevocationReason> {
+        if self.cert.is_some()
             && let Some(verifier) = snap.verifiers.get(&*self.listener)
-            && crate::tls::reverify(
-                verifier.as_ref(),
-                &cert.chain,
-                rustls_pki_types::UnixTime::now(),
-            )
-            .is_err()
+            && crate::tls::reverify(verifier.as_ref(), chain, rustls_pki_types::UnixTime::now())
+                .is_err()
         {
             return Some(RevocationReason::Crl);
         }

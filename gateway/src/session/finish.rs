@@ -179,7 +179,12 @@ impl<'a> Watch<'a> {
 
     /// Ready when the session must end. Registers the task's waker first, so that a signal set
     /// after the look below wakes it.
-    pub(super) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<CloseReason> {
+    /// `chain`: the client's certificate chain, as its TLS connection holds it.
+    pub(super) fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        chain: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Poll<CloseReason> {
         use crate::api::registry::signal;
         self.live.waker.register(cx.waker());
         if self.live.kicked() {
@@ -199,7 +204,7 @@ impl<'a> Watch<'a> {
             return Poll::Ready(CloseReason::Revoked(crate::labels::RevocationReason::Ocsp));
         }
         if bits & signal::RECHECK != 0
-            && let Some(reason) = self.identity.recheck(&self.gw.current())
+            && let Some(reason) = self.identity.recheck_chain(&self.gw.current(), chain)
         {
             return Poll::Ready(CloseReason::Revoked(reason));
         }

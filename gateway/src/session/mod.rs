@@ -148,7 +148,15 @@ fn relay_opened<'a>(
     };
     // The identity goes to the heap here, shared with the admin API's table of live sessions:
     // as an argument of `relay` it would keep its room in the session's future for good.
-    let Admitted { identity, policy } = o.admitted;
+    let Admitted {
+        mut identity,
+        policy,
+    } = o.admitted;
+    // The TLS connection holds the client's chain for the session's life: re-checks read it
+    // there, and this copy goes (BENCHMARKS.md: memory per idle connection).
+    if let Some(c) = &mut identity.cert {
+        c.chain = Vec::new();
+    }
     session.relay(
         o.client,
         o.broker,
@@ -315,7 +323,7 @@ impl<'s> Session<'s> {
             let mut watch = Watch::new(gw, identity, live, self.snap.generation);
             let reason = std::future::poll_fn(|cx| {
                 loop {
-                    if let Poll::Ready(reason) = watch.poll(cx) {
+                    if let Poll::Ready(reason) = watch.poll(cx, relay.client().peer_chain()) {
                         return Poll::Ready(reason);
                     }
                     relay.set_alarm(watch.alarm());

@@ -233,6 +233,11 @@ where
         (self.client, self.broker)
     }
 
+    /// The client's stream.
+    pub const fn client(&self) -> &C {
+        &self.client.io
+    }
+
     /// The broker's stream, before the relay starts (to send it the CONNECT).
     pub fn broker_mut(&mut self) -> &mut B {
         &mut self.broker.io

@@ -38,6 +38,19 @@ impl ClientStream {
     }
 }
 
+impl ClientStream {
+    /// The client's certificate chain as the TLS connection holds it (leaf first); empty
+    /// without TLS or without a certificate.
+    #[must_use]
+    pub fn peer_chain(&self) -> &[rustls_pki_types::CertificateDer<'static>] {
+        match self {
+            Self::Plain(_) => &[],
+            Self::Tls(s) => s.common().peer_certificates().unwrap_or_default(),
+            Self::Ws(s) => s.get_ref().peer_chain(),
+        }
+    }
+}
+
 /// A reader that can wait for data without its caller holding a buffer meanwhile, so that an
 /// idle connection holds no read buffer and a busy one reads each wake-up's bytes with one read
 /// (`session::relay`).
