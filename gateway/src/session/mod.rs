@@ -17,7 +17,6 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -111,17 +110,28 @@ pub fn run(
     ctx: Arc<ListenerCtx>,
     permit: crate::limits::ConnPermit,
 ) -> impl Future<Output = ()> {
-    crate::limits::holding(permit, serve(tcp, peer, ctx))
-}
-
-/// [`run`] with the connection's slots held (see [`crate::limits::release_slot`]).
-async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCtx>) {
     // A reload published at any later moment (during the handshake, while the CONNECT is judged,
     // before the relay starts) is seen by this session: its watch compares generations once the
     // session is in the registry, where every later reload reaches it.
     let snap = ctx.gateway.current();
-    let _active = ActiveGuard::new(&ctx.name);
-    let Some(o) = Box::pin(open::open_or_refuse(tcp, peer, &ctx, &snap)).await else {
+    let active = ActiveGuard::new(&ctx.name);
+    // The opening owns what it needs (the socket above all) and is freed when it ends: the
+    // session's future does not keep room for its arguments while the relay runs.
+    let opening = {
+        let (ctx, snap) = (Arc::clone(&ctx), Arc::clone(&snap));
+        Box::pin(async move { open::open_or_refuse(tcp, peer, &ctx, &snap).await })
+    };
+    crate::limits::holding(permit, serve(opening, ctx, snap, active))
+}
+
+/// [`run`] with the connection's slots held (see [`crate::limits::release_slot`]).
+async fn serve(
+    opening: std::pin::Pin<Box<impl Future<Output = Option<open::Opened>>>>,
+    ctx: Arc<ListenerCtx>,
+    snap: Arc<Snapshot>,
+    _active: ActiveGuard,
+) {
+    let Some(o) = opening.await else {
         return;
     };
     relay_opened(&ctx, &snap, o).await;
@@ -264,7 +274,6 @@ impl<'s> Session<'s> {
             live.from_client(connect.len());
             drop(connect);
             self.session_line(identity, live, None);
-            let shared = SessionShared::default();
             let on_deny = self.snap.config.policy.on_publish_deny;
             // A client that connected with a token as Authentication Data: its method, for the
             // CONNACK and its re-authentications.
@@ -274,50 +283,29 @@ impl<'s> Session<'s> {
                 .filter(|t| t.via_auth_method)
                 .and_then(|_| self.snap.config.auth.token.as_ref())
                 .map(|t| t.auth_method.as_str());
-            let mut c_insp = ClientInspector::new(
-                self.version,
-                on_deny,
-                self.snap.config.limits.max_subscriptions_per_client.get(),
+            let mut judge = SessionJudge {
+                session: &self,
+                identity,
+                live,
                 auth_method,
-            );
-            let mut b_insp = BrokerInspector::new(
-                self.version,
-                self.alias_max,
-                self.keep_alive,
-                self.server_keep_alive,
-                auth_method,
-            );
-            let mut c_pol = (self.snap.generation, Arc::clone(&policy));
-            let mut b_pol = (self.snap.generation, Arc::clone(&policy));
-            drop(policy);
-            // A DISCONNECT relayed in either direction ends the conversation: the client sent its
-            // own, or has the broker's; the gateway then closes without adding one ([MQTT-3.14.4-1]).
-            let said_goodbye = AtomicBool::new(false);
-            let mut up_judge = Judged(
-                |frame: &[u8], denials: &mut Vec<Denial>| {
-                    live.from_client(frame.len());
-                    refresh(gw, identity, &mut c_pol);
-                    let mut inspected = c_insp.inspect(frame, &mut under(&c_pol, &shared, denials));
-                    if let Verdict::Reauthenticate(token) = &inspected.verdict {
-                        inspected.verdict = self.reauthenticate(identity, token, auth_method);
-                        // Its credential's end may have moved: the watch sets its alarm again.
-                        live.signal(crate::api::registry::signal::CREDENTIAL);
-                    }
-                    note_goodbye(inspected, &said_goodbye)
-                },
-                |denials: &mut Vec<Denial>| self.record_denials(identity, denials),
-            );
-            let mut down_judge = Judged(
-                |frame: &[u8], denials: &mut Vec<Denial>| {
-                    live.from_broker(frame.len());
-                    refresh(gw, identity, &mut b_pol);
-                    note_goodbye(
-                        b_insp.inspect(frame, &mut under(&b_pol, &shared, denials)),
-                        &said_goodbye,
-                    )
-                },
-                |denials: &mut Vec<Denial>| self.record_denials(identity, denials),
-            );
+                shared: SessionShared::default(),
+                said_goodbye: false,
+                c_insp: ClientInspector::new(
+                    self.version,
+                    on_deny,
+                    self.snap.config.limits.max_subscriptions_per_client.get(),
+                    auth_method,
+                ),
+                b_insp: BrokerInspector::new(
+                    self.version,
+                    self.alias_max,
+                    self.keep_alive,
+                    self.server_keep_alive,
+                    auth_method,
+                ),
+                c_pol: (self.snap.generation, Arc::clone(&policy)),
+                b_pol: (self.snap.generation, policy),
+            };
             // The watch, in the session's entry of the registry: a reload, an OCSP revocation,
             // a kick or the shutdown wake the task; the credential's end is the relay's alarm.
             let mut watch = Watch::new(gw, identity, live, self.snap.generation);
@@ -327,7 +315,7 @@ impl<'s> Session<'s> {
                         return Poll::Ready(reason);
                     }
                     relay.set_alarm(watch.alarm());
-                    match relay.poll_relay(cx, &mut up_judge, &mut down_judge) {
+                    match relay.poll_relay(cx, &mut judge) {
                         // Early on the wall clock: set again.
                         Poll::Ready(CloseReason::CredentialExpired) if !watch.expired() => {}
                         other => return other,
@@ -335,8 +323,8 @@ impl<'s> Session<'s> {
                 }
             })
             .await;
-            let said_goodbye = said_goodbye.load(Ordering::Relaxed);
-            let connack_relayed = shared.connack_relayed();
+            let said_goodbye = judge.said_goodbye;
+            let connack_relayed = judge.shared.connack_relayed();
             let (client_out, broker_out) = relay.into_streams();
             // Boxed: the goodbye's future would otherwise keep its room in the session's future
             // for the connection's whole life.
@@ -571,30 +559,65 @@ fn under<'a>(
 }
 
 /// Notes a DISCONNECT forwarded as it came (see `said_goodbye` in [`Session::relay`]).
-/// A direction's [`Judge`]: its inspection, and what it does with the refusals.
-struct Judged<I, D>(I, D);
+/// The judge of both directions of one session: its inspectors and policies, held by value in
+/// the session's future (one struct, no closure keeping a reference to each).
+struct SessionJudge<'a, 's> {
+    session: &'a Session<'s>,
+    identity: &'a SessionIdentity,
+    live: &'a crate::api::registry::LiveSession,
+    auth_method: Option<&'a str>,
+    shared: SessionShared,
+    /// A DISCONNECT relayed in either direction ends the conversation: the client sent its own,
+    /// or has the broker's; the gateway then closes without adding one ([MQTT-3.14.4-1]).
+    said_goodbye: bool,
+    c_insp: ClientInspector,
+    b_insp: BrokerInspector,
+    c_pol: (u64, Arc<ClientPolicy>),
+    b_pol: (u64, Arc<ClientPolicy>),
+}
 
-impl<I, D> Judge for Judged<I, D>
-where
-    I: FnMut(&[u8], &mut Vec<Denial>) -> Inspected,
-    D: FnMut(&mut Vec<Denial>),
-{
-    fn judge(&mut self, frame: &[u8], denials: &mut Vec<Denial>) -> Inspected {
-        (self.0)(frame, denials)
+impl Judge for SessionJudge<'_, '_> {
+    fn judge(
+        &mut self,
+        direction: Direction,
+        frame: &[u8],
+        denials: &mut Vec<Denial>,
+    ) -> Inspected {
+        let gw = &*self.session.ctx.gateway;
+        let inspected = match direction {
+            Direction::ClientToServer => {
+                self.live.from_client(frame.len());
+                refresh(gw, self.identity, &mut self.c_pol);
+                let mut inspected = self
+                    .c_insp
+                    .inspect(frame, &mut under(&self.c_pol, &self.shared, denials));
+                if let Verdict::Reauthenticate(token) = &inspected.verdict {
+                    inspected.verdict =
+                        self.session
+                            .reauthenticate(self.identity, token, self.auth_method);
+                    // Its credential's end may have moved: the watch sets its alarm again.
+                    self.live.signal(crate::api::registry::signal::CREDENTIAL);
+                }
+                inspected
+            }
+            Direction::ServerToClient => {
+                self.live.from_broker(frame.len());
+                refresh(gw, self.identity, &mut self.b_pol);
+                self.b_insp
+                    .inspect(frame, &mut under(&self.b_pol, &self.shared, denials))
+            }
+        };
+        if inspected.packet_type == Some(PacketType::Disconnect)
+            && inspected.verdict == Verdict::Forward
+        {
+            self.said_goodbye = true;
+        }
+        inspected
     }
 
     fn denied(&mut self, denials: &mut Vec<Denial>) {
-        (self.1)(denials);
+        self.session.record_denials(self.identity, denials);
     }
-}
-
-fn note_goodbye(inspected: Inspected, said_goodbye: &AtomicBool) -> Inspected {
-    if inspected.packet_type == Some(PacketType::Disconnect)
-        && inspected.verdict == Verdict::Forward
-    {
-        said_goodbye.store(true, Ordering::Relaxed);
-    }
-    inspected
 }
 
 /// Re-resolves the client's policy when a new generation was published (checked per packet; a

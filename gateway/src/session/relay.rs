@@ -114,6 +114,20 @@ enum To {
     Back,
 }
 
+/// What a flow does once the run before a frame not forwarded unchanged is written.
+#[derive(Debug, Default)]
+enum Then {
+    /// Go on judging, then reading.
+    #[default]
+    GoOn,
+    /// Write these bytes (a rewrite or a reply), then go on.
+    Write(To, Vec<u8>),
+    /// End the session (if the run could not be written: for that).
+    End(CloseReason),
+    /// End the session for this, even if the run could not be written (a malformed frame).
+    EndAnyway(CloseReason),
+}
+
 /// One direction of the relay.
 #[derive(Debug, Default)]
 struct Flow {
@@ -129,11 +143,8 @@ struct Flow {
     written: usize,
     /// A write that did not finish at once: the time by which it must.
     write_deadline: Option<Instant>,
-    /// A rewrite or a reply, written after the run.
-    owned: Option<(To, Vec<u8>)>,
-    /// The session ends once the writes before it are done. With `true`, a failed write does not
-    /// change the reason (a malformed frame ends the session whatever happens to the run before).
-    end: Option<(CloseReason, bool)>,
+    /// What comes after the run.
+    then: Then,
     /// What the last read brought is not all judged yet.
     judging: bool,
     /// Everything of the last read is judged and written: left to do, the rate account and the
@@ -170,8 +181,9 @@ pub struct Relay<'a, C, B> {
     broker: Out<B>,
     up: Flow,
     down: Flow,
-    up_settings: FlowSettings<'a>,
-    down_settings: FlowSettings<'a>,
+    /// Both flows' settings, in one (what differs: the direction, the counters, the client's
+    /// keep-alive, the broker's liveness).
+    settings: Shared<'a>,
     throttle: crate::limits::ClientThrottle,
     /// Acknowledgements the client owes for QoS 1/2 messages delivered to it: such an
     /// acknowledgement is not charged to the client's message rate, every other packet is.
@@ -181,10 +193,46 @@ pub struct Relay<'a, C, B> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// The settings of both flows.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    max_packet_size: u32,
+    idle_limit: Option<Duration>,
+    write_limit: Duration,
+    c2b: &'a PacketCounters,
+    b2c: &'a PacketCounters,
+    broker_seen: Option<&'a crate::shared::BrokerSeen>,
+}
+
+impl<'a> Shared<'a> {
+    /// The settings of the flow in `direction`.
+    const fn flow(&self, direction: Direction) -> FlowSettings<'a> {
+        match direction {
+            Direction::ClientToServer => FlowSettings {
+                direction,
+                max_packet_size: self.max_packet_size,
+                idle_limit: self.idle_limit,
+                write_limit: self.write_limit,
+                counters: self.c2b,
+                broker_seen: None,
+            },
+            Direction::ServerToClient => FlowSettings {
+                direction,
+                max_packet_size: self.max_packet_size,
+                idle_limit: None,
+                write_limit: self.write_limit,
+                counters: self.b2c,
+                broker_seen: self.broker_seen,
+            },
+        }
+    }
+}
+
 /// Judges one complete frame (and collects its policy refusals).
 pub trait Judge {
-    /// The verdict on `frame`; refusals are pushed onto `denials`.
-    fn judge(&mut self, frame: &[u8], denials: &mut Vec<Denial>) -> Inspected;
+    /// The verdict on `frame`, read in `direction`; refusals are pushed onto `denials`.
+    fn judge(&mut self, direction: Direction, frame: &[u8], denials: &mut Vec<Denial>)
+    -> Inspected;
     /// Called with the refusals of each frame that had some (metrics and the audit log).
     fn denied(&mut self, denials: &mut Vec<Denial>);
 }
@@ -219,8 +267,14 @@ where
             broker: Out::new(broker),
             up,
             down: Flow::default(),
-            up_settings,
-            down_settings,
+            settings: Shared {
+                max_packet_size: up_settings.max_packet_size,
+                idle_limit: up_settings.idle_limit,
+                write_limit: up_settings.write_limit,
+                c2b: up_settings.counters,
+                b2c: down_settings.counters,
+                broker_seen: down_settings.broker_seen,
+            },
             throttle,
             ack_credit: 0,
             alarm: None,
@@ -252,8 +306,7 @@ where
     pub fn poll_relay(
         &mut self,
         cx: &mut Context<'_>,
-        up_judge: &mut impl Judge,
-        down_judge: &mut impl Judge,
+        judge: &mut impl Judge,
     ) -> Poll<CloseReason> {
         // The deadlines that hold whatever the flows do (a write the peer does not take, the
         // alarm): looked at first, so that a direction that keeps the task busy cannot put them
@@ -265,9 +318,9 @@ where
             let up = step(
                 &mut self.up,
                 (&mut self.client, &mut self.broker),
-                &self.up_settings,
+                &self.settings.flow(Direction::ClientToServer),
                 (Some(&mut self.throttle), &mut self.ack_credit),
-                up_judge,
+                judge,
                 cx,
             );
             if let Step::End(reason) = up {
@@ -276,9 +329,9 @@ where
             let down = step(
                 &mut self.down,
                 (&mut self.broker, &mut self.client),
-                &self.down_settings,
+                &self.settings.flow(Direction::ServerToClient),
                 (None, &mut self.ack_credit),
-                down_judge,
+                judge,
                 cx,
             );
             if let Step::End(reason) = down {
@@ -338,12 +391,12 @@ where
         if idle && self.up.reading && self.up.idle_deadline.is_some_and(|d| now >= d) {
             return Poll::Ready(Some(CloseReason::KeepAliveTimeout));
         }
-        for (flow, settings) in [
-            (&self.up, &self.up_settings),
-            (&self.down, &self.down_settings),
+        for (flow, direction) in [
+            (&self.up, Direction::ClientToServer),
+            (&self.down, Direction::ServerToClient),
         ] {
             if flow.write_deadline.is_some_and(|d| now >= d) {
-                return Poll::Ready(Some(write_timeout(flow, settings.direction)));
+                return Poll::Ready(Some(write_timeout(flow, direction)));
             }
         }
         if self.alarm.is_some_and(|d| now >= d) {
@@ -361,7 +414,7 @@ where
 /// The reason for `flow`'s write that did not finish in time.
 fn write_timeout(flow: &Flow, direction: Direction) -> CloseReason {
     // A run goes on; owned bytes go on or back. `WriteTimeout` names the direction of the bytes.
-    let back = flow.run == flow.run_end && matches!(flow.owned, Some((To::Back, _)));
+    let back = flow.run == flow.run_end && matches!(flow.then, Then::Write(To::Back, _));
     CloseReason::WriteTimeout(if back { flip(direction) } else { direction })
 }
 
@@ -410,23 +463,26 @@ where
             Poll::Pending => return Step::Wait,
         }
     }
-    if let Some((to, bytes)) = flow.owned.take() {
-        let progress = (&mut flow.written, &mut flow.write_deadline);
-        let written = match to {
-            To::Forward => poll_write_all(other, dir, &bytes, progress, settings.write_limit, cx),
-            To::Back => poll_write_all(own, dir, &bytes, progress, settings.write_limit, cx),
-        };
-        return match written {
-            Poll::Ready(Ok(())) => Step::Progress,
-            Poll::Ready(Err(_)) => failed(flow, io_side(dir, to)),
-            Poll::Pending => {
-                flow.owned = Some((to, bytes));
-                Step::Wait
-            }
-        };
-    }
-    if let Some((reason, _)) = flow.end.take() {
-        return Step::End(reason);
+    match std::mem::take(&mut flow.then) {
+        Then::GoOn => {}
+        Then::Write(to, bytes) => {
+            let progress = (&mut flow.written, &mut flow.write_deadline);
+            let written = match to {
+                To::Forward => {
+                    poll_write_all(other, dir, &bytes, progress, settings.write_limit, cx)
+                }
+                To::Back => poll_write_all(own, dir, &bytes, progress, settings.write_limit, cx),
+            };
+            return match written {
+                Poll::Ready(Ok(())) => Step::Progress,
+                Poll::Ready(Err(_)) => Step::End(CloseReason::Io(io_side(dir, to))),
+                Poll::Pending => {
+                    flow.then = Then::Write(to, bytes);
+                    Step::Wait
+                }
+            };
+        }
+        Then::End(reason) | Then::EndAnyway(reason) => return Step::End(reason),
     }
     if flow.judging {
         judge_frames(flow, settings, ack_credit, judge);
@@ -441,8 +497,8 @@ where
 /// A write of `flow` failed on `side`: the session ends for that, or for the reason it was
 /// already ending with.
 fn failed(flow: &mut Flow, side: Direction) -> Step {
-    match flow.end.take() {
-        Some((reason, true)) => Step::End(reason),
+    match std::mem::take(&mut flow.then) {
+        Then::EndAnyway(reason) => Step::End(reason),
         _ => Step::End(CloseReason::Io(side)),
     }
 }
@@ -516,19 +572,16 @@ fn judge_frames(
                 // Forward what was judged before the bad frame, then close.
                 flow.run_end = pos;
                 flow.judging = false;
-                flow.end = Some((
-                    CloseReason::Malformed {
-                        direction: dir,
-                        error,
-                    },
-                    true,
-                ));
+                flow.then = Then::EndAnyway(CloseReason::Malformed {
+                    direction: dir,
+                    error,
+                });
                 break;
             }
         };
         let end = pos + header.frame_len();
         let frame = flow.buf.get(pos..end).unwrap_or_default();
-        let inspected = judge.judge(frame, &mut denials);
+        let inspected = judge.judge(dir, frame, &mut denials);
         if !denials.is_empty() {
             judge.denied(&mut denials);
             denials.clear();
@@ -565,13 +618,13 @@ fn judge_frames(
         flow.judged = end;
         match inspected.verdict {
             Verdict::Forward => continue,
-            Verdict::Replace(bytes) => flow.owned = Some((To::Forward, bytes)),
-            Verdict::Reply(bytes) => flow.owned = Some((To::Back, bytes)),
-            Verdict::Close(reason) => flow.end = Some((reason, false)),
+            Verdict::Replace(bytes) => flow.then = Then::Write(To::Forward, bytes),
+            Verdict::Reply(bytes) => flow.then = Then::Write(To::Back, bytes),
+            Verdict::Close(reason) => flow.then = Then::End(reason),
             // The session turns these into a reply or a close before they get here; one that
             // did not is refused (fail closed).
             Verdict::Reauthenticate(_) => {
-                flow.end = Some((CloseReason::ReauthenticationFailed, false));
+                flow.then = Then::End(CloseReason::ReauthenticationFailed);
             }
             Verdict::Drop => {}
         }

@@ -64,7 +64,7 @@ const REPLY: &[u8] = &[0x40, 0x02, 0x00, 0x01];
 struct ByTopic;
 
 impl Judge for ByTopic {
-    fn judge(&mut self, frame: &[u8], _: &mut Vec<Denial>) -> Inspected {
+    fn judge(&mut self, _: Direction, frame: &[u8], _: &mut Vec<Denial>) -> Inspected {
         let topic = frame.get(4..).unwrap_or_default();
         let verdict = if topic.starts_with(b"deny") {
             Verdict::Reply(REPLY.to_vec())
@@ -141,8 +141,7 @@ where
         throttle,
     );
     relay.set_alarm(alarm);
-    let (mut a, mut b) = (ByTopic, ByTopic);
-    let run = std::future::poll_fn(|cx| relay.poll_relay(cx, &mut a, &mut b));
+    let run = std::future::poll_fn(|cx| relay.poll_relay(cx, &mut ByTopic));
     tokio::select! {
         reason = run => reason,
         () = async { script(Ends { client, broker }).await; std::future::pending().await } => unreachable!(),
