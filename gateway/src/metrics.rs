@@ -298,8 +298,8 @@ impl PacketCounters {
 
 /// Packets counted locally over one read, added to the shared counters at once (one atomic add
 /// per type seen, instead of two per packet). 32-bit counts: one read holds at most
-/// `MAX_READ_CHUNK` bytes plus one frame, far fewer than 2^32 packets or bytes, and the batch
-/// lives in each pump's future, so in every connection's memory (72 bytes instead of 128).
+/// `MAX_READ_CHUNK` bytes plus one frame, far fewer than 2^32 packets or bytes (the batch lives
+/// on the stack while the relay judges one read).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PacketBatch {
     packets: [u32; PacketType::ALL.len()],
