@@ -185,46 +185,36 @@ async fn only_frames_judged_forward_are_forwarded_in_order() {
     }
 }
 
-/// A frame judged `Close`: what came before it is forwarded, it and what follows are not.
+/// A frame that ends the session: what came before it is forwarded, it and what follows are
+/// not. A `Close` verdict, and a malformed frame ([MQTT-1.5.5-1]: a Remaining Length of more than
+/// four bytes), which ends the session as malformed.
 #[tokio::test]
-async fn a_close_verdict_forwards_the_run_before_it_and_nothing_after() {
-    let bytes: Vec<u8> = ["a/1", "close/x", "a/2"]
-        .iter()
-        .flat_map(|t| publish(t))
-        .collect();
-    let reason = relay(4096, None, |mut e| async move {
-        e.client.write_all(&bytes).await.unwrap();
-        let mut got = Vec::new();
-        e.broker.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, publish("a/1"));
-    })
-    .await;
-    assert_eq!(reason, CloseReason::PublishDenied);
-}
-
-/// A malformed frame ([MQTT-1.5.5-1]: a Remaining Length of more than four bytes) ends the
-/// session as malformed; the frames judged before it are forwarded.
-#[tokio::test]
-async fn a_malformed_frame_ends_the_session_after_the_frames_before_it() {
-    let mut bytes = publish("a/1");
-    bytes.extend_from_slice(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
-    let reason = relay(4096, None, |mut e| async move {
-        e.client.write_all(&bytes).await.unwrap();
-        let mut got = Vec::new();
-        e.broker.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, publish("a/1"));
-    })
-    .await;
-    assert!(
-        matches!(
-            reason,
+async fn a_frame_that_ends_the_session_forwards_the_run_before_it_and_nothing_after() {
+    let mut closing = publish("close/x");
+    closing.extend_from_slice(&publish("a/2"));
+    let mut malformed = vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01];
+    malformed.extend_from_slice(&publish("a/2"));
+    for (tail, ends) in [
+        (closing, CloseReason::PublishDenied),
+        (
+            malformed,
             CloseReason::Malformed {
                 direction: Direction::ClientToServer,
-                error: DecodeError::MalformedVarInt(_)
-            }
+                error: DecodeError::MalformedVarInt("remaining length"),
+            },
         ),
-        "{reason:?}"
-    );
+    ] {
+        let mut bytes = publish("a/1");
+        bytes.extend_from_slice(&tail);
+        let reason = relay(4096, None, |mut e| async move {
+            e.client.write_all(&bytes).await.unwrap();
+            let mut got = Vec::new();
+            e.broker.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, publish("a/1"));
+        })
+        .await;
+        assert_eq!(reason, ends);
+    }
 }
 
 /// A client that does not read what the broker sends it holds the relay's write for at most
