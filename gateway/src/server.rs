@@ -193,10 +193,7 @@ impl Running {
     /// Stops accepting, tells every client (DISCONNECT where the protocol allows), and waits up to
     /// [`DRAIN_TIMEOUT`] for the connections to close.
     pub async fn shutdown(self) {
-        self.gateway.shutdown.cancel();
-        self.gateway
-            .sessions
-            .signal_all(crate::api::registry::signal::SHUTDOWN);
+        self.gateway.begin_shutdown();
         self.gateway.tracker.close();
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.gateway.tracker.wait()).await;
         for t in self.tasks {

@@ -138,6 +138,14 @@ impl Gateway {
             .signal_all(crate::api::registry::signal::RECHECK);
     }
 
+    /// Starts the shutdown: every task waiting on `shutdown` ends, and every live session is told
+    /// (a session that registers later sees the token cancelled: `session::finish::Watch`).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.sessions
+            .signal_all(crate::api::registry::signal::SHUTDOWN);
+    }
+
     /// A receiver that wakes on each new snapshot.
     #[must_use]
     pub fn watch_generation(&self) -> watch::Receiver<u64> {

@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod credential;
 mod finish;
+mod flow;
 mod handshake;
 pub mod inspect;
 mod last_allowed;

@@ -185,7 +185,7 @@ pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result
     /// A CONNACK is 4 bytes in 3.1.1; a broker's answer is read no further than this.
     const MAX_ANSWER: u32 = 64;
     let deadline = tokio::time::Instant::now() + limit;
-    let stream = dial(address, limit).await.map_err(|(_, cause)| cause)?;
+    let mut stream = dial(address, limit).await.map_err(|(_, cause)| cause)?;
     // With `upstream.proxy_protocol`, a PROXY v2 header first, naming the probe's own connection:
     // the gateway is the client here. (Not the LOCAL command that the PROXY protocol suggests for
     // health checks: Mosquitto 2.1 rejects LOCAL connections.)
@@ -210,10 +210,9 @@ pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result
         )
         .map_err(|e| e.to_string())?;
     }
-    let (mut rd, mut wr) = stream.into_split();
     let answer = async {
         hello.extend_from_slice(&probe_connect());
-        wr.write_all(&hello).await.map_err(|e| e.to_string())?;
+        stream.write_all(&hello).await.map_err(|e| e.to_string())?;
         let mut buf = Vec::with_capacity(64);
         loop {
             match mqtt_inspect::peek_frame(&buf, MAX_ANSWER) {
@@ -228,7 +227,7 @@ pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result
                     };
                 }
                 Ok(mqtt_inspect::Peek::Incomplete { .. }) => {
-                    if rd.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
                         return Err(
                             "the broker closed the probe's connection unanswered".to_owned()
                         );
@@ -243,13 +242,13 @@ pub async fn probe(address: &str, limit: Duration, proxy_header: bool) -> Result
         .map_err(|_| format!("no CONNACK within {limit:?}"))??;
     if code.is_success() {
         // DISCONNECT: a normal end, not a dropped connection, in the broker's log.
-        let _ = tokio::time::timeout_at(deadline, wr.write_all(&[0xe0, 0x00])).await;
+        let _ = tokio::time::timeout_at(deadline, stream.write_all(&[0xe0, 0x00])).await;
     }
-    let _ = tokio::time::timeout_at(deadline, wr.shutdown()).await;
+    let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
     // Until the broker closes too: an orderly end on both sides, never a reset.
     let mut sink = [0u8; 64];
     let _ = tokio::time::timeout_at(deadline, async {
-        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
     Ok(code.to_u8())

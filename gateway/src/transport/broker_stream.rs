@@ -1,7 +1,6 @@
 //! `BrokerStream`: the connection to the broker, TCP (`host:port`) or a Unix domain socket
-//! (`unix:/path`), behind one type so that the session and the relay are written once; and its
-//! two owned halves for the relay's two directions (`tokio_util`'s `Either` forwards reads and
-//! writes to whichever transport it holds).
+//! (`unix:/path`), behind one type so that the session and the relay are written once
+//! (`tokio_util`'s `Either` forwards reads and writes to whichever transport it holds).
 //!
 //! A Unix socket suits a broker on the gateway's own host. It closes the local bypass a loopback
 //! listener leaves open: any process on the host (or in a container sharing its network
@@ -15,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream, tcp, unix};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_util::either::Either;
 
 use crate::transport::io::ReadReady;
@@ -29,26 +28,12 @@ pub enum BrokerStream {
     Unix(UnixStream),
 }
 
-/// The reading half of a [`BrokerStream`]: TCP on the left, a Unix socket on the right.
-pub type BrokerReader = Either<tcp::OwnedReadHalf, unix::OwnedReadHalf>;
-
-/// The writing half of a [`BrokerStream`]: TCP on the left, a Unix socket on the right.
-pub type BrokerWriter = Either<tcp::OwnedWriteHalf, unix::OwnedWriteHalf>;
-
 impl BrokerStream {
-    /// The reading and the writing half, each owned, so that the relay's two directions hold one
-    /// each without a lock.
-    #[must_use]
-    pub fn into_split(self) -> (BrokerReader, BrokerWriter) {
+    /// The transport it holds, as one type that reads and writes for either.
+    fn either(&mut self) -> Either<&mut TcpStream, &mut UnixStream> {
         match self {
-            Self::Tcp(s) => {
-                let (r, w) = s.into_split();
-                (Either::Left(r), Either::Left(w))
-            }
-            Self::Unix(s) => {
-                let (r, w) = s.into_split();
-                (Either::Right(r), Either::Right(w))
-            }
+            Self::Tcp(s) => Either::Left(s),
+            Self::Unix(s) => Either::Right(s),
         }
     }
 }
@@ -68,10 +53,7 @@ impl AsyncRead for BrokerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().either()).poll_read(cx, buf)
     }
 }
 
@@ -81,32 +63,14 @@ impl AsyncWrite for BrokerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().either()).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().either()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
-impl ReadReady for BrokerReader {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Either::Left(r) => r.as_ref().poll_read_ready(cx),
-            Either::Right(r) => r.as_ref().poll_read_ready(cx),
-        }
+        Pin::new(&mut self.get_mut().either()).poll_shutdown(cx)
     }
 }
